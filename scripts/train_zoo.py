@@ -1,0 +1,91 @@
+"""Train the embedded model zoo deterministically on MNIST-5k and save the checkpoints.
+
+Every checkpoint lands in src/ptsbench/zoo_checkpoints/<arch>__mnist5k.pt; existing ones are
+kept unless --force. Same seed, same data split, same recipe -> the same weights on a given
+torch build (CPU, fixed thread count).
+
+    python scripts/train_zoo.py              # all missing members
+    python scripts/train_zoo.py --only cifar_resnet20 --force
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from ptsbench.data import build_data  # noqa: E402
+from ptsbench.models import ZOO_DIR, zoo, zoo_checkpoint_path  # noqa: E402
+from ptsbench.tasks.classification import top1_accuracy  # noqa: E402
+
+# arch -> (epochs, lr); AdamW + cosine, batch 128, +-2 px random shifts
+RECIPES = {
+    "cifar_resnet20": (8, 3e-3),
+    "cifar_resnet32": (8, 3e-3),
+    "cifar_resnet56": (8, 2e-3),
+    "small_mobilenetv2_x0.5": (12, 3e-3),
+    "small_mobilenetv2_x1.0": (12, 3e-3),
+    "small_vit_d64": (30, 2e-3),
+    "small_vit_d96": (30, 1e-3),
+}
+
+
+def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    pad = F.pad(x, [max_shift] * 4)
+    dx, dy = torch.randint(0, 2 * max_shift + 1, (2,), generator=gen).tolist()
+    return pad[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+def train_one(arch: str, data, epochs: int, lr: float, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = zoo.ZOO_ARCHS.get(arch)(data.num_classes, data.in_chans, data.img_size)
+    x, y = data.train.tensors
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps = epochs * ((len(x) + 127) // 128)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), 128):
+            idx = perm[i:i + 128]
+            loss = F.cross_entropy(model(random_shift(x[idx], gen)), y[idx], label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        print(f"  {arch} epoch {epoch + 1}/{epochs} loss {loss.item():.3f}", flush=True)
+    return model.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(RECIPES)}")
+    ap.add_argument("--force", action="store_true", help="retrain even if a checkpoint exists")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = build_data(OmegaConf.create({"name": "mnist5k"}), OmegaConf.create({"num_samples": 1024, "seed": 0}))
+    ZOO_DIR.mkdir(parents=True, exist_ok=True)
+    for arch in args.only or list(RECIPES):
+        path = zoo_checkpoint_path(arch, "mnist5k")
+        if path.exists() and not args.force:
+            print(f"{arch}: checkpoint exists ({path.name}), skipping")
+            continue
+        t0 = time.time()
+        epochs, lr = RECIPES[arch]
+        model = train_one(arch, data, epochs, lr)
+        acc = top1_accuracy(model, data.test_loader(500))
+        torch.save(model.state_dict(), path)
+        print(f"{arch}: dense test top-1 {100 * acc:.2f}% ({time.time() - t0:.0f}s) -> {path.name}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Model construction: architecture and weight source are separate knobs (SPEC §6).
+
+``model.source`` picks the builder (``zoo`` for the embedded architectures); ``model.weights``
+is ``none`` (random init), ``zoo`` (the checkpoint trained by scripts/train_zoo.py), or a
+local checkpoint path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import Registry
+from . import zoo
+
+MODEL_SOURCES: Registry = Registry("model source", "model.source")
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo_checkpoints"
+
+
+def zoo_checkpoint_path(arch: str, dataset: str) -> Path:
+    return ZOO_DIR / f"{arch}__{dataset}.pt"
+
+
+@MODEL_SOURCES.register("zoo")
+def _build_zoo(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    return zoo.ZOO_ARCHS.get(cfg.arch)(num_classes, in_chans, img_size)
+
+
+def load_weights(model: nn.Module, cfg, dataset_name: str) -> None:
+    weights = str(cfg.get("weights", "none"))
+    if weights == "none":
+        return
+    if weights == "zoo":
+        path = zoo_checkpoint_path(cfg.arch, dataset_name)
+        if not path.exists():
+            raise ConfigError(
+                f"model.weights=zoo: no checkpoint for '{cfg.arch}' on '{dataset_name}' at {path}; "
+                f"train it with `python scripts/train_zoo.py --only {cfg.arch}` or use model.weights=none")
+    else:
+        path = Path(weights).expanduser()
+        if not path.exists():
+            raise ConfigError(
+                f"model.weights: checkpoint '{weights}' not found; pass an existing local file "
+                f"(model.weights=/path/to/ckpt.pt), or model.weights=none for random init")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    model.load_state_dict(state)
+
+
+def build_model(cfg, num_classes: int, in_chans: int, img_size: int, dataset_name: str) -> nn.Module:
+    model = MODEL_SOURCES.get(cfg.get("source", "zoo"))(cfg, num_classes, in_chans, img_size)
+    load_weights(model, cfg, dataset_name)
+    return model.eval()
+
+
+# Other weight sources (torchvision, timm, detection, diffusion) register from submodules.
+from ..autoload import import_submodules  # noqa: E402
+
+import_submodules(__name__, __path__)

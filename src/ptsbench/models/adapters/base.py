@@ -1,0 +1,73 @@
+"""Model adapters: each family declares its prunable layers and reconstruction units.
+
+A ``Unit`` is a chain of modules applied in order, ``out = m_k(...m_1(x))``; its input is what
+its first module receives and its output what its last module returns. Granularities (SPEC §3):
+- ``single``: one Conv/Linear (BN already folded), output before the activation;
+- ``layer``: Conv(+folded BN)+activation, Linear+activation;
+- ``block``: the family's residual/transformer block, output after the residual add and the
+  final activation; layers outside any block (stem, head) become ``layer`` units.
+Adapters list units explicitly; ``GenericAdapter`` (every prunable layer a ``single`` unit,
+for any granularity) serves unknown models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ...errors import ConfigError
+from ...registry import Registry
+from ...sparsity.layers import PRUNABLE_TYPES
+
+GRANULARITIES = ("single", "layer", "block")
+ADAPTERS: Registry[type["ModelAdapter"]] = Registry("model adapter", "model.family")
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    modules: tuple[str, ...]  # qualified module names, applied in order
+    layers: tuple[str, ...]   # prunable layers inside the unit (the weights it trains)
+    kind: str                 # single | layer | block
+
+
+class ModelAdapter:
+    """Base adapter. Subclasses override ``units`` (and ``dense_globs`` where a family keeps
+    parts dense by default, e.g. diffusion time embeddings)."""
+
+    family = "generic"
+    dense_globs: tuple[str, ...] = ()
+
+    def units(self, model: nn.Module, granularity: str) -> list[Unit]:
+        raise NotImplementedError
+
+    def check_granularity(self, granularity: str) -> None:
+        if granularity not in GRANULARITIES:
+            raise ConfigError(f"reconstruction.granularity='{granularity}'; valid choices: {', '.join(GRANULARITIES)}")
+
+
+def single_units(model: nn.Module, names: list[str] | None = None) -> list[Unit]:
+    names = names or [n for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    return [Unit(n, (n,), (n,), "single") for n in names]
+
+
+def prunable_in(model: nn.Module, prefix: str) -> tuple[str, ...]:
+    mod = model.get_submodule(prefix) if prefix else model
+    pre = f"{prefix}." if prefix else ""
+    return tuple(pre + n for n, m in mod.named_modules() if isinstance(m, PRUNABLE_TYPES))
+
+
+@ADAPTERS.register("generic")
+class GenericAdapter(ModelAdapter):
+    family = "generic"
+
+    def units(self, model, granularity):
+        self.check_granularity(granularity)
+        return single_units(model)
+
+
+def get_adapter(family: str | None) -> ModelAdapter:
+    """The adapter registered for ``family``, else the generic single-unit fallback."""
+    if family and family in ADAPTERS:
+        return ADAPTERS.get(family)()
+    return GenericAdapter()

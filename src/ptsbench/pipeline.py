@@ -1,0 +1,216 @@
+"""The PTS pipeline behind ``ptsbench.run``: one config in, one run record out.
+
+build model + data -> evaluate dense (cached) -> fold BN -> allocate -> mask -> reconstruct
+-> measure achieved sparsity -> evaluate sparse -> write the record atomically.
+Bad input raises ConfigError before heavy work and writes nothing; any later failure writes a
+``status: failed`` record carrying the error and no metrics, then re-raises.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import resource
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import record as rec_io
+from .data import DATASETS, build_data
+from .env_info import env_record
+from .errors import ConfigError
+from .models import MODEL_SOURCES, build_model
+from .reconstruction import RECONSTRUCTORS
+from .sparsity.allocators import ALLOCATORS, AllocContext, build_allocator
+from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
+from .sparsity.masking import apply_masks, masks_for, measure_sparsity
+from .tasks import TASKS
+
+log = logging.getLogger("ptsbench")
+
+GROUPS = ("task", "model", "dataset", "allocator", "reconstruction", "sparsity", "calib")
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={spec}: CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(spec)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Cheap checks of every knob, run before any data or model is touched."""
+    rate = cfg.sparsity.rate
+    if not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
+        raise ConfigError(f"sparsity.rate={rate!r} is outside [0, 1); pass e.g. sparsity.rate=0.7")
+    for knob, registry, value in (("task", TASKS, cfg.task.name), ("allocator", ALLOCATORS, cfg.allocator.name),
+                                  ("reconstruction", RECONSTRUCTORS, cfg.reconstruction.name),
+                                  ("dataset", DATASETS, cfg.dataset.name),
+                                  ("model.source", MODEL_SOURCES, cfg.model.get("source", "zoo"))):
+        if value not in registry:
+            raise ConfigError(f"unknown {knob} '{value}'; valid choices: {', '.join(registry.names())}")
+    root = cfg.dataset.get("root")
+    if root is not None and not Path(str(root)).expanduser().exists():
+        raise ConfigError(f"dataset.root='{root}' does not exist; point it at the {cfg.dataset.name} "
+                          f"data on this machine, e.g. dataset.root=/data/{cfg.dataset.name}")
+    resolve_device(str(cfg.device))
+
+
+def group_choices(cfg: DictConfig) -> dict[str, str]:
+    out = {}
+    for g in GROUPS:
+        node = cfg.get(g)
+        out[g] = str(node.get("name", node.get("pattern", g))) if node is not None else "?"
+    return out
+
+
+def _stable_digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _dense_metrics(cfg, task, model, data, device) -> dict:
+    key = _stable_digest({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "model", "dataset")})
+    path = Path(cfg.paths.cache_dir) / "dense" / f"{cfg.model.name}-{cfg.dataset.name}-{key}.json"
+    if cfg.eval.get("dense_cache", True) and path.exists():
+        return json.loads(path.read_text())
+    metrics = task.evaluate(model, data, device)
+    if cfg.eval.get("dense_cache", True):
+        rec_io.write_json_atomic(path, metrics)
+    return metrics
+
+
+def _peak_memory(device) -> dict:
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    dev = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    return {"host_peak_mb": round(host, 1), "device_peak_mb": round(dev, 1)}
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Run one PTS configuration and return its record (also written under paths.records_dir)."""
+    t_start = time.perf_counter()
+    validate_config(cfg)
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    choices = group_choices(cfg)
+    digest = rec_io.config_digest(cfg_dict)
+    rate = float(cfg.sparsity.rate)
+    records_dir = Path(cfg.paths.records_dir)
+    out_path = records_dir / rec_io.record_filename(choices, rate, digest)
+    name = out_path.stem
+
+    if cfg.get("skip_finished", True):
+        done = rec_io.load_finished(records_dir, digest)
+        if done is not None:
+            log.info("[skip] %s already finished", name)
+            return {**done, "skipped": True}
+
+    device = resolve_device(str(cfg.device))
+    torch.manual_seed(int(cfg.seed))
+    timing: dict[str, float] = {}
+    record: dict = {
+        "schema_version": rec_io.SCHEMA_VERSION, "status": "failed", "error": None, "digest": digest,
+        "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "choices": choices, "overrides": list(overrides or []), "config": cfg_dict,
+        "seed": int(cfg.seed), "calibration": {"num_samples": int(cfg.calib.num_samples),
+                                               "seed": int(cfg.calib.seed), "indices_digest": None},
+        "model": {"name": cfg.model.name, "arch": cfg.model.get("arch"), "family": cfg.model.get("family"),
+                  "size": str(cfg.model.get("size")), "params": None},
+        "task": {"name": cfg.task.name, "metric": cfg.task.metric, "higher_is_better": True},
+        "sparsity": {"target": rate}, "timing": timing, "memory": {}, "env": env_record(device),
+    }
+
+    def tick(phase: str, t0: float) -> float:
+        t = time.perf_counter()
+        timing[phase] = round(t - t0, 4)
+        return t
+
+    phase = "build"
+    try:
+        t = time.perf_counter()
+        task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size))
+        record["task"]["higher_is_better"] = task.higher_is_better
+        data = build_data(cfg.dataset, cfg.calib)
+        record["calibration"]["indices_digest"] = data.meta.get("calib_indices_digest")
+        record["calibration"]["num_samples"] = int(len(data.calib_inputs))
+        model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name).to(device)
+        record["model"]["params"] = sum(p.numel() for p in model.parameters())
+        exclude = list(cfg.prune.get("exclude", []))
+        prunable_modules(model, exclude)  # checks the exclude globs before any heavy work
+        t = tick("build", t)
+
+        phase = "dense_eval"
+        record["dense"] = _dense_metrics(cfg, task, model, data, device)
+        t = tick("dense_eval", t)
+
+        phase = "fold_bn"
+        folded = fold_batchnorm(model) if cfg.prune.get("fold_bn", True) else []
+        record["folded_bn"] = len(folded)
+        dense_model = copy.deepcopy(model).eval()
+        for p in dense_model.parameters():
+            p.requires_grad_(False)
+        t = tick("fold_bn", t)
+
+        phase = "allocate"
+        all_modules = prunable_modules(model)
+        modules = prunable_modules(model, exclude)
+        n_all = sum(m.weight.numel() for m in all_modules.values())
+        n_incl = sum(m.weight.numel() for m in modules.values())
+        inner_rate = rate * n_all / max(n_incl, 1)
+        if inner_rate >= 1.0:
+            raise ConfigError(f"sparsity.rate={rate} cannot be met while prune.exclude keeps "
+                              f"{n_all - n_incl} of {n_all} weights dense; exclude fewer layers or lower the rate")
+        allocator = build_allocator(cfg.allocator.name, **{k: v for k, v in cfg_dict["allocator"].items() if k != "name"})
+        context = AllocContext(model=model, modules=modules, calib_inputs=data.calib_inputs, device=device,
+                               seed=int(cfg.seed), forward=task.forward_for_calibration,
+                               extras={"dense_model": dense_model})
+        weights = {n: m.weight.detach() for n, m in modules.items()}
+        rates = allocator.allocate(layer_infos(modules), weights, inner_rate, context)
+        record["allocation"] = {"rates": rates, **context.report}
+        t = tick("allocate", t)
+
+        phase = "mask"
+        masks = masks_for(modules, rates)
+        apply_masks(modules, masks)
+        t = tick("mask", t)
+
+        phase = "reconstruct"
+        recon_fn = RECONSTRUCTORS.get(cfg.reconstruction.name)
+        record["reconstruction"] = recon_fn(model, dense_model, masks, data.calib_inputs, cfg.reconstruction, device)
+        t = tick("reconstruct", t)
+
+        achieved = measure_sparsity(model)
+        record["sparsity"].update({
+            "achieved": achieved["global"], "zeros": achieved["zeros"], "total": achieved["total"],
+            "target_per_layer": rates, "achieved_per_layer": achieved["per_layer"], "excluded": exclude,
+        })
+
+        phase = "sparse_eval"
+        record["sparse"] = task.evaluate(model, data, device)
+        tick("sparse_eval", t)
+        record["status"] = "ok"
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded, then re-raised
+        record["error"] = {"type": type(e).__name__, "message": str(e), "phase": phase,
+                           "traceback": traceback.format_exc(limit=8)}
+        record.pop("sparse", None)
+        record.pop("dense", None)
+        raise
+    finally:
+        if record["status"] == "ok" or record["error"] is not None:
+            timing["total"] = round(time.perf_counter() - t_start, 4)
+            record["memory"] = _peak_memory(device)
+            rec_io.write_json_atomic(out_path, record)
+    _log_summary(record)
+    return record
+
+
+def _log_summary(rec: dict) -> None:
+    metric = rec["task"]["metric"]
+    log.info("[done] %-55s dense %s=%.4f sparse=%.4f achieved=%.4f (%.1fs)", rec["name"], metric,
+             rec["dense"][metric], rec["sparse"][metric], rec["sparsity"]["achieved"], rec["timing"]["total"])

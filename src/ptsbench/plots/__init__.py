@@ -1,0 +1,1 @@
+"""Matplotlib figures generated from run records (PNG, headless Agg backend)."""

@@ -1,0 +1,1 @@
+"""Sparsity primitives: prunable-layer discovery, BN folding, magnitude masks, allocators."""

@@ -1,0 +1,15 @@
+"""Uniform allocation (paper §2.2, heuristic strategy; Gale et al. 2019).
+
+Rule: every prunable layer gets the global rate, s_l = S.
+"""
+from __future__ import annotations
+
+from .base import ALLOCATORS, Allocator
+
+
+@ALLOCATORS.register("uniform")
+class UniformAllocator(Allocator):
+    name = "uniform"
+
+    def allocate(self, layers, weights, rate, context=None):
+        return {layer.name: float(rate) for layer in layers}

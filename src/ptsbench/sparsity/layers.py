@@ -1,0 +1,117 @@
+"""Which layers are prunable (SPEC §1) and BatchNorm folding.
+
+Every Conv2d (grouped/depthwise included) and Linear weight is prunable, stem and classifier
+included; biases, norms and embeddings stay dense. ``prune.exclude`` globs keep matching layers
+dense; they still count in the global parameter total.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What an allocator may know of a layer: its name, weight shape and parameter count."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def prunable_modules(model: nn.Module, exclude: list[str] | tuple[str, ...] = (),
+                     skip: list[str] | tuple[str, ...] = ()) -> dict[str, nn.Module]:
+    """Conv2d/Linear modules by qualified name, minus ``exclude`` globs (user) and ``skip`` globs
+    (adapter-declared dense parts, e.g. a diffusion time embedding).
+
+    Raises ConfigError when an exclude glob matches no prunable layer (almost always a typo).
+    """
+    found = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    for pattern in exclude:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in found):
+            sample = ", ".join(list(found)[:8])
+            raise ConfigError(
+                f"prune.exclude: glob '{pattern}' matches no prunable layer; "
+                f"layer names look like: {sample}, ..."
+            )
+    dropped = tuple(exclude) + tuple(skip)
+    return {n: m for n, m in found.items() if not any(fnmatch.fnmatchcase(n, p) for p in dropped)}
+
+
+def layer_infos(modules: dict[str, nn.Module]) -> list[LayerInfo]:
+    return [LayerInfo(n, tuple(m.weight.shape)) for n, m in modules.items()]
+
+
+def total_prunable_params(model: nn.Module) -> int:
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def find_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, bn) module-name pairs where the BN consumes only that conv's output.
+
+    Found with torch.fx so the real data flow decides, not module definition order. Models that
+    do not trace fall back to adjacent pairs inside nn.Sequential containers.
+    """
+    try:
+        import torch.fx as fx
+
+        gm = fx.symbolic_trace(model)
+        mods = dict(gm.named_modules())
+        pairs = []
+        for node in gm.graph.nodes:
+            if node.op != "call_module" or not isinstance(mods.get(node.target), nn.BatchNorm2d):
+                continue
+            src = node.args[0]
+            if (isinstance(src, fx.Node) and src.op == "call_module"
+                    and isinstance(mods.get(src.target), nn.Conv2d) and len(src.users) == 1):
+                pairs.append((src.target, node.target))
+        return pairs
+    except Exception:  # noqa: BLE001 - untraceable models use the structural fallback
+        pairs = []
+        for pname, parent in model.named_modules():
+            if isinstance(parent, nn.Sequential):
+                kids = list(parent.named_children())
+                for (n1, m1), (n2, m2) in zip(kids, kids[1:]):
+                    if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d):
+                        pre = f"{pname}." if pname else ""
+                        pairs.append((pre + n1, pre + n2))
+        return pairs
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
+    """Fold each eval-mode BN into its conv in place (BN becomes Identity); returns the pairs.
+
+    Folding first means magnitudes, masks and reconstruction act on the deployed weights.
+    """
+    model.eval()
+    pairs = find_conv_bn_pairs(model)
+    for conv_name, bn_name in pairs:
+        conv = model.get_submodule(conv_name)
+        bn = model.get_submodule(bn_name)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        new_bias = (bias - bn.running_mean) * scale + bn.bias
+        conv.bias = nn.Parameter(new_bias.detach().clone())
+        _set_submodule(model, bn_name, nn.Identity())
+    return pairs

@@ -1,0 +1,53 @@
+"""Exact magnitude masks (SPEC §1).
+
+Layer l at rate s_l loses exactly floor(s_l * N_l) weights: the smallest |w|, ties broken by
+flat index (a stable sort), so the same weights and rate always give the same mask.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def num_pruned(rate: float, numel: int) -> int:
+    # the tiny epsilon absorbs float error such as 0.7 * 10 = 6.999999999
+    return min(numel, int(math.floor(rate * numel + 1e-9)))
+
+
+def magnitude_mask(weight: torch.Tensor, rate: float) -> torch.Tensor:
+    """Boolean keep-mask with exactly floor(rate * numel) False entries at the smallest |w|."""
+    flat = weight.detach().abs().flatten()
+    k = num_pruned(rate, flat.numel())
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k > 0:
+        order = torch.argsort(flat, stable=True)
+        keep[order[:k]] = False
+    return keep.view_as(weight)
+
+
+@torch.no_grad()
+def apply_masks(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+    for name, mask in masks.items():
+        modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
+
+
+def masks_for(modules: dict[str, nn.Module], rates: dict[str, float]) -> dict[str, torch.Tensor]:
+    return {n: magnitude_mask(modules[n].weight, rates[n]) for n in rates}
+
+
+@torch.no_grad()
+def measure_sparsity(model: nn.Module) -> dict:
+    """Achieved sparsity from exact zeros: per prunable layer and parameter-weighted global."""
+    from .layers import PRUNABLE_TYPES
+
+    per_layer, zeros, total = {}, 0, 0
+    for name, m in model.named_modules():
+        if isinstance(m, PRUNABLE_TYPES):
+            z = int((m.weight == 0).sum())
+            n = m.weight.numel()
+            per_layer[name] = z / n
+            zeros += z
+            total += n
+    return {"global": zeros / max(total, 1), "zeros": zeros, "total": total, "per_layer": per_layer}

@@ -1,0 +1,28 @@
+"""Classification task: top-1 accuracy (SPEC §4)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import TASKS, Task
+
+
+@torch.no_grad()
+def top1_accuracy(model: nn.Module, loader, device: torch.device | str = "cpu") -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        logits = model(x.to(device, non_blocking=True))
+        correct += int((logits.argmax(1).cpu() == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+@TASKS.register("cls")
+class ClassificationTask(Task):
+    name = "cls"
+    metric = "top1"
+    higher_is_better = True
+
+    def evaluate(self, model, data, device) -> dict[str, float]:
+        return {"top1": top1_accuracy(model, data.test_loader(self.batch_size), device)}
