@@ -25,6 +25,7 @@ from .data import DATASETS, build_data
 from .env_info import env_record
 from .errors import ConfigError
 from .models import MODEL_SOURCES, build_model
+from .models.adapters import get_adapter
 from .reconstruction import RECONSTRUCTORS
 from .sparsity.allocators import ALLOCATORS, AllocContext, build_allocator
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
@@ -140,6 +141,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name).to(device)
         record["model"]["params"] = sum(p.numel() for p in model.parameters())
         exclude = list(cfg.prune.get("exclude", []))
+        adapter = get_adapter(cfg.model.get("family"))
+        keep_dense = list(adapter.dense_globs) + list(cfg.prune.get("keep_dense", []))
         prunable_modules(model, exclude)  # checks the exclude globs before any heavy work
         t = tick("build", t)
 
@@ -156,8 +159,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         t = tick("fold_bn", t)
 
         phase = "allocate"
-        all_modules = prunable_modules(model)
-        modules = prunable_modules(model, exclude)
+        all_modules = prunable_modules(model, skip=keep_dense)
+        modules = prunable_modules(model, exclude, skip=keep_dense)
         n_all = sum(m.weight.numel() for m in all_modules.values())
         n_incl = sum(m.weight.numel() for m in modules.values())
         inner_rate = rate * n_all / max(n_incl, 1)
@@ -180,7 +183,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
         phase = "reconstruct"
         recon_fn = RECONSTRUCTORS.get(cfg.reconstruction.name)
-        record["reconstruction"] = recon_fn(model, dense_model, masks, data.calib_inputs, cfg.reconstruction, device)
+        record["reconstruction"] = recon_fn(model, dense_model, masks, data.calib_inputs, cfg.reconstruction, device,
+                                            adapter=adapter, task=task)
         t = tick("reconstruct", t)
 
         achieved = measure_sparsity(model)
