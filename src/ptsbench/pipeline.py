@@ -187,7 +187,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                                             adapter=adapter, task=task)
         t = tick("reconstruct", t)
 
-        achieved = measure_sparsity(model)
+        achieved = measure_sparsity(all_modules)
         record["sparsity"].update({
             "achieved": achieved["global"], "zeros": achieved["zeros"], "total": achieved["total"],
             "target_per_layer": rates, "achieved_per_layer": achieved["per_layer"], "excluded": exclude,

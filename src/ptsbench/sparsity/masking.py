@@ -38,16 +38,14 @@ def masks_for(modules: dict[str, nn.Module], rates: dict[str, float]) -> dict[st
 
 
 @torch.no_grad()
-def measure_sparsity(model: nn.Module) -> dict:
-    """Achieved sparsity from exact zeros: per prunable layer and parameter-weighted global."""
-    from .layers import PRUNABLE_TYPES
-
+def measure_sparsity(modules: dict[str, nn.Module]) -> dict:
+    """Achieved sparsity from exact zeros: per layer and parameter-weighted global over ``modules``
+    (the prunable set, excluded layers included so the global rate is over the same total)."""
     per_layer, zeros, total = {}, 0, 0
-    for name, m in model.named_modules():
-        if isinstance(m, PRUNABLE_TYPES):
-            z = int((m.weight == 0).sum())
-            n = m.weight.numel()
-            per_layer[name] = z / n
-            zeros += z
-            total += n
+    for name, m in modules.items():
+        z = int((m.weight == 0).sum())
+        n = m.weight.numel()
+        per_layer[name] = z / n
+        zeros += z
+        total += n
     return {"global": zeros / max(total, 1), "zeros": zeros, "total": total, "per_layer": per_layer}
