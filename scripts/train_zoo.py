@@ -10,6 +10,7 @@ torch build (CPU, fixed thread count).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -76,14 +77,19 @@ def main() -> None:
     ZOO_DIR.mkdir(parents=True, exist_ok=True)
     for arch in args.only or list(RECIPES):
         path = zoo_checkpoint_path(arch, "mnist5k")
+        meta_path = path.with_suffix(".json")
         if path.exists() and not args.force:
-            print(f"{arch}: checkpoint exists ({path.name}), skipping")
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            acc = f"dense test top-1 {100 * meta['top1']:.2f}%" if "top1" in meta else "no metadata"
+            print(f"{arch}: {acc} (checkpoint {path.name})")
             continue
         t0 = time.time()
         epochs, lr = RECIPES[arch]
         model = train_one(arch, data, epochs, lr)
         acc = top1_accuracy(model, data.test_loader(500))
         torch.save(model.state_dict(), path)
+        meta_path.write_text(json.dumps({"arch": arch, "dataset": "mnist5k", "top1": acc, "epochs": epochs,
+                                         "lr": lr, "train_seconds": round(time.time() - t0, 1)}, indent=1))
         print(f"{arch}: dense test top-1 {100 * acc:.2f}% ({time.time() - t0:.0f}s) -> {path.name}", flush=True)
 
 
