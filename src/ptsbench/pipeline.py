@@ -60,6 +60,10 @@ def validate_config(cfg: DictConfig) -> None:
     if root is not None and not Path(str(root)).expanduser().exists():
         raise ConfigError(f"dataset.root='{root}' does not exist; point it at the {cfg.dataset.name} "
                           f"data on this machine, e.g. dataset.root=/data/{cfg.dataset.name}")
+    # a reconstructor may carry its own knob check; run it now, before allocation
+    check_recon = getattr(RECONSTRUCTORS.get(cfg.reconstruction.name), "check_config", None)
+    if check_recon is not None:
+        check_recon(cfg.reconstruction)
     resolve_device(str(cfg.device))
 
 

@@ -14,3 +14,9 @@ RECONSTRUCTORS: Registry = Registry("reconstruction", "reconstruction")
 @RECONSTRUCTORS.register("none")
 def no_reconstruction(model, dense_model, masks, calib_inputs, cfg, device, **_) -> dict:
     return {"name": "none"}
+
+
+# Reconstructors (single/layer/block, ...) register from submodules.
+from ..autoload import import_submodules  # noqa: E402
+
+import_submodules(__name__, __path__)

@@ -1,0 +1,43 @@
+"""MobileNetV2 adapter (family ``mobilenetv2``): torchvision's MobileNetV2 and the zoo's.
+
+Units (SPEC §3, paper §2.3.3):
+- ``block``: each ``InvertedResidual`` (expand 1x1, depthwise 3x3, linear 1x1 projection), its
+  output after the residual add where the block has one; the stem conv, the final 1x1 conv and
+  the classifier Linear are outside blocks and become ``layer`` units.
+- ``layer``: every Conv+BN+ReLU6 (``Conv2dNormActivation``); the linear projection conv+BN
+  (no activation, by design of the architecture); the classifier Linear.
+- ``single``: every Conv+BN (BN folded) and the classifier Linear, before any activation.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ._chains import chain_unit, sequential_chains
+from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+
+
+def _is_block(module: nn.Module) -> bool:
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
+    return isinstance(module, InvertedResidual)
+
+
+@ADAPTERS.register("mobilenetv2")
+class MobileNetV2Adapter(ModelAdapter):
+    family = "mobilenetv2"
+
+    def units(self, model: nn.Module, granularity: str) -> list[Unit]:
+        self.check_granularity(granularity)
+        with_act = granularity != "single"
+        kind = "single" if granularity == "single" else "layer"
+        units: list[Unit] = []
+        for child_name, child in model.features.named_children():
+            prefix = f"features.{child_name}"
+            if _is_block(child) and granularity == "block":
+                units.append(Unit(prefix, (prefix,), prunable_in(model, prefix), "block"))
+            elif _is_block(child):
+                units.extend(chain_unit(c, kind) for c in sequential_chains(model, f"{prefix}.conv", with_act))
+            else:
+                units.extend(chain_unit(c, kind) for c in sequential_chains(model, prefix, with_act))
+        units.extend(chain_unit(c, kind) for c in sequential_chains(model, "classifier", with_act))
+        return units

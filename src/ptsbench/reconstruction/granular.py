@@ -1,0 +1,162 @@
+"""Unit-wise reconstruction at ``single`` / ``layer`` / ``block`` granularity (paper §2.3, SPEC §3).
+
+For every unit the model's adapter lists, in execution order: capture the unit's input X (from
+the dense model for ``input=dense``, from the sparse model with all earlier units already
+reconstructed for ``input=sparse``) and its target Y = the dense unit on the dense input; then
+train the unit's prunable weights and biases under their fixed masks to minimise the squared
+error to Y (see trainer.py). ``error_correction=true`` applies Eq. 1 to the unit's masked layers
+before its optimisation (see error_correction.py; Eq. 1 uses dense data only, so this equals
+correcting the whole model first); with ``iters=0`` that correction is the whole reconstruction.
+Every unit's loss on the full calibration set (before, after correction, after) and its
+sampled training losses go into the run record.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..models.adapters import GRANULARITIES, GenericAdapter
+from . import RECONSTRUCTORS
+from .error_correction import ErrorCorrection, apply_error_correction
+from .feeder import UnitFeeder
+from .trainer import PRESETS, TrainSettings, train_unit
+from .unit_data import UnitChain, unit_loss
+
+INPUTS = ("sparse", "dense")
+AUTO_BOOL = ("auto", True, False)
+
+
+def _choice(cfg, knob: str, default, valid) -> object:
+    value = cfg.get(knob, default)
+    if value not in valid:
+        raise ConfigError(f"reconstruction.{knob}={value!r}; valid choices: {', '.join(map(str, valid))}")
+    return value
+
+
+def check_config(cfg) -> None:
+    """Validate every reconstruction knob (run by the pipeline before any heavy work)."""
+    _choice(cfg, "input", "sparse", INPUTS)
+    _choice(cfg, "optimizer", "sgd", tuple(PRESETS))
+    _choice(cfg, "error_correction", False, (True, False))
+    for knob in ("offload", "amp", "cuda_graphs", "channels_last"):
+        _choice(cfg, knob, "auto", AUTO_BOOL)
+    for knob, low in (("iters", 0), ("batch_size", 1), ("chunk_size", 1)):
+        v = cfg.get(knob, low)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ConfigError(f"reconstruction.{knob}={v!r} must be an integer >= {low}")
+    for knob in ("lr", "lr_bias", "momentum"):
+        v = cfg.get(knob)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ConfigError(f"reconstruction.{knob}={v!r} must be a number >= 0, or null for the "
+                              f"'{cfg.get('optimizer', 'sgd')}' preset's value")
+
+
+def _auto(value, default: bool) -> bool:
+    return default if value == "auto" else bool(value)
+
+
+def settings_from(cfg, device: torch.device) -> TrainSettings:
+    preset = PRESETS[cfg.get("optimizer", "sgd")]
+    on_cuda = device.type == "cuda"
+
+    def pick(knob):
+        v = cfg.get(knob)
+        return float(preset[knob] if v is None else v)
+
+    return TrainSettings(iters=int(cfg.get("iters", 20000)), batch_size=int(cfg.get("batch_size", 64)),
+                         optimizer=cfg.get("optimizer", "sgd"), lr=pick("lr"), lr_bias=pick("lr_bias"),
+                         momentum=pick("momentum"), amp=_auto(cfg.get("amp", "auto"), on_cuda),
+                         cuda_graphs=_auto(cfg.get("cuda_graphs", "auto"), on_cuda), seed=int(cfg.get("seed", 0)))
+
+
+def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granularity: str,
+                adapter=None, task=None) -> dict:
+    check_config(cfg)
+    device = torch.device(device)
+    adapter = adapter or GenericAdapter()
+    units = adapter.units(model, granularity)
+    forward = task.forward_for_calibration if task is not None else (lambda m, x: m(x))
+    settings = settings_from(cfg, device)
+    correct = bool(cfg.get("error_correction", False))
+    progress = bool(cfg.get("progress", True))
+    report = {"name": granularity, "granularity": granularity, "input": cfg.get("input", "sparse"),
+              "error_correction": correct, "iters": settings.iters, "batch_size": settings.batch_size,
+              "optimizer": settings.optimizer, "lr": settings.lr, "lr_bias": settings.lr_bias,
+              "amp_bf16": settings.amp, "cuda_graphs": settings.cuda_graphs, "adapter": adapter.family,
+              "num_units": len(units), "units": []}
+    uncovered = sorted(set(masks) - {layer for u in units for layer in u.layers})
+    report["unreconstructed_layers"] = uncovered
+    model.eval()
+    was_trainable = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    t0 = time.perf_counter()
+    try:
+        if correct and uncovered:  # layers no unit owns still get Eq. 1
+            apply_error_correction(model, dense_model, masks, calib_inputs, forward, device, uncovered)
+        feeder = UnitFeeder(model, dense_model, units, calib_inputs, forward, report["input"], device,
+                            cfg.get("offload", "auto"), int(cfg.get("chunk_size", 256)),
+                            _auto(cfg.get("channels_last", "auto"), device.type == "cuda"))
+        report["offload"] = feeder.store.type != device.type
+        for k, unit in enumerate(units):
+            report["units"].append(_reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder,
+                                                     settings, correct, progress))
+        report["sparse_input_shortcuts"] = feeder.shortcuts
+    finally:
+        for p, flag in was_trainable.items():
+            p.requires_grad_(flag)
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, settings, correct, progress) -> dict:
+    t0 = time.perf_counter()
+    device, chunk, channels_last = feeder.device, feeder.kw["chunk_size"], feeder.kw["channels_last"]
+    ec = ErrorCorrection(model, dense_model, masks, unit.layers) if correct else None
+    x, y = feeder.tensors(unit, ec.measuring() if ec else None)
+    chain = UnitChain(model, unit.modules)
+    entry = {"unit": unit.name, "kind": unit.kind, "layers": list(unit.layers),
+             "loss_before": unit_loss(chain, x, y, device, chunk)}
+    if ec is not None:
+        ec.apply()
+        entry["loss_after_correction"] = unit_loss(chain, x, y, device, chunk)
+    layers = [model.get_submodule(n) for n in unit.layers]
+    if settings.iters > 0 and layers:
+        weights = [m.weight for m in layers]
+        biases = [m.bias for m in layers if m.bias is not None]
+        unit_masks = [masks[n] if n in masks else torch.ones_like(m.weight, dtype=torch.bool)
+                      for n, m in zip(unit.layers, layers)]
+        for p in weights + biases:
+            p.requires_grad_(True)
+        if channels_last:
+            chain.to(memory_format=torch.channels_last)
+        bar = tqdm(total=settings.iters, desc=f"recon {k + 1}/{n_units} {unit.name}", unit="it",
+                   leave=False, mininterval=1.0, disable=not progress)
+        t_train = time.perf_counter()
+        try:
+            unit_settings = TrainSettings(**{**settings.__dict__, "seed": settings.seed + k})
+            entry.update(train_unit(chain, weights, unit_masks, biases, x, y, unit_settings, device, bar))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            entry["ms_per_iter"] = round(1000 * (time.perf_counter() - t_train) / settings.iters, 3)
+        finally:
+            bar.close()
+            for p in weights + biases:
+                p.requires_grad_(False)
+            if channels_last:
+                chain.to(memory_format=torch.contiguous_format)
+        entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
+    else:
+        entry["loss_after"] = entry.get("loss_after_correction", entry["loss_before"])
+    entry["seconds"] = round(time.perf_counter() - t0, 3)
+    return entry
+
+
+for _g in GRANULARITIES:
+    _fn = functools.partial(reconstruct, granularity=_g)
+    _fn.check_config = check_config
+    RECONSTRUCTORS.register(_g)(_fn)
