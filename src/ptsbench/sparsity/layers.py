@@ -68,33 +68,49 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 def find_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv, bn) module-name pairs where the BN consumes only that conv's output.
 
-    Found with torch.fx so the real data flow decides, not module definition order. Models that
-    do not trace fall back to adjacent pairs inside nn.Sequential containers.
+    Found with torch.fx so the real data flow decides, not module definition order. A model that
+    does not trace as a whole (a detector: its pre/postprocessing has data-dependent control
+    flow) is traced child by child, so its backbone blocks still fold; adjacent pairs inside an
+    untraceable nn.Sequential are the last resort.
     """
+    return _pairs_in(model, "")
+
+
+def _traced_pairs(module: nn.Module) -> list[tuple[str, str]] | None:
+    """Pairs found by tracing ``module``; None when it does not trace."""
     try:
         import torch.fx as fx
 
-        gm = fx.symbolic_trace(model)
-        mods = dict(gm.named_modules())
-        pairs = []
-        for node in gm.graph.nodes:
-            if node.op != "call_module" or not isinstance(mods.get(node.target), nn.BatchNorm2d):
-                continue
-            src = node.args[0]
-            if (isinstance(src, fx.Node) and src.op == "call_module"
-                    and isinstance(mods.get(src.target), nn.Conv2d) and len(src.users) == 1):
-                pairs.append((src.target, node.target))
-        return pairs
-    except Exception:  # noqa: BLE001 - untraceable models use the structural fallback
-        pairs = []
-        for pname, parent in model.named_modules():
-            if isinstance(parent, nn.Sequential):
-                kids = list(parent.named_children())
-                for (n1, m1), (n2, m2) in zip(kids, kids[1:]):
-                    if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d):
-                        pre = f"{pname}." if pname else ""
-                        pairs.append((pre + n1, pre + n2))
-        return pairs
+        gm = fx.symbolic_trace(module)
+    except Exception:  # noqa: BLE001 - the caller falls back to the module's children
+        return None
+    mods = dict(gm.named_modules())
+    pairs = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(mods.get(node.target), nn.BatchNorm2d):
+            continue
+        src = node.args[0]
+        if (isinstance(src, fx.Node) and src.op == "call_module"
+                and isinstance(mods.get(src.target), nn.Conv2d) and len(src.users) == 1):
+            pairs.append((src.target, node.target))
+    return pairs
+
+
+def _pairs_in(module: nn.Module, prefix: str) -> list[tuple[str, str]]:
+    pre = f"{prefix}." if prefix else ""
+    traced = _traced_pairs(module)
+    if traced is not None:
+        return [(pre + c, pre + b) for c, b in traced]
+    kids = list(module.named_children())
+    pairs = []
+    if isinstance(module, nn.Sequential):
+        for (n1, m1), (n2, m2) in zip(kids, kids[1:]):
+            if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d):
+                pairs.append((pre + n1, pre + n2))
+    for name, child in kids:
+        if not isinstance(child, (nn.Conv2d, nn.BatchNorm2d)):  # a lone layer holds no pair
+            pairs.extend(_pairs_in(child, pre + name))
+    return pairs
 
 
 @torch.no_grad()
