@@ -1,65 +1,107 @@
-"""``ptsbench-aggregate RECORDS_DIR``: reduce run records into tables (minimal version).
+"""``ptsbench-aggregate RECORDS_DIR --out DIR``: run records -> the five PTSBench track tables.
 
-Reads every record JSON under RECORDS_DIR and prints, per task and reconstruction setting, the
-sparse metric for each model x allocator (rows) and rate (columns), with the dense value.
+Reads every run record under RECORDS_DIR (any depth), keeps one per config digest, and writes
+to DIR, for Tables 2 (allocation), 3 (reconstruction), 6 (architecture + size robustness),
+4 (tasks) and 5 (ranking): ``tableN_*.md|csv|tex``, all of them in ``tables.md``, G_size per model size in
+``table6_sizes.csv``, the missing and failed runs in ``gaps.md|csv``, every run in ``runs.csv``, and the figures in
+``DIR/plots/*.png``. It prints the Markdown tables. Failed runs, missing cells and absent tasks
+are reported, never fatal; ``--strict`` turns them into exit status 3 (for CI).
+
+Formulas: ``ptsbench.metrics``; table rules: the docstrings of ``ptsbench.tables.*``.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 from pathlib import Path
 
-import pandas as pd
+from .tables import build_tables, load_runs, rate_curves
+from .tables.render import gaps_frame, to_markdown, write_table
+
+log = logging.getLogger("ptsbench")
 
 
-def load_records(records_dir: str | Path) -> list[dict]:
-    out = []
-    for p in sorted(Path(records_dir).rglob("*.json")):
-        try:
-            out.append(json.loads(p.read_text()))
-        except json.JSONDecodeError:
-            continue
-    return out
+def _gaps_markdown(gaps, failed_runs, limit: int | None = None) -> str:
+    lines = ["### Gaps: runs a table expected but did not get", ""]
+    if gaps.empty:
+        lines.append("none")
+    else:
+        cols = [c for c in gaps.columns if c != "error" and gaps[c].notna().any()] + ["error"]
+        shown = gaps if limit is None else gaps.head(limit)
+        lines += ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
+        lines += ["| " + " | ".join("" if v is None or v != v else str(v) for v in row) + " |"  # v != v: NaN
+                  for row in shown[cols].itertuples(index=False)]
+        if limit is not None and len(gaps) > limit:
+            lines.append(f"\n... {len(gaps) - limit} more in gaps.md")
+    if len(failed_runs):
+        lines += ["", f"Failed runs ({len(failed_runs)}):", ""]
+        shown = failed_runs if limit is None else failed_runs.head(limit)
+        lines += [f"- {r['name']}: {r['error'] or 'no metrics in record'}" for _, r in shown.iterrows()]
+    return "\n".join(lines) + "\n"
 
 
-def records_frame(records: list[dict]) -> pd.DataFrame:
-    rows = []
-    for r in records:
-        metric = r["task"]["metric"]
-        rows.append({
-            "task": r["choices"]["task"], "model": r["model"]["name"], "family": r["model"]["family"],
-            "dataset": r["choices"]["dataset"], "allocator": r["choices"]["allocator"],
-            "reconstruction": r["choices"]["reconstruction"], "rate": r["sparsity"]["target"],
-            "status": r["status"], "metric": metric,
-            "dense": (r.get("dense") or {}).get(metric), "sparse": (r.get("sparse") or {}).get(metric),
-            "digest": r["digest"],
-        })
-    return pd.DataFrame(rows)
+def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocator: str = "l2norm",
+              plots: bool = True, echo=print) -> dict:
+    """Build, write (when ``out_dir``) and echo the tables; returns a summary dict."""
+    runset = load_runs(records_dir)
+    summary = {"files": runset.files, "runs": len(runset.runs), "ok": len(runset.ok), "failed": len(runset.failed),
+               "duplicates": runset.duplicates, "unreadable": len(runset.unreadable), "gaps": 0, "tables": [],
+               "plots": []}
+    if runset.runs.empty:
+        echo(f"no run records under {records_dir}")
+        return summary
+    tables, sizes = build_tables(runset, model_allocator)
+    gaps = gaps_frame(tables)
+    summary["gaps"] = len(gaps)
+    markdown = "\n".join(to_markdown(t) for t in tables)
+    head = (f"PTSBench tables from {records_dir}: {summary['ok']} ok run(s), {summary['failed']} failed, "
+            f"{summary['duplicates']} duplicate record(s) dropped, {summary['unreadable']} unreadable file(s), "
+            f"{summary['gaps']} gap(s)")
+    echo(f"\n{head}\n\n{markdown}\n{_gaps_markdown(gaps, runset.failed, limit=15)}")
+    if out_dir is not None:
+        out = Path(out_dir)
+        for t in tables:
+            summary["tables"] += [str(p) for p in write_table(t, out)]
+        (out / "tables.md").write_text(f"{head}\n\n{markdown}")
+        (out / "gaps.md").write_text(_gaps_markdown(gaps, runset.failed))
+        gaps.to_csv(out / "gaps.csv", index=False)
+        sizes.to_csv(out / "table6_sizes.csv", index=False, float_format="%.4f")  # G_size per model size
+        runset.runs.drop(columns=["per_layer"]).to_csv(out / "runs.csv", index=False)
+        if plots:
+            summary["plots"] = [str(p) for p in _plots(runset, sizes, out / "plots")]
+        echo(f"tables written to {out}/ ({len(summary['tables'])} files, {len(summary['plots'])} plots)")
+    return summary
+
+
+def _plots(runset, sizes, plot_dir: Path) -> list[Path]:
+    from .plots.tracks import plot_allocations, plot_rate_curves, plot_size_loss
+
+    made = [plot_size_loss(sizes, plot_dir / "fig5_size_loss.png"),
+            plot_rate_curves(rate_curves(runset), plot_dir / "rate_curves_by_allocator.png")]
+    made += plot_allocations(runset.ok, plot_dir)
+    return [p for p in made if p is not None]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("records_dir")
-    ap.add_argument("--out", default=None, help="directory for table files")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("records_dir", help="directory holding run records (searched recursively)")
+    ap.add_argument("--out", default=None, help="directory for the table files (default: RECORDS_DIR/../tables)")
+    ap.add_argument("--model-allocator", default="l2norm",
+                    help="allocator whose no-reconstruction runs feed Tables 4 and 6 (paper: L2Norm); 'all' pools them")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    ap.add_argument("--strict", action="store_true", help="exit 3 when any run failed or a table has gaps")
     args = ap.parse_args(argv)
-    df = records_frame(load_records(args.records_dir))
-    if df.empty:
-        print(f"no records under {args.records_dir}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    records = Path(args.records_dir)
+    if not records.is_dir():
+        print(f"error: RECORDS_DIR '{records}' is not a directory; pass the sweep's records folder, "
+              "e.g. outputs/demo/records")
+        return 2
+    out = Path(args.out) if args.out else records.parent / "tables"
+    summary = aggregate(records, out, args.model_allocator, plots=not args.no_plots)
+    if not summary["runs"]:
         return 1
-    ok = df[df.status == "ok"].drop_duplicates("digest")
-    for (task, recon), g in ok.groupby(["task", "reconstruction"]):
-        table = g.pivot_table(index=["model", "allocator"], columns="rate", values="sparse")
-        dense = g.groupby("model")["dense"].first()
-        table.insert(0, "dense", [dense[m] for m, _ in table.index])
-        print(f"\n## task={task} reconstruction={recon} ({g.metric.iloc[0]} x100)")
-        print((100 * table).round(2).to_string())
-    failed = df[df.status == "failed"]
-    if len(failed):
-        print(f"\n{len(failed)} failed run(s): " + ", ".join(failed.model + "/" + failed.allocator))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        df.to_csv(Path(args.out) / "runs.csv", index=False)
-    return 0
+    return 3 if args.strict and (summary["failed"] or summary["gaps"]) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+"""The five PTSBench track tables (paper §3, Tables 2-6) built from run records.
+
+``build_tables(runset)`` returns them in paper order; ``ptsbench.aggregate`` writes and prints
+them. One module per table; the formulas themselves live in ``ptsbench.metrics``.
+"""
+from __future__ import annotations
+
+from .allocation import allocation_table, rate_curves
+from .architecture import architecture_tables
+from .base import TrackTable
+from .frame import RunSet, load_runs
+from .ranking import ranking_table
+from .reconstruction import reconstruction_table
+from .tasks import tasks_table
+
+__all__ = ["RunSet", "TrackTable", "build_tables", "load_runs", "rate_curves"]
+
+
+def build_tables(runset: RunSet, model_allocator: str = "l2norm"):
+    """(tables in paper order [2, 3, 6, 4, 5], per-size G_size frame for Fig. 5)."""
+    t2 = allocation_table(runset)
+    t3 = reconstruction_table(runset)
+    t6, sizes = architecture_tables(runset, model_allocator)
+    t4 = tasks_table(runset, model_allocator)
+    t5 = ranking_table(t2, t3, t4, t6)
+    return [t2, t3, t6, t4, t5], sizes

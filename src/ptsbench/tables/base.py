@@ -1,0 +1,134 @@
+"""What every track table shares: the result container, coverage gaps, the task x rate layout.
+
+A *cell* of a table (one row at one task and rate) averages several runs. When a run that the
+sweep evidently meant to do (its coordinates exist for another row of the same table) has no
+``ok`` record, the cell is marked: '*' when it still has some runs (its mean is over fewer
+runs than its neighbours'), 'fail'/'—' when it has none. Every such run is listed as a gap.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from ..metrics import mean
+from .frame import task_label
+
+INCOMPLETE, FAILED = "*", "fail"
+
+
+@dataclass
+class TrackTable:
+    """One paper table: numbers (x100) and a same-shaped frame of cell flags."""
+    key: str                      # file stem, e.g. "table2_allocation"
+    title: str
+    values: pd.DataFrame          # index = row labels, flat string columns
+    flags: pd.DataFrame           # "" | INCOMPLETE | FAILED, same shape as values
+    better: dict[str, str] = field(default_factory=dict)   # column -> "max" | "min" (best is marked)
+    notes: list[str] = field(default_factory=list)
+    gaps: list[dict] = field(default_factory=list)
+    digits: dict[str, int] = field(default_factory=dict)   # column -> decimals (default 2)
+    csv_frame: pd.DataFrame | None = None                   # what the CSV holds, when not `values`
+
+
+def rate_label(rate: float) -> str:
+    return f"{rate * 100:g}"
+
+
+def _tuples(frame: pd.DataFrame, cols: Sequence[str]) -> list[tuple]:
+    """Row tuples with NaN turned into None, so that missing values compare equal."""
+    return [tuple(None if isinstance(v, float) and math.isnan(v) else v for v in r)
+            for r in frame[list(cols)].itertuples(index=False)]
+
+
+def coverage_gaps(table: str, ok: pd.DataFrame, failed: pd.DataFrame, row_cols: Sequence[str],
+                  shared_cols: Sequence[str], per_row_cols: Sequence[str] = ()) -> list[dict]:
+    """Runs a row lacks. Expected for a row: every combination of the ``per_row_cols`` tuples
+    seen in that row with the ``shared_cols`` tuples seen anywhere in the table (ok or failed).
+    A missing run with a failed record is kind 'failed' (with its error), else 'missing'."""
+    both = pd.concat([ok, failed], ignore_index=True)
+    if both.empty:
+        return []
+    shared = sorted(set(_tuples(both, shared_cols)), key=str)
+    have = set(_tuples(ok, [*row_cols, *per_row_cols, *shared_cols]))
+    errors = {r[:-1]: r[-1] for r in _tuples(failed, [*row_cols, *per_row_cols, *shared_cols, "error"])}
+    gaps = []
+    for row_key, rows in both.groupby(list(row_cols), sort=False, dropna=False):
+        row_key = row_key if isinstance(row_key, tuple) else (row_key,)
+        per_row = sorted(set(_tuples(rows, per_row_cols)), key=str)
+        for a, b in itertools.product(per_row, shared):
+            coord = (*row_key, *a, *b)
+            if coord in have:
+                continue
+            gap = {"table": table, "kind": "failed" if coord in errors else "missing",
+                   "error": errors.get(coord, "")}
+            gap.update(zip([*row_cols, *per_row_cols, *shared_cols], coord))
+            gaps.append(gap)
+    return gaps
+
+
+def flag_cells(values: pd.DataFrame, gaps: list[dict], row_of: Callable[[dict], object],
+               col_of: Callable[[dict], str | None]) -> pd.DataFrame:
+    """Flags frame: INCOMPLETE where a cell has a value but lacks runs, FAILED where a cell has no
+    value and one of its runs failed; columns that summarise a row (MS, OM) inherit INCOMPLETE."""
+    flags = pd.DataFrame("", index=values.index, columns=values.columns)
+    for gap in gaps:
+        row, col = row_of(gap), col_of(gap)
+        if row not in flags.index or col not in flags.columns:
+            continue
+        v = values.at[row, col]
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            if gap["kind"] == "failed":
+                flags.at[row, col] = FAILED
+        else:
+            flags.at[row, col] = INCOMPLETE
+    return flags
+
+
+def task_rate_table(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tasks: Sequence[str],
+                    value_col: str, summary: Callable, overall: Callable, overall_name: str):
+    """Layout of Tables 2 and 3: per task, one column per rate (E over the cell's runs) and MS
+    (``summary`` over the rates); then ``overall`` over the tasks' MS.
+
+    Returns (values x100, column -> (task, rate or None) map for gap flagging)."""
+    columns, where = [], {}
+    data = {r: {} for r in rows}
+    for task in tasks:
+        t_runs = runs[runs.task == task]
+        rates = sorted(t_runs.rate.dropna().unique())
+        for rate in rates:
+            col = f"{task_label(task)} {rate_label(rate)}"
+            columns.append(col)
+            where[col] = (task, rate)
+        ms_col = f"{task_label(task)} MS"
+        columns.append(ms_col)
+        where[ms_col] = (task, None)
+        for r in rows:
+            cell = t_runs[t_runs[row_col] == r]
+            per_rate = {rate: mean(cell[cell.rate == rate][value_col]) for rate in rates}
+            for rate in rates:
+                data[r][f"{task_label(task)} {rate_label(rate)}"] = per_rate[rate]
+            data[r][ms_col] = summary(per_rate) if per_rate else math.nan
+    columns.append(overall_name)
+    for r in rows:
+        data[r][overall_name] = overall({t: data[r][f"{task_label(t)} MS"] for t in tasks})
+    values = pd.DataFrame.from_dict(data, orient="index", columns=columns).astype(float) * 100.0
+    values.index.name = row_col
+    return values, where
+
+
+def flag_task_rate(values: pd.DataFrame, where: dict, gaps: list[dict], row_key: str) -> pd.DataFrame:
+    """flag_cells for the task x rate layout: a gap marks its rate column, the task's MS and the OM."""
+    flags = flag_cells(values, gaps, lambda g: g[row_key],
+                       lambda g: next((c for c, (t, r) in where.items() if t == g["task"] and r == g["rate"]), None))
+    for gap in gaps:
+        row = gap[row_key]
+        if row not in flags.index:
+            continue
+        for col in (f"{task_label(gap['task'])} MS", values.columns[-1]):
+            if col in flags.columns and not math.isnan(values.at[row, col]) and not flags.at[row, col]:
+                flags.at[row, col] = INCOMPLETE
+    return flags

@@ -1,0 +1,107 @@
+"""TrackTable -> Markdown, CSV and LaTeX (booktabs), plus the gap list.
+
+Markdown and LaTeX print numbers with the cell flags ('*' = fewer runs than the row's
+neighbours, 'fail' = every run of the cell failed, '—' = no run) and mark the best value of
+each column in bold, like the paper's colour marks. The CSV keeps plain numbers (empty =
+no value); flags and gaps go to gaps.csv.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .base import FAILED, TrackTable
+
+MISSING = "—"
+
+
+def _best(table: TrackTable, col: str):
+    how = table.better.get(col)
+    vals = pd.to_numeric(table.values[col], errors="coerce").dropna() if how else pd.Series(dtype=float)
+    if len(vals) < 2:
+        return None
+    return vals.max() if how == "max" else vals.min()
+
+
+def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str):
+    """Row label tuples and formatted cell strings."""
+    out = []
+    best = {c: _best(table, c) for c in table.values.columns}
+    for idx, row in table.values.iterrows():
+        label = list(idx) if isinstance(idx, tuple) else [idx]
+        cells = []
+        for col, v in row.items():
+            flag = table.flags.at[idx, col] if col in table.flags.columns else ""
+            if isinstance(v, str):
+                cells.append(v)
+            elif v is None or math.isnan(v):
+                cells.append(FAILED if flag == FAILED else missing)
+            else:
+                s = f"{v:.{table.digits.get(col, 2)}f}"
+                if best[col] is not None and v == best[col]:
+                    s = f"{bold[0]}{s}{bold[1]}"
+                cells.append(s + (star if flag == "*" else ""))
+        out.append(([str(x) for x in label], cells))
+    return out
+
+
+def _index_names(table: TrackTable) -> list[str]:
+    return [n or "" for n in table.values.index.names]
+
+
+def to_markdown(table: TrackTable) -> str:
+    head = _index_names(table) + [str(c) for c in table.values.columns]
+    lines = [f"### {table.title}", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * len(_index_names(table))
+                            + ["---" if table.values[c].dtype == object else "--:" for c in table.values.columns]) + "|"]
+    for label, cells in _cells(table, ("**", "**"), MISSING, "*"):
+        lines.append("| " + " | ".join(label + cells) + " |")
+    if table.values.empty:
+        lines.append("| (no data) |")
+    lines.append("")
+    lines += [f"- {n}" for n in table.notes]
+    n_gaps = len(table.gaps)
+    if n_gaps:
+        lines.append(f"- {n_gaps} gap(s): runs missing or failed ('*' marks cells averaged over fewer runs); "
+                     "see gaps.md")
+    return "\n".join(lines) + "\n"
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("—", "--")):
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(table: TrackTable) -> str:
+    n_idx = len(_index_names(table))
+    head = [_tex(h) for h in _index_names(table) + [str(c) for c in table.values.columns]]
+    spec = "l" * n_idx + ("p{12cm}" if table.key.startswith("table5") else "r" * len(table.values.columns))
+    lines = [f"% {table.title}", r"\begin{tabular}{" + spec + "}", r"\toprule", " & ".join(head) + r" \\",
+             r"\midrule"]
+    for label, cells in _cells(table, (r"\textbf{", "}"), "--", "$^*$"):
+        lines.append(" & ".join([_tex(x) for x in label] + [c if c.startswith(r"\textbf") or "$" in c else _tex(c)
+                                                          for c in cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def gaps_frame(tables: list[TrackTable]) -> pd.DataFrame:
+    rows = [g for t in tables for g in t.gaps]
+    lead = ["table", "kind", "task", "model", "dataset", "allocator", "reconstruction", "rate", "seed"]
+    frame = pd.DataFrame(rows)
+    cols = [c for c in lead if c in frame.columns] + [c for c in frame.columns if c not in lead]
+    return frame[cols] if len(frame) else pd.DataFrame(columns=lead)
+
+
+def write_table(table: TrackTable, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{table.key}.{ext}" for ext in ("md", "csv", "tex")]
+    paths[0].write_text(to_markdown(table))
+    (table.csv_frame if table.csv_frame is not None else table.values).to_csv(
+        paths[1], index=table.csv_frame is None, float_format="%.4f")
+    paths[2].write_text(to_latex(table))
+    return paths
