@@ -23,7 +23,7 @@ from ..models.adapters import GRANULARITIES, GenericAdapter
 from . import RECONSTRUCTORS
 from .error_correction import ErrorCorrection, apply_error_correction
 from .feeder import UnitFeeder
-from .trainer import PRESETS, TrainSettings, train_unit
+from .trainer import PRESETS, TrainSettings, tf32, train_unit
 from .unit_data import UnitChain, unit_loss
 
 INPUTS = ("sparse", "dense")
@@ -96,16 +96,17 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granula
         p.requires_grad_(False)
     t0 = time.perf_counter()
     try:
-        if correct and uncovered:  # layers no unit owns still get Eq. 1
-            apply_error_correction(model, dense_model, masks, calib_inputs, forward, device, uncovered)
-        feeder = UnitFeeder(model, dense_model, units, calib_inputs, forward, report["input"], device,
-                            cfg.get("offload", "auto"), int(cfg.get("chunk_size", 256)),
-                            _auto(cfg.get("channels_last", "auto"), device.type == "cuda"))
-        report["offload"] = feeder.store.type != device.type
-        for k, unit in enumerate(units):
-            report["units"].append(_reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder,
-                                                     settings, correct, progress))
-        report["sparse_input_shortcuts"] = feeder.shortcuts
+        with tf32(False):  # exact fp32 targets and reported losses; training turns TF32 on
+            if correct and uncovered:  # layers no unit owns still get Eq. 1
+                apply_error_correction(model, dense_model, masks, calib_inputs, forward, device, uncovered)
+            feeder = UnitFeeder(model, dense_model, units, calib_inputs, forward, report["input"], device,
+                                cfg.get("offload", "auto"), int(cfg.get("chunk_size", 256)),
+                                _auto(cfg.get("channels_last", "auto"), device.type == "cuda"))
+            report["offload"] = feeder.store.type != device.type
+            for k, unit in enumerate(units):
+                report["units"].append(_reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder,
+                                                         settings, correct, progress))
+            report["sparse_input_shortcuts"] = feeder.shortcuts
     finally:
         for p, flag in was_trainable.items():
             p.requires_grad_(flag)

@@ -76,7 +76,8 @@ def train_unit(chain: nn.Module, weights: list[nn.Parameter], masks: list[torch.
     inv_positions = 1.0 / (s.batch_size * channel_positions(y.sample_shape))
     on_cuda = device.type == "cuda"
     opt = make_optimizer(s, weights, biases, on_cuda)
-    mask_f = [m.to(device=w.device, dtype=w.dtype) for w, m in zip(weights, masks)]
+    # same strides as the weights (channels_last convs) so the re-mask stays one fused foreach op
+    mask_f = [torch.empty_like(w, requires_grad=False).copy_(m) for w, m in zip(weights, masks)]
     trace_every = max(1, s.iters // max(s.trace_points, 1))
     update_every = max(1, s.iters // 200)
     trace: list[tuple[int, torch.Tensor]] = []
