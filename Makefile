@@ -4,8 +4,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs/demo
+# Paper tables: data under $(DATA_ROOT)/{imagenet,cifar,coco,voc,lsun} (conf/case/*.yaml), results in
+# $(PAPER_OUT)/{records,tables}. SWEEP adds overrides, e.g. SWEEP="hydra/launcher=slurm hydra.launcher.partition=gpu"
+# or SWEEP="hydra/launcher=parallel" (one job per GPU). An interrupted sweep resumes where it stopped.
+DATA_ROOT ?= data
+PAPER_OUT ?= outputs/paper
+SWEEP     ?=
+paper_sweep = DATA_ROOT=$(DATA_ROOT) $(PY) -m ptsbench.run -m experiment=$(1) paths.output_dir=$(PAPER_OUT) $(SWEEP)
+paper_aggregate = $(PY) -m ptsbench.aggregate $(PAPER_OUT)/records --out $(PAPER_OUT)/tables
 
-.PHONY: help install demo test bench zoo clean
+.PHONY: help install demo test bench zoo clean table2 table3 table4 table6 tables
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +35,22 @@ demo: $(STAMP)  ## run the embedded benchmark sweep and print its tables
 
 test: $(STAMP)  ## run the test suite (CPU only)
 	$(PY) -m pytest -q
+
+# each sweep rebuilds the tables when it ends (hydra/callbacks=aggregate); if it stops early, aggregate what exists
+table2: $(STAMP)  ## paper Table 2 (allocation): sweep conf/experiment/table2.yaml on DATA_ROOT, then the tables
+	$(call paper_sweep,table2) || { $(paper_aggregate); exit 1; }
+
+table4: $(STAMP)  ## paper Table 4 (tasks): L2Norm, no reconstruction, every case (= part of table2)
+	$(call paper_sweep,table4) || { $(paper_aggregate); exit 1; }
+
+table6: $(STAMP)  ## paper Table 6 (architectures, size robustness): all ImageNet families and sizes
+	$(call paper_sweep,table6) || { $(paper_aggregate); exit 1; }
+
+table3: $(STAMP)  ## paper Table 3: reconstruction sweep plus its no-reconstruction twins (= table4's runs)
+	$(call paper_sweep,table4) || { $(paper_aggregate); exit 1; }
+	$(call paper_sweep,table3) || { $(paper_aggregate); exit 1; }
+
+tables: table2 table3 table4 table6  ## all paper tables (2, 3, 4, 6; Table 5 ranks them) in PAPER_OUT/tables
 
 bench: $(STAMP)  ## performance benchmarks (ratios against naive baselines)
 	@for b in scripts/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -2,7 +2,8 @@
 
 A thin ``@hydra.main`` around :func:`ptsbench.pipeline.run`, which tests call directly.
 In a multirun a failed job is logged (its record says ``status: failed``) and the sweep goes
-on; a single failed run exits non-zero.
+on; a single failed run exits non-zero. Under a parallel launcher each job claims its own GPU
+(``ptsbench.devices``); ``hydra/launcher=parallel`` (joblib) or ``slurm`` (submitit) scale out.
 """
 from __future__ import annotations
 
@@ -13,14 +14,28 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .devices import claim_device, cpu_threads_per_job, default_parallel_jobs
 from .errors import ConfigError
 from .pipeline import run
 
 __all__ = ["main", "run"]
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# used by conf/hydra/launcher/parallel.yaml; registered at import so launcher workers have it too
+OmegaConf.register_new_resolver("ptsbench_parallel_jobs", default_parallel_jobs, replace=True)
+
+
+def _limit_cpu_threads(hc) -> None:
+    """A joblib job on CPU takes its share of the cores, not all of them (no oversubscription)."""
+    launcher = hc.get("launcher") or {}
+    if "joblib" in str(launcher.get("_target_", "")):
+        import torch
+
+        threads = cpu_threads_per_job(launcher.get("n_jobs"))
+        if threads:
+            torch.set_num_threads(threads)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -29,7 +44,17 @@ def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        return run(cfg, overrides=list(hc.overrides.task))
+        with claim_device(str(cfg.device), start=int(hc.job.get("num") or 0)) as device:
+            if device != str(cfg.device):  # `device` is not part of the config digest
+                with open_dict(cfg):
+                    cfg.device = device
+            if device.startswith("cuda:"):
+                import torch
+
+                torch.cuda.set_device(device)
+            elif multirun:
+                _limit_cpu_threads(hc)
+            return run(cfg, overrides=list(hc.overrides.task))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
