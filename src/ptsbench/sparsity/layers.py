@@ -81,7 +81,7 @@ def _traced_pairs(module: nn.Module) -> list[tuple[str, str]] | None:
     try:
         import torch.fx as fx
 
-        gm = fx.symbolic_trace(module)
+        gm = _trace_keeping_norms(module)
     except Exception:  # noqa: BLE001 - the caller falls back to the module's children
         return None
     mods = dict(gm.named_modules())
@@ -94,6 +94,26 @@ def _traced_pairs(module: nn.Module) -> list[tuple[str, str]] | None:
                 and isinstance(mods.get(src.target), nn.Conv2d) and len(src.users) == 1):
             pairs.append((src.target, node.target))
     return pairs
+
+
+def _trace_keeping_norms(module: nn.Module):
+    """fx-trace ``module`` with every BatchNorm2d a leaf, so a subclass that fuses its activation
+    (timm's ``BatchNormAct2d``) still shows as one call after its conv."""
+    import torch.fx as fx
+
+    class NormLeafTracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, nn.BatchNorm2d) or super().is_leaf_module(m, qualname)
+
+    return fx.GraphModule(module, NormLeafTracer().trace(module))
+
+
+def _after_norm(bn: nn.Module) -> nn.Module:
+    """What is left of a folded BN: Identity, or the dropout/activation a norm-act layer (timm's
+    ``BatchNormAct2d``: norm -> drop -> act) applies after normalising."""
+    rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None))
+            if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)]
+    return rest[0] if len(rest) == 1 else nn.Sequential(*rest) if rest else nn.Identity()
 
 
 def _pairs_in(module: nn.Module, prefix: str) -> list[tuple[str, str]]:
@@ -115,7 +135,8 @@ def _pairs_in(module: nn.Module, prefix: str) -> list[tuple[str, str]]:
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
-    """Fold each eval-mode BN into its conv in place (BN becomes Identity); returns the pairs.
+    """Fold each eval-mode BN into its conv in place (BN becomes Identity, or the activation of
+    a fused norm-act layer); returns the pairs.
 
     Folding first means magnitudes, masks and reconstruction act on the deployed weights.
     """
@@ -129,5 +150,5 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
         new_bias = (bias - bn.running_mean) * scale + bn.bias
         conv.bias = nn.Parameter(new_bias.detach().clone())
-        _set_submodule(model, bn_name, nn.Identity())
+        _set_submodule(model, bn_name, _after_norm(bn))
     return pairs
