@@ -127,8 +127,12 @@ def test_paper_table_experiments_compose(experiment):
 
 
 def test_launcher_options_compose():
+    import ptsbench.run  # noqa: F401 - registers the ptsbench_parallel_jobs resolver
+    from ptsbench.devices import default_parallel_jobs
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         slurm = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
         local = compose(config_name="config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.gpus_per_node == 1
     assert local.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert local.hydra.launcher.n_jobs == default_parallel_jobs() >= 1   # no GPU here: one job per 2 cores

@@ -21,22 +21,47 @@ from .tables.render import gaps_frame, to_markdown, write_table
 log = logging.getLogger("ptsbench")
 
 
-def _gaps_markdown(gaps, failed_runs, limit: int | None = None) -> str:
+def _cell(v) -> str:
+    return "" if v is None or v != v else str(v)  # v != v: NaN
+
+
+def _gaps_markdown(gaps, failed_runs) -> str:
+    """Every gap, one line each (gaps.md)."""
     lines = ["### Gaps: runs a table expected but did not get", ""]
     if gaps.empty:
         lines.append("none")
     else:
         cols = [c for c in gaps.columns if c != "error" and gaps[c].notna().any()] + ["error"]
-        shown = gaps if limit is None else gaps.head(limit)
         lines += ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
-        lines += ["| " + " | ".join("" if v is None or v != v else str(v) for v in row) + " |"  # v != v: NaN
-                  for row in shown[cols].itertuples(index=False)]
-        if limit is not None and len(gaps) > limit:
-            lines.append(f"\n... {len(gaps) - limit} more in gaps.md")
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in gaps[cols].itertuples(index=False)]
     if len(failed_runs):
         lines += ["", f"Failed runs ({len(failed_runs)}):", ""]
-        shown = failed_runs if limit is None else failed_runs.head(limit)
-        lines += [f"- {r['name']}: {r['error'] or 'no metrics in record'}" for _, r in shown.iterrows()]
+        lines += [f"- {r['name']}: {r['error'] or 'no metrics in record'}" for _, r in failed_runs.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def _gaps_summary(gaps, failed_runs, limit: int = 20) -> str:
+    """The console view: gaps grouped by table, row, kind, task and rate, with the runs' models."""
+    if gaps.empty and not len(failed_runs):
+        return "### Gaps: none (every table cell has all its runs)\n"
+    lines = [f"### Gaps: {len(gaps)} run(s) missing or failed ('*' cells average fewer runs); full list in gaps.md", ""]
+    if len(gaps):
+        keys = ["table", "row", "kind", "task", "rate"]
+        g = gaps.assign(**{k: gaps[k].map(_cell) for k in keys if k in gaps}).groupby(
+            [k for k in keys if k in gaps], sort=False)
+        lines += ["| table | row | kind | task | rate | runs | models |", "|---|---|---|---|---|--:|---|"]
+        for n, (key, grp) in enumerate(g):
+            if n == limit:
+                lines.append(f"| ... | {g.ngroups - limit} more groups in gaps.md | | | | | |")
+                break
+            models = sorted({_cell(m) for m in grp.get("model", [])})
+            more = f", ... (+{len(models) - 3})" if len(models) > 3 else ""
+            lines.append("| " + " | ".join(map(str, key)) + f" | {len(grp)} | {', '.join(models[:3])}{more} |")
+    if len(failed_runs):
+        lines += ["", f"Failed runs ({len(failed_runs)}):"]
+        lines += [f"- {r['name']}: {r['error'] or 'no metrics in record'}" for _, r in failed_runs.head(limit).iterrows()]
+        if len(failed_runs) > limit:
+            lines.append(f"- ... {len(failed_runs) - limit} more in gaps.md")
     return "\n".join(lines) + "\n"
 
 
@@ -57,12 +82,12 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
     head = (f"PTSBench tables from {records_dir}: {summary['ok']} ok run(s), {summary['failed']} failed, "
             f"{summary['duplicates']} duplicate record(s) dropped, {summary['unreadable']} unreadable file(s), "
             f"{summary['gaps']} gap(s)")
-    echo(f"\n{head}\n\n{markdown}\n{_gaps_markdown(gaps, runset.failed, limit=15)}")
+    echo(f"\n{head}\n\n{markdown}\n{_gaps_summary(gaps, runset.failed)}")
     if out_dir is not None:
         out = Path(out_dir)
         for t in tables:
             summary["tables"] += [str(p) for p in write_table(t, out)]
-        (out / "tables.md").write_text(f"{head}\n\n{markdown}")
+        (out / "tables.md").write_text(f"{head}\n\n{markdown}\n{_gaps_summary(gaps, runset.failed)}")
         (out / "gaps.md").write_text(_gaps_markdown(gaps, runset.failed))
         gaps.to_csv(out / "gaps.csv", index=False)
         sizes.to_csv(out / "table6_sizes.csv", index=False, float_format="%.4f")  # G_size per model size

@@ -63,8 +63,8 @@ def coverage_gaps(table: str, ok: pd.DataFrame, failed: pd.DataFrame, row_cols: 
             coord = (*row_key, *a, *b)
             if coord in have:
                 continue
-            gap = {"table": table, "kind": "failed" if coord in errors else "missing",
-                   "error": errors.get(coord, "")}
+            gap = {"table": table, "row": ", ".join(map(str, row_key)),
+                   "kind": "failed" if coord in errors else "missing", "error": errors.get(coord, "")}
             gap.update(zip([*row_cols, *per_row_cols, *shared_cols], coord))
             gaps.append(gap)
     return gaps

@@ -43,7 +43,8 @@ def paired_gains(runset: RunSet) -> tuple[pd.DataFrame, list[dict], int]:
             base = loose.get(key) if key in loose.index else None
             n_loose += base is not None
         if base is None:
-            gaps.append({"table": "table3", "kind": "no-baseline", "error": "", "reconstruction": run.reconstruction,
+            gaps.append({"table": "table3", "row": run.reconstruction, "kind": "no-baseline",
+                         "error": "no reconstruction=none run to compare with", "reconstruction": run.reconstruction,
                          **{c: run[c] for c in [*COORDS, *ASPECT_COLS]}})
             gains.append(float("nan"))
             continue

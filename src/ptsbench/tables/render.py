@@ -91,7 +91,7 @@ def to_latex(table: TrackTable) -> str:
 
 def gaps_frame(tables: list[TrackTable]) -> pd.DataFrame:
     rows = [g for t in tables for g in t.gaps]
-    lead = ["table", "kind", "task", "model", "dataset", "allocator", "reconstruction", "rate", "seed"]
+    lead = ["table", "row", "kind", "task", "model", "dataset", "allocator", "reconstruction", "rate", "seed"]
     frame = pd.DataFrame(rows)
     cols = [c for c in lead if c in frame.columns] + [c for c in frame.columns if c not in lead]
     return frame[cols] if len(frame) else pd.DataFrame(columns=lead)
