@@ -32,6 +32,7 @@ class TrackTable:
     gaps: list[dict] = field(default_factory=list)
     digits: dict[str, int] = field(default_factory=dict)   # column -> decimals (default 2)
     csv_frame: pd.DataFrame | None = None                   # what the CSV holds, when not `values`
+    groups: list[list] = field(default_factory=list)        # rows compared with each other (default: all)
 
 
 def rate_label(rate: float) -> str:

@@ -86,7 +86,8 @@ def reconstruction_table(runset: RunSet) -> TrackTable:
         notes.append("no reconstructed runs")
     better = {c: "max" for c in values.columns if not values[c].isna().all()}
     return TrackTable("table3_reconstruction", "Table 3: reconstruction techniques (gain over no reconstruction)",
-                      values, flags, better, notes, twin_gaps + gaps)
+                      values, flags, better, notes, twin_gaps + gaps,
+                      groups=[[label for _, label in choices] for _, choices in ASPECTS.values()])
 
 
 def _is_twin_gap(gap: dict, twin_gaps: list[dict]) -> bool:

@@ -17,18 +17,20 @@ from .base import FAILED, TrackTable
 MISSING = "—"
 
 
-def _best(table: TrackTable, col: str):
+def _best(table: TrackTable, col: str, rows: list):
     how = table.better.get(col)
-    vals = pd.to_numeric(table.values[col], errors="coerce").dropna() if how else pd.Series(dtype=float)
+    vals = pd.to_numeric(table.values.loc[rows, col], errors="coerce").dropna() if how else pd.Series(dtype=float)
     if len(vals) < 2:
         return None
     return vals.max() if how == "max" else vals.min()
 
 
 def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str):
-    """Row label tuples and formatted cell strings."""
+    """Row label tuples and formatted cell strings; the best value among compared rows in bold."""
     out = []
-    best = {c: _best(table, c) for c in table.values.columns}
+    groups = table.groups or [list(table.values.index)]
+    group_of = {row: i for i, g in enumerate(groups) for row in g}
+    best = {(i, c): _best(table, c, g) for i, g in enumerate(groups) for c in table.values.columns}
     for idx, row in table.values.iterrows():
         label = list(idx) if isinstance(idx, tuple) else [idx]
         cells = []
@@ -40,7 +42,8 @@ def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str):
                 cells.append(FAILED if flag == FAILED else missing)
             else:
                 s = f"{v:.{table.digits.get(col, 2)}f}"
-                if best[col] is not None and v == best[col]:
+                top = best.get((group_of.get(idx), col))
+                if top is not None and v == top:
                     s = f"{bold[0]}{s}{bold[1]}"
                 cells.append(s + (star if flag == "*" else ""))
         out.append(([str(x) for x in label], cells))
