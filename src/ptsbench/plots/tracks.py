@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -87,7 +88,9 @@ def plot_allocations(ok_runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             continue
         rate = float(multi.index.max())
         at = g[g.rate == rate].drop_duplicates("allocator")
-        rates_by_allocator = {r.allocator: dict(r.per_layer) for _, r in at.iterrows()}
+        at = at.sort_values("allocator", key=lambda s: s.map(lambda a: ALLOCATOR_ORDER.get(a, 99)), kind="stable")
+        rates_by_allocator = {r.allocator: {n: r.per_layer[n] for n in network_order(r.per_layer)}
+                              for _, r in at.iterrows()}
         path = Path(out_dir) / f"fig4_allocation_{task}_{model}_{dataset}_s{rate:g}.png"
         try:
             plot_layer_allocation(rates_by_allocator, f"{model} on {dataset}, sparsity {rate:.0%}", path)
@@ -95,6 +98,26 @@ def plot_allocations(ok_runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         except Exception as e:  # noqa: BLE001 - a figure must never sink the tables
             log.warning("per-layer allocation plot for %s failed: %s: %s", model, type(e).__name__, e)
     return paths
+
+
+HEADS = ("fc", "head", "classifier")
+STEMS = ("stem", "conv_stem", "patch_embed")
+ALLOCATOR_ORDER = {a: i for i, a in enumerate(("Uniform", "L2Norm", "ERK", "FCPTS (L2Norm)", "FCPTS (ERK)"))}
+
+
+def network_order(names) -> list[str]:
+    """Records keep layers sorted by name (fc before layer1); restore input-to-output order
+    approximately: top-level and stem layers first, then blocks in natural order (layer2 <
+    layer10), the classifier head last.
+
+    >>> network_order(["fc", "layer10.conv", "conv1", "layer2.conv", "blocks.0.qkv", "patch_embed.proj"])
+    ['conv1', 'patch_embed.proj', 'blocks.0.qkv', 'layer2.conv', 'layer10.conv', 'fc']
+    """
+    def key(name: str):
+        top = name.split(".")[0]
+        rank = 2 if top in HEADS else 0 if ("." not in name or top in STEMS) else 1
+        return rank, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+    return sorted(names, key=key)
 
 
 def _save(fig, plt, path) -> Path:
