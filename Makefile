@@ -4,13 +4,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs/demo
-# Paper tables: data under $(DATA_ROOT)/{imagenet,cifar,coco,voc,lsun} (conf/case/*.yaml), results in
-# $(PAPER_OUT)/{records,tables}. SWEEP adds overrides, e.g. SWEEP="hydra/launcher=slurm hydra.launcher.partition=gpu"
-# or SWEEP="hydra/launcher=parallel" (one job per GPU). An interrupted sweep resumes where it stopped.
-DATA_ROOT ?= data
-PAPER_OUT ?= outputs/paper
-SWEEP     ?=
-paper_sweep = DATA_ROOT=$(DATA_ROOT) $(PY) -m ptsbench.run -m experiment=$(1) paths.output_dir=$(PAPER_OUT) $(SWEEP)
+# Paper tables: data in $(DATA_ROOT)/<dataset name> (imagenet, cifar10, coco2017, ...), checkpoints without a
+# published source in $(WEIGHTS_ROOT)/<case>.pth (conf/case/*.yaml), results in $(PAPER_OUT)/{records,tables}.
+# SWEEP adds overrides, e.g. SWEEP="hydra/launcher=slurm hydra.launcher.partition=gpu" or
+# SWEEP="hydra/launcher=parallel" (one job per GPU). An interrupted sweep resumes where it stopped.
+DATA_ROOT    ?= data
+WEIGHTS_ROOT ?= weights
+PAPER_OUT    ?= outputs/paper
+SWEEP        ?=
+paper_sweep = DATA_ROOT=$(DATA_ROOT) WEIGHTS_ROOT=$(WEIGHTS_ROOT) $(PY) -m ptsbench.run -m experiment=$(1) \
+	paths.output_dir=$(PAPER_OUT) $(SWEEP)
 paper_aggregate = $(PY) -m ptsbench.aggregate $(PAPER_OUT)/records --out $(PAPER_OUT)/tables
 
 .PHONY: help install demo test bench zoo clean table2 table3 table4 table6 tables

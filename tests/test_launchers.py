@@ -126,6 +126,24 @@ def test_paper_table_experiments_compose(experiment):
     assert cfg.reconstruction.name == "none" or experiment == "table3"
 
 
+def test_every_case_pairs_model_task_dataset_and_roots(monkeypatch):
+    monkeypatch.setenv("DATA_ROOT", "/data")
+    monkeypatch.setenv("WEIGHTS_ROOT", "/ckpt")
+    cases = sorted(p.stem for p in (ROOT / "conf" / "case").glob("*.yaml"))
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfgs = {c: compose(config_name="config", overrides=["experiment=table2", f"+case={c}"]) for c in cases}
+        t6 = compose(config_name="config", overrides=["experiment=table6", "model=deit_s"])
+    for case, cfg in cfgs.items():
+        assert case.startswith(cfg.dataset.name) and cfg.dataset.root == f"/data/{cfg.dataset.name}"
+        assert cfg.task.name == {"imagenet": "cls", "cifar10": "cls", "cifar100": "cls", "coco2017": "det",
+                                 "voc07": "det", "lsun_churches": "gen", "lsun_bedroom": "gen"}[cfg.dataset.name]
+        if str(cfg.model.weights).startswith("/ckpt"):
+            assert case in str(cfg.model.weights)
+    assert cfgs["voc07_ssd_mobilenetv1"].task.metric == "map50" and cfgs["lsun_churches_ldm"].task.metric == "fid"
+    assert (t6.model.name, t6.dataset.root, t6.allocator.name, t6.reconstruction.name) == \
+        ("deit_s", "/data/imagenet", "l2norm", "none")
+
+
 def test_launcher_options_compose():
     import ptsbench.run  # noqa: F401 - registers the ptsbench_parallel_jobs resolver
     from ptsbench.devices import default_parallel_jobs

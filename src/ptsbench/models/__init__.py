@@ -1,14 +1,15 @@
 """Model construction: architecture and weight source are separate knobs (SPEC §6).
 
-``model.source`` picks the builder (``zoo`` for the embedded architectures); ``model.weights``
-is ``none`` (random init), ``zoo`` (the checkpoint trained by scripts/train_zoo.py), or a
-local checkpoint path.
+``model.source`` picks the builder (``zoo`` for the embedded architectures, ``torchvision`` and
+``timm`` for the paper's Table 1 in :mod:`.library`); ``model.weights`` is ``none`` (random
+init), ``zoo`` (the checkpoint trained by scripts/train_zoo.py), ``torchvision``/``timm`` (the
+published weights named by ``model.pretrained``, from the local cache only), or a local
+checkpoint path (:mod:`.checkpoints`). Nothing is downloaded.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -28,10 +29,16 @@ def _build_zoo(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module
     return zoo.ZOO_ARCHS.get(cfg.arch)(num_classes, in_chans, img_size)
 
 
-def load_weights(model: nn.Module, cfg, dataset_name: str) -> None:
+def weights_path(cfg, dataset_name: str) -> Path | None:
+    """The local file ``model.weights`` names (None: random init); ConfigError when it is not on
+    this machine. Cheap, so ``validate_config`` runs it before any data is loaded."""
     weights = str(cfg.get("weights", "none"))
     if weights == "none":
-        return
+        return None
+    if weights in ("torchvision", "timm"):
+        from .checkpoints import cached_pretrained
+
+        return cached_pretrained(cfg, weights)
     if weights == "zoo":
         path = zoo_checkpoint_path(cfg.arch, dataset_name)
         if not path.exists():
@@ -44,10 +51,15 @@ def load_weights(model: nn.Module, cfg, dataset_name: str) -> None:
             raise ConfigError(
                 f"model.weights: checkpoint '{weights}' not found; pass an existing local file "
                 f"(model.weights=/path/to/ckpt.pt), or model.weights=none for random init")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    model.load_state_dict(state)
+    return path
+
+
+def load_weights(model: nn.Module, cfg, dataset_name: str) -> None:
+    path = weights_path(cfg, dataset_name)
+    if path is not None:
+        from .checkpoints import load_state
+
+        load_state(model, path, cfg)
 
 
 def build_model(cfg, num_classes: int, in_chans: int, img_size: int, dataset_name: str) -> nn.Module:
