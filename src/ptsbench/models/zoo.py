@@ -3,7 +3,8 @@
 - CIFAR-style ResNet-20/32/56 (He et al. 2016, §4.2: 3 stages of n basic blocks, 16/32/64
   channels; 1x1-conv shortcut when the shape changes).
 - MobileNetV2 x0.5 / x1.0 built on torchvision's MobileNetV2 with a stride schedule for 28x28.
-- ViT/DeiT-style encoders built on timm's VisionTransformer, patch 4, at two widths/depths.
+- ViT/DeiT-style encoders built on timm's VisionTransformer, patch 7 (4x4 tokens on 28x28),
+  at two widths/depths.
 Using the library classes means the adapters for the full-size models serve the zoo too.
 """
 from __future__ import annotations
@@ -102,11 +103,11 @@ ZOO_ARCHS.register("small_mobilenetv2_x0.5")(small_mobilenet_v2(0.5))
 ZOO_ARCHS.register("small_mobilenetv2_x1.0")(small_mobilenet_v2(1.0))
 
 
-def small_vit(embed_dim: int, depth: int, heads: int):
+def small_vit(embed_dim: int, depth: int, heads: int, patch: int = 7):
     def build(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
         from timm.models.vision_transformer import VisionTransformer
 
-        return VisionTransformer(img_size=img_size, patch_size=4, in_chans=in_chans,
+        return VisionTransformer(img_size=img_size, patch_size=patch, in_chans=in_chans,
                                  num_classes=num_classes, embed_dim=embed_dim, depth=depth,
                                  num_heads=heads, mlp_ratio=2.0)
     return build
