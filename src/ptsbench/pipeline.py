@@ -24,7 +24,7 @@ from . import record as rec_io
 from .data import DATASETS, build_data
 from .env_info import env_record
 from .errors import ConfigError
-from .models import MODEL_SOURCES, build_model
+from .models import MODEL_SOURCES, build_model, weights_path
 from .models.adapters import get_adapter
 from .reconstruction import RECONSTRUCTORS
 from .sparsity.allocators import ALLOCATORS, AllocContext, build_allocator
@@ -47,6 +47,7 @@ def resolve_device(spec: str) -> torch.device:
 
 def validate_config(cfg: DictConfig) -> None:
     """Cheap checks of every knob, run before any data or model is touched."""
+    _check_required_values(cfg)
     rate = cfg.sparsity.rate
     if not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
         raise ConfigError(f"sparsity.rate={rate!r} is outside [0, 1); pass e.g. sparsity.rate=0.7")
@@ -56,8 +57,16 @@ def validate_config(cfg: DictConfig) -> None:
                                   ("model.source", MODEL_SOURCES, cfg.model.get("source", "zoo"))):
         if value not in registry:
             raise ConfigError(f"unknown {knob} '{value}'; valid choices: {', '.join(registry.names())}")
+    model_source = MODEL_SOURCES.get(cfg.model.get("source", "zoo"))
+    if getattr(model_source, "check_config", None) is not None:
+        model_source.check_config(cfg.model)
+    if not getattr(model_source, "loads_weights", False):  # the weight file is on this machine (never downloaded)
+        weights_path(cfg.model, cfg.dataset.name)
     root = cfg.dataset.get("root")
-    if root is not None and not Path(str(root)).expanduser().exists():
+    check_data = getattr(DATASETS.get(cfg.dataset.name), "check_config", None)
+    if check_data is not None:  # real datasets check root and its layout, and say what they expect
+        check_data(cfg.dataset)
+    elif root is not None and not Path(str(root)).expanduser().exists():
         raise ConfigError(f"dataset.root='{root}' does not exist; point it at the {cfg.dataset.name} "
                           f"data on this machine, e.g. dataset.root=/data/{cfg.dataset.name}")
     # a reconstructor may carry its own knob check; run it now, before allocation
@@ -65,6 +74,24 @@ def validate_config(cfg: DictConfig) -> None:
     if check_recon is not None:
         check_recon(cfg.reconstruction)
     resolve_device(str(cfg.device))
+
+
+REQUIRED_HINTS = {
+    "dataset.root": "point it at the {dataset} data on this machine, e.g. dataset.root=/data/{dataset} "
+                    "(conf/dataset/{dataset}.yaml describes the expected layout)",
+    "model.weights": "no library publishes weights for model '{model}'; pass a local checkpoint, "
+                     "model.weights=/path/to/{model}.pth, or model.weights=none for random weights",
+}
+
+
+def _check_required_values(cfg: DictConfig) -> None:
+    """A required value (``???`` in a config file) left unset is a ConfigError naming the knob."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        names = {"dataset": OmegaConf.select(cfg, "dataset.name", default="dataset"),
+                 "model": OmegaConf.select(cfg, "model.name", default="model")}
+        hints = [f"{k} is required: " + REQUIRED_HINTS.get(k, f"pass {k}=<value>").format(**names) for k in missing]
+        raise ConfigError("; ".join(hints))
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:
@@ -139,7 +166,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         t = time.perf_counter()
         task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size))
         record["task"]["higher_is_better"] = task.higher_is_better
-        data = build_data(cfg.dataset, cfg.calib)
+        data = build_data(cfg.dataset, cfg.calib, model_cfg=cfg.model, cache_dir=cfg.paths.cache_dir)
         record["calibration"]["indices_digest"] = data.meta.get("calib_indices_digest")
         record["calibration"]["num_samples"] = int(len(data.calib_inputs))
         model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name).to(device)

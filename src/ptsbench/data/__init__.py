@@ -5,8 +5,13 @@ from .base import DATASETS, DataBundle
 import_submodules(__name__, __path__)
 
 
-def build_data(dataset_cfg, calib_cfg) -> DataBundle:
-    return DATASETS.get(dataset_cfg.name)(dataset_cfg, calib_cfg)
+def build_data(dataset_cfg, calib_cfg, **context) -> DataBundle:
+    """``context`` (``model_cfg``, ``cache_dir``) reaches the builders that set ``takes_context``:
+    real image datasets preprocess the way the model's weights expect and may cache decoded images."""
+    builder = DATASETS.get(dataset_cfg.name)
+    if getattr(builder, "takes_context", False):
+        return builder(dataset_cfg, calib_cfg, **context)
+    return builder(dataset_cfg, calib_cfg)
 
 
 __all__ = ["DATASETS", "DataBundle", "build_data"]

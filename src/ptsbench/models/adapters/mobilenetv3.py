@@ -1,0 +1,55 @@
+"""MobileNetV3 adapter (family ``mobilenetv3``): torchvision's ``MobileNetV3`` (Howard et al. 2019),
+any ``width_mult``.
+
+Units (SPEC §3, paper §2.3.3):
+- ``block``: each ``InvertedResidual`` (1x1 expansion, depthwise conv, squeeze-and-excitation
+  where present, linear 1x1 projection), its output after the residual add where the block has
+  one; the SE lives inside the block. The stem conv, the last 1x1 conv and the classifier
+  Linears are outside blocks and become ``layer`` units.
+- ``layer``: every Conv+BN+activation (``Conv2dNormActivation``; the projection has no
+  activation); inside an SE, ``fc1`` + ReLU and ``fc2`` + hard-sigmoid (each unit sees the input
+  its conv receives, the pooled features); classifier Linear (+ Hardswish).
+- ``single``: every conv (BN folded) and Linear, before any activation.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ._chains import chain_unit, sequential_chains
+from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+
+
+def se_units(prefix: str, with_act: bool) -> list[Unit]:
+    """torchvision ``SqueezeExcitation``: scale = hardsigmoid(fc2(relu(fc1(avgpool(x)))))."""
+    pairs = ((f"{prefix}.fc1", f"{prefix}.activation"), (f"{prefix}.fc2", f"{prefix}.scale_activation"))
+    kind = "layer" if with_act else "single"
+    return [Unit(conv, (conv, act) if with_act else (conv,), (conv,), kind) for conv, act in pairs]
+
+
+@ADAPTERS.register("mobilenetv3")
+class MobileNetV3Adapter(ModelAdapter):
+    family = "mobilenetv3"
+
+    def units(self, model: nn.Module, granularity: str) -> list[Unit]:
+        from torchvision.models.mobilenetv3 import InvertedResidual
+        from torchvision.ops.misc import SqueezeExcitation
+
+        self.check_granularity(granularity)
+        with_act = granularity != "single"
+        kind = "layer" if with_act else "single"
+        units: list[Unit] = []
+        for child_name, child in model.features.named_children():
+            prefix = f"features.{child_name}"
+            if not isinstance(child, InvertedResidual):
+                units.extend(chain_unit(c, kind) for c in sequential_chains(model, prefix, with_act))
+            elif granularity == "block":
+                units.append(Unit(prefix, (prefix,), prunable_in(model, prefix), "block"))
+            else:
+                for part_name, part in child.block.named_children():
+                    part_prefix = f"{prefix}.block.{part_name}"
+                    if isinstance(part, SqueezeExcitation):
+                        units.extend(se_units(part_prefix, with_act))
+                    else:
+                        units.extend(chain_unit(c, kind) for c in sequential_chains(model, part_prefix, with_act))
+        units.extend(chain_unit(c, kind) for c in sequential_chains(model, "classifier", with_act))
+        return units

@@ -1,0 +1,137 @@
+"""Weights from local files only (SPEC §6: no downloads at run time).
+
+``model.weights``:
+- ``torchvision``: the file of the torchvision ``Weights`` enum named by ``model.pretrained``
+  (e.g. ``ResNet18_Weights.IMAGENET1K_V1``) in torch hub's cache,
+  ``$TORCH_HOME/hub/checkpoints/<file>`` (``~/.cache/torch`` by default);
+- ``timm``: the timm weights named by ``model.pretrained`` (``arch.tag``) in the Hugging Face
+  cache (``$HF_HOME/hub``), or in torch hub's cache for timm's older URL-hosted files;
+- ``<path>``: a local checkpoint, torchvision- or timm-format: a bare state dict, or one wrapped
+  under ``state_dict``/``model``/``model_state`` (``module.`` prefixes of DDP are dropped),
+  ``.pth``/``.pt``/``.bin``/``.safetensors``; timm's ``checkpoint_filter_fn`` adapts it to
+  the model as built (e.g. ViT position embeddings at another image size).
+A weight file that is not on this machine is a ConfigError naming where it was looked for and
+how to pass it as a path. Hugging Face offline mode is switched on (unless set by the user), so
+library code that would reach for the Hub fails fast instead of waiting on the network.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+# Never download (SPEC §6); a user may still opt out by setting the variable to 0 themselves.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state", "module", "net")
+PREFIXES = ("module.", "_orig_mod.")
+
+
+def _hub_checkpoint(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def _torchvision_file(tag: str) -> tuple[Path | None, list[str]]:
+    from torchvision.models import get_weight
+
+    try:
+        path = _hub_checkpoint(get_weight(tag).url)
+    except ValueError as e:
+        raise ConfigError(f"model.pretrained='{tag}' is not a torchvision weights name ({e}); "
+                          f"e.g. ResNet18_Weights.IMAGENET1K_V1") from None
+    return (path if path.is_file() else None), [str(path)]
+
+
+def _timm_file(tag: str) -> tuple[Path | None, list[str]]:
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from .library import _timm_pretrained_cfg
+
+    pcfg = _timm_pretrained_cfg(tag)
+    looked: list[str] = []
+    if pcfg is not None and pcfg.hf_hub_id:
+        repo = pcfg.hf_hub_id.split("@")[0]
+        for filename in ([pcfg.hf_hub_filename] if pcfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]):
+            hit = try_to_load_from_cache(repo, filename)
+            if isinstance(hit, str) and Path(hit).is_file():
+                return Path(hit), looked
+            looked.append(f"{constants.HF_HUB_CACHE}/models--{repo.replace('/', '--')}/snapshots/*/{filename}")
+    if pcfg is not None and pcfg.url:
+        path = _hub_checkpoint(pcfg.url)
+        if path.is_file():
+            return path, looked
+        looked.append(str(path))
+    return None, looked
+
+
+def cached_pretrained(cfg, kind: str) -> Path:
+    """Local file of the published ``kind`` (torchvision | timm) weights of ``cfg``."""
+    source, tag, name = str(cfg.get("source", "zoo")), cfg.get("pretrained"), cfg.get("name", cfg.get("arch"))
+    if source != kind:
+        raise ConfigError(f"model.weights={kind} loads {kind}'s published weights, but model '{name}' is built "
+                          f"by model.source={source}; pass a local checkpoint (model.weights=/path/to/ckpt.pth) "
+                          f"or model.weights=none")
+    if not tag:
+        raise ConfigError(f"model.weights={kind}: {kind} publishes no weights for '{name}' (model.pretrained is "
+                          f"empty); pass a local checkpoint, model.weights=/path/to/{name}.pth, or "
+                          f"model.weights=none for random weights")
+    path, looked = (_torchvision_file if kind == "torchvision" else _timm_file)(str(tag))
+    if path is None:
+        raise ConfigError(
+            f"model.weights={kind}: the weights '{tag}' are not in the local cache, and PTSBench never downloads. "
+            f"Looked for: {'; '.join(looked) or '(no file is published for this tag)'}. Copy the weight file there "
+            f"(TORCH_HOME selects the torch hub cache, HF_HOME the Hugging Face one), or pass it directly: "
+            f"model.weights=/path/to/{Path(looked[0]).name if looked else name + '.pth'}")
+    return path
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a local checkpoint, unwrapped from training-checkpoint containers."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ConfigError(f"model.weights: {path} holds more than tensors, so it is not loaded "
+                              f"(weights_only=True: {str(e).splitlines()[0]}); re-save only the weights, "
+                              f"torch.save(model.state_dict(), path)") from None
+    while isinstance(state, dict):
+        key = next((k for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+        if key is None:
+            break
+        state = state[key]
+    if not isinstance(state, dict) or not state:
+        raise ConfigError(f"model.weights: {path} holds no state dict (found {type(state).__name__})")
+    for prefix in PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_state(model: nn.Module, path: Path, cfg) -> None:
+    """Load the checkpoint at ``path`` into ``model`` (strict: every tensor must fit)."""
+    module = importlib.import_module(type(model).__module__)
+    if path.suffix == ".npz" and hasattr(model, "load_pretrained"):  # timm's original ViT files
+        model.load_pretrained(str(path))
+        return
+    state = read_state_dict(path)
+    filter_fn = getattr(module, "checkpoint_filter_fn", None) if module.__name__.startswith("timm.") else None
+    if filter_fn is not None:
+        state = filter_fn(state, model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:600]
+        raise ConfigError(f"model.weights: {path} does not fit model '{cfg.get('name')}' (arch {cfg.get('arch')}, "
+                          f"built for this dataset's classes and channels): {detail}. Pass a checkpoint of this "
+                          f"architecture, or model.weights=none") from None

@@ -1,0 +1,140 @@
+"""Library architectures (paper Table 1, SPEC §6): ``model.source: torchvision | timm``.
+
+The builder makes the architecture with random weights, so every Table 1 model builds offline:
+- ``torchvision``: ``torchvision.models.get_model(model.arch, **model.kwargs)`` (e.g. ``arch:
+  mobilenet_v2`` with ``kwargs: {width_mult: 0.5}``); a dataset with other than 3 channels gets
+  a new stem conv (the first Conv2d).
+- ``timm``: ``timm.create_model(model.arch, **model.kwargs)`` with ``in_chans``; models with a
+  fixed input size (ViT/DeiT: position embeddings) are built at the dataset's image size.
+Weights are a separate knob (``model.weights``, see :mod:`ptsbench.models.checkpoints`).
+
+The published weights named by ``model.pretrained`` also fix the evaluation preprocessing
+(:func:`eval_preprocess`): torchvision's ``Weights.transforms()`` (resize 256 / crop 224 for
+most) and timm's ``resolve_data_config`` (crop_pct, interpolation, mean/std of the weights).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from torch import nn
+
+from ..errors import ConfigError
+from . import MODEL_SOURCES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EvalPreprocess:
+    """Eval transform of an image classifier: resize the short side, center-crop, normalise."""
+
+    crop_size: int = 224
+    resize_size: int = 256
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def at_crop(self, crop_size: int | None) -> "EvalPreprocess":
+        """The same transform at another crop size, keeping the crop/resize ratio."""
+        if not crop_size or int(crop_size) == self.crop_size:
+            return self
+        ratio = self.crop_size / self.resize_size
+        return replace(self, crop_size=int(crop_size), resize_size=int(math.floor(int(crop_size) / ratio)))
+
+
+def _kwargs(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    kw = cfg.get("kwargs") or {}
+    return OmegaConf.to_container(kw, resolve=True) if not isinstance(kw, dict) else dict(kw)
+
+
+def _replace_stem(model: nn.Module, in_chans: int) -> None:
+    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    if conv.in_channels == in_chans:
+        return
+    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, bias=conv.bias is not None)
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+@MODEL_SOURCES.register("torchvision")
+def build_torchvision(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(str(cfg.arch), weights=None, num_classes=num_classes, **_kwargs(cfg))
+    except ValueError as e:
+        raise ConfigError(f"model.arch='{cfg.arch}' is not a torchvision classification model ({e}); "
+                          f"see torchvision.models.list_models()") from None
+    _replace_stem(model, in_chans)
+    return model
+
+
+def _timm_pretrained_cfg(name: str):
+    import timm
+
+    try:
+        return timm.models.get_pretrained_cfg(name)
+    except RuntimeError as e:
+        raise ConfigError(f"model.pretrained='{name}': {e}; see timm.list_pretrained('{name.split('.')[0]}')") from None
+
+
+@MODEL_SOURCES.register("timm")
+def build_timm(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    import timm
+
+    arch = str(cfg.arch)
+    if not timm.is_model(arch):
+        raise ConfigError(f"model.arch='{arch}' is not a timm model; see timm.list_models('{arch[:6]}*')")
+    kw = _kwargs(cfg)
+    pcfg = _timm_pretrained_cfg(arch)
+    if pcfg is not None and pcfg.fixed_input_size:  # position embeddings depend on the image size
+        kw.setdefault("img_size", img_size)
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kw)
+
+
+def check_library_config(cfg) -> None:
+    """Cheap check run by ``validate_config`` before data is loaded: the architecture exists."""
+    source = str(cfg.get("source"))
+    if source == "timm":
+        import timm
+
+        if not timm.is_model(str(cfg.arch)):
+            raise ConfigError(f"model.arch='{cfg.arch}' is not a timm model; see timm.list_models()")
+    elif source == "torchvision":
+        import torchvision
+
+        if str(cfg.arch) not in torchvision.models.list_models():
+            raise ConfigError(f"model.arch='{cfg.arch}' is not a torchvision model; "
+                              f"see torchvision.models.list_models()")
+
+
+build_torchvision.check_config = check_library_config
+build_timm.check_config = check_library_config
+
+
+def eval_preprocess(cfg) -> EvalPreprocess:
+    """The eval transform the weights named by ``model.pretrained`` were measured with; the
+    torchvision default (resize 256, crop 224, bilinear, ImageNet mean/std) otherwise."""
+    source, tag = str(cfg.get("source", "zoo")), cfg.get("pretrained")
+    if source == "timm":
+        from timm.data import resolve_data_config
+
+        pcfg = _timm_pretrained_cfg(str(tag or cfg.arch))
+        if pcfg is None:
+            return EvalPreprocess()
+        dc = resolve_data_config({}, pretrained_cfg=pcfg.to_dict())
+        size = int(dc["input_size"][-1])
+        return EvalPreprocess(size, int(math.floor(size / dc["crop_pct"])), str(dc["interpolation"]),
+                              tuple(dc["mean"]), tuple(dc["std"]))
+    if source == "torchvision" and tag:
+        from torchvision.models import get_weight
+
+        t = get_weight(str(tag)).transforms()
+        return EvalPreprocess(int(t.crop_size[0]), int(t.resize_size[0]), t.interpolation.value,
+                              tuple(t.mean), tuple(t.std))
+    return EvalPreprocess()
