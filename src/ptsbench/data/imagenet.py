@@ -1,0 +1,97 @@
+"""ImageNet-1K from a local ImageFolder (SPEC §4); nothing is downloaded.
+
+Layout: ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``.
+- Test split: ``val``, preprocessed with the model's eval transform: resize, center crop and
+  normalisation of the weights in use (``models.library.eval_preprocess``: torchvision's
+  ``Weights.transforms()``, timm's ``resolve_data_config``); ``dataset.img_size`` forces another
+  crop size (the resize keeps its ratio to the crop).
+- Labels: class folders named by WordNet ids (n01440764, ...) take their standard ImageNet-1K
+  index, so a subset of the classes keeps the labels the pretrained head predicts; other folder
+  names take their sorted position.
+- Calibration: ``calib.num_samples`` training images drawn with ``calib.seed``, preprocessed like
+  the test split, unlabelled.
+- ``dataset.eval_cache: true`` decodes the val split once into a uint8 cache under
+  ``paths.cache_dir`` (see ``data.images``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import ConfigError
+from .base import DATASETS, indices_digest, sample_calibration
+from .images import ImageBundle, ImageFiles, Normalized, cached_uint8, files_digest, stack_uint8
+
+LAYOUT = ("<root>/train/<class>/<image>.JPEG and <root>/val/<class>/<image>.JPEG (ImageFolder; the "
+          "official val images must first be sorted into class folders, e.g. with the usual valprep.sh)")
+
+
+def check_config(cfg) -> None:
+    root = cfg.get("root")
+    if root is None:
+        raise ConfigError(f"dataset.root is required: point it at ImageNet on this machine "
+                          f"(dataset.root=/data/imagenet), laid out as {LAYOUT}")
+    root = Path(str(root)).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"dataset.root='{root}' does not exist; point it at ImageNet on this machine, "
+                          f"laid out as {LAYOUT}")
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+            raise ConfigError(f"dataset.root='{root}' has no {split}/ folder of class subfolders; expected {LAYOUT}")
+
+
+def class_to_index(classes: list[str], num_classes: int) -> dict[str, int]:
+    from timm.data import ImageNetInfo
+
+    standard = {wnid: i for i, wnid in enumerate(ImageNetInfo().label_names())}
+    if num_classes == len(standard) and all(c in standard for c in classes):
+        return {c: standard[c] for c in classes}
+    if len(classes) > num_classes:
+        raise ConfigError(f"dataset.root holds {len(classes)} class folders but dataset.num_classes={num_classes}; "
+                          f"set dataset.num_classes to the model's number of outputs")
+    return {c: i for i, c in enumerate(sorted(classes))}
+
+
+def image_samples(folder: Path, num_classes: int) -> list[tuple[str, int]]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    classes, _ = find_classes(str(folder))
+    try:
+        return make_dataset(str(folder), class_to_index(classes, num_classes), extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as e:
+        raise ConfigError(f"dataset.root: {e} (under {folder}); expected {LAYOUT}") from None
+
+
+@DATASETS.register("imagenet")
+def build_imagenet(cfg, calib_cfg, model_cfg=None, cache_dir=None) -> ImageBundle:
+    from ..models.library import EvalPreprocess, eval_preprocess
+
+    check_config(cfg)
+    spec = (eval_preprocess(model_cfg) if model_cfg is not None else EvalPreprocess()).at_crop(cfg.get("img_size"))
+    root = Path(str(cfg.root)).expanduser().resolve()
+    num_classes = int(cfg.get("num_classes", 1000))
+    workers = int(cfg.get("num_workers", 0))
+    train_samples = image_samples(root / "train", num_classes)
+    val_samples = image_samples(root / "val", num_classes)
+    val_files = ImageFiles(val_samples, spec)
+    meta = {"num_train": len(train_samples), "num_test": len(val_samples), "preprocess": asdict(spec)}
+    test_source, loader_workers = val_files, workers
+    if cfg.get("eval_cache", False):
+        if not cache_dir:
+            raise ConfigError("dataset.eval_cache=true needs paths.cache_dir to write the decoded val split to")
+        key = files_digest(val_samples, root, {"split": "val", "preprocess": asdict(spec)})
+        cache_file = Path(str(cache_dir)) / "eval" / f"imagenet-val-{key}.npy"
+        test_source, loader_workers = cached_uint8(val_files, cache_file, workers), 0  # no decoding left to do
+        meta["eval_cache"] = str(cache_file)
+    train = Normalized(ImageFiles(train_samples, spec), spec.mean, spec.std)
+    calib_idx = sample_calibration(len(train_samples), int(calib_cfg.num_samples), int(calib_cfg.seed))
+    calib = train.normalize(stack_uint8(train.source, calib_idx, workers))
+    meta["calib_indices_digest"] = indices_digest(calib_idx)
+    return ImageBundle(name="imagenet", num_classes=num_classes, in_chans=3, img_size=spec.crop_size,
+                       test=Normalized(test_source, spec.mean, spec.std), train=train, calib_inputs=calib,
+                       calib_indices=calib_idx, meta=meta, loader_workers=loader_workers)
+
+
+build_imagenet.takes_context = True   # receives model_cfg (its eval transform) and cache_dir
+build_imagenet.check_config = check_config
