@@ -17,14 +17,26 @@ def num_pruned(rate: float, numel: int) -> int:
 
 
 def magnitude_mask(weight: torch.Tensor, rate: float) -> torch.Tensor:
-    """Boolean keep-mask with exactly floor(rate * numel) False entries at the smallest |w|."""
+    """Boolean keep-mask with exactly floor(rate * numel) False entries at the smallest |w|.
+
+    One O(N) selection (kthvalue) instead of a full sort, so ViT-L-sized layers mask quickly;
+    weights tied with the k-th magnitude are pruned in flat-index order, exactly what a stable
+    argsort would give.
+    """
     flat = weight.detach().abs().flatten()
-    k = num_pruned(rate, flat.numel())
-    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
-    if k > 0:
-        order = torch.argsort(flat, stable=True)
-        keep[order[:k]] = False
-    return keep.view_as(weight)
+    n = flat.numel()
+    k = num_pruned(rate, n)
+    if k == 0:
+        return torch.ones_like(weight, dtype=torch.bool)
+    if k == n:
+        return torch.zeros_like(weight, dtype=torch.bool)
+    thr = torch.kthvalue(flat, k).values
+    prune = flat < thr
+    missing = k - int(prune.sum())
+    if missing > 0:
+        tied = torch.nonzero(flat == thr, as_tuple=False).flatten()[:missing]
+        prune[tied] = True
+    return (~prune).view_as(weight)
 
 
 @torch.no_grad()
