@@ -1,0 +1,60 @@
+"""Per-layer allocation figure (paper Fig. 4): remaining ratio 1 - s_l of every layer, per allocator.
+
+One model, several allocators side by side as grouped bars in layer order (the order of the
+first allocator's dict, i.e. the model's order), and the mean remaining ratio over the
+allocators of each layer as a black line. Rates come straight from run records:
+``record["allocation"]["rates"]`` or ``record["sparsity"]["target_per_layer"]``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def rates_from_record(record: dict) -> dict[str, float]:
+    """The per-layer sparsity rates a run record carries (allocation first, then the target)."""
+    rates = (record.get("allocation") or {}).get("rates") or (record.get("sparsity") or {}).get("target_per_layer")
+    if not rates:
+        raise ValueError(f"record {record.get('name', '?')} has no per-layer rates "
+                         "(allocation.rates / sparsity.target_per_layer)")
+    return dict(rates)
+
+
+def plot_layer_allocation(rates_by_allocator: dict[str, dict[str, float]], title: str, path: str | Path) -> Path:
+    """Save a PNG of the remaining ratio 1 - s_l per layer for each allocator; returns the path.
+
+    rates_by_allocator: label -> {layer name: sparsity rate s_l in [0, 1]}. Layers missing from an
+    allocator (e.g. excluded) are drawn as dense (remaining ratio 1).
+    """
+    if not rates_by_allocator:
+        raise ValueError("plot_layer_allocation needs at least one allocator's rates")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = list(rates_by_allocator)
+    layers: list[str] = []
+    for rates in rates_by_allocator.values():
+        layers += [n for n in rates if n not in layers]
+    remaining = np.array([[1.0 - float(rates_by_allocator[a].get(n, 0.0)) for n in layers] for a in labels])
+    x = np.arange(len(layers))
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(layers) + 2), 3.8))
+    for i, label in enumerate(labels):
+        ax.bar(x - 0.4 + width * (i + 0.5), remaining[i], width, label=label)
+    ax.plot(x, remaining.mean(axis=0), color="black", lw=1.5, marker=".", label="average")
+    ax.set_xticks(x)
+    ax.set_xticklabels(layers, rotation=90, fontsize=6 if len(layers) > 30 else 7)
+    ax.set_ylabel("remaining ratio (1 - sparsity)")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlim(-0.6, len(layers) - 0.4)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=min(len(labels) + 1, 4), loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

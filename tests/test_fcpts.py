@@ -1,0 +1,163 @@
+"""FCPTS (SPEC §2): exact init, STE gradients, control loss, exact global rate, plot helper."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ptsbench.errors import ConfigError
+from ptsbench.plots.allocation import plot_layer_allocation, rates_from_record
+from ptsbench.run import run
+from ptsbench.sparsity.allocators import AllocContext, build_allocator
+from ptsbench.sparsity.allocators.fcpts import FCPTSAllocator, project_counts, rate_for_count
+from ptsbench.sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
+from ptsbench.sparsity.masking import num_pruned
+from ptsbench.sparsity.threshold_masks import FlatLayers
+
+FAST = ["calib.num_samples=64", "allocator.iters=4", "allocator.batch_size=8", "dataset.num_test=200"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny per-step ops: one thread avoids OpenMP spin-waits on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    """The BN-folded zoo ResNet-20, its prunable layers and 32 calibration images."""
+    from hydra import compose, initialize_config_dir
+
+    from ptsbench.data import build_data
+    from ptsbench.models import build_model
+
+    with initialize_config_dir(config_dir=str(__import__("pathlib").Path(__file__).parents[1] / "conf"),
+                               version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["model=zoo_resnet20", "calib.num_samples=32"])
+    data = build_data(cfg.dataset, cfg.calib)
+    model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name)
+    fold_batchnorm(model)
+    return model, prunable_modules(model), data.calib_inputs
+
+
+def _context(model, modules, calib):
+    dense = copy.deepcopy(model).eval()
+    return AllocContext(model=model, modules=modules, calib_inputs=calib, extras={"dense_model": dense})
+
+
+@pytest.mark.parametrize("init", ["erk", "l2norm"])
+def test_initial_thresholds_reproduce_the_init_allocation_exactly(resnet20, init):
+    model, modules, calib = resnet20
+    layers = layer_infos(modules)
+    weights = {n: m.weight.detach() for n, m in modules.items()}
+    init_rates = build_allocator(init).allocate(layers, weights, 0.7)
+    ctx = _context(model, modules, calib)
+    build_allocator("fcpts", init=init, iters=0).allocate(layers, weights, 0.7, ctx)
+    for layer in layers:
+        k = num_pruned(init_rates[layer.name], layer.numel)
+        assert ctx.report["learned_rates"][layer.name] * layer.numel == pytest.approx(k, abs=1e-6), layer.name
+        # the threshold really separates the k smallest |w| from the rest
+        mag = weights[layer.name].abs().flatten().double() / weights[layer.name].abs().max()
+        assert int((mag <= ctx.report["init_thresholds"][layer.name]).sum()) == k
+
+
+def test_threshold_masks_forward_and_backward_by_hand():
+    w = torch.tensor([[0.1, -0.2, 0.4, -0.8, 1.0]])
+    flat = FlatLayers({"l": w}, torch.device("cpu"), bandwidth=0.1)
+    t = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    keep, sparsity = flat.masks(t)
+    assert keep.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0] and sparsity.item() == pytest.approx(0.4)
+    # d(sum_i c_i M_i)/dt = -sum_i c_i K(a_i - t); ds/dt = KDE of |w| at t, reflected at 0
+    c = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    (grad_keep,) = torch.autograd.grad((keep * c).sum(), t)
+    a = torch.tensor([0.1, 0.2, 0.4, 0.8, 1.0], dtype=torch.float64)
+
+    def phi(z):
+        return torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi) / 0.1
+
+    assert grad_keep.item() == pytest.approx(-(c.double() * phi((a - 0.3) / 0.1)).sum().item(), rel=1e-6)
+    (grad_s,) = torch.autograd.grad(flat.masks(t)[1].sum(), t)
+    assert grad_s.item() == pytest.approx((phi((0.3 - a) / 0.1) + phi((0.3 + a) / 0.1)).sum().item() / 5, rel=1e-6)
+
+
+def test_ste_passes_a_task_gradient_to_every_threshold(resnet20):
+    model, modules, calib = resnet20
+    layers = layer_infos(modules)
+    weights = {n: m.weight.detach() for n, m in modules.items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = _context(model, modules, calib)
+    # one SGD step with the control loss off: every threshold moves iff its task gradient != 0
+    build_allocator("fcpts", init="erk", iters=1, batch_size=16, momentum=0.0, **{"lambda": 0.0}
+                    ).allocate(layers, weights, 0.7, ctx)
+    t0, t1 = ctx.report["init_thresholds"], ctx.report["learned_thresholds"]
+    assert all(t1[n] != t0[n] for n in t0), [n for n in t0 if t1[n] == t0[n]]
+    assert ctx.report["task_loss_trace"][0] > 0
+    # the model is left exactly as it was: same tensors, no gradients, grad flags restored
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_control_loss_alone_drives_the_global_rate_to_the_target():
+    torch.manual_seed(0)
+    layers = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 32), nn.Linear(32, 10))
+    modules = prunable_modules(layers)
+    flat = FlatLayers({n: m.weight for n, m in modules.items()}, torch.device("cpu"))
+    start = [num_pruned(0.3, n) for n in flat.numels]  # far from the target 0.7
+    theta = torch.logit(flat.thresholds_for_counts(start)).requires_grad_()
+    alloc = FCPTSAllocator(loss="none", iters=200, lr=0.1)
+    ctx = AllocContext(model=layers, modules=modules, calib_inputs=torch.zeros(4, 64))
+    control, task = alloc.learn(theta, flat, 0.7, ctx)
+    achieved = sum(flat.pruned_counts(torch.sigmoid(theta.detach()))) / sum(flat.numels)
+    assert control[0] == pytest.approx(0.4, abs=0.01) and task == []
+    assert abs(achieved - 0.7) < 0.005
+
+
+def test_projection_hits_the_exact_count_within_layer_bounds():
+    numels = [100, 1000, 50, 7]
+    for counts, target in [([10, 500, 0, 3], 600), ([90, 900, 49, 6], 700), ([0, 0, 0, 0], 300), ([5, 5, 5, 5], 15)]:
+        out = project_counts(counts, numels, target)
+        assert sum(out) == target
+        assert all(0 <= k <= n - 1 for k, n in zip(out, numels))
+        if counts[2] == 0 and sum(counts):
+            assert out[2] == 0  # a dense layer stays dense under rescaling
+    assert project_counts([0, 0], [2, 3], 10) == [1, 2]  # infeasible: every layer keeps one weight
+    for k, n in [(7, 10), (12345, 36864), (1, 3), (0, 5)]:
+        assert num_pruned(rate_for_count(k, n), n) == k
+
+
+def test_pipeline_run_reaches_the_target_rate_exactly(make_cfg):
+    rec = run(make_cfg("allocator=fcpts_erk", "sparsity.rate=0.7", *FAST))
+    sp, alloc = rec["sparsity"], rec["allocation"]
+    assert rec["status"] == "ok" and rec["choices"]["allocator"] == "fcpts"
+    assert sp["zeros"] == math.floor(0.7 * sp["total"]) and sp["achieved"] == pytest.approx(0.7, abs=1 / sp["total"])
+    assert set(alloc["init_rates"]) == set(alloc["learned_rates"]) == set(sp["target_per_layer"])
+    assert len(alloc["control_loss_trace"]) == len(alloc["task_loss_trace"]) == 4
+    assert alloc["learn_time_s"] > 0 and alloc["init"] == "erk"
+
+
+@pytest.mark.parametrize("knob, value, message", [
+    ("init", "fcpts", r"allocator.init='fcpts' is not a starting allocation; valid choices: erk, l2norm"),
+    ("loss", "l1", r"allocator.loss='l1'; valid choices: kl, mse, none"),
+    ("kde", "box", r"allocator.kde='box'; valid choices: gaussian, histogram"),
+    ("bandwidth", -1.0, r"allocator.bandwidth=-1.0; use 'silverman' or a positive float"),
+    ("iters", -5, r"allocator.iters=-5 must be a non-negative integer"),
+])
+def test_bad_knobs_name_the_knob_and_the_choices(knob, value, message):
+    with pytest.raises(ConfigError, match=message):
+        build_allocator("fcpts", **{knob: value})
+
+
+def test_allocation_plot_from_records(tmp_path):
+    erk = {"allocation": {"rates": {"conv1": 0.0, "layer1.conv": 0.6, "fc": 0.1}}}
+    fcpts = {"sparsity": {"target_per_layer": {"conv1": 0.2, "layer1.conv": 0.7, "fc": 0.0}}}
+    path = plot_layer_allocation({"ERK": rates_from_record(erk), "FCPTS (ERK)": rates_from_record(fcpts)},
+                                 "resnet20, sparsity 70%", tmp_path / "fig4.png")
+    assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no per-layer rates"):
+        rates_from_record({"name": "x"})
