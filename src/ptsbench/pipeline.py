@@ -164,7 +164,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     phase = "build"
     try:
         t = time.perf_counter()
-        task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size))
+        task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size),
+                                        **{k: v for k, v in cfg_dict["task"].items() if k != "name"})
         record["task"]["higher_is_better"] = task.higher_is_better
         data = build_data(cfg.dataset, cfg.calib, model_cfg=cfg.model, cache_dir=cfg.paths.cache_dir)
         record["calibration"]["indices_digest"] = data.meta.get("calib_indices_digest")
@@ -173,7 +174,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         record["model"]["params"] = sum(p.numel() for p in model.parameters())
         exclude = list(cfg.prune.get("exclude", []))
         adapter = get_adapter(cfg.model.get("family"))
-        keep_dense = list(adapter.dense_globs) + list(cfg.prune.get("keep_dense", []))
+        keep_dense = (list(adapter.dense_globs) if cfg.prune.get("adapter_dense", True) else []) \
+            + list(cfg.prune.get("keep_dense", []))
         prunable_modules(model, exclude)  # checks the exclude globs before any heavy work
         t = tick("build", t)
 
@@ -199,7 +201,11 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             raise ConfigError(f"sparsity.rate={rate} cannot be met while prune.exclude keeps "
                               f"{n_all - n_incl} of {n_all} weights dense; exclude fewer layers or lower the rate")
         allocator = build_allocator(cfg.allocator.name, **{k: v for k, v in cfg_dict["allocator"].items() if k != "name"})
-        context = AllocContext(model=model, modules=modules, calib_inputs=data.calib_inputs, device=device,
+        calib_inputs = data.calib_inputs
+        if allocator.needs_calibration or cfg.reconstruction.name != "none":  # diffusion: captured from sampling
+            calib_inputs = task.calibration_inputs(dense_model, data, device, cfg.calib)
+            record["calibration"]["num_samples"] = int(len(calib_inputs))
+        context = AllocContext(model=model, modules=modules, calib_inputs=calib_inputs, device=device,
                                seed=int(cfg.seed), forward=task.forward_for_calibration,
                                extras={"dense_model": dense_model})
         weights = {n: m.weight.detach() for n, m in modules.items()}
@@ -214,7 +220,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
         phase = "reconstruct"
         recon_fn = RECONSTRUCTORS.get(cfg.reconstruction.name)
-        record["reconstruction"] = recon_fn(model, dense_model, masks, data.calib_inputs, cfg.reconstruction, device,
+        record["reconstruction"] = recon_fn(model, dense_model, masks, calib_inputs, cfg.reconstruction, device,
                                             adapter=adapter, task=task)
         t = tick("reconstruct", t)
 

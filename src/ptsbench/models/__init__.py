@@ -63,8 +63,10 @@ def load_weights(model: nn.Module, cfg, dataset_name: str) -> None:
 
 
 def build_model(cfg, num_classes: int, in_chans: int, img_size: int, dataset_name: str) -> nn.Module:
-    model = MODEL_SOURCES.get(cfg.get("source", "zoo"))(cfg, num_classes, in_chans, img_size)
-    load_weights(model, cfg, dataset_name)
+    builder = MODEL_SOURCES.get(cfg.get("source", "zoo"))
+    model = builder(cfg, num_classes, in_chans, img_size)
+    if not getattr(builder, "loads_weights", False):  # e.g. diffusers folders: the source reads its own
+        load_weights(model, cfg, dataset_name)
     return model.eval()
 
 

@@ -21,3 +21,9 @@ class Task:
     def forward_for_calibration(self, model, x):
         """What learned allocators/reconstruction run the model on (logits for classifiers)."""
         return model(x)
+
+    def calibration_inputs(self, model, data, device, calib_cfg):
+        """The calibration set ``forward_for_calibration`` runs on, taken from the dense ``model``
+        only when an allocator or reconstruction needs it: the dataset's images by default; a
+        diffusion task captures its UNet inputs over sampling instead."""
+        return data.calib_inputs

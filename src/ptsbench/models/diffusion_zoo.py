@@ -1,0 +1,79 @@
+"""The embedded diffusion model (SPEC §4): a small DDPM on the MNIST-5k digits.
+
+A diffusers ``UNet2DModel`` denoiser, trained with the DDPM noise-prediction loss (Ho et al.
+2020) by ``scripts/train_zoo_gen.py`` and sampled with DDIM. It works on the digits padded to
+32x32 and folded 2x2 into channels (``pixel_unshuffle``: 1x32x32 -> 4x16x16), a lossless,
+parameter-free "autoencoder" that plays the role of the VQ/KL autoencoder of a latent diffusion
+model and cuts the UNet's cost on CPU to about a third. Everything the pipeline prunes is the UNet.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+ARCH = "ddpm_digits"
+DATASET = "mnist5k_gen"
+FOLD, PAD = 2, 2  # 28 + 2*2 = 32 pixels, 2x2 folded into channels -> 4x16x16
+UNET_CONFIG = dict(
+    sample_size=16, in_channels=FOLD * FOLD, out_channels=FOLD * FOLD, layers_per_block=1,
+    block_out_channels=(16, 32, 32), norm_num_groups=8, attention_head_dim=16,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+)
+SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                        clip_sample=True)
+
+
+class PixelFold(nn.Module):
+    """Images in [0, 1] <-> the UNet's space: [-1, 1], padded, 2x2 pixels folded into channels."""
+
+    def __init__(self, fold: int = FOLD, pad: int = PAD):
+        super().__init__()
+        self.fold, self.pad = fold, pad
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.pad(images * 2 - 1, [self.pad] * 4, value=-1.0)
+        return F.pixel_unshuffle(x, self.fold)
+
+    def decode_to_unit(self, latents: torch.Tensor) -> torch.Tensor:
+        x = F.pixel_shuffle(latents, self.fold)
+        if self.pad:
+            x = x[..., self.pad:-self.pad, self.pad:-self.pad]
+        return ((x.clamp(-1, 1) + 1) / 2).contiguous()
+
+
+def ddpm_digits_unet() -> nn.Module:
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(**UNET_CONFIG)
+
+
+def ddpm_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SCHEDULER_CONFIG)
+
+
+def zoo_path() -> Path:
+    from . import zoo_checkpoint_path
+
+    return zoo_checkpoint_path(ARCH, DATASET)
+
+
+def build_ddpm_digits(weights: str):
+    """``weights``: ``zoo`` (the committed checkpoint), ``none`` (random init) or a state-dict file."""
+    from .diffusion import GenerationModel
+
+    unet = ddpm_digits_unet()
+    if weights != "none":
+        path = zoo_path() if weights == "zoo" else Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.weights={weights}: no DDPM checkpoint at {path}; train it with "
+                              f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init")
+        unet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return GenerationModel(unet.eval(), ddpm_scheduler().config, PixelFold(), arch=ARCH)
