@@ -131,6 +131,8 @@ def train_unit(chain: nn.Module, weights: list[nn.Parameter], masks: list[torch.
             for i in range(start, s.iters):
                 opt.zero_grad(set_to_none=True)
                 after(i, step(idx_all[i]))
+    for p in weights + biases:
+        p.grad = None  # on CUDA the grads live in the graph's private pool: release it with the graph
     if progress is not None:
         progress.update(s.iters - progress.n)
     return {"path": path, "train_loss_trace": [[i, float(v)] for i, v in trace]}
