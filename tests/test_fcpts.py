@@ -83,7 +83,8 @@ def test_threshold_masks_forward_and_backward_by_hand():
 
     assert grad_keep.item() == pytest.approx(-(c.double() * phi((a - 0.3) / 0.1)).sum().item(), rel=1e-6)
     (grad_s,) = torch.autograd.grad(flat.masks(t)[1].sum(), t)
-    assert grad_s.item() == pytest.approx((phi((0.3 - a) / 0.1) + phi((0.3 + a) / 0.1)).sum().item() / 5, rel=1e-6)
+    exact_kde = (phi((0.3 - a) / 0.1) + phi((0.3 + a) / 0.1)).sum().item() / 5
+    assert grad_s.item() == pytest.approx(exact_kde, rel=2e-3)  # KDE binned on a 1,024-point grid
 
 
 def test_ste_passes_a_task_gradient_to_every_threshold(resnet20):

@@ -170,6 +170,9 @@ class FCPTSAllocator(Allocator):
                 if iters else None
             wrapper = _Forward(model, context.forward)
             teacher = self._teacher_outputs(context, calib, idx) if p["loss"] != "none" and iters else None
+            if teacher is not None and p["loss"] == "kl" and teacher.dim() != 2:
+                raise ConfigError(f"allocator.loss=kl needs (batch, classes) logits, but this task's calibration "
+                                  f"output has shape {tuple(teacher.shape)}; use allocator.loss=mse")
             weight = flat.weight.clone().requires_grad_() if p["train_weights"] else flat.weight
             groups = [{"params": [theta], "lr": p["lr"]}]
             if p["train_weights"]:
