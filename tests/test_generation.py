@@ -51,6 +51,14 @@ def test_frechet_of_shifted_gaussians_matches_the_closed_form():
     assert frechet_distance(np.zeros(6), s1, shift, s2) == pytest.approx(expected, rel=1e-7)
 
 
+def test_few_samples_in_many_dimensions_take_the_small_eigen_problem():
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(12, 40, generator=gen, dtype=torch.float64), torch.randn(300, 40, generator=gen, dtype=torch.float64)
+    mu_x, s_x = feature_stats(x)
+    full = frechet_distance(mu_x, s_x, *feature_stats(y))  # D x D square roots
+    assert frechet_distance_of_features(x, y) == pytest.approx(full, rel=1e-6)  # 12 x 12 eigenvalues
+
+
 def test_frechet_of_sampled_gaussians_approaches_the_closed_form():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(20000, 4, generator=gen, dtype=torch.float64)
@@ -152,6 +160,30 @@ def test_block_reconstruction_runs_on_captured_sampling_inputs(make_cfg):
     improved = [u["loss_after"] < u["loss_before"] for u in units if u["loss_before"] > 1e-8]
     assert sum(improved) >= 0.8 * len(improved)
     assert rec["sparsity"]["achieved"] == pytest.approx(0.6, abs=1e-3)  # masks kept through training
+
+
+def test_fid_with_local_inception_weights_on_an_image_folder(make_cfg, tmp_path):
+    """The real-pipeline route: LSUN-style image folder, Inception features from a local file.
+    (Random Inception weights stand in for the real file: the test checks the plumbing.)"""
+    from unittest import mock
+
+    from PIL import Image
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    root = tmp_path / "churches" / "sub"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    weights = tmp_path / "pt_inception.pth"
+    torch.save({}, weights)
+    torch.manual_seed(0)
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None):
+        rec = run(make_cfg("task=gen", "model=ldm", "model.weights=none", "dataset=lsun_churches",
+                           f"dataset.root={tmp_path / 'churches'}", "dataset.img_size=16", "task.num_samples=3",
+                           "task.steps=1", f"task.inception_weights={weights}", "sparsity.rate=0.5"))
+    assert rec["task"]["metric"] == "fid" and rec["status"] == "ok"
+    assert rec["dense"]["fid"] >= 0 and rec["sparse"]["fid"] >= 0
 
 
 # ---------------------------------------------------------------- embedded DDPM

@@ -209,8 +209,14 @@ def check_config(cfg) -> None:
         raise ConfigError(f"model.weights is required for model.arch={arch}: a local diffusers folder "
                           f"(model.weights=/models/{arch}), or model.weights=none for a tiny random-init pipeline")
     weights = str(weights)
+    if arch == "ddpm_digits" and weights == "zoo":
+        from .diffusion_zoo import zoo_path
+
+        if not zoo_path().is_file():
+            raise ConfigError(f"model.weights=zoo: no DDPM checkpoint at {zoo_path()}; train it with "
+                              f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init")
     if arch == "ddpm_digits" or weights == "none":
-        return  # the zoo loader names the training script when its checkpoint is missing
+        return
     if weights == "zoo":
         raise ConfigError(f"model.weights=zoo exists only for model.arch=ddpm_digits; for arch={arch} pass a local "
                           f"diffusers folder (model.weights=/models/{arch}) or model.weights=none")

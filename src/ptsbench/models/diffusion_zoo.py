@@ -1,7 +1,7 @@
 """The embedded diffusion model (SPEC §4): a small DDPM on the MNIST-5k digits.
 
-A diffusers ``UNet2DModel`` denoiser, trained with the DDPM noise-prediction loss (Ho et al.
-2020) by ``scripts/train_zoo_gen.py`` and sampled with DDIM. It works on the digits padded to
+A diffusers ``UNet2DModel`` denoiser, trained with the DDPM loss (Ho et al. 2020) on the
+v-prediction target by ``scripts/train_zoo_gen.py`` and sampled with DDIM. It works on the digits padded to
 32x32 and folded 2x2 into channels (``pixel_unshuffle``: 1x32x32 -> 4x16x16), a lossless,
 parameter-free "autoencoder" that plays the role of the VQ/KL autoencoder of a latent diffusion
 model and cuts the UNet's cost on CPU to about a third. Everything the pipeline prunes is the UNet.
@@ -25,8 +25,11 @@ UNET_CONFIG = dict(
     down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
 )
-SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-                        clip_sample=True)
+# v-prediction (Salimans & Ho 2022) and trailing DDIM timesteps (sampling starts at t = T-1, Lin et
+# al. 2024): with eps-prediction this short training left grey, grainy backgrounds (fid_digits ~260
+# vs ~18 for v at 1,500 iterations)
+SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                        clip_sample=True, timestep_spacing="trailing")
 
 
 class PixelFold(nn.Module):

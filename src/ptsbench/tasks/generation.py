@@ -85,8 +85,10 @@ class GenerationTask(Task):
         self._check_model(model)
         model.eval()
         images = model.sample(self.num_samples, self.steps, seed=self.seed, **self._sampling(data))
-        mu, sigma = feature_stats(self.features(images, device))
-        value = frechet_distance(mu, sigma, *self.reference_stats(data, images.shape[-2:], device))
+        feats = self.features(images, device).double().numpy()
+        mu, sigma = feature_stats(feats)
+        value = frechet_distance(mu, sigma, *self.reference_stats(data, images.shape[-2:], device),
+                                 centered1=feats - mu)
         return {self.metric: value, "num_samples": self.num_samples, "steps": self.steps, "seed": self.seed}
 
     @torch.no_grad()
