@@ -162,3 +162,21 @@ def test_allocation_plot_from_records(tmp_path):
     assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no per-layer rates"):
         rates_from_record({"name": "x"})
+
+
+def test_bad_knob_fails_before_any_data_or_model_work(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"allocator.loss='kld'; valid choices: kl, mse, none"):
+        run(make_cfg("allocator=fcpts_l2norm", "allocator.loss=kld"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_histogram_density_and_box_kernel_by_hand():
+    w = torch.tensor([0.05, -0.12, 0.18, -0.5, 1.0])
+    flat = FlatLayers({"l": w}, torch.device("cpu"), kde="histogram", bins=10)
+    t = torch.tensor([0.15], dtype=torch.float64, requires_grad=True)
+    keep, sparsity = flat.masks(t)
+    assert keep.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0] and sparsity.item() == pytest.approx(0.4)
+    (grad_s,) = torch.autograd.grad(sparsity.sum(), t)
+    assert grad_s.item() == pytest.approx(2 / 5 * 10)  # 2 of 5 weights in t's bin [0.1, 0.2), width 0.1
+    (grad_keep,) = torch.autograd.grad((flat.masks(t)[0] * torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])).sum(), t)
+    assert grad_keep.item() == pytest.approx(-(2.0 + 3.0) * 10)  # the box kernel: -(c_i / width) in t's bin

@@ -73,6 +73,9 @@ def validate_config(cfg: DictConfig) -> None:
     check_recon = getattr(RECONSTRUCTORS.get(cfg.reconstruction.name), "check_config", None)
     if check_recon is not None:
         check_recon(cfg.reconstruction)
+    # allocators check their knobs on construction (cheap): fail here, not after the dense eval
+    build_allocator(cfg.allocator.name, **{k: v for k, v in OmegaConf.to_container(cfg.allocator, resolve=True).items()
+                                           if k != "name"})
     resolve_device(str(cfg.device))
 
 
