@@ -73,6 +73,8 @@ def find_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     flow) is traced child by child, so its backbone blocks still fold; adjacent pairs inside an
     untraceable nn.Sequential are the last resort.
     """
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return []  # nothing to fold (ViT, diffusion UNet): skip the tracing
     return _pairs_in(model, "")
 
 
