@@ -21,9 +21,11 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="subset of demo experiments, e.g. demo_alloc")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    zoo = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_zoo.py")], cwd=ROOT)
-    if zoo.returncode:
-        return zoo.returncode
+    # each skips the checkpoints that exist
+    for script in ("train_zoo.py", "train_zoo_gen.py", "train_zoo_det.py"):
+        zoo = subprocess.run([sys.executable, str(ROOT / "scripts" / script)], cwd=ROOT)
+        if zoo.returncode:
+            return zoo.returncode
     experiments = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("demo_*.yaml"))
     if args.only:
         experiments = [e for e in experiments if e in args.only]
