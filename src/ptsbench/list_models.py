@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # dataset -> (classes, channels, image size) of the head and stem a model is built with
 DATASET_SHAPES = {"imagenet": (1000, 3, 224), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32),
-                  "mnist5k": (10, 1, 28), "digits": (10, 1, 8)}
+                  "mnist5k": (10, 1, 28), "digits": (10, 1, 8),
+                  "coco2017": (90, 3, 800), "voc07": (20, 3, 300), "digits_det": (10, 1, 64)}
 
 
 def model_configs(conf_dir: Path = CONF_DIR) -> list[DictConfig]:
