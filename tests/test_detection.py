@@ -235,10 +235,10 @@ def test_coco_loader_reads_the_official_layout(tmp_path):
         build_data(OmegaConf.create({"name": "coco2017", "root": None}), OmegaConf.create(CALIB))
 
 
-VOC_XML = """<annotation><filename>{id}.jpg</filename>
-<object><name>dog</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>20</xmax><ymax>30</ymax></bndbox></object>
-<object><name>person</name><difficult>1</difficult><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>
-</annotation>"""
+VOC_OBJECT = ("<object><name>{}</name><difficult>{}</difficult><bndbox><xmin>{}</xmin><ymin>{}</ymin>"
+              "<xmax>{}</xmax><ymax>{}</ymax></bndbox></object>")
+VOC_XML = ("<annotation><filename>{id}.jpg</filename>" + VOC_OBJECT.format("dog", 0, 1, 2, 20, 30)
+           + VOC_OBJECT.format("person", 1, 5, 5, 9, 9) + "</annotation>")
 
 
 def test_voc_loader_reads_the_devkit_layout(tmp_path):

@@ -51,7 +51,8 @@ def build_coco2017(cfg, calib_cfg) -> DetectionBundle:
     split, calib_split = str(cfg.get("split", "val2017")), str(cfg.get("calib_split", "train2017"))
     ann = require(root / "annotations" / f"instances_{split}.json", "dataset.split",
                   f"the annotations of split '{split}'", f"expected layout: {LAYOUT}")
-    img_dir = require(root / split, "dataset.split", f"the image folder of split '{split}'", f"expected layout: {LAYOUT}")
+    img_dir = require(root / split, "dataset.split", f"the image folder of split '{split}'",
+                      f"expected layout: {LAYOUT}")
     calib_dir = require(root / calib_split, "dataset.calib_split", f"the calibration image folder '{calib_split}'",
                         f"unpack train2017 there or pass dataset.calib_split=val2017 (expected layout: {LAYOUT})")
     images, targets, num_classes = coco_targets(json.loads(ann.read_text()))

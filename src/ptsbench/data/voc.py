@@ -43,7 +43,8 @@ def parse_voc_xml(path: Path) -> dict:
     for obj in ET.parse(path).getroot().iter("object"):
         name = obj.findtext("name", "").strip()
         if name not in VOC_CLASSES:
-            raise ConfigError(f"dataset=voc07: unknown class '{name}' in {path}; valid classes: {', '.join(VOC_CLASSES)}")
+            raise ConfigError(f"dataset=voc07: unknown class '{name}' in {path}; "
+                              f"valid classes: {', '.join(VOC_CLASSES)}")
         bb = obj.find("bndbox")
         x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append((x1 - 1, y1 - 1, x2, y2))

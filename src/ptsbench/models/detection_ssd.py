@@ -78,8 +78,9 @@ def ssd300_mobilenet_v1(cfg, num_classes: int, in_chans: int, img_size: int) -> 
     for cout, stride in MOBILENET_V1:
         blocks.append(DepthwiseSeparable(cin, cout, stride))
         cin = cout
-    extras = [nn.Sequential(conv_bn(1024, 256, 1, norm=None), conv_bn(256, 512, 3, 2, norm=None)),
-              *(nn.Sequential(conv_bn(c, 128, 1, norm=None), conv_bn(128, 256, 3, 2, norm=None)) for c in (512, 256, 256))]
+    # extra stages: 1x1 conv to half width, then a stride-2 3x3 conv (no BN, as the ported model)
+    extras = [nn.Sequential(conv_bn(cin, mid, 1, norm=None), conv_bn(mid, cout, 3, 2, norm=None))
+              for cin, mid, cout in ((1024, 256, 512), (512, 128, 256), (256, 128, 256), (256, 128, 256))]
     out_channels = [512, 1024, 512, 256, 256, 256]
     backbone = SSDStages([nn.Sequential(*blocks[:12]), nn.Sequential(*blocks[12:]), *extras], out_channels)
     head = SSDHead(out_channels, [6] * len(out_channels), num_classes)
