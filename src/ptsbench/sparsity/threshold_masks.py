@@ -85,8 +85,8 @@ class FlatLayers:
         return torch.cat([per_layer[i:i + 1].expand(n) for i, n in enumerate(self.numels)])
 
     def segment_sum(self, per_weight: torch.Tensor) -> torch.Tensor:
-        """Sum of a per-weight tensor over each layer."""
-        return torch.segment_reduce(per_weight, "sum", lengths=self.lengths)
+        """Sum of a per-weight tensor over each layer (unsafe=True skips validity checks that sync)."""
+        return torch.segment_reduce(per_weight, "sum", lengths=self.lengths, unsafe=True)
 
     def masks(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(keep mask over the flat weights, per-layer sparsity), both differentiable in t."""
