@@ -10,7 +10,9 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
-torch.set_num_threads(2)
+# One torch thread for the whole suite: the tests run many small ops, where a second OpenMP
+# thread only adds spin-waits (2-20x slower on a shared 2-core machine).
+torch.set_num_threads(1)
 
 
 def compose_cfg(overrides: list[str], out_dir: Path):

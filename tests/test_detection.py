@@ -25,14 +25,6 @@ from ptsbench.tasks.detection import DetectionTask, mean_average_precision
 
 CALIB = {"num_samples": 4, "seed": 0}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small detector convolutions run fastest on one thread, above all on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 TASK = DetectionTask(batch_size=8)
 
 # arch, family, in_chans, small-input knobs

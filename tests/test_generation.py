@@ -18,14 +18,6 @@ TINY_GEN = ["task=gen", "dataset=mnist5k_gen", "dataset.num_test=100", "task.num
             "task.sample_batch=6"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny UNets are dominated by per-op overhead, which a second thread only adds to on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ---------------------------------------------------------------- Fréchet distance
 def test_frechet_of_identical_feature_sets_is_zero():

@@ -30,13 +30,6 @@ CONF = ROOT / "conf"
 WNIDS = ("n01440764", "n15075141")  # the first and the last ImageNet-1K class: labels 0 and 999
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)

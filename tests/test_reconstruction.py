@@ -23,14 +23,6 @@ from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
 from ptsbench.sparsity.masking import apply_masks, masks_for
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # many small ops per step: on a shared 2-core box, 2 OpenMP threads are 10x slower than 1
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def recon_cfg(**kw):
     base = dict(input="sparse", error_correction=False, iters=10, batch_size=16, optimizer="sgd", lr=None,
