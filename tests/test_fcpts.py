@@ -140,6 +140,7 @@ def test_pipeline_run_reaches_the_target_rate_exactly(make_cfg):
     assert set(alloc["init_rates"]) == set(alloc["learned_rates"]) == set(sp["target_per_layer"])
     assert len(alloc["control_loss_trace"]) == len(alloc["task_loss_trace"]) == 4
     assert alloc["learn_time_s"] > 0 and alloc["init"] == "erk"
+    assert alloc["layer_order"][0] == "conv1" and alloc["layer_order"][-1] == "fc"  # model order, not sorted
 
 
 @pytest.mark.parametrize("knob, value, message", [
@@ -158,7 +159,7 @@ def test_allocation_plot_from_records(tmp_path):
     erk = {"allocation": {"rates": {"conv1": 0.0, "layer1.conv": 0.6, "fc": 0.1}}}
     fcpts = {"sparsity": {"target_per_layer": {"conv1": 0.2, "layer1.conv": 0.7, "fc": 0.0}}}
     path = plot_layer_allocation({"ERK": rates_from_record(erk), "FCPTS (ERK)": rates_from_record(fcpts)},
-                                 "resnet20, sparsity 70%", tmp_path / "fig4.png")
+                                 "resnet20, sparsity 70%", tmp_path / "fig4.png", layer_order=["conv1", "layer1.conv"])
     assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no per-layer rates"):
         rates_from_record({"name": "x"})

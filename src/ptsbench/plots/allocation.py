@@ -1,9 +1,10 @@
 """Per-layer allocation figure (paper Fig. 4): remaining ratio 1 - s_l of every layer, per allocator.
 
-One model, several allocators side by side as grouped bars in layer order (the order of the
-first allocator's dict, i.e. the model's order), and the mean remaining ratio over the
-allocators of each layer as a black line. Rates come straight from run records:
-``record["allocation"]["rates"]`` or ``record["sparsity"]["target_per_layer"]``.
+One model, several allocators side by side as grouped bars, and the mean remaining ratio over
+the allocators of each layer as a black line. Rates come straight from run records:
+``record["allocation"]["rates"]`` or ``record["sparsity"]["target_per_layer"]``. Records store
+dicts with sorted keys, so the model's layer order is passed separately when known
+(``layer_order_from_record``: FCPTS records keep it in ``allocation.layer_order``).
 """
 from __future__ import annotations
 
@@ -19,11 +20,18 @@ def rates_from_record(record: dict) -> dict[str, float]:
     return dict(rates)
 
 
-def plot_layer_allocation(rates_by_allocator: dict[str, dict[str, float]], title: str, path: str | Path) -> Path:
+def layer_order_from_record(record: dict) -> list[str] | None:
+    """The model's layer order if the record kept it (a JSON list keeps its order), else None."""
+    return (record.get("allocation") or {}).get("layer_order")
+
+
+def plot_layer_allocation(rates_by_allocator: dict[str, dict[str, float]], title: str, path: str | Path,
+                          layer_order: list[str] | None = None) -> Path:
     """Save a PNG of the remaining ratio 1 - s_l per layer for each allocator; returns the path.
 
     rates_by_allocator: label -> {layer name: sparsity rate s_l in [0, 1]}. Layers missing from an
-    allocator (e.g. excluded) are drawn as dense (remaining ratio 1).
+    allocator (e.g. excluded) are drawn as dense (remaining ratio 1). layer_order: x-axis order
+    (layers not in it follow in the dicts' order); default: the order of the dicts.
     """
     if not rates_by_allocator:
         raise ValueError("plot_layer_allocation needs at least one allocator's rates")
@@ -34,7 +42,7 @@ def plot_layer_allocation(rates_by_allocator: dict[str, dict[str, float]], title
     import numpy as np
 
     labels = list(rates_by_allocator)
-    layers: list[str] = []
+    layers: list[str] = [n for n in (layer_order or []) if any(n in r for r in rates_by_allocator.values())]
     for rates in rates_by_allocator.values():
         layers += [n for n in rates if n not in layers]
     remaining = np.array([[1.0 - float(rates_by_allocator[a].get(n, 0.0)) for n in layers] for a in labels])
@@ -47,10 +55,10 @@ def plot_layer_allocation(rates_by_allocator: dict[str, dict[str, float]], title
     ax.set_xticks(x)
     ax.set_xticklabels(layers, rotation=90, fontsize=6 if len(layers) > 30 else 7)
     ax.set_ylabel("remaining ratio (1 - sparsity)")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.25)  # headroom for the legend
     ax.set_xlim(-0.6, len(layers) - 0.4)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=min(len(labels) + 1, 4), loc="upper left")
+    ax.legend(fontsize=7, ncol=min(len(labels) + 1, 5), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

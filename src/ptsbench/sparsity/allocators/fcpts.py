@@ -138,7 +138,7 @@ class FCPTSAllocator(Allocator):
         rates = {n: rate_for_count(k, m) for n, k, m in zip(names, final, flat.numels)}
         total = sum(flat.numels)
         context.report.update({
-            "init": p["init"], "init_rates": init_rates, "iters": p["iters"], "learn_time_s": round(learn_s, 3),
+            "init": p["init"], "layer_order": names, "init_rates": init_rates, "iters": p["iters"], "learn_time_s": round(learn_s, 3),
             "learned_rates": {n: k / m for n, k, m in zip(names, learned, flat.numels)},
             "init_thresholds": dict(zip(names, init_t.tolist())),
             "learned_thresholds": dict(zip(names, torch.sigmoid(theta.detach()).tolist())),
