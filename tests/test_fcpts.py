@@ -159,7 +159,8 @@ def test_allocation_plot_from_records(tmp_path):
     erk = {"allocation": {"rates": {"conv1": 0.0, "layer1.conv": 0.6, "fc": 0.1}}}
     fcpts = {"sparsity": {"target_per_layer": {"conv1": 0.2, "layer1.conv": 0.7, "fc": 0.0}}}
     path = plot_layer_allocation({"ERK": rates_from_record(erk), "FCPTS (ERK)": rates_from_record(fcpts)},
-                                 "resnet20, sparsity 70%", tmp_path / "fig4.png", layer_order=["conv1", "layer1.conv"])
+                                 "resnet20, sparsity 70%", tmp_path / "fig4.png",
+                                 layer_order=["conv1", "layer1.conv"])
     assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no per-layer rates"):
         rates_from_record({"name": "x"})
@@ -181,3 +182,15 @@ def test_histogram_density_and_box_kernel_by_hand():
     assert grad_s.item() == pytest.approx(2 / 5 * 10)  # 2 of 5 weights in t's bin [0.1, 0.2), width 0.1
     (grad_keep,) = torch.autograd.grad((flat.masks(t)[0] * torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])).sum(), t)
     assert grad_keep.item() == pytest.approx(-(2.0 + 3.0) * 10)  # the box kernel: -(c_i / width) in t's bin
+
+
+def test_train_weights_learns_on_a_copy_and_leaves_the_model_untouched(resnet20):
+    model, modules, calib = resnet20
+    weights = {n: m.weight.detach() for n, m in modules.items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = _context(model, modules, calib)
+    rates = build_allocator("fcpts", iters=2, batch_size=8, train_weights=True).allocate(
+        layer_infos(modules), weights, 0.6, ctx)
+    total = sum(w.numel() for w in weights.values())
+    assert sum(num_pruned(rates[n], w.numel()) for n, w in weights.items()) == num_pruned(0.6, total)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

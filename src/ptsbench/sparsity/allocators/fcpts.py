@@ -107,8 +107,9 @@ class FCPTSAllocator(Allocator):
             raise ConfigError(f"allocator.bandwidth={p['bandwidth']!r}; use 'silverman' or a positive float "
                               "(in units of the layer's largest |w|)")
         for knob in ("iters", "batch_size", "bins", "trace_points"):
-            if not isinstance(p[knob], int) or p[knob] < (0 if knob == "iters" else 1):
-                raise ConfigError(f"allocator.{knob}={p[knob]!r} must be a {'non-negative' if knob == 'iters' else 'positive'} integer")
+            low, what = (0, "non-negative") if knob == "iters" else (1, "positive")
+            if not isinstance(p[knob], int) or p[knob] < low:
+                raise ConfigError(f"allocator.{knob}={p[knob]!r} must be a {what} integer")
         for knob in ("lr", "temperature", "weight_lr"):
             if not p[knob] > 0:
                 raise ConfigError(f"allocator.{knob}={p[knob]!r} must be > 0")
@@ -138,7 +139,8 @@ class FCPTSAllocator(Allocator):
         rates = {n: rate_for_count(k, m) for n, k, m in zip(names, final, flat.numels)}
         total = sum(flat.numels)
         context.report.update({
-            "init": p["init"], "layer_order": names, "init_rates": init_rates, "iters": p["iters"], "learn_time_s": round(learn_s, 3),
+            "init": p["init"], "layer_order": names, "init_rates": init_rates, "iters": p["iters"],
+            "learn_time_s": round(learn_s, 3),
             "learned_rates": {n: k / m for n, k, m in zip(names, learned, flat.numels)},
             "init_thresholds": dict(zip(names, init_t.tolist())),
             "learned_thresholds": dict(zip(names, torch.sigmoid(theta.detach()).tolist())),
