@@ -194,3 +194,15 @@ def test_train_weights_learns_on_a_copy_and_leaves_the_model_untouched(resnet20)
     total = sum(w.numel() for w in weights.values())
     assert sum(num_pruned(rates[n], w.numel()) for n, w in weights.items()) == num_pruned(0.6, total)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_kl_falls_back_to_mse_when_outputs_are_not_class_logits():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1)).eval()
+    modules = prunable_modules(net)
+    weights = {n: m.weight.detach() for n, m in modules.items()}
+    ctx = AllocContext(model=net, modules=modules, calib_inputs=torch.randn(16, 1, 8, 8))
+    rates = build_allocator("fcpts", init="uniform", iters=3, batch_size=4).allocate(
+        layer_infos(modules), weights, 0.5, ctx)
+    assert ctx.report["task_loss"] == "mse" and len(ctx.report["task_loss_trace"]) == 3
+    assert sum(num_pruned(rates[n], w.numel()) for n, w in weights.items()) == num_pruned(0.5, 72 + 144)

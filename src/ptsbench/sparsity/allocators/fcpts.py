@@ -3,7 +3,8 @@
 Rule: each layer l gets one learnable scalar theta_l and prunes the weights whose scaled magnitude
 |w| / max|w_l| is at or below t_l = sigmoid(theta_l). The thresholds start where they reproduce an
 existing allocation exactly (``init: erk | l2norm``) and are learned on the calibration images by
-  loss = KL(dense logits || sparse logits at temperature T) * T^2   (or MSE of the logits)
+  loss = KL(dense logits || sparse logits at temperature T) * T^2   (or MSE of the outputs; MSE
+         also wherever the task's outputs are not (batch, classes) logits: detection, diffusion)
        + lambda * |S(t) - S*|,   S(t) = sum_l N_l s_l(t_l) / sum_l N_l,
 with SGD (momentum, cosine lr), weights frozen. The mask's step is crossed by a straight-through
 estimator and ds_l/dt_l by a density estimate of the layer's weights at +-t_l (see
@@ -96,6 +97,7 @@ class FCPTSAllocator(Allocator):
         if unknown:
             raise ConfigError(f"allocator (fcpts): unknown knob(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
         self.p = p = {**DEFAULTS, **params}
+        self.loss = p["loss"]  # the task loss in use (kl falls back to mse for non-logit outputs)
         if p["init"] == "fcpts" or p["init"] not in ALLOCATORS:
             raise ConfigError(f"allocator.init='{p['init']}' is not a starting allocation; valid choices: "
                               f"{', '.join(n for n in ALLOCATORS.names() if n != 'fcpts')}")
@@ -140,6 +142,7 @@ class FCPTSAllocator(Allocator):
         total = sum(flat.numels)
         context.report.update({
             "init": p["init"], "layer_order": names, "init_rates": init_rates, "iters": p["iters"],
+            "task_loss": self.loss if p["iters"] else None,
             "learn_time_s": round(learn_s, 3),
             "learned_rates": {n: k / m for n, k, m in zip(names, learned, flat.numels)},
             "init_thresholds": dict(zip(names, init_t.tolist())),
@@ -172,9 +175,12 @@ class FCPTSAllocator(Allocator):
                 if iters else None
             wrapper = _Forward(model, context.forward)
             teacher = self._teacher_outputs(context, calib, idx) if p["loss"] != "none" and iters else None
-            if teacher is not None and p["loss"] == "kl" and teacher.dim() != 2:
-                raise ConfigError(f"allocator.loss=kl needs (batch, classes) logits, but this task's calibration "
-                                  f"output has shape {tuple(teacher.shape)}; use allocator.loss=mse")
+            self.loss = p["loss"]
+            if teacher is not None and self.loss == "kl" and teacher.dim() != 2:
+                # KL needs (batch, classes) logits; detection heads and noise predictions get MSE
+                log.info("[fcpts] outputs of shape %s are not (batch, classes) logits: task loss = MSE",
+                         tuple(teacher.shape[1:]))
+                self.loss = "mse"
             weight = flat.weight.clone().requires_grad_() if p["train_weights"] else flat.weight
             groups = [{"params": [theta], "lr": p["lr"]}]
             if p["train_weights"]:
@@ -206,7 +212,7 @@ class FCPTSAllocator(Allocator):
             model.train(was_training)
 
     def _task_loss(self, out, target, T):
-        if self.p["loss"] == "mse":
+        if self.loss == "mse":
             return F.mse_loss(out, target)
         return F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(target / T, 1), log_target=True,
                         reduction="batchmean") * T * T
