@@ -20,15 +20,6 @@ from ptsbench.sparsity.threshold_masks import FlatLayers
 FAST = ["calib.num_samples=64", "allocator.iters=4", "allocator.batch_size=8", "dataset.num_test=200"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny per-step ops: one thread avoids OpenMP spin-waits on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def resnet20():
     """The BN-folded zoo ResNet-20, its prunable layers and 32 calibration images."""
