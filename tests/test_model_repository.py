@@ -53,15 +53,6 @@ MASK_LIMIT = 2_500_000
 MASK_ALL = os.environ.get("PTSBENCH_TEST_QUICK") != "1"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small convs on a shared, oversubscribed CPU run far faster on one thread than on two that
-    wait for each other at every barrier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def model_cfg(name: str):
     cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
