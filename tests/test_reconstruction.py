@@ -293,3 +293,19 @@ def test_sparse_input_shortcut_equals_running_the_sparse_prefix():
     ref = capture_input(model, units[-1].modules[0], calib, lambda m, t: m(t), torch.device("cpu"), torch.device("cpu"))
     assert feeder.shortcuts == 2
     assert torch.allclose(x.data, ref.data, atol=1e-5)
+
+
+def test_fast_path_knobs_bf16_and_channels_last_run_on_cpu():
+    """The GPU fast path minus the CUDA graph (bf16 autocast, NHWC calibration store, channels_last
+    weights) forced on CPU: losses still fall, masks hold, weights come back contiguous."""
+    torch.manual_seed(0)
+    model, dense, masks, calib = zoo_setup("cifar_resnet20", 0.7, n_calib=32)
+    cfg = recon_cfg(iters=12, amp=True, channels_last=True, cuda_graphs=True)  # graphs: no-op off CUDA
+    rep = RECONSTRUCTORS.get("block")(model, dense, masks, calib, cfg, "cpu", adapter=get_adapter("resnet"))
+    assert rep["amp_bf16"] is True
+    assert {u["path"] for u in rep["units"]} == {"eager"}
+    for u in rep["units"]:
+        assert u["loss_after"] < u["loss_before"], u
+    for name, mask in masks.items():
+        w = model.get_submodule(name).weight
+        assert w.is_contiguous() and torch.all(w[~mask] == 0) and int((w == 0).sum()) == int((~mask).sum())
