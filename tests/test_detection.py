@@ -223,7 +223,7 @@ def test_coco_loader_reads_the_official_layout(tmp_path):
 
     with pytest.raises(ConfigError, match="calib_split"):
         build_data(OmegaConf.create({**cfg, "calib_split": "train2014"}), OmegaConf.create(CALIB))
-    with pytest.raises(ConfigError, match="dataset.root is not set"):
+    with pytest.raises(ConfigError, match="dataset.root is required for dataset="):
         build_data(OmegaConf.create({"name": "coco2017", "root": None}), OmegaConf.create(CALIB))
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..errors import ConfigError
 from ..registry import Registry
 
 DATASETS: Registry = Registry("dataset", "dataset")
@@ -43,3 +45,16 @@ def sample_calibration(num_train: int, num_samples: int, seed: int) -> np.ndarra
 
 def tensor_split(x: torch.Tensor, y: torch.Tensor) -> TensorDataset:
     return TensorDataset(x, y)
+
+
+def dataset_root(root, dataset: str, layout: str) -> Path:
+    """``dataset.root`` as an existing folder, or a ConfigError saying where to point it and what
+    layout is expected (raised during config validation, before any heavy work)."""
+    if root is None:
+        raise ConfigError(f"dataset.root is required for dataset={dataset}: point it at {dataset} on this machine "
+                          f"(dataset.root=/data/{dataset}), laid out as {layout}")
+    path = Path(str(root)).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"dataset.root='{path}' does not exist or is not a folder; point it at {dataset} on this "
+                          f"machine, laid out as {layout}")
+    return path

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .base import DATASETS, indices_digest, sample_calibration
+from .base import DATASETS, dataset_root, indices_digest, sample_calibration
 from .images import ImageBundle, Normalized, Uint8Images, stack_uint8
 
 LAYOUTS = {  # name -> (folder, train files, test files, label key, classes)
@@ -31,12 +31,7 @@ def batches_dir(name: str, root) -> Path:
     """The folder holding the batch files: ``root/<folder>`` or ``root`` itself."""
     folder, train, test, _, _ = LAYOUTS[name]
     layout = f"<root>/{folder}/{{{','.join(train + test)}}} (torchvision's CIFAR python layout)"
-    if root is None:
-        raise ConfigError(f"dataset.root is required: point it at {name} on this machine "
-                          f"(dataset.root=/data/{name}), laid out as {layout}")
-    root = Path(str(root)).expanduser()
-    if not root.is_dir():
-        raise ConfigError(f"dataset.root='{root}' does not exist; point it at {name} on this machine, laid out as {layout}")
+    root = dataset_root(root, name, layout)
     for candidate in (root / folder, root):
         if all((candidate / f).is_file() for f in train + test):
             return candidate

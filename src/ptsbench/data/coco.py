@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from .base import DATASETS, indices_digest, sample_calibration
-from .detection import (DetectionBundle, FileDetectionDataset, calibration_images, dataset_root,
+from .base import DATASETS, dataset_root, indices_digest, sample_calibration
+from .detection import (DetectionBundle, FileDetectionDataset, calibration_images,
                         make_target, require)
 
 LAYOUT = "ROOT/annotations/instances_<split>.json, ROOT/<split>/*.jpg, ROOT/<calib_split>/*.jpg"
@@ -47,7 +47,7 @@ def coco_targets(instances: dict) -> tuple[list[dict], list[dict], int]:
 
 @DATASETS.register("coco2017")
 def build_coco2017(cfg, calib_cfg) -> DetectionBundle:
-    root = dataset_root(cfg, "coco2017", LAYOUT)
+    root = dataset_root(cfg.get("root"), "coco2017", LAYOUT)
     split, calib_split = str(cfg.get("split", "val2017")), str(cfg.get("calib_split", "train2017"))
     ann = require(root / "annotations" / f"instances_{split}.json", "dataset.split",
                   f"the annotations of split '{split}'", f"expected layout: {LAYOUT}")

@@ -85,11 +85,3 @@ def require(path: Path, knob: str, what: str, hint: str) -> Path:
     if not path.exists():
         raise ConfigError(f"{knob}: {what} not found at {path}; {hint}")
     return path
-
-
-def dataset_root(cfg, name: str, layout: str) -> Path:
-    root = cfg.get("root")
-    if root is None:
-        raise ConfigError(f"dataset.root is not set for dataset={name}; pass dataset.root=/path/to/{name} "
-                          f"(expected layout: {layout})")
-    return require(Path(str(root)).expanduser(), "dataset.root", f"the {name} folder", f"expected layout: {layout}")

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .base import DATASETS, DataBundle, indices_digest, tensor_split
+from .base import DATASETS, DataBundle, dataset_root, indices_digest, tensor_split
 from .embedded import fixed_split, load_mnist5k_arrays
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -49,12 +49,8 @@ class ImageFolderUnit(Dataset):
 
 def check_lsun(cfg) -> None:
     root = cfg.get("root")
-    if root is None:
-        raise ConfigError(f"dataset.root is required for dataset={cfg.name}: a local folder of LSUN "
-                          f"{cfg.name.split('_', 1)[1]} images, e.g. dataset.root=/data/{cfg.name}")
-    path = Path(str(root)).expanduser()
-    if not path.is_dir():
-        raise ConfigError(f"dataset.root='{root}' is not a directory; point it at a folder of {cfg.name} images")
+    path = dataset_root(root, cfg.name, f"a folder of LSUN {cfg.name.split('_', 1)[1]} images (jpg/png/webp, "
+                        "searched recursively)")
     if (path / "data.mdb").exists():
         raise ConfigError(f"dataset.root='{root}' is an LSUN lmdb export, which needs the `lmdb` package; "
                           f"export it to image files (LSUN's `python data.py export`) and point dataset.root there")

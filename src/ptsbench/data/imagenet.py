@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import DATASETS, indices_digest, sample_calibration
+from .base import DATASETS, dataset_root, indices_digest, sample_calibration
 from .images import ImageBundle, ImageFiles, Normalized, cached_uint8, files_digest, stack_uint8
 
 LAYOUT = ("<root>/train/<class>/<image>.JPEG and <root>/val/<class>/<image>.JPEG (ImageFolder; the "
@@ -27,14 +27,7 @@ LAYOUT = ("<root>/train/<class>/<image>.JPEG and <root>/val/<class>/<image>.JPEG
 
 
 def check_config(cfg) -> None:
-    root = cfg.get("root")
-    if root is None:
-        raise ConfigError(f"dataset.root is required: point it at ImageNet on this machine "
-                          f"(dataset.root=/data/imagenet), laid out as {LAYOUT}")
-    root = Path(str(root)).expanduser()
-    if not root.is_dir():
-        raise ConfigError(f"dataset.root='{root}' does not exist; point it at ImageNet on this machine, "
-                          f"laid out as {LAYOUT}")
+    root = dataset_root(cfg.get("root"), "imagenet", LAYOUT)
     for split in ("train", "val"):
         folder = root / split
         if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):

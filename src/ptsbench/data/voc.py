@@ -20,8 +20,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import DATASETS, indices_digest, sample_calibration
-from .detection import (DetectionBundle, FileDetectionDataset, calibration_images, dataset_root,
+from .base import DATASETS, dataset_root, indices_digest, sample_calibration
+from .detection import (DetectionBundle, FileDetectionDataset, calibration_images,
                         make_target, require)
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -61,7 +61,7 @@ def split_ids(year: Path, split: str, knob: str) -> list[str]:
 
 @DATASETS.register("voc07")
 def build_voc07(cfg, calib_cfg) -> DetectionBundle:
-    year = voc_year_dir(dataset_root(cfg, "voc07", LAYOUT))
+    year = voc_year_dir(dataset_root(cfg.get("root"), "voc07", LAYOUT))
     split, calib_split = str(cfg.get("split", "test")), str(cfg.get("calib_split", "trainval"))
     ids = split_ids(year, split, "dataset.split")
     num_test = cfg.get("num_test")
