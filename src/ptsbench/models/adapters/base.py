@@ -45,10 +45,25 @@ class ModelAdapter:
         if granularity not in GRANULARITIES:
             raise ConfigError(f"reconstruction.granularity='{granularity}'; valid choices: {', '.join(GRANULARITIES)}")
 
+    def mode(self, granularity: str) -> tuple[bool, str]:
+        """``unit_mode`` after checking that ``granularity`` is a valid choice."""
+        self.check_granularity(granularity)
+        return unit_mode(granularity)
+
 
 def single_units(model: nn.Module, names: list[str] | None = None) -> list[Unit]:
     names = names or [n for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
     return [Unit(n, (n,), (n,), "single") for n in names]
+
+
+def unit_mode(granularity: str) -> tuple[bool, str]:
+    """(does a layer's activation join its unit, kind of the units that are not whole blocks)."""
+    return granularity != "single", "single" if granularity == "single" else "layer"
+
+
+def block_unit(model: nn.Module, prefix: str) -> Unit:
+    """The submodule ``prefix`` as one ``block`` unit that trains every prunable layer inside it."""
+    return Unit(prefix, (prefix,), prunable_in(model, prefix), "block")
 
 
 def prunable_in(model: nn.Module, prefix: str) -> tuple[str, ...]:

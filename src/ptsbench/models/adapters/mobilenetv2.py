@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._chains import chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit
 
 
 def _is_block(module: nn.Module) -> bool:
@@ -27,14 +27,12 @@ class MobileNetV2Adapter(ModelAdapter):
     family = "mobilenetv2"
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        self.check_granularity(granularity)
-        with_act = granularity != "single"
-        kind = "single" if granularity == "single" else "layer"
+        with_act, kind = self.mode(granularity)
         units: list[Unit] = []
         for child_name, child in model.features.named_children():
             prefix = f"features.{child_name}"
             if _is_block(child) and granularity == "block":
-                units.append(Unit(prefix, (prefix,), prunable_in(model, prefix), "block"))
+                units.append(block_unit(model, prefix))
             elif _is_block(child):
                 units.extend(chain_unit(c, kind) for c in sequential_chains(model, f"{prefix}.conv", with_act))
             else:

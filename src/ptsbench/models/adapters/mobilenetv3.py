@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._chains import chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit
 
 
 def se_units(prefix: str, with_act: bool) -> list[Unit]:
@@ -34,16 +34,14 @@ class MobileNetV3Adapter(ModelAdapter):
         from torchvision.models.mobilenetv3 import InvertedResidual
         from torchvision.ops.misc import SqueezeExcitation
 
-        self.check_granularity(granularity)
-        with_act = granularity != "single"
-        kind = "layer" if with_act else "single"
+        with_act, kind = self.mode(granularity)
         units: list[Unit] = []
         for child_name, child in model.features.named_children():
             prefix = f"features.{child_name}"
             if not isinstance(child, InvertedResidual):
                 units.extend(chain_unit(c, kind) for c in sequential_chains(model, prefix, with_act))
             elif granularity == "block":
-                units.append(Unit(prefix, (prefix,), prunable_in(model, prefix), "block"))
+                units.append(block_unit(model, prefix))
             else:
                 for part_name, part in child.block.named_children():
                     part_prefix = f"{prefix}.block.{part_name}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in, single_units
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit, prunable_in, single_units
 
 BLOCK_CONVS = ("conv1", "conv2", "se", "conv3", "downsample")  # forward order of a Bottleneck
 
@@ -54,12 +54,11 @@ class RegNetXAdapter(ModelAdapter):
     family = "regnetx"
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        self.check_granularity(granularity)
-        with_act = granularity != "single"
+        with_act, kind = self.mode(granularity)
         units = [conv_norm_act(model, "stem", with_act)]
         for block in regnet_blocks(model):
             if granularity == "block":
-                units.append(Unit(block, (block,), prunable_in(model, block), "block"))
+                units.append(block_unit(model, block))
                 continue
             for part in BLOCK_CONVS:
                 prefix = f"{block}.{part}"
@@ -72,5 +71,5 @@ class RegNetXAdapter(ModelAdapter):
                     units.extend(single_units(model, list(prunable_in(model, prefix))))
         if isinstance(getattr(model, "final_conv", None), nn.Module):
             units.append(conv_norm_act(model, "final_conv", with_act))
-        units.append(Unit("head.fc", ("head.fc",), ("head.fc",), "layer" if with_act else "single"))
+        units.append(Unit("head.fc", ("head.fc",), ("head.fc",), kind))
         return [u for u in units if u is not None]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._chains import attr_chain, chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -46,13 +46,11 @@ class ResNetAdapter(ModelAdapter):
     family = "resnet"
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        self.check_granularity(granularity)
-        with_act = granularity != "single"
-        kind = "single" if granularity == "single" else "layer"
+        with_act, kind = self.mode(granularity)
         units = [chain_unit(attr_chain(model, "", ("conv1", "bn1", "relu") if with_act else ("conv1", "bn1")), kind)]
         for block in resnet_blocks(model):
             if granularity == "block":
-                units.append(Unit(block, (block,), prunable_in(model, block), "block"))
+                units.append(block_unit(model, block))
             else:
                 units.extend(chain_unit(c, kind) for c in _block_chains(model, block, with_act))
         units.append(chain_unit(("fc",), kind))

@@ -19,15 +19,14 @@ from __future__ import annotations
 from torch import nn
 
 from ._chains import attr_chain, chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+from .base import ADAPTERS, ModelAdapter, Unit, prunable_in, unit_mode
 from .resnet import _block_chains, resnet_blocks
 
 HEADS = (("classification_head", "cls_logits"), ("regression_head", "bbox_reg"))
 
 
 def _body_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
-    with_act = granularity != "single"
-    kind = "single" if granularity == "single" else "layer"
+    with_act, kind = unit_mode(granularity)
     units = [chain_unit(attr_chain(model, prefix, ("conv1", "bn1", "relu") if with_act else ("conv1", "bn1")), kind)]
     body = model.get_submodule(prefix)
     for block in resnet_blocks(body):
@@ -54,8 +53,7 @@ def _fpn_units(model: nn.Module, prefix: str, kind: str) -> list[Unit]:
 
 def head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
     """Units of RetinaNet's two head towers (``prefix`` = the RetinaNetHead)."""
-    with_act = granularity != "single"
-    kind = "single" if granularity == "single" else "layer"
+    with_act, kind = unit_mode(granularity)
     units = []
     for head, final in HEADS:
         tower, last = f"{prefix}.{head}.conv", f"{prefix}.{head}.{final}"
@@ -77,7 +75,6 @@ class RetinaNetAdapter(ModelAdapter):
     family = "retinanet"
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        self.check_granularity(granularity)
-        kind = "single" if granularity == "single" else "layer"
+        _, kind = self.mode(granularity)
         return (_body_units(model, "backbone.body", granularity) + _fpn_units(model, "backbone.fpn", kind)
                 + head_units(model, "head", granularity))

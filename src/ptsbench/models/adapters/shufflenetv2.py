@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._chains import chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit
 
 STAGES = ("stage2", "stage3", "stage4")
 
@@ -27,15 +27,13 @@ class ShuffleNetV2Adapter(ModelAdapter):
     family = "shufflenetv2"
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        self.check_granularity(granularity)
-        with_act = granularity != "single"
-        kind = "layer" if with_act else "single"
+        with_act, kind = self.mode(granularity)
         units = [chain_unit(c, kind) for c in sequential_chains(model, "conv1", with_act)]
         for stage in STAGES:
             for i in range(len(getattr(model, stage))):
                 prefix = f"{stage}.{i}"
                 if granularity == "block":
-                    units.append(Unit(prefix, (prefix,), prunable_in(model, prefix), "block"))
+                    units.append(block_unit(model, prefix))
                     continue
                 for branch in ("branch1", "branch2"):
                     units.extend(chain_unit(c, kind) for c in sequential_chains(model, f"{prefix}.{branch}", with_act))

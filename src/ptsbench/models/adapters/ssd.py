@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._chains import chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+from .base import ADAPTERS, ModelAdapter, Unit, prunable_in, unit_mode
 
 
 def _is_conv_norm_act(module: nn.Module) -> bool:
@@ -35,8 +35,7 @@ def _chain_root(model: nn.Module, name: str) -> str:
 
 
 def _module_units(model: nn.Module, name: str, granularity: str, is_block: bool) -> list[Unit]:
-    with_act = granularity != "single"
-    kind = "single" if granularity == "single" else "layer"
+    with_act, kind = unit_mode(granularity)
     module = model.get_submodule(name)
     if isinstance(module, nn.Conv2d):
         return [chain_unit((name,), kind)]

@@ -70,10 +70,9 @@ class UNetAdapter(ModelAdapter):
         return any(fnmatch.fnmatchcase(layer, g) for g in self.dense_globs)
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        self.check_granularity(granularity)
+        _, kind = self.mode(granularity)
         order = execution_order(model)
         layers = [n for n in order if isinstance(model.get_submodule(n), PRUNABLE_TYPES)]
-        kind = "single" if granularity == "single" else "layer"
         if granularity != "block":
             return [Unit(n, (n,), (n,), kind) for n in layers if not self._is_dense(n)]
         blocks: list[str] = []

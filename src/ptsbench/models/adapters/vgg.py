@@ -35,9 +35,7 @@ class VGGAdapter(ModelAdapter):
     family = "vgg"
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        self.check_granularity(granularity)
-        with_act = granularity != "single"
-        kind = "layer" if with_act else "single"
+        with_act, kind = self.mode(granularity)
         if granularity == "block":
             units = []
             for stage in conv_stages(model):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...sparsity.layers import PRUNABLE_TYPES
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit, prunable_in
 
 ACT_AFTER = {"mlp.fc1": "mlp.act"}  # the only in-block Linear followed directly by an activation
 
@@ -47,15 +47,13 @@ class ViTAdapter(ModelAdapter):
     family = "vit"
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        self.check_granularity(granularity)
-        with_act = granularity != "single"
-        kind = "single" if granularity == "single" else "layer"
+        with_act, kind = self.mode(granularity)
         before, after = _outside_blocks(model)
         units = [Unit(n, (n,), (n,), kind) for n in before]
         for i in range(len(model.blocks)):
             block = f"blocks.{i}"
             if granularity == "block":
-                units.append(Unit(block, (block,), prunable_in(model, block), "block"))
+                units.append(block_unit(model, block))
             else:
                 units.extend(_in_block_units(model, block, with_act))
         units.extend(Unit(n, (n,), (n,), kind) for n in after)
