@@ -11,6 +11,11 @@ estimator and ds_l/dt_l by a density estimate of the layer's weights at +-t_l (s
 ``sparsity/threshold_masks.py``). The learned per-layer rates are projected so that
 sum_l floor(s_l N_l) = floor(S* N) exactly; the pipeline then masks by magnitude (SPEC §1).
 The model is masked functionally (torch.func.functional_call) and is left untouched.
+
+Known property of the sigmoid threshold: dt/dtheta = t (1 - t), so a layer whose init prunes
+nothing (ERK's dense stem, downsample and classifier layers) starts with t_l just below its
+smallest scaled |w|, gets almost no gradient and stays (nearly) dense; the reference code's
+thresholds are sigmoids of the raw weights and behave the same way.
 """
 from __future__ import annotations
 
