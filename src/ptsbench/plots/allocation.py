@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import save_figure
+
 
 def rates_from_record(record: dict) -> dict[str, float]:
     """The per-layer sparsity rates a run record carries (allocation first, then the target)."""
@@ -60,9 +62,4 @@ def plot_layer_allocation(rates_by_allocator: dict[str, dict[str, float]], title
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=min(len(labels) + 1, 5), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plt, path, dpi=130)

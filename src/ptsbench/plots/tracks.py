@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import save_figure
+
 log = logging.getLogger("ptsbench")
 
 
@@ -49,7 +51,7 @@ def plot_size_loss(sizes: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_title("Relative accuracy loss vs model size (no reconstruction)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_rate_curves(curves: dict[str, dict[str, dict[float, float]]], path: str | Path) -> Path | None:
@@ -68,7 +70,7 @@ def plot_rate_curves(curves: dict[str, dict[str, dict[float, float]]], path: str
         ax.set_ylabel("relative score x100 (dense = 100)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_allocations(ok_runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
@@ -118,12 +120,3 @@ def network_order(names) -> list[str]:
         rank = 2 if top in HEADS else 0 if ("." not in name or top in STEMS) else 1
         return rank, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
     return sorted(names, key=key)
-
-
-def _save(fig, plt, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
