@@ -69,6 +69,7 @@ def bench_model(label, model, family, in_shape, n_calib, batch_size, iters, devi
     settings = TrainSettings(iters=iters, batch_size=batch_size, optimizer="sgd", **PRESETS["sgd"],
                              amp=on_cuda, cuda_graphs=on_cuda)
     t_engine = t_naive = 0.0
+    paths: set[str] = set()  # engine execution path per unit (cuda_graph, or why not)
     for unit in units:
         x, y = feeder.tensors(unit)
         layers = [model.get_submodule(n) for n in unit.layers]
@@ -91,7 +92,7 @@ def bench_model(label, model, family, in_shape, n_calib, batch_size, iters, devi
             chain.to(memory_format=torch.channels_last)
         sync(device)
         t = time.perf_counter()
-        train_unit(chain, weights, [masks[n] for n in unit.layers], biases, x, y, settings, device)
+        paths.add(train_unit(chain, weights, [masks[n] for n in unit.layers], biases, x, y, settings, device)["path"])
         sync(device)
         t_engine += time.perf_counter() - t
         chain.to(memory_format=torch.contiguous_format)
@@ -101,7 +102,8 @@ def bench_model(label, model, family, in_shape, n_calib, batch_size, iters, devi
     ms_naive, ms_engine = 1000 * t_naive / n, 1000 * t_engine / n
     print(f"{label:34s} units={len(units):2d} iters/unit={iters:5d} batch={batch_size:3d} | naive fp32 eager "
           f"{ms_naive:8.3f} ms/iter | engine {ms_engine:8.3f} ms/iter | ratio {ms_naive / ms_engine:5.2f}x | "
-          f"engine per full sweep-iteration (all units) {ms_engine * len(units):8.2f} ms", flush=True)
+          f"engine per full sweep-iteration (all units) {ms_engine * len(units):8.2f} ms | "
+          f"engine path: {', '.join(sorted(paths))}", flush=True)
     return ms_naive, ms_engine
 
 
