@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._chains import attr_chain, chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in, unit_mode
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit, prunable_in, unit_mode
 from .resnet import _block_chains, resnet_blocks
 
 HEADS = (("classification_head", "cls_logits"), ("regression_head", "bbox_reg"))
@@ -32,7 +32,7 @@ def _body_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
     for block in resnet_blocks(body):
         name = f"{prefix}.{block}"
         if granularity == "block":
-            units.append(Unit(name, (name,), prunable_in(model, name), "block"))
+            units.append(block_unit(model, name))
         else:
             units.extend(chain_unit(c, kind) for c in _block_chains(model, name, with_act))
     return units

@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._chains import chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in, unit_mode
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit, unit_mode
 
 
 def _is_conv_norm_act(module: nn.Module) -> bool:
@@ -40,7 +40,7 @@ def _module_units(model: nn.Module, name: str, granularity: str, is_block: bool)
     if isinstance(module, nn.Conv2d):
         return [chain_unit((name,), kind)]
     if is_block and granularity == "block":
-        return [Unit(name, (name,), prunable_in(model, name), "block")]
+        return [block_unit(model, name)]
     return [chain_unit(c, kind) for c in sequential_chains(model, _chain_root(model, name), with_act)]
 
 

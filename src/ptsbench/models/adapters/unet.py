@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ...sparsity.layers import PRUNABLE_TYPES
-from .base import ADAPTERS, ModelAdapter, Unit, prunable_in
+from .base import ADAPTERS, ModelAdapter, Unit, block_unit, prunable_in
 
 BLOCK_TYPES = ("ResnetBlock2D", "BasicTransformerBlock", "Attention")
 
@@ -86,7 +86,7 @@ class UNetAdapter(ModelAdapter):
                 b = owner[layer]
                 if b not in emitted:
                     emitted.add(b)
-                    units.append(Unit(b, (b,), prunable_in(model, b), "block"))
+                    units.append(block_unit(model, b))
             elif not self._is_dense(layer):
                 units.append(Unit(layer, (layer,), (layer,), "layer"))
         return units
