@@ -27,7 +27,10 @@ __all__ = ["relative_score", "recon_gain", "mean", "quadratic_mean", "ms", "om_a
            "om_arch", "g_size", "om_robust", "om_task"]
 
 
-def _finite(values: Iterable[float]) -> list[float]:
+def _finite(values: Mapping[object, float] | Iterable[float]) -> list[float]:
+    """The finite values of a sequence, or of a mapping's values (e.g. ``{rate: mean}``)."""
+    if isinstance(values, Mapping):
+        values = values.values()
     return [float(v) for v in values if v is not None and not math.isnan(float(v))]
 
 
@@ -69,7 +72,7 @@ def recon_gain(recon: float, none: float, dense: float, higher_is_better: bool =
         return math.inf
 
 
-def mean(values: Iterable[float]) -> float:
+def mean(values: Mapping[object, float] | Iterable[float]) -> float:
     """E(.): arithmetic mean over the runs of one cell, NaN-free; NaN when empty.
 
     >>> round(mean([0.9, 0.8, float("nan")]), 6)
@@ -79,8 +82,8 @@ def mean(values: Iterable[float]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def quadratic_mean(values: Iterable[float]) -> float:
-    """sqrt(mean(v^2)) over the finite values; NaN when there are none.
+def quadratic_mean(values: Mapping[object, float] | Iterable[float]) -> float:
+    """sqrt(mean(v^2)) over the finite values (of a mapping: its values); NaN when there are none.
 
     >>> quadratic_mean([3.0, 4.0]) == math.sqrt(12.5)
     True
@@ -95,8 +98,7 @@ def ms(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
     >>> round(ms({0.5: 0.9694, 0.6: 0.8452, 0.7: 0.6567, 0.8: 0.3255}) * 100, 2)
     74.02
     """
-    vals = per_rate_means.values() if isinstance(per_rate_means, Mapping) else per_rate_means
-    return quadratic_mean(vals)
+    return quadratic_mean(per_rate_means)
 
 
 def om_alloc(ms_per_task: Mapping[str, float] | Iterable[float]) -> float:
@@ -107,8 +109,7 @@ def om_alloc(ms_per_task: Mapping[str, float] | Iterable[float]) -> float:
     >>> round(om_alloc({"cls": 0.9455, "det": 0.9676, "gen": 0.9171}) * 100, 2)  # FCPTS (ERK)
     94.36
     """
-    vals = ms_per_task.values() if isinstance(ms_per_task, Mapping) else ms_per_task
-    return quadratic_mean(vals)
+    return quadratic_mean(ms_per_task)
 
 
 def om_recon(ms_per_task: Mapping[str, float] | Iterable[float]) -> float:
@@ -119,8 +120,7 @@ def om_recon(ms_per_task: Mapping[str, float] | Iterable[float]) -> float:
     >>> round(om_recon({"cls": 0.3668, "det": 0.0373, "gen": 0.8832}) * 100, 2)  # w/ Correction
     55.26
     """
-    vals = ms_per_task.values() if isinstance(ms_per_task, Mapping) else ms_per_task
-    return quadratic_mean(vals)
+    return quadratic_mean(ms_per_task)
 
 
 def om_arch(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
@@ -129,8 +129,7 @@ def om_arch(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
     >>> round(om_arch({0.5: 0.9938, 0.6: 0.9786, 0.7: 0.9138, 0.8: 0.4836}) * 100, 2)
     86.81
     """
-    vals = per_rate_means.values() if isinstance(per_rate_means, Mapping) else per_rate_means
-    return quadratic_mean(vals)
+    return quadratic_mean(per_rate_means)
 
 
 def g_size(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
@@ -139,8 +138,7 @@ def g_size(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
     >>> round(g_size([1.0, 0.5]), 6) == round(math.sqrt(0.625), 6)
     True
     """
-    vals = per_rate_means.values() if isinstance(per_rate_means, Mapping) else per_rate_means
-    return quadratic_mean(vals)
+    return quadratic_mean(per_rate_means)
 
 
 def om_robust(g_sizes: Mapping[str, float] | Iterable[float]) -> float:
@@ -153,7 +151,7 @@ def om_robust(g_sizes: Mapping[str, float] | Iterable[float]) -> float:
     >>> math.isnan(om_robust([88.0]))
     True
     """
-    vals = _finite(g_sizes.values() if isinstance(g_sizes, Mapping) else g_sizes)
+    vals = _finite(g_sizes)
     if len(vals) < 2:
         return math.nan
     mu = sum(vals) / len(vals)
@@ -166,5 +164,4 @@ def om_task(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
     >>> round(om_task([0.9824, 0.9568, 0.8617, 0.5253]) * 100, 2)
     85.13
     """
-    vals = per_rate_means.values() if isinstance(per_rate_means, Mapping) else per_rate_means
-    return quadratic_mean(vals)
+    return quadratic_mean(per_rate_means)
