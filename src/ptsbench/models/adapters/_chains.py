@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...sparsity.layers import PRUNABLE_TYPES
-from .base import Unit
+from .base import Unit, block_unit, unit_mode
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity)
 ACT_TYPES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.PReLU, nn.ELU,
@@ -60,3 +60,22 @@ def attr_chain(model: nn.Module, prefix: str, names: tuple[str, ...]) -> tuple[s
     parent = model.get_submodule(prefix) if prefix else model
     pre = f"{prefix}." if prefix else ""
     return tuple(pre + n for n in names if getattr(parent, n, None) is not None)
+
+
+def features_classifier_units(model: nn.Module, granularity: str, is_block, block_parts) -> list[Unit]:
+    """Units of a torchvision ``features`` + ``classifier`` network (MobileNetV2/V3): the
+    children of ``features`` that ``is_block`` are whole units at ``block`` granularity and
+    ``block_parts(prefix, child, with_act, kind)`` below it; the other children and the
+    classifier are conv/linear chains."""
+    with_act, kind = unit_mode(granularity)
+    units: list[Unit] = []
+    for child_name, child in model.features.named_children():
+        prefix = f"features.{child_name}"
+        if not is_block(child):
+            units.extend(chain_unit(c, kind) for c in sequential_chains(model, prefix, with_act))
+        elif granularity == "block":
+            units.append(block_unit(model, prefix))
+        else:
+            units.extend(block_parts(prefix, child, with_act, kind))
+    units.extend(chain_unit(c, kind) for c in sequential_chains(model, "classifier", with_act))
+    return units

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ._chains import chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, block_unit
+from ._chains import chain_unit, features_classifier_units, sequential_chains
+from .base import ADAPTERS, ModelAdapter, Unit
 
 
 def _is_block(module: nn.Module) -> bool:
@@ -27,15 +27,9 @@ class MobileNetV2Adapter(ModelAdapter):
     family = "mobilenetv2"
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
-        with_act, kind = self.mode(granularity)
-        units: list[Unit] = []
-        for child_name, child in model.features.named_children():
-            prefix = f"features.{child_name}"
-            if _is_block(child) and granularity == "block":
-                units.append(block_unit(model, prefix))
-            elif _is_block(child):
-                units.extend(chain_unit(c, kind) for c in sequential_chains(model, f"{prefix}.conv", with_act))
-            else:
-                units.extend(chain_unit(c, kind) for c in sequential_chains(model, prefix, with_act))
-        units.extend(chain_unit(c, kind) for c in sequential_chains(model, "classifier", with_act))
-        return units
+        self.check_granularity(granularity)
+
+        def block_parts(prefix, block, with_act, kind):
+            return [chain_unit(c, kind) for c in sequential_chains(model, f"{prefix}.conv", with_act)]
+
+        return features_classifier_units(model, granularity, _is_block, block_parts)

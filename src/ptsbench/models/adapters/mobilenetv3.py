@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ._chains import chain_unit, sequential_chains
-from .base import ADAPTERS, ModelAdapter, Unit, block_unit
+from ._chains import chain_unit, features_classifier_units, sequential_chains
+from .base import ADAPTERS, ModelAdapter, Unit
 
 
 def se_units(prefix: str, with_act: bool) -> list[Unit]:
@@ -34,20 +34,16 @@ class MobileNetV3Adapter(ModelAdapter):
         from torchvision.models.mobilenetv3 import InvertedResidual
         from torchvision.ops.misc import SqueezeExcitation
 
-        with_act, kind = self.mode(granularity)
-        units: list[Unit] = []
-        for child_name, child in model.features.named_children():
-            prefix = f"features.{child_name}"
-            if not isinstance(child, InvertedResidual):
-                units.extend(chain_unit(c, kind) for c in sequential_chains(model, prefix, with_act))
-            elif granularity == "block":
-                units.append(block_unit(model, prefix))
-            else:
-                for part_name, part in child.block.named_children():
-                    part_prefix = f"{prefix}.block.{part_name}"
-                    if isinstance(part, SqueezeExcitation):
-                        units.extend(se_units(part_prefix, with_act))
-                    else:
-                        units.extend(chain_unit(c, kind) for c in sequential_chains(model, part_prefix, with_act))
-        units.extend(chain_unit(c, kind) for c in sequential_chains(model, "classifier", with_act))
-        return units
+        self.check_granularity(granularity)
+
+        def block_parts(prefix, block, with_act, kind):
+            units: list[Unit] = []
+            for part_name, part in block.block.named_children():
+                part_prefix = f"{prefix}.block.{part_name}"
+                if isinstance(part, SqueezeExcitation):
+                    units.extend(se_units(part_prefix, with_act))
+                else:
+                    units.extend(chain_unit(c, kind) for c in sequential_chains(model, part_prefix, with_act))
+            return units
+
+        return features_classifier_units(model, granularity, lambda m: isinstance(m, InvertedResidual), block_parts)
