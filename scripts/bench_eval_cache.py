@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ptsbench.data import build_data
+from ptsbench.models.library import eval_preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,9 +61,9 @@ def main() -> None:
         make_folder(root, args.images, (500, 375))
         cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "dataset" / "imagenet.yaml"),
                               {"root": str(root), "num_workers": args.workers})
-        plain = build_data(cfg, calib, model_cfg=model)
+        plain = build_data(cfg, calib, preprocess=eval_preprocess(model))
         t0 = time.perf_counter()
-        cached = build_data(OmegaConf.merge(cfg, {"eval_cache": True}), calib, model_cfg=model, cache_dir=cache)
+        cached = build_data(OmegaConf.merge(cfg, {"eval_cache": True}), calib, preprocess=eval_preprocess(model), cache_dir=cache)
         build_s = time.perf_counter() - t0
         base_ips, base_batches = images_per_second(plain, args.batch_size)
         cache_ips, cache_batches = images_per_second(cached, args.batch_size)

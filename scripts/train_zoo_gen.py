@@ -31,6 +31,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from ptsbench.data import build_data  # noqa: E402
 from ptsbench.models import diffusion_zoo as dz  # noqa: E402
+from ptsbench.models.diffusion import build_ddpm_digits  # noqa: E402
 
 RECIPE = dict(iters=3000, batch=64, lr=3e-3, warmup=0.05, ema=0.995, seed=0)
 GRID = ROOT / "outputs" / "zoo" / "ddpm_digits_grid.png"
@@ -74,7 +75,7 @@ def score_and_grid(data, num_samples: int, steps: int) -> float:
 
     from ptsbench.tasks.generation import GenerationTask
 
-    model = dz.build_ddpm_digits("zoo")
+    model = build_ddpm_digits("zoo")
     GRID.parent.mkdir(parents=True, exist_ok=True)
     save_image(model.sample(64, steps, seed=1234), GRID, nrow=8, padding=2, pad_value=0.5)
     task = GenerationTask(batch_size=500, metric="fid_digits", num_samples=num_samples, steps=steps, sample_batch=250)

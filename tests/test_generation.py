@@ -181,7 +181,8 @@ def test_fid_with_local_inception_weights_on_an_image_folder(make_cfg, tmp_path)
 # ---------------------------------------------------------------- embedded DDPM
 def test_zoo_ddpm_draws_digits_the_classifier_recognises():
     from ptsbench.models import zoo, zoo_checkpoint_path
-    from ptsbench.models.diffusion_zoo import build_ddpm_digits, zoo_path
+    from ptsbench.models.diffusion import build_ddpm_digits
+    from ptsbench.models.diffusion_zoo import zoo_path
 
     if not zoo_path().exists():
         pytest.skip("zoo DDPM not trained (python scripts/train_zoo_gen.py)")

@@ -73,7 +73,7 @@ def test_eval_transform_is_the_one_of_the_weights():
 
 
 def test_imagenet_folder_loads_with_wnid_labels_and_the_model_transform(imagenet_root):
-    data = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, model_cfg=model_cfg("resnet18"))
+    data = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("resnet18")))
     assert (data.num_classes, data.in_chans, data.img_size, len(data.test)) == (1000, 3, 32, 6)
     assert sorted({y for _, y in data.test}) == [0, 999]
     # recompute one val image by hand: resize short side to 36, center-crop 32, normalise
@@ -88,7 +88,7 @@ def test_imagenet_folder_loads_with_wnid_labels_and_the_model_transform(imagenet
     assert (x - ref).abs().max() < 0.05  # PIL's and torchvision's antialiased resize round differently
     # calibration: 5 training images drawn with the seed, preprocessed like the test split
     assert data.calib_inputs.shape == (5, 3, 32, 32) and data.calib_inputs.dtype == torch.float32
-    again = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, model_cfg=model_cfg("resnet18"))
+    again = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("resnet18")))
     assert np.array_equal(again.calib_indices, data.calib_indices)
     assert torch.equal(data.calib_inputs[2], data.train[int(data.calib_indices[2])][0])
 
@@ -100,20 +100,20 @@ def test_non_wordnet_class_folders_take_their_sorted_position():
 
 
 def test_eval_cache_is_written_once_and_gives_identical_batches(imagenet_root, tmp_path):
-    plain = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, model_cfg=model_cfg("deit_ti"))
+    plain = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("deit_ti")))
     cached = build_data(imagenet_cfg(imagenet_root, img_size=32, eval_cache=True), CALIB,
-                        model_cfg=model_cfg("deit_ti"), cache_dir=tmp_path)
+                        preprocess=eval_preprocess(model_cfg("deit_ti")), cache_dir=tmp_path)
     files = list((tmp_path / "eval").glob("imagenet-val-*.npy"))
     assert len(files) == 2 and cached.meta["eval_cache"] in map(str, files)  # images + labels
     cache_file = Path(cached.meta["eval_cache"])
     mtime = cache_file.stat().st_mtime_ns
     reused = build_data(imagenet_cfg(imagenet_root, img_size=32, eval_cache=True), CALIB,
-                        model_cfg=model_cfg("deit_ti"), cache_dir=tmp_path)
+                        preprocess=eval_preprocess(model_cfg("deit_ti")), cache_dir=tmp_path)
     assert reused.meta["eval_cache"] == str(cache_file) and cache_file.stat().st_mtime_ns == mtime
     for (xa, ya), (xb, yb) in zip(plain.test_loader(4), reused.test_loader(4)):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     other = build_data(imagenet_cfg(imagenet_root, img_size=40, eval_cache=True), CALIB,
-                       model_cfg=model_cfg("deit_ti"), cache_dir=tmp_path)
+                       preprocess=eval_preprocess(model_cfg("deit_ti")), cache_dir=tmp_path)
     assert other.meta["eval_cache"] != str(cache_file)  # another transform, another cache
 
 

@@ -107,6 +107,7 @@ def test_failure_midway_writes_a_failed_record_without_metrics(make_cfg, tmp_pat
     validate_record(rec)
     assert rec["status"] == "failed" and rec["error"]["phase"] == "mask"
     assert rec["error"]["message"] == "disk on fire"
+    assert set(rec["timing"]) == {"build", "dense_eval", "fold_bn", "allocate", "total"}  # phases that completed
     assert "sparse" not in rec and "dense" not in rec
     monkeypatch.undo()
     retried = run(make_cfg("sparsity.rate=0.5", *FAST))  # a failed record does not block a re-run
@@ -134,3 +135,11 @@ def test_cli_multirun_writes_one_record_per_cell_in_override_named_dirs(tmp_path
     subdirs = sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir())
     assert subdirs == ["allocator=l2norm,calib.num_samples=32,sparsity.rate=0.5",
                        "allocator=uniform,calib.num_samples=32,sparsity.rate=0.5"]
+
+
+def test_the_allocator_is_built_once_per_run(make_cfg, monkeypatch):
+    built = []
+    real = pipeline.build_allocator
+    monkeypatch.setattr(pipeline, "build_allocator", lambda name, **kw: built.append(name) or real(name, **kw))
+    rec = run(make_cfg("allocator=erk", "sparsity.rate=0.6", *FAST))
+    assert rec["status"] == "ok" and built == ["erk"]

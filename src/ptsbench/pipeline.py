@@ -24,10 +24,13 @@ from . import record as rec_io
 from .data import DATASETS, build_data
 from .env_info import env_record
 from .errors import ConfigError
+from .phases import Phases
 from .models import MODEL_SOURCES, build_model, weights_path
+from .models.library import eval_preprocess
 from .models.adapters import get_adapter
 from .reconstruction import RECONSTRUCTORS
-from .sparsity.allocators import ALLOCATORS, AllocContext, build_allocator
+from .sparsity.allocators import ALLOCATORS, AllocContext, Allocator, build_allocator
+from .sparsity.budget import rate_over_included
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from .sparsity.masking import apply_masks, masks_for, measure_sparsity
 from .tasks import TASKS
@@ -45,8 +48,9 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Cheap checks of every knob, run before any data or model is touched."""
+def validate_config(cfg: DictConfig) -> Allocator:
+    """Cheap checks of every knob, run before any data or model is touched. Returns the allocator
+    (built to check its knobs), so a run builds it once."""
     _check_required_values(cfg)
     rate = cfg.sparsity.rate
     if not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
@@ -73,10 +77,11 @@ def validate_config(cfg: DictConfig) -> None:
     check_recon = getattr(RECONSTRUCTORS.get(cfg.reconstruction.name), "check_config", None)
     if check_recon is not None:
         check_recon(cfg.reconstruction)
-    # allocators check their knobs on construction (cheap): fail here, not after the dense eval
-    build_allocator(cfg.allocator.name, **{k: v for k, v in OmegaConf.to_container(cfg.allocator, resolve=True).items()
-                                           if k != "name"})
     resolve_device(str(cfg.device))
+    # allocators check their knobs on construction (cheap): fail here, not after the dense eval
+    return build_allocator(cfg.allocator.name, **{k: v for k, v in OmegaConf.to_container(cfg.allocator,
+                                                                                          resolve=True).items()
+                                                  if k != "name"})
 
 
 REQUIRED_HINTS = {
@@ -129,7 +134,7 @@ def _peak_memory(device) -> dict:
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Run one PTS configuration and return its record (also written under paths.records_dir)."""
     t_start = time.perf_counter()
-    validate_config(cfg)
+    allocator = validate_config(cfg)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     choices = group_choices(cfg)
     digest = rec_io.config_digest(cfg_dict)
@@ -146,8 +151,84 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
-    timing: dict[str, float] = {}
-    record: dict = {
+    record = _new_record(cfg, cfg_dict, choices, digest, name, overrides, device)
+    phases = Phases(record["timing"])
+    try:
+        with phases("build"):
+            task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size),
+                                            **{k: v for k, v in cfg_dict["task"].items() if k != "name"})
+            record["task"]["higher_is_better"] = task.higher_is_better
+            data = build_data(cfg.dataset, cfg.calib, preprocess=eval_preprocess(cfg.model),
+                              cache_dir=cfg.paths.cache_dir)
+            record["calibration"]["indices_digest"] = data.meta.get("calib_indices_digest")
+            record["calibration"]["num_samples"] = int(len(data.calib_inputs))
+            model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name).to(device)
+            record["model"]["params"] = sum(p.numel() for p in model.parameters())
+            exclude = list(cfg.prune.get("exclude", []))
+            adapter = get_adapter(cfg.model.get("family"))
+            keep_dense = (list(adapter.dense_globs) if cfg.prune.get("adapter_dense", True) else []) \
+                + list(cfg.prune.get("keep_dense", []))
+            prunable_modules(model, exclude)  # checks the exclude globs before any heavy work
+
+        with phases("dense_eval"):
+            record["dense"] = _dense_metrics(cfg, task, model, data, device)
+
+        with phases("fold_bn"):
+            record["folded_bn"] = len(fold_batchnorm(model) if cfg.prune.get("fold_bn", True) else [])
+            dense_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+        with phases("allocate"):
+            all_modules = prunable_modules(model, skip=keep_dense)
+            modules = prunable_modules(model, exclude, skip=keep_dense)
+            inner_rate = rate_over_included(rate, sum(m.weight.numel() for m in all_modules.values()),
+                                            sum(m.weight.numel() for m in modules.values()))
+            calib_inputs = data.calib_inputs
+            if allocator.needs_calibration or cfg.reconstruction.name != "none":  # diffusion: captured from sampling
+                calib_inputs = task.calibration_inputs(dense_model, data, device, cfg.calib)
+                record["calibration"]["num_samples"] = int(len(calib_inputs))
+            context = AllocContext(model=model, modules=modules, calib_inputs=calib_inputs, device=device,
+                                   seed=int(cfg.seed), forward=task.forward_for_calibration,
+                                   extras={"dense_model": dense_model})
+            weights = {n: m.weight.detach() for n, m in modules.items()}
+            rates = allocator.allocate(layer_infos(modules), weights, inner_rate, context)
+            record["allocation"] = {"rates": rates, **context.report}
+
+        with phases("mask"):
+            masks = masks_for(modules, rates)
+            apply_masks(modules, masks)
+
+        with phases("reconstruct"):
+            record["reconstruction"] = RECONSTRUCTORS.get(cfg.reconstruction.name)(
+                model, dense_model, masks, calib_inputs, cfg.reconstruction, device, adapter=adapter, task=task)
+            achieved = measure_sparsity(all_modules)
+            record["sparsity"].update({
+                "achieved": achieved["global"], "zeros": achieved["zeros"], "total": achieved["total"],
+                "target_per_layer": rates, "achieved_per_layer": achieved["per_layer"], "excluded": exclude,
+            })
+
+        with phases("sparse_eval"):
+            record["sparse"] = task.evaluate(model, data, device)
+        record["status"] = "ok"
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded, then re-raised
+        record["error"] = {"type": type(e).__name__, "message": str(e), "phase": phases.current,
+                           "traceback": traceback.format_exc(limit=8)}
+        record.pop("sparse", None)
+        record.pop("dense", None)
+        raise
+    finally:
+        if record["status"] == "ok" or record["error"] is not None:
+            record["timing"]["total"] = round(time.perf_counter() - t_start, 4)
+            record["memory"] = _peak_memory(device)
+            rec_io.write_json_atomic(out_path, record)
+    _log_summary(record)
+    return record
+
+
+def _new_record(cfg, cfg_dict, choices, digest, name, overrides, device) -> dict:
+    """The record before any phase ran: what was asked for; ``status: failed`` until the last phase ends."""
+    return {
         "schema_version": rec_io.SCHEMA_VERSION, "status": "failed", "error": None, "digest": digest,
         "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "choices": choices, "overrides": list(overrides or []), "config": cfg_dict,
@@ -156,102 +237,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "model": {"name": cfg.model.name, "arch": cfg.model.get("arch"), "family": cfg.model.get("family"),
                   "size": str(cfg.model.get("size")), "params": None},
         "task": {"name": cfg.task.name, "metric": cfg.task.metric, "higher_is_better": True},
-        "sparsity": {"target": rate}, "timing": timing, "memory": {}, "env": env_record(device),
+        "sparsity": {"target": float(cfg.sparsity.rate)}, "timing": {}, "memory": {}, "env": env_record(device),
     }
-
-    def tick(phase: str, t0: float) -> float:
-        t = time.perf_counter()
-        timing[phase] = round(t - t0, 4)
-        return t
-
-    phase = "build"
-    try:
-        t = time.perf_counter()
-        task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size),
-                                        **{k: v for k, v in cfg_dict["task"].items() if k != "name"})
-        record["task"]["higher_is_better"] = task.higher_is_better
-        data = build_data(cfg.dataset, cfg.calib, model_cfg=cfg.model, cache_dir=cfg.paths.cache_dir)
-        record["calibration"]["indices_digest"] = data.meta.get("calib_indices_digest")
-        record["calibration"]["num_samples"] = int(len(data.calib_inputs))
-        model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name).to(device)
-        record["model"]["params"] = sum(p.numel() for p in model.parameters())
-        exclude = list(cfg.prune.get("exclude", []))
-        adapter = get_adapter(cfg.model.get("family"))
-        keep_dense = (list(adapter.dense_globs) if cfg.prune.get("adapter_dense", True) else []) \
-            + list(cfg.prune.get("keep_dense", []))
-        prunable_modules(model, exclude)  # checks the exclude globs before any heavy work
-        t = tick("build", t)
-
-        phase = "dense_eval"
-        record["dense"] = _dense_metrics(cfg, task, model, data, device)
-        t = tick("dense_eval", t)
-
-        phase = "fold_bn"
-        folded = fold_batchnorm(model) if cfg.prune.get("fold_bn", True) else []
-        record["folded_bn"] = len(folded)
-        dense_model = copy.deepcopy(model).eval()
-        for p in dense_model.parameters():
-            p.requires_grad_(False)
-        t = tick("fold_bn", t)
-
-        phase = "allocate"
-        all_modules = prunable_modules(model, skip=keep_dense)
-        modules = prunable_modules(model, exclude, skip=keep_dense)
-        n_all = sum(m.weight.numel() for m in all_modules.values())
-        n_incl = sum(m.weight.numel() for m in modules.values())
-        inner_rate = rate * n_all / max(n_incl, 1)
-        if inner_rate >= 1.0:
-            raise ConfigError(f"sparsity.rate={rate} cannot be met while prune.exclude keeps "
-                              f"{n_all - n_incl} of {n_all} weights dense; exclude fewer layers or lower the rate")
-        allocator = build_allocator(cfg.allocator.name, **{k: v for k, v in cfg_dict["allocator"].items() if k != "name"})
-        calib_inputs = data.calib_inputs
-        if allocator.needs_calibration or cfg.reconstruction.name != "none":  # diffusion: captured from sampling
-            calib_inputs = task.calibration_inputs(dense_model, data, device, cfg.calib)
-            record["calibration"]["num_samples"] = int(len(calib_inputs))
-        context = AllocContext(model=model, modules=modules, calib_inputs=calib_inputs, device=device,
-                               seed=int(cfg.seed), forward=task.forward_for_calibration,
-                               extras={"dense_model": dense_model})
-        weights = {n: m.weight.detach() for n, m in modules.items()}
-        rates = allocator.allocate(layer_infos(modules), weights, inner_rate, context)
-        record["allocation"] = {"rates": rates, **context.report}
-        t = tick("allocate", t)
-
-        phase = "mask"
-        masks = masks_for(modules, rates)
-        apply_masks(modules, masks)
-        t = tick("mask", t)
-
-        phase = "reconstruct"
-        recon_fn = RECONSTRUCTORS.get(cfg.reconstruction.name)
-        record["reconstruction"] = recon_fn(model, dense_model, masks, calib_inputs, cfg.reconstruction, device,
-                                            adapter=adapter, task=task)
-        t = tick("reconstruct", t)
-
-        achieved = measure_sparsity(all_modules)
-        record["sparsity"].update({
-            "achieved": achieved["global"], "zeros": achieved["zeros"], "total": achieved["total"],
-            "target_per_layer": rates, "achieved_per_layer": achieved["per_layer"], "excluded": exclude,
-        })
-
-        phase = "sparse_eval"
-        record["sparse"] = task.evaluate(model, data, device)
-        tick("sparse_eval", t)
-        record["status"] = "ok"
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001 - recorded, then re-raised
-        record["error"] = {"type": type(e).__name__, "message": str(e), "phase": phase,
-                           "traceback": traceback.format_exc(limit=8)}
-        record.pop("sparse", None)
-        record.pop("dense", None)
-        raise
-    finally:
-        if record["status"] == "ok" or record["error"] is not None:
-            timing["total"] = round(time.perf_counter() - t_start, 4)
-            record["memory"] = _peak_memory(device)
-            rec_io.write_json_atomic(out_path, record)
-    _log_summary(record)
-    return record
 
 
 def _log_summary(rec: dict) -> None:

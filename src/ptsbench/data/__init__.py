@@ -6,8 +6,9 @@ import_submodules(__name__, __path__)
 
 
 def build_data(dataset_cfg, calib_cfg, **context) -> DataBundle:
-    """``context`` (``model_cfg``, ``cache_dir``) reaches the builders that set ``takes_context``:
-    real image datasets preprocess the way the model's weights expect and may cache decoded images."""
+    """``context`` (``preprocess``: the model's eval transform, ``cache_dir``) reaches the builders that set
+    ``takes_context``: real image datasets preprocess the way the model's weights expect and may cache decoded
+    images. The caller (the pipeline) picks the transform, so the data layer never reaches up into models."""
     builder = DATASETS.get(dataset_cfg.name)
     if getattr(builder, "takes_context", False):
         return builder(dataset_cfg, calib_cfg, **context)

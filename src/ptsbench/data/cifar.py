@@ -54,7 +54,7 @@ def _builder(name: str):
     def check_config(cfg) -> None:
         batches_dir(name, cfg.get("root"))
 
-    def build(cfg, calib_cfg, model_cfg=None, cache_dir=None) -> ImageBundle:
+    def build(cfg, calib_cfg, preprocess=None, cache_dir=None) -> ImageBundle:
         folder = batches_dir(name, cfg.get("root"))
         size = int(cfg.get("img_size") or 32)
         mean, std = tuple(cfg.mean), tuple(cfg.std)

@@ -2,9 +2,10 @@
 
 Layout: ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``.
 - Test split: ``val``, preprocessed with the model's eval transform: resize, center crop and
-  normalisation of the weights in use (``models.library.eval_preprocess``: torchvision's
-  ``Weights.transforms()``, timm's ``resolve_data_config``); ``dataset.img_size`` forces another
-  crop size (the resize keeps its ratio to the crop).
+  normalisation of the weights in use, which the pipeline passes down as ``preprocess``
+  (``models.library.eval_preprocess``: torchvision's ``Weights.transforms()``, timm's
+  ``resolve_data_config``; the torchvision default without one); ``dataset.img_size`` forces
+  another crop size (the resize keeps its ratio to the crop).
 - Labels: class folders named by WordNet ids (n01440764, ...) take their standard ImageNet-1K
   index, so a subset of the classes keeps the labels the pretrained head predicts; other folder
   names take their sorted position.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .base import DATASETS, dataset_root, indices_digest, sample_calibration
-from .images import ImageBundle, ImageFiles, Normalized, cached_uint8, files_digest, stack_uint8
+from .images import EvalPreprocess, ImageBundle, ImageFiles, Normalized, cached_uint8, files_digest, stack_uint8
 
 LAYOUT = ("<root>/train/<class>/<image>.JPEG and <root>/val/<class>/<image>.JPEG (ImageFolder; the "
           "official val images must first be sorted into class folders, e.g. with the usual valprep.sh)")
@@ -57,11 +58,9 @@ def image_samples(folder: Path, num_classes: int) -> list[tuple[str, int]]:
 
 
 @DATASETS.register("imagenet")
-def build_imagenet(cfg, calib_cfg, model_cfg=None, cache_dir=None) -> ImageBundle:
-    from ..models.library import EvalPreprocess, eval_preprocess
-
+def build_imagenet(cfg, calib_cfg, preprocess: EvalPreprocess | None = None, cache_dir=None) -> ImageBundle:
     check_config(cfg)
-    spec = (eval_preprocess(model_cfg) if model_cfg is not None else EvalPreprocess()).at_crop(cfg.get("img_size"))
+    spec = (preprocess or EvalPreprocess()).at_crop(cfg.get("img_size"))
     root = Path(str(cfg.root)).expanduser().resolve()
     num_classes = int(cfg.get("num_classes", 1000))
     workers = int(cfg.get("num_workers", 0))
@@ -86,5 +85,5 @@ def build_imagenet(cfg, calib_cfg, model_cfg=None, cache_dir=None) -> ImageBundl
                        calib_indices=calib_idx, meta=meta, loader_workers=loader_workers)
 
 
-build_imagenet.takes_context = True   # receives model_cfg (its eval transform) and cache_dir
+build_imagenet.takes_context = True   # receives the model's eval transform (preprocess) and cache_dir
 build_imagenet.check_config = check_config

@@ -2,7 +2,7 @@
 
 Every sample is first a uint8 CHW tensor after the geometric part of the eval transform (resize
 the short side, center-crop: what the model's weights were measured with, see
-:class:`ptsbench.models.library.EvalPreprocess`); normalisation to float happens per batch.
+:class:`EvalPreprocess`, chosen by ``models.library.eval_preprocess``); normalisation to float happens per batch.
 That split is what makes the evaluation cache possible: the preprocessed evaluation set is
 written once as a uint8 ``.npy`` (``dataset.eval_cache: true``, under ``paths.cache_dir``) and
 memory-mapped by every later run of a sweep, so JPEGs are decoded once instead of once per run.
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,27 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from .base import DataBundle
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EvalPreprocess:
+    """Eval transform of an image classifier: resize the short side, center-crop, normalise."""
+
+    crop_size: int = 224
+    resize_size: int = 256
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def at_crop(self, crop_size: int | None) -> "EvalPreprocess":
+        """The same transform at another crop size, keeping the crop/resize ratio."""
+        if not crop_size or int(crop_size) == self.crop_size:
+            return self
+        ratio = self.crop_size / self.resize_size
+        return replace(self, crop_size=int(crop_size), resize_size=int(math.floor(int(crop_size) / ratio)))
 
 
 class ImageFiles(Dataset):

@@ -225,12 +225,17 @@ def check_config(cfg) -> None:
                           f"save one with pipe.save_pretrained(folder) and pass model.weights=<folder>")
 
 
+def build_ddpm_digits(weights: str) -> GenerationModel:
+    """The embedded DDPM (``models.diffusion_zoo``; ``weights``: zoo | none | a state-dict file)."""
+    from .diffusion_zoo import ARCH, PixelFold, ddpm_scheduler, load_unet
+
+    return GenerationModel(load_unet(weights), ddpm_scheduler().config, PixelFold(), arch=ARCH)
+
+
 def _build(cfg, num_classes: int, in_chans: int, img_size: int) -> GenerationModel:
     check_config(cfg)
     arch, weights = str(cfg.arch), str(cfg.weights)
     if arch == "ddpm_digits":
-        from .diffusion_zoo import build_ddpm_digits
-
         return build_ddpm_digits(weights)
     if weights == "none":
         from .diffusion_tiny import tiny_pipeline

@@ -68,10 +68,9 @@ def zoo_path() -> Path:
     return zoo_checkpoint_path(ARCH, DATASET)
 
 
-def build_ddpm_digits(weights: str):
-    """``weights``: ``zoo`` (the committed checkpoint), ``none`` (random init) or a state-dict file."""
-    from .diffusion import GenerationModel
-
+def load_unet(weights: str) -> nn.Module:
+    """``weights``: ``zoo`` (the committed checkpoint), ``none`` (random init) or a state-dict file.
+    ``models.diffusion.build_ddpm_digits`` wraps it into the pipeline's ``GenerationModel``."""
     unet = ddpm_digits_unet()
     if weights != "none":
         path = zoo_path() if weights == "zoo" else Path(weights).expanduser()
@@ -79,4 +78,4 @@ def build_ddpm_digits(weights: str):
             raise ConfigError(f"model.weights={weights}: no DDPM checkpoint at {path}; train it with "
                               f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init")
         unet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return GenerationModel(unet.eval(), ddpm_scheduler().config, PixelFold(), arch=ARCH)
+    return unet.eval()

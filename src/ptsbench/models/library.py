@@ -15,33 +15,12 @@ most) and timm's ``resolve_data_config`` (crop_pct, interpolation, mean/std of t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 
 from torch import nn
 
+from ..data.images import EvalPreprocess  # the data layer owns the transform; this module picks it
 from ..errors import ConfigError
 from . import MODEL_SOURCES
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class EvalPreprocess:
-    """Eval transform of an image classifier: resize the short side, center-crop, normalise."""
-
-    crop_size: int = 224
-    resize_size: int = 256
-    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-
-    def at_crop(self, crop_size: int | None) -> "EvalPreprocess":
-        """The same transform at another crop size, keeping the crop/resize ratio."""
-        if not crop_size or int(crop_size) == self.crop_size:
-            return self
-        ratio = self.crop_size / self.resize_size
-        return replace(self, crop_size=int(crop_size), resize_size=int(math.floor(int(crop_size) / ratio)))
 
 
 def _kwargs(cfg) -> dict:
