@@ -32,6 +32,8 @@ from .reconstruction import RECONSTRUCTORS
 from .sparsity.allocators import ALLOCATORS, AllocContext, Allocator, build_allocator
 from .sparsity.budget import rate_over_included
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
+from .sparsity import patterns
+from .sparsity.criteria import ScoreContext
 from .sparsity.masking import apply_masks, masks_for, measure_sparsity
 from .tasks import TASKS
 
@@ -77,6 +79,7 @@ def validate_config(cfg: DictConfig) -> Allocator:
     check_recon = getattr(RECONSTRUCTORS.get(cfg.reconstruction.name), "check_config", None)
     if check_recon is not None:
         check_recon(cfg.reconstruction)
+    patterns.check_config(cfg)  # criterion, group, N:M and their cross-group constraints
     resolve_device(str(cfg.device))
     # allocators check their knobs on construction (cheap): fail here, not after the dense eval
     return build_allocator(cfg.allocator.name, **{k: v for k, v in OmegaConf.to_container(cfg.allocator,
@@ -183,7 +186,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             inner_rate = rate_over_included(rate, sum(m.weight.numel() for m in all_modules.values()),
                                             sum(m.weight.numel() for m in modules.values()))
             calib_inputs = data.calib_inputs
-            if allocator.needs_calibration or cfg.reconstruction.name != "none":  # diffusion: captured from sampling
+            if (allocator.needs_calibration or cfg.reconstruction.name != "none"
+                    or patterns.needs_calibration(cfg.sparsity)):  # diffusion: captured from sampling
                 calib_inputs = task.calibration_inputs(dense_model, data, device, cfg.calib)
                 record["calibration"]["num_samples"] = int(len(calib_inputs))
             context = AllocContext(model=model, modules=modules, calib_inputs=calib_inputs, device=device,
@@ -194,12 +198,20 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             record["allocation"] = {"rates": rates, **context.report}
 
         with phases("mask"):
-            masks = masks_for(modules, rates)
+            rates, record["masks"] = patterns.pattern_rates(cfg.sparsity, modules, rates)
+            if patterns.is_plain_magnitude(cfg.sparsity):
+                masks = masks_for(modules, rates)
+            else:
+                masks, selection = patterns.select_masks(cfg.sparsity, modules, rates, ScoreContext(
+                    dense_model=dense_model, calib_inputs=calib_inputs, device=device,
+                    forward=task.forward_for_calibration))
+                record["masks"].update(selection)
             apply_masks(modules, masks)
 
         with phases("reconstruct"):
             record["reconstruction"] = RECONSTRUCTORS.get(cfg.reconstruction.name)(
-                model, dense_model, masks, calib_inputs, cfg.reconstruction, device, adapter=adapter, task=task)
+                model, dense_model, masks, calib_inputs, cfg.reconstruction, device, adapter=adapter, task=task,
+                sparsity=cfg.sparsity)
             achieved = measure_sparsity(all_modules)
             record["sparsity"].update({
                 "achieved": achieved["global"], "zeros": achieved["zeros"], "total": achieved["total"],

@@ -74,7 +74,7 @@ def settings_from(cfg, device: torch.device) -> TrainSettings:
 
 
 def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granularity: str,
-                adapter=None, task=None) -> dict:
+                adapter=None, task=None, **_) -> dict:
     """Reconstruct every unit; ``cfg`` was checked by ``check_config`` (the pipeline's validation, once)."""
     device = torch.device(device)
     adapter = adapter or GenericAdapter()

@@ -1,0 +1,155 @@
+"""``reconstruction=sparsegpt``: one-shot OBS pruning + update, layer by layer (Frantar & Alistarh,
+ICML 2023; SPEC §8). The allocator still decides how many weights each layer loses (the mask phase's
+count); SparseGPT decides which, and updates the survivors to compensate.
+
+Walk: the adapter's ``block`` units in execution order, each fed the output of the already pruned
+and updated model (``input=sparse``, via the same UnitFeeder as the unit-wise reconstructors);
+inside a unit its layers in the order the forward calls them. For each layer: accumulate
+H = sum X X^T over the calibration set from the unit's forward on its sparse input (convs via
+unfold, per group; see sparsity/gemm.py), restore the layer's dense (BN-folded) weights, run the
+column-blocked OBS selection + update of obs.py at the layer's exact count (N:M: SparseGPT's N:M
+mode) and write the result back. A grouped/depthwise conv is G independent GEMMs, solved batched.
+Recorded per layer: ||W_d X - W X||^2 (per sample-position, on the layer's sparse input X) for the
+magnitude mask the mask phase left ("error_before") and after SparseGPT, count, damping, seconds.
+Layers no unit covers are pruned last, their inputs captured by a forward of the whole model.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..errors import ConfigError
+from ..models.adapters import GenericAdapter
+from ..sparsity.gemm import gemm_weight, input_slices
+from . import RECONSTRUCTORS
+from .feeder import UnitFeeder
+from .obs import output_error, sparsegpt_prune
+from .unit_data import UnitChain, unit_loss
+
+
+def check_config(cfg) -> None:
+    for knob, low in (("blocksize", 1), ("chunk_size", 1)):
+        v = cfg.get(knob, low)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ConfigError(f"reconstruction.{knob}={v!r} must be an integer >= {low}")
+    v = cfg.get("percdamp", 0.01)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ConfigError(f"reconstruction.percdamp={v!r} must be a number in [0, 1) (reference: 0.01)")
+    if cfg.get("offload", "auto") not in ("auto", True, False):
+        raise ConfigError(f"reconstruction.offload={cfg.get('offload')!r}; valid choices: auto, True, False")
+
+
+@torch.no_grad()
+def _hessians(run_forward, modules: dict) -> tuple[dict, dict]:
+    """H (G, C, C) and input-column counts of ``modules`` over one pass of ``run_forward()``."""
+    hs, counts = {}, {}
+
+    def hook(name):
+        def accumulate(mod, args):
+            for xs in input_slices(mod, args[0].detach().float()):
+                h = torch.bmm(xs.transpose(1, 2), xs)
+                hs[name] = hs[name] + h if name in hs else h
+                counts[name] = counts.get(name, 0) + xs.shape[1]
+        return accumulate
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    try:
+        run_forward()
+    finally:
+        for h in handles:
+            h.remove()
+    return hs, counts
+
+
+def _call_order(run_one, modules: dict) -> list[str]:
+    seen: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda _m, _a, n=n: seen.append(n) if n not in seen else None)
+               for n, m in modules.items()]
+    try:
+        run_one()
+    finally:
+        for h in handles:
+            h.remove()
+    return seen + [n for n in modules if n not in seen]
+
+
+@torch.no_grad()
+def _prune_layer(name, module, dense_module, keep, h, n_cols, cfg, nm) -> dict:
+    t0 = time.perf_counter()
+    w_view = gemm_weight(module)
+    dense = gemm_weight(dense_module).detach().float()
+    k = int((~keep).sum())
+    before = output_error(dense - w_view.float(), h, n_cols)
+    new, new_keep, damp = sparsegpt_prune(dense, h, k, blocksize=int(cfg.get("blocksize", 128)),
+                                          percdamp=float(cfg.get("percdamp", 0.01)),
+                                          group=str(cfg.get("group", "layer")), nm=nm)
+    w_view.copy_(new.to(w_view.dtype))
+    keep.copy_(new_keep.reshape(keep.shape))
+    return {"layer": name, "pruned": k, "error_before": before, "error_after": output_error(dense - new, h, n_cols),
+            "damping": damp, "seconds": round(time.perf_counter() - t0, 4)}
+
+
+def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter=None, task=None,
+                sparsity=None, **_) -> dict:
+    check_config(cfg)
+    device = torch.device(device)
+    adapter = adapter or GenericAdapter()
+    forward = task.forward_for_calibration if task is not None else (lambda m, x: m(x))
+    nm = None
+    if sparsity is not None and sparsity.get("pattern", "unstructured") == "nm":
+        nm = (int(sparsity.get("n", 2)), int(sparsity.get("m", 4)))
+    sp_group = sparsity.get("group", "layer") if sparsity is not None else "layer"
+    cfg_eff = {**{k: cfg.get(k) for k in ("blocksize", "percdamp") if cfg.get(k) is not None}, "group": sp_group}
+    chunk = int(cfg.get("chunk_size", 256))
+    # layers at rate 0 (N:M misfits, dense by allocation) keep their weights: nothing to select
+    todo = {n for n, keep in masks.items() if not bool(keep.all())}
+    units = [u for u in adapter.units(model, "block") if any(n in todo for n in u.layers)]
+    report = {"name": "sparsegpt", "blocksize": int(cfg.get("blocksize", 128)), "percdamp": float(cfg.get("percdamp", 0.01)),
+              "group": sp_group, "nm": list(nm) if nm else None, "adapter": adapter.family, "num_units": len(units),
+              "units": [], "layers": []}
+    model.eval()
+    t_start = time.perf_counter()
+    feeder = UnitFeeder(model, dense_model, units, calib_inputs, forward, "sparse", device,
+                        cfg.get("offload", "auto"), chunk)
+    for unit in units:
+        t0 = time.perf_counter()
+        x, y = feeder.tensors(unit)
+        chain = UnitChain(model, unit.modules)
+        entry = {"unit": unit.name, "layers": [], "loss_before": unit_loss(chain, x, y, device, chunk)}
+        layer_mods = {n: model.get_submodule(n) for n in unit.layers if n in todo}
+
+        def run_all(chain=chain, x=x):
+            for s in range(0, len(x), chunk):
+                chain(x.chunk(s, s + chunk).to(device))
+
+        order = _call_order(lambda: chain(x.chunk(0, 1).to(device)), layer_mods)
+        for name in order:
+            hs, counts = _hessians(run_all, {name: layer_mods[name]})
+            if name not in hs:
+                continue  # the unit's forward never calls it: handled with the uncovered layers
+            report["layers"].append(_prune_layer(name, layer_mods[name], dense_model.get_submodule(name),
+                                                 masks[name], hs[name], counts[name], cfg_eff, nm))
+            entry["layers"].append(name)
+            todo.discard(name)
+        entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
+        entry["seconds"] = round(time.perf_counter() - t0, 3)
+        report["units"].append(entry)
+        del x, y
+    report["uncovered_layers"] = sorted(todo)
+    for name in [n for n in masks if n in todo]:  # model order; inputs from a whole-model forward
+        def run_model():
+            for s in range(0, len(calib_inputs), chunk):
+                forward(model, calib_inputs[s:s + chunk].to(device))
+        hs, counts = _hessians(run_model, {name: model.get_submodule(name)})
+        if name in hs:
+            report["layers"].append(_prune_layer(name, model.get_submodule(name), dense_model.get_submodule(name),
+                                                 masks[name], hs[name], counts[name], cfg_eff, nm))
+            todo.discard(name)
+    report["unreached_layers"] = sorted(todo)  # never called by any forward: magnitude mask kept
+    report["seconds"] = round(time.perf_counter() - t_start, 3)
+    return report
+
+
+reconstruct.check_config = check_config
+RECONSTRUCTORS.register("sparsegpt")(reconstruct)

@@ -1,0 +1,43 @@
+"""Mask criteria (SPEC §8): which weights a layer loses, given the count its allocator chose.
+
+A criterion maps each layer to a score tensor shaped like its weight (low = pruned first); the
+selection (sparsity/selection.py) keeps the count exact. Criteria register by name for
+``sparsity.criterion``; every submodule is imported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ...autoload import import_submodules
+from ...registry import Registry
+
+CRITERIA: Registry[type["Criterion"]] = Registry("mask criterion", "sparsity.criterion")
+
+
+@dataclass
+class ScoreContext:
+    """Calibration access for criteria that read activations (Wanda)."""
+
+    dense_model: nn.Module | None = None
+    calib_inputs: torch.Tensor | None = None
+    forward: Callable[[nn.Module, torch.Tensor], Any] | None = None
+    device: torch.device = torch.device("cpu")
+    chunk_size: int = 64
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class Criterion:
+    name = "base"
+    needs_calibration = False
+
+    def scores(self, modules: dict[str, nn.Module], context: ScoreContext) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+import_submodules(__name__, __path__)
+
+__all__ = ["CRITERIA", "Criterion", "ScoreContext"]

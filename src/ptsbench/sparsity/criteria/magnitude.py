@@ -1,0 +1,12 @@
+"""Magnitude criterion (SPEC §1): score |w|; the smallest magnitudes are pruned first."""
+from __future__ import annotations
+
+from . import CRITERIA, Criterion
+
+
+@CRITERIA.register("magnitude")
+class Magnitude(Criterion):
+    name = "magnitude"
+
+    def scores(self, modules, context):
+        return {n: m.weight.detach().abs() for n, m in modules.items()}

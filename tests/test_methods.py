@@ -1,0 +1,210 @@
+"""Wanda, SparseGPT and N:M (issue 14, SPEC §8): hand-computed scores, an independent OBS
+reference, the conv/Linear equivalence, N:M group counts and exact per-layer counts end to end."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ptsbench.errors import ConfigError
+from ptsbench.pipeline import validate_config
+from ptsbench.reconstruction.obs import output_error, sparsegpt_prune
+from ptsbench.reconstruction.sparsegpt import _hessians
+from ptsbench.run import run
+from ptsbench.sparsity.criteria import ScoreContext
+from ptsbench.sparsity.criteria.wanda import Wanda, input_sq_norms
+from ptsbench.sparsity.gemm import gemm_weight
+from ptsbench.sparsity.masking import magnitude_mask, num_pruned
+from ptsbench.sparsity.selection import keep_mask, nm_keep_mask
+
+FAST = ["calib.num_samples=64"]
+
+
+def _wanda_scores(model, x):
+    ctx = ScoreContext(dense_model=model, calib_inputs=x, forward=lambda m, b: m(b))
+    return Wanda().scores({n: model.get_submodule(n) for n in ("0",)}, ctx)["0"]
+
+
+def test_wanda_scores_and_masks_on_a_hand_computed_2x4_layer():
+    lin = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 4.0, 2.0, -1.0], [-0.5, 3.0, -6.0, 2.0]]))
+    x = torch.tensor([[3.0, 0.0, 1.0, 0.0], [4.0, 1.0, 0.0, 2.0]])  # column norms 5, 1, 1, 2
+    scores = _wanda_scores(nn.Sequential(lin), x)
+    assert scores.tolist() == [[5.0, 4.0, 2.0, 2.0], [2.5, 3.0, 6.0, 4.0]]
+    # 2 of 8 pruned. Per layer: the two 2.0s of row 0 (tie -> index order); per row: one each
+    assert keep_mask(scores, 2, "layer").tolist() == [[True, True, False, False], [True, True, True, True]]
+    assert keep_mask(scores, 2, "row").tolist() == [[True, True, False, True], [False, True, True, True]]
+    # magnitude would have pruned |w| = 0.5 and the first 1.0 instead
+    assert magnitude_mask(lin.weight, 0.25).tolist() == [[False, True, True, True], [False, True, True, True]]
+
+
+def _reference_sparsegpt(w, h, k, blocksize, percdamp):
+    """OBS pruning without Cholesky tricks or lazy blocks: explicit inverses of H restricted to the
+    not-yet-processed columns, every later column updated at once (float64)."""
+    w, h = w.double().clone(), h.double().clone()
+    c = w.shape[1]
+    h += percdamp * h.diagonal().mean() * torch.eye(c, dtype=h.dtype)
+    prune = torch.zeros_like(w, dtype=torch.bool)
+    starts = list(range(0, c, blocksize))
+    for b, i1 in enumerate(starts):
+        i2 = min(i1 + blocksize, c)
+        k_b = (k * i2) // c - (k * i1) // c
+        diag = torch.tensor([torch.linalg.inv(h[j:, j:])[0, 0].item() for j in range(i1, i2)], dtype=h.dtype)
+        sal = w[:, i1:i2].pow(2) / diag
+        flat = sorted(range(sal.numel()), key=lambda t: (sal.flatten()[t].item(), t))[:k_b]
+        for t in flat:
+            prune[t // (i2 - i1), i1 + t % (i2 - i1)] = True
+        for j in range(i1, i2):
+            hinv = torch.linalg.inv(h[j:, j:])
+            for r in range(w.shape[0]):
+                if prune[r, j]:
+                    w[r, j:] -= w[r, j] / hinv[0, 0] * hinv[0, :]
+                    w[r, j] = 0.0
+    return w, ~prune
+
+
+def _correlated_inputs(n, c, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=g) @ torch.randn(c, c, generator=g) + 0.5 * torch.randn(c, generator=g)
+
+
+def test_sparsegpt_equals_an_independent_obs_reference():
+    torch.manual_seed(0)
+    w = torch.randn(6, 12)
+    x = _correlated_inputs(200, 12, 1)
+    h = x.T @ x
+    k = 31
+    new, keep, _ = sparsegpt_prune(w[None], h[None], k, blocksize=5, percdamp=0.01)
+    ref_w, ref_keep = _reference_sparsegpt(w, h, k, 5, 0.01)
+    assert torch.equal(keep[0], ref_keep)
+    assert int((~keep).sum()) == k and bool((new[0][~keep[0]] == 0).all())
+    torch.testing.assert_close(new[0].double(), ref_w, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["layer", "row", "nm"])
+def test_sparsegpt_never_worse_than_magnitude_at_the_same_count(mode):
+    for seed in range(5):
+        torch.manual_seed(seed)
+        w = torch.randn(16, 64)
+        x = _correlated_inputs(400, 64, 100 + seed)
+        h = (x.T @ x)[None]
+        if mode == "nm":
+            mag = nm_keep_mask(w.abs(), 2, 4)
+            new, keep, _ = sparsegpt_prune(w[None], h, blocksize=16, nm=(2, 4))
+        else:
+            mag = keep_mask(w.abs(), num_pruned(0.6, w.numel()), mode)
+            new, keep, _ = sparsegpt_prune(w[None], h, int((~mag).sum()), blocksize=16, group=mode)
+        assert int((~keep).sum()) == int((~mag).sum())
+        if mode == "row":
+            assert torch.equal((~keep[0]).sum(1), (~mag).sum(1))
+        err_sgpt = output_error(w[None] - new, h, len(x))
+        err_mag = output_error((w * ~mag)[None] - w[None], h, len(x))
+        assert err_sgpt < err_mag
+
+
+def test_conv_via_unfold_equals_the_linear_formulation():
+    torch.manual_seed(0)
+    for groups in (1, 2):
+        conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=groups, bias=False)
+        x = torch.randn(5, 4, 9, 9)
+        cols = F.unfold(x, 3, padding=1, stride=2)  # (N, 4*9, L), rows in (channel, kh, kw) order
+        per_group = cols.reshape(5, groups, -1, cols.shape[-1])
+        h_conv, n_conv = _hessians(lambda: conv(x), {"c": conv})
+        norms = input_sq_norms(nn.Sequential(conv), {"0": conv},
+                               ScoreContext(calib_inputs=x, forward=lambda m, b: m(b)))["0"]
+        for g in range(groups):
+            xg = per_group[:, g].transpose(1, 2).reshape(-1, per_group.shape[2])  # (N*L, cols)
+            lin = nn.Linear(xg.shape[1], 6 // groups, bias=False)
+            with torch.no_grad():
+                lin.weight.copy_(gemm_weight(conv)[g])
+            h_lin, n_lin = _hessians(lambda lin=lin, xg=xg: lin(xg), {"l": lin})
+            torch.testing.assert_close(h_conv["c"][g], h_lin["l"][0])
+            torch.testing.assert_close(norms[g], xg.pow(2).sum(0))
+            assert n_conv["c"] == n_lin["l"]  # input columns per group
+            new_lin, keep_lin, _ = sparsegpt_prune(gemm_weight(lin).detach(), h_lin["l"], 20, blocksize=8)
+            new_conv, keep_conv, _ = sparsegpt_prune(gemm_weight(conv)[g:g + 1].detach(), h_conv["c"][g:g + 1], 20,
+                                                     blocksize=8)
+            assert torch.equal(keep_lin, keep_conv)
+            torch.testing.assert_close(new_lin, new_conv)
+
+
+def _assert_nm(weight: torch.Tensor, n: int, m: int):
+    groups = (weight.reshape(weight.shape[0], -1) != 0).reshape(-1, m).sum(1)
+    assert int(groups.max()) <= n
+    assert int((groups == n).sum()) == groups.numel()  # random weights: exactly n survive each group
+
+
+def test_two_four_masks_along_the_gemm_input_dim_for_linear_and_conv():
+    torch.manual_seed(0)
+    lin, conv = nn.Linear(16, 8), nn.Conv2d(4, 8, 3, padding=1)  # conv GEMM input: 4*3*3 = 36 = 9 groups of 4
+    x_lin, x_conv = torch.randn(32, 16), torch.randn(4, 4, 6, 6)
+    for layer, x in ((lin, x_lin), (conv, x_conv)):
+        w = layer.weight.detach()
+        _assert_nm(w * nm_keep_mask(w.abs(), 2, 4), 2, 4)
+        _assert_nm(w * nm_keep_mask(_wanda_scores(nn.Sequential(layer), x), 2, 4), 2, 4)
+        h, _ = _hessians(lambda layer=layer, x=x: layer(x), {"l": layer})
+        new, _, _ = sparsegpt_prune(gemm_weight(layer).detach(), h["l"], blocksize=12, nm=(2, 4))
+        _assert_nm(new.reshape(w.shape), 2, 4)
+    # the axis is the flattened (channel, kh, kw) row: a mask along output channels would not pass
+    w = conv.weight.detach()
+    transposed = w * nm_keep_mask(w.abs().transpose(0, 1).contiguous(), 2, 4).transpose(0, 1)
+    with pytest.raises(AssertionError):
+        _assert_nm(transposed, 2, 4)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["sparsity.criterion=wanda", "allocator=erk", "sparsity.rate=0.7"],
+    ["sparsity.criterion=wanda", "sparsity.group=row", "allocator=l2norm", "sparsity.rate=0.6"],
+    ["reconstruction=sparsegpt", "allocator=erk", "sparsity.rate=0.7"],
+    ["reconstruction=sparsegpt", "sparsity.group=row", "sparsity.rate=0.6"],
+    ["sparsity=nm"],
+    ["sparsity=nm", "sparsity.criterion=wanda"],
+    ["sparsity=nm", "reconstruction=sparsegpt", "model=zoo_vit_d64"],
+])
+def test_every_method_keeps_exact_counts_and_zeros(make_cfg, overrides):
+    rec = run(make_cfg(*overrides, *FAST))
+    sp = rec["sparsity"]
+    for name, target in sp["target_per_layer"].items():
+        assert sp["achieved_per_layer"][name] == pytest.approx(num_pruned(target, _numel(rec, name)) / _numel(rec, name),
+                                                               abs=1e-12)
+    if rec["masks"]["pattern"] == "nm":
+        dense = rec["masks"]["dense_layers"]
+        assert dense and all(sp["achieved_per_layer"][n] == 0 for n in dense)
+        assert all(sp["achieved_per_layer"][n] == 0.5 for n in sp["target_per_layer"] if n not in dense)
+        assert sp["achieved"] < 0.5
+    else:
+        assert sp["achieved"] == pytest.approx(float(overrides[-1].split("=")[1]), abs=1e-4)
+    if rec["reconstruction"]["name"] == "sparsegpt":
+        layers = rec["reconstruction"]["layers"]
+        assert len(layers) == sum(1 for t in sp["target_per_layer"].values() if t > 0)
+        assert sum(e["error_after"] for e in layers) < sum(e["error_before"] for e in layers)
+
+
+_NUMEL: dict = {}
+
+
+def _numel(rec, name):
+    """Weight count of ``name`` in the record's zoo architecture (MNIST: 1 channel, 28 px, 10 classes)."""
+    arch = rec["config"]["model"]["arch"]
+    if arch not in _NUMEL:
+        from ptsbench.models.zoo import ZOO_ARCHS
+        model = ZOO_ARCHS.get(arch)(10, 1, 28)
+        _NUMEL[arch] = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return _NUMEL[arch][name]
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["sparsity=nm", "allocator=erk"], "allocator=erk with sparsity=nm.*valid choices with nm: uniform"),
+    (["sparsity=nm", "sparsity.rate=0.7"], "sparsity.rate=0.7 with sparsity=nm n=2 m=4.*sparsity.rate=0.5"),
+    (["sparsity=nm", "sparsity.n=4"], "need integers 0 < n < m"),
+    (["sparsity=nm", "reconstruction=sparsegpt", "reconstruction.blocksize=6"], "reconstruction.blocksize=6"),
+    (["sparsity.criterion=taylor"], "sparsity.criterion='taylor'; valid choices: magnitude, wanda"),
+    (["sparsity.group=column"], "sparsity.group='column'; valid choices: layer, row"),
+    (["reconstruction=sparsegpt", "sparsity.criterion=wanda"], "SparseGPT selects its own masks"),
+    (["reconstruction=sparsegpt", "reconstruction.percdamp=-1"], "reconstruction.percdamp=-1"),
+])
+def test_bad_method_knobs_fail_before_any_work(make_cfg, overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        validate_config(make_cfg(*overrides))
