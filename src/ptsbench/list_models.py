@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from . import config_dir
+
+CONF_DIR = config_dir()
 # dataset -> (classes, channels, image size) of the head and stem a model is built with
 DATASET_SHAPES = {"imagenet": (1000, 3, 224), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32),
                   "mnist5k": (10, 1, 28), "digits": (10, 1, 8),

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from . import config_dir
 from .devices import claim_device, cpu_threads_per_job, default_parallel_jobs
 from .errors import ConfigError
 from .pipeline import run
 
 __all__ = ["main", "run"]
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(config_dir())
 # used by conf/hydra/launcher/parallel.yaml; registered at import so launcher workers have it too
 OmegaConf.register_new_resolver("ptsbench_parallel_jobs", default_parallel_jobs, replace=True)
 
