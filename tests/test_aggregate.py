@@ -9,6 +9,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,11 +21,13 @@ from ptsbench.tables.reconstruction import paired_gains
 MODELS = {"m_a": ("resnet", "18", 1_000_000, 0.8), "m_b": ("resnet", "50", 2_000_000, 0.5),
           "m_c": ("vit", "b16", 3_000_000, 0.9)}
 
+HARD = {"m_h": ("resnet", "34", 1_500_000, 0.8)}   # the hard model of flip_records()
+
 
 def make_record(model="m_a", alloc="l2norm", rate=0.5, rel=None, *, task="cls", metric="top1", hib=True,
                 dense=None, sparse=None, init=None, recon="none", inp=None, ec=None, status="ok", calib=1024,
-                created="2026-01-02T00:00:00+00:00", dataset="ds"):
-    family, size, params, model_dense = MODELS.get(model, ("retinanet", "r18", 5_000_000, 0.4))
+                created="2026-01-02T00:00:00+00:00", dataset="ds", seed=0):
+    family, size, params, model_dense = {**MODELS, **HARD}.get(model, ("retinanet", "r18", 5_000_000, 0.4))
     dense = model_dense if dense is None else dense
     if sparse is None and rel is not None:
         sparse = rel * dense if hib else dense / rel
@@ -32,11 +35,11 @@ def make_record(model="m_a", alloc="l2norm", rate=0.5, rel=None, *, task="cls", 
     recon_cfg = {"name": recon} if recon == "none" else {"name": recon, "input": inp, "error_correction": ec}
     cfg = {"task": {"name": task, "metric": metric}, "model": {"name": model, "family": family, "size": size},
            "dataset": {"name": dataset}, "allocator": alloc_cfg, "reconstruction": recon_cfg,
-           "sparsity": {"rate": rate}, "calib": {"num_samples": calib}, "seed": 0, "paths": {"output_dir": "x"}}
+           "sparsity": {"rate": rate}, "calib": {"num_samples": calib}, "seed": seed, "paths": {"output_dir": "x"}}
     digest = hashlib.sha256(json.dumps({k: v for k, v in cfg.items() if k != "paths"}, sort_keys=True).encode()).hexdigest()
     choices = {"task": task, "model": model, "dataset": dataset, "allocator": alloc, "reconstruction": recon}
     rec = {"schema_version": 1, "status": status, "digest": digest, "name": record_filename(choices, rate, digest)[:-5],
-           "created": created, "choices": choices, "config": cfg, "seed": 0,
+           "created": created, "choices": choices, "config": cfg, "seed": seed,
            "calibration": {"num_samples": calib, "seed": 0, "indices_digest": "x"},
            "model": {"name": model, "family": family, "size": size, "params": params},
            "task": {"name": task, "metric": metric, "higher_is_better": hib},
@@ -119,36 +122,115 @@ def test_table2_values_flags_and_gaps(records_dir):
     assert list(v.index) == ["Uniform", "L2Norm", "FCPTS (ERK)"]
     assert list(v.columns) == ["CLS 50", "CLS 80", "CLS MS", "DET 50", "DET MS", "GEN 50", "GEN MS", "OM_alloc"]
     assert v.at["Uniform", "CLS 50"] == pytest.approx(50.0)
-    assert v.at["Uniform", "CLS 80"] == pytest.approx(22.5) and f.at["Uniform", "CLS 80"] == "*"   # m_c missing
-    assert v.at["L2Norm", "CLS 80"] == pytest.approx(50.0) and f.at["L2Norm", "CLS 80"] == "*"     # m_b failed
+    # matched: at 0.8 only m_a has a run in every row (Uniform lacks m_c, L2Norm's m_b failed)
+    assert v.at["Uniform", "CLS 80"] == pytest.approx(25.0) and f.at["Uniform", "CLS 80"] == ""
+    assert v.at["L2Norm", "CLS 80"] == pytest.approx(50.0) and v.at["FCPTS (ERK)", "CLS 80"] == pytest.approx(80.0)
     assert v.at["L2Norm", "CLS MS"] == pytest.approx(100 * qm(0.9, 0.5))
     assert v.at["L2Norm", "GEN 50"] == pytest.approx(50.0)                # FID 10 -> 20: A_dense / A_s
-    assert math.isnan(v.at["FCPTS (ERK)", "DET MS"]) and f.at["FCPTS (ERK)", "CLS 50"] == ""
-    assert v.at["Uniform", "OM_alloc"] == pytest.approx(100 * qm(qm(0.5, 0.225), 0.5, 0.25))
-    assert v.at["FCPTS (ERK)", "OM_alloc"] == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8))      # no DET: 2 tasks
+    assert math.isnan(v.at["FCPTS (ERK)", "DET MS"]) and not (f == "*").any().any()
+    # FCPTS has no DET run, so every row's OM_alloc is over CLS and GEN (a note says so)
+    assert v.at["Uniform", "OM_alloc"] == pytest.approx(100 * qm(qm(0.5, 0.25), 0.25))
+    assert v.at["FCPTS (ERK)", "OM_alloc"] == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8))
+    assert any("OM_alloc over CLS, GEN only" in n for n in t2.notes)
+    assert any(n.startswith("held fixed: ") and "reconstruction.name=\"none\"" in n for n in t2.notes)
     kinds = sorted((g["kind"], g["allocator"], g["task"], g["model"], g["rate"]) for g in t2.gaps)
     assert kinds == [("failed", "L2Norm", "cls", "m_b", 0.8), ("missing", "FCPTS (ERK)", "det", "retina", 0.5),
                      ("missing", "Uniform", "cls", "m_c", 0.8)]
+    cells = {(c["row"], c["column"]): c for c in t2.cells}
+    assert cells[("Uniform", "CLS 80")]["n"] == 1 and cells[("Uniform", "CLS 80")]["models"] == "m_a"
+    assert cells[("L2Norm", "CLS 50")]["n"] == 3 and cells[("L2Norm", "CLS 50")]["models"] == "m_a;m_b;m_c"
+
+
+def test_table2_unmatched_keeps_every_run_and_stars_short_cells(records_dir):
+    (t2, *_, t5), _ = build_tables(load_runs(records_dir), matched=False)
+    v, f = t2.values, t2.flags
+    assert v.at["Uniform", "CLS 80"] == pytest.approx(22.5) and f.at["Uniform", "CLS 80"] == "*"   # m_c missing
+    assert v.at["L2Norm", "CLS 80"] == pytest.approx(50.0) and f.at["L2Norm", "CLS 80"] == "*"     # m_b failed
+    assert v.at["Uniform", "OM_alloc"] == pytest.approx(100 * qm(qm(0.5, 0.225), 0.5, 0.25))
+    assert v.at["FCPTS (ERK)", "OM_alloc"] == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8))      # no DET: 2 tasks
+    # every row lacks some cell here, so Table 5 ranks none of them
+    assert t2.unranked == {"Uniform", "L2Norm", "FCPTS (ERK)"}
+    assert t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"] != t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"]
+    assert any("not ranked" in n and "FCPTS (ERK)" in n for n in t5.notes)
+
+
+def flip_records() -> list[dict]:
+    """ERK on an easy and a hard model, FCPTS only on the easy one: pooled, FCPTS looks best."""
+    recs = []
+    for seed in (0, 1):
+        for rate in (0.7, 0.8):
+            recs.append(make_record("m_a", "erk", rate, 0.95 - 0.01 * seed, seed=seed))
+            recs.append(make_record("m_h", "erk", rate, 0.30 + 0.01 * seed, seed=seed))
+            recs.append(make_record("m_a", "fcpts", rate, 0.90 - 0.01 * seed, init="erk", seed=seed))
+    return recs
+
+
+def test_matched_tables_do_not_flip_a_ranking_that_pooling_would(tmp_path):
+    rs = load_runs_from(flip_records(), tmp_path)
+    (t2, *_, t5), _ = build_tables(rs)
+    assert t2.values.at["ERK", "CLS 70"] == pytest.approx(100 * (0.95 + 0.94) / 2)     # m_a only, both seeds
+    assert t2.values.at["FCPTS (ERK)", "CLS 70"] == pytest.approx(100 * (0.90 + 0.89) / 2)
+    assert t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"].startswith("ERK (")
+    cells = pd.DataFrame(t2.cells)
+    assert set(cells.n) == {2, 4} and set(cells.models) == {"m_a"}       # 2 seeds per rate, 4 runs per MS/OM
+    assert cells.set_index(["row", "column"]).at[("ERK", "CLS 70"), "ci_low"] == pytest.approx(94.0)
+    # the paired bootstrap interval of ERK - FCPTS excludes 0: the order is significant (',' not '≈')
+    assert "ERK (" in t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"].split(",")[0]
+    assert "≈" not in t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"]
+    # pooled over unmatched runs FCPTS would come first; --unmatched shows that but does not rank it
+    (u2, *_, u5), _ = build_tables(rs, matched=False)
+    assert u2.values.at["FCPTS (ERK)", "OM_alloc"] > u2.values.at["ERK", "OM_alloc"]
+    assert u2.unranked == {"FCPTS (ERK)"}
+    assert u5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"] == f"ERK ({u2.values.at['ERK', 'OM_alloc']:.2f})"
+
+
+def test_ci_half_width_is_printed_where_a_cell_has_two_runs(tmp_path):
+    rs = load_runs_from(flip_records(), tmp_path)
+    (t2, *_), _ = build_tables(rs)
+    from ptsbench.tables.render import to_markdown
+    md = to_markdown(t2)
+    row = next(line for line in md.splitlines() if line.startswith("| ERK |"))
+    assert "94.50** ± 0.50" in row      # seeds 0.95 and 0.94: the bootstrap interval is [94, 95]
 
 
 def test_table3_pairs_each_run_with_its_none_twin(records_dir):
     (_, t3, *_), _ = build_tables(load_runs(records_dir))
     v = t3.values
-    expected = {"w/ Correction": 7.5, "w/o Correction": 4.5, "Sparse Input": 8.75, "Dense Input": 3.25,
-                "Layer-wise": 4.5, "Block-wise": 7.5}
+    # each aspect varies one knob around the baseline (block, sparse input, no correction)
+    expected = {"w/ Correction": 12.0, "w/o Correction": 8.0, "Sparse Input": 8.0, "Dense Input": 4.0,
+                "Layer-wise": 5.0, "Block-wise": 8.0}
     for row, cell in expected.items():
         assert v.at[row, "CLS 50"] == pytest.approx(cell)
         assert v.at[row, "OM_recon"] == pytest.approx(cell)          # one rate, one task
     assert math.isnan(v.at["Single", "CLS 50"])                       # no single-layer runs: a gap row
     assert [g["kind"] for g in t3.gaps] == ["no-baseline"] and t3.gaps[0]["model"] == "m_b"
+    assert any("4 reconstructed run(s) are off every aspect's baseline" in n for n in t3.notes)
+    # another baseline: error correction on
+    (_, t3b, *_), _ = build_tables(load_runs(records_dir), recon_baseline={"error_correction": True})
+    assert t3b.values.at["Dense Input", "CLS 50"] == pytest.approx(6.0)
+    assert t3b.values.at["Layer-wise", "CLS 50"] == pytest.approx(10.0)
 
 
-def test_twin_with_other_calibration_matches_loosely(tmp_path):
+def test_twin_must_differ_only_in_reconstruction(tmp_path):
     base = make_record("m_a", "l2norm", 0.5, 0.9, calib=1024)
     recon = make_record("m_a", "l2norm", 0.5, sparse=0.8, recon="block", inp="sparse", ec=False, calib=256)
-    rs = load_runs_from([base, recon], tmp_path)
-    runs, gaps, n_loose = paired_gains(rs)
-    assert n_loose == 1 and not gaps and runs.gain.iloc[0] == pytest.approx((0.8 - 0.72) / 0.8)
+    runs, gaps = paired_gains(load_runs_from([base, recon], tmp_path))
+    assert math.isnan(runs.gain.iloc[0]) and [g["kind"] for g in gaps] == ["no-baseline"]
+    twin = make_record("m_a", "l2norm", 0.5, 0.9, calib=256)
+    runs, gaps = paired_gains(load_runs_from([base, recon, twin], tmp_path / "2"))
+    assert not gaps and runs.gain.iloc[0] == pytest.approx((0.8 - 0.72) / 0.8)
+
+
+def test_gen_gain_is_bounded_and_worsened_runs_are_counted(tmp_path):
+    recs = [make_record("ldm", "erk", 0.8, task="gen", metric="fid_digits", hib=False, dense=5.0, sparse=30.0)]
+    for inp, fid in (("sparse", 10.0), ("dense", 30.01)):   # FID better; FID a hair worse (paper: e^500)
+        recs.append(make_record("ldm", "erk", 0.8, task="gen", metric="fid_digits", hib=False, dense=5.0,
+                                sparse=fid, recon="block", inp=inp, ec=False))
+    (_, t3, *_), _ = build_tables(load_runs_from(recs, tmp_path))
+    assert t3.values.at["Sparse Input", "GEN 80"] == pytest.approx(100 * math.exp(5.0 / -20.0))
+    assert t3.values.at["Dense Input", "GEN 80"] == 0.0
+    assert np.isfinite(t3.values.to_numpy(dtype=float)[~np.isnan(t3.values.to_numpy(dtype=float))]).all()
+    assert any("worse (R >= 0, term 0) in 1 of 2 run(s)" in n for n in t3.notes)
 
 
 def load_runs_from(recs, tmp: Path):
@@ -161,23 +243,36 @@ def load_runs_from(recs, tmp: Path):
 def test_tables_6_4_5_by_hand(records_dir):
     (_, _, t6, t4, t5), sizes = build_tables(load_runs(records_dir))
     resnet, vit = ("ds", "ResNet"), ("ds", "ViT")
+    # matched on (rate, seed): ResNet-50's 0.8 run failed, so every family and task is compared at 0.5 only
+    assert list(t6.values.columns) == ["50", "OM_arch", "OM_robust"]
+    assert t6.values.at[resnet, "50"] == pytest.approx(90.0) and t6.values.at[resnet, "OM_arch"] == pytest.approx(90.0)
+    assert t6.values.at[resnet, "OM_robust"] == pytest.approx(0.0)
+    assert math.isnan(t6.values.at[vit, "OM_robust"])             # a single size has no spread
+    assert sorted(sizes["size"]) == ["18", "50", "b16"] and sizes.params.max() == 3_000_000
+    assert list(t4.values.index) == ["CLS", "DET", "GEN"] and list(t4.values.columns) == ["50", "OM_task"]
+    assert t4.values.at["DET", "50"] == pytest.approx(90.0) and t4.values.at["GEN", "OM_task"] == pytest.approx(50.0)
+    ranking = t5.values.iloc[:, 0]
+    assert ranking["Sparsity allocation (OM_alloc)"].startswith("FCPTS (ERK)")
+    assert ranking["Sparsity allocation (OM_alloc)"].endswith(f"Uniform ({t5.csv_frame.score.iloc[2]:.2f})")
+    assert ranking["Reconstruction: input (OM_recon)"] == "Sparse Input (8.00), Dense Input (4.00)"
+    # CLS and DET both keep 90% at 0.5 with no spread: their order is not significant
+    assert ranking["Different tasks (OM_task)"] == "CLS (90.00) ≈ DET (90.00), GEN (50.00)"
+
+
+def test_tables_6_4_unmatched_by_hand(records_dir):
+    (_, _, t6, t4, t5), sizes = build_tables(load_runs(records_dir), matched=False)
+    resnet, vit = ("ds", "ResNet"), ("ds", "ViT")
     assert t6.values.at[resnet, "50"] == pytest.approx(90.0)
     assert t6.values.at[resnet, "80"] == pytest.approx(50.0) and t6.flags.at[resnet, "80"] == "*"
     assert t6.values.at[resnet, "OM_arch"] == pytest.approx(100 * qm(0.9, 0.5))
     g18, g50 = 100 * qm(0.9, 0.5), 90.0                            # size 50 has only its 0.5 run
     assert t6.values.at[resnet, "OM_robust"] == pytest.approx(abs(g18 - g50) / 2)
-    assert math.isnan(t6.values.at[vit, "OM_robust"])             # a single size has no spread
-    assert sorted(sizes["size"]) == ["18", "50", "b16"] and sizes.params.max() == 3_000_000
-    assert list(t4.values.index) == ["CLS", "DET", "GEN"]
     assert t4.values.at["CLS", "80"] == pytest.approx(50.0) and t4.flags.at["CLS", "80"] == "*"
     assert t4.values.at["DET", "50"] == pytest.approx(90.0) and math.isnan(t4.values.at["DET", "80"])
-    assert t4.values.at["GEN", "OM_task"] == pytest.approx(50.0)
     ranking = t5.values.iloc[:, 0]
-    assert ranking["Sparsity allocation (OM_alloc)"].startswith("FCPTS (ERK)")
-    assert ranking["Sparsity allocation (OM_alloc)"].endswith(f"Uniform ({t5.csv_frame.score.iloc[2]:.2f})")
-    assert ranking["Reconstruction: input (OM_recon)"] == "Sparse Input (8.75), Dense Input (3.25)"
-    assert ranking["Model size robustness (OM_robust, lower is better)"].startswith("ResNet")
-    assert ranking["Different tasks (OM_task)"].startswith("DET (90.00)")
+    assert ranking["Model size robustness (OM_robust, lower is better)"] != ranking[
+        "Model size robustness (OM_robust, lower is better)"]      # ResNet lacks a cell: not ranked
+    assert any("Different tasks (OM_task): not ranked" in n for n in t5.notes)
 
 
 def test_cli_writes_every_format_and_plots(records_dir, tmp_path, capsys, monkeypatch):
@@ -190,10 +285,14 @@ def test_cli_writes_every_format_and_plots(records_dir, tmp_path, capsys, monkey
     printed = capsys.readouterr().out
     for title in ("Table 2", "Table 3", "Table 6", "Table 4", "Table 5"):
         assert f"### {title}:" in printed
-    assert "| L2Norm | 90.00 | 50.00* |" in printed and "| fail |" not in printed.split("### Gaps")[0]
+    assert "| L2Norm | 90.00 ± 0.00 | 50.00 |" in printed and "| fail |" not in printed.split("### Gaps")[0]
     for stem in ("table2_allocation", "table3_reconstruction", "table6_architecture", "table4_tasks", "table5_ranking"):
         for ext in ("md", "csv", "tex"):
             assert (out / f"{stem}.{ext}").stat().st_size > 0
+    for stem in ("table2_allocation", "table3_reconstruction", "table6_architecture", "table4_tasks"):
+        cells = pd.read_csv(out / f"{stem}_cells.csv")
+        assert list(cells.columns[:10]) == ["table", "row", "task", "column", "rate", "value", "n", "ci_low",
+                                            "ci_high", "models"] and (cells.n > 0).all()
     assert r"\textbf{100.00}" in (out / "table2_allocation.tex").read_text()
     t2 = pd.read_csv(out / "table2_allocation.csv", index_col=0)
     assert t2.at["L2Norm", "CLS 50"] == pytest.approx(90.0) and math.isnan(t2.at["FCPTS (ERK)", "DET MS"])
@@ -229,3 +328,45 @@ def test_empty_directory_reports_and_exits_1(tmp_path, capsys):
     assert main([str(tmp_path / "records"), "--out", str(tmp_path / "t")]) == 1
     assert "no run records" in capsys.readouterr().out
     assert main([str(tmp_path / "nope")]) == 2
+
+
+def test_findings_md_lists_every_finding_with_a_verdict(records_dir, tmp_path):
+    from ptsbench.tables.findings import check_findings, load_findings
+
+    rs = load_runs(records_dir)
+    tables, _ = build_tables(rs)
+    verdicts = {v.id: v for v in check_findings(tables, rs)}
+    assert set(verdicts) == {f["id"] for f in load_findings()} and len(verdicts) >= 15
+    assert all(f.get("section") for f in load_findings())
+    assert verdicts["alloc-fcpts-erk-best"].verdict == "holds"
+    assert verdicts["alloc-fcpts-erk-best"].margin == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8)
+                                                                   - 100 * qm(qm(0.9, 0.5), 0.5))
+    assert verdicts["alloc-uniform-worst"].verdict == "holds"
+    assert verdicts["recon-sparse-input"].verdict == "holds" and verdicts["recon-sparse-input"].margin == pytest.approx(4)
+    assert verdicts["recon-correction-cls"].verdict == "holds"
+    assert verdicts["task-gen-most-fragile"].verdict == "holds"
+    assert verdicts["alloc-fcpts-init"].verdict == "not enough runs"           # no FCPTS (L2Norm) run
+    assert "Single" in verdicts["recon-granularity"].detail                    # no single-unit runs
+    assert verdicts["arch-vit-best"].verdict == "not enough runs"              # ViT = ResNet = 90 at 0.5
+    main([str(records_dir), "--out", str(tmp_path / "t"), "--no-plots"])
+    text = (tmp_path / "t" / "findings.md").read_text()
+    assert text.count("| 5.") == len(verdicts) and "**holds**" in text
+
+
+def test_fcpts_downsample_finding_reads_the_init_and_learned_rates(tmp_path):
+    from ptsbench.tables.findings import check_finding
+
+    recs = []
+    for seed, gain in ((0, 0.10), (1, 0.20)):
+        rec = make_record("m_a", "fcpts", 0.8, 0.9, init="erk", seed=seed)
+        rec["sparsity"]["target_per_layer"] = {"layer2.0.downsample.0": 0.1 + gain, "fc": 0.5}
+        rec["allocation"] = {"init_rates": {"layer2.0.downsample.0": 0.1, "fc": 0.6}}
+        recs.append(rec)
+    rs = load_runs_from(recs, tmp_path)
+    spec = {"id": "x", "section": "5.1.1", "kind": "layers_more_pruned", "rows": ["FCPTS (ERK)"],
+            "layers": ["*downsample*"]}
+    v = check_finding(spec, {}, rs.ok)
+    assert v.margin == pytest.approx(15.0) and v.verdict == "holds" and v.ci == pytest.approx((10.0, 20.0))
+    with pytest.raises(ValueError, match="unknown kind 'nope'"):
+        check_finding({"id": "y", "kind": "nope", "table": "table2", "column": "OM_alloc", "rows": ["ERK"]},
+                      {"table2": build_tables(rs)[0][0]})

@@ -2,10 +2,14 @@
 
 Reads every run record under RECORDS_DIR (any depth), keeps one per config digest, and writes
 to DIR, for Tables 2 (allocation), 3 (reconstruction), 6 (architecture + size robustness),
-4 (tasks) and 5 (ranking): ``tableN_*.md|csv|tex``, all of them in ``tables.md``, G_size per model size in
-``table6_sizes.csv``, the missing and failed runs in ``gaps.md|csv``, every run in ``runs.csv``, and the figures in
-``DIR/plots/*.png``. It prints the Markdown tables. Failed runs, missing cells and absent tasks
-are reported, never fatal; ``--strict`` turns them into exit status 3 (for CI).
+4 (tasks) and 5 (ranking): ``tableN_*.md|csv|tex``, one row per cell with n and the 95% interval in
+``tableN_*_cells.csv``, all of them in ``tables.md``, the paper's directional findings checked on these
+runs in ``findings.md``, G_size per model size in ``table6_sizes.csv``, the missing and failed runs in
+``gaps.md|csv``, every run in ``runs.csv``, and the figures in ``DIR/plots/*.png``. It prints the
+Markdown tables and the findings. Compared rows are matched (the same model x dataset x rate x seed
+cells, differing only in the compared knob; ``--unmatched`` pools every run instead and Table 5 then
+skips the rows that lack cells). Failed runs, missing cells and absent tasks are reported, never
+fatal; ``--strict`` turns them into exit status 3 (for CI).
 
 Formulas: ``ptsbench.metrics``; table rules: the docstrings of ``ptsbench.tables.*``.
 """
@@ -16,6 +20,8 @@ import logging
 from pathlib import Path
 
 from .tables import build_tables, load_runs, rate_curves
+from .tables.findings import check_findings, findings_markdown
+from .tables.reconstruction import parse_baseline
 from .tables.render import gaps_frame, to_markdown, write_table
 
 log = logging.getLogger("ptsbench")
@@ -66,16 +72,18 @@ def _gaps_summary(gaps, failed_runs, limit: int = 20) -> str:
 
 
 def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocator: str = "l2norm",
-              plots: bool = True, echo=print) -> dict:
-    """Build, write (when ``out_dir``) and echo the tables; returns a summary dict."""
+              plots: bool = True, echo=print, matched: bool = True, recon_baseline: dict | None = None) -> dict:
+    """Build, write (when ``out_dir``) and echo the tables and findings; returns a summary dict."""
     runset = load_runs(records_dir)
-    summary = {"files": runset.files, "runs": len(runset.runs), "ok": len(runset.ok), "failed": len(runset.failed),
+    summary = {"findings": [], "files": runset.files, "runs": len(runset.runs), "ok": len(runset.ok), "failed": len(runset.failed),
                "duplicates": runset.duplicates, "unreadable": len(runset.unreadable), "gaps": 0, "tables": [],
                "plots": []}
     if runset.runs.empty:
         echo(f"no run records under {records_dir}")
         return summary
-    tables, sizes = build_tables(runset, model_allocator)
+    tables, sizes = build_tables(runset, model_allocator, matched, recon_baseline)
+    findings = check_findings(tables, runset)
+    summary["findings"] = [(f.id, f.verdict, f.margin) for f in findings]
     gaps = gaps_frame(tables)
     summary["gaps"] = len(gaps)
     markdown = "\n".join(to_markdown(t) for t in tables)
@@ -83,6 +91,7 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
             f"{summary['duplicates']} duplicate record(s) dropped, {summary['unreadable']} unreadable file(s), "
             f"{summary['gaps']} gap(s)")
     echo(f"\n{head}\n\n{markdown}\n{_gaps_summary(gaps, runset.failed)}")
+    echo(findings_markdown(findings))
     if out_dir is not None:
         out = Path(out_dir)
         for t in tables:
@@ -92,6 +101,8 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
         gaps.to_csv(out / "gaps.csv", index=False)
         sizes.to_csv(out / "table6_sizes.csv", index=False, float_format="%.4f")  # G_size per model size
         runset.runs.drop(columns=["per_layer"]).to_csv(out / "runs.csv", index=False)
+        (out / "findings.md").write_text(findings_markdown(findings))
+        summary["tables"].append(str(out / "findings.md"))
         if plots:
             summary["plots"] = [str(p) for p in _plots(runset, sizes, out / "plots")]
         echo(f"tables written to {out}/ ({len(summary['tables'])} files, {len(summary['plots'])} plots)")
@@ -114,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-allocator", default="l2norm",
                     help="allocator whose no-reconstruction runs feed Tables 4 and 6 (paper: L2Norm); 'all' pools them")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    ap.add_argument("--unmatched", action="store_true",
+                    help="pool every run per cell instead of matching rows on common cells; Table 5 then leaves "
+                         "rows that lack cells unranked")
+    ap.add_argument("--recon-baseline", default="", metavar="KNOB=VALUE,...",
+                    help="Table 3 baseline the aspects vary around (default granularity=block,input=sparse,"
+                         "error_correction=false)")
     ap.add_argument("--strict", action="store_true", help="exit 3 when any run failed or a table has gaps")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -122,8 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: RECORDS_DIR '{records}' is not a directory; pass the sweep's records folder, "
               "e.g. outputs/demo/records")
         return 2
+    try:
+        baseline = parse_baseline(args.recon_baseline)
+    except ValueError as e:
+        print(f"error: {e}")
+        return 2
     out = Path(args.out) if args.out else records.parent / "tables"
-    summary = aggregate(records, out, args.model_allocator, plots=not args.no_plots)
+    summary = aggregate(records, out, args.model_allocator, plots=not args.no_plots, matched=not args.unmatched,
+                        recon_baseline=baseline)
     if not summary["runs"]:
         return 1
     return 3 if args.strict and (summary["failed"] or summary["gaps"]) else 0

@@ -53,23 +53,26 @@ def recon_gain(recon: float, none: float, dense: float, higher_is_better: bool =
     """One run's reconstruction term of Eq. 4, with R = A_{s,r} - A_s (Eq. 3): the gain of the
     reconstructed sparse model over the same sparse model without reconstruction.
 
-    Accuracy-like metrics: R / A_dense. Lower-is-better metrics (GEN FID): exp(A_dense / R),
-    literally as the paper writes it; R = 0 (no change) is undefined and returns NaN.
+    Accuracy-like metrics: R / A_dense. Lower-is-better metrics (GEN FID), bounded as SPEC §8
+    decides: exp(A_dense / R) when reconstruction lowered FID (R < 0, a term in (0, 1) that
+    grows with the improvement), 0 when it did not (R >= 0). The paper's literal exp(A/R) is
+    inf for a tiny worsening (R = +0.01, A = 5: e^500), which no mean survives.
 
     >>> round(recon_gain(recon=0.70, none=0.40, dense=0.75), 4)    # 30 points back of 75
     0.4
     >>> round(recon_gain(recon=10.0, none=30.0, dense=5.0, higher_is_better=False), 4)  # exp(5/-20)
     0.7788
+    >>> recon_gain(recon=30.01, none=30.0, dense=5.0, higher_is_better=False)   # FID got worse
+    0.0
     """
     r = float(recon) - float(none)
     if higher_is_better:
         return r / float(dense) if dense else math.nan
-    if r == 0.0:
+    if math.isnan(r) or math.isnan(float(dense)):
         return math.nan
-    try:
-        return math.exp(float(dense) / r)
-    except OverflowError:
-        return math.inf
+    if r >= 0.0:
+        return 0.0
+    return math.exp(max(float(dense) / r, -745.0))  # A/R < 0: the term lies in [0, 1)
 
 
 def mean(values: Mapping[object, float] | Iterable[float]) -> float:

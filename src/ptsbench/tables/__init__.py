@@ -16,11 +16,15 @@ from .tasks import tasks_table
 __all__ = ["RunSet", "TrackTable", "build_tables", "load_runs", "rate_curves"]
 
 
-def build_tables(runset: RunSet, model_allocator: str = "l2norm"):
-    """(tables in paper order [2, 3, 6, 4, 5], per-size G_size frame for Fig. 5)."""
-    t2 = allocation_table(runset)
-    t3 = reconstruction_table(runset)
-    t6, sizes = architecture_tables(runset, model_allocator)
-    t4 = tasks_table(runset, model_allocator)
+def build_tables(runset: RunSet, model_allocator: str = "l2norm", matched: bool = True,
+                 recon_baseline: dict | None = None):
+    """(tables in paper order [2, 3, 6, 4, 5], per-size G_size frame for Fig. 5).
+
+    ``matched`` (default): every compared row covers the same cells (``tables.compare``);
+    False keeps all runs and leaves the rows that lack cells out of Table 5."""
+    t2 = allocation_table(runset, matched)
+    t3 = reconstruction_table(runset, matched, recon_baseline)
+    t6, sizes = architecture_tables(runset, model_allocator, matched=matched)
+    t4 = tasks_table(runset, model_allocator, matched)
     t5 = ranking_table(t2, t3, t4, t6)
     return [t2, t3, t6, t4, t5], sizes

@@ -33,6 +33,36 @@ class TrackTable:
     digits: dict[str, int] = field(default_factory=dict)   # column -> decimals (default 2)
     csv_frame: pd.DataFrame | None = None                   # what the CSV holds, when not `values`
     groups: list[list] = field(default_factory=list)        # rows compared with each other (default: all)
+    cells: list[dict] = field(default_factory=list)         # tidy cells: value, n, 95% CI, models
+    boot: dict = field(default_factory=dict)                # (row, column) -> bootstrap draws (x100)
+    n: dict = field(default_factory=dict)                   # (row, column) -> runs in the cell
+    unranked: set = field(default_factory=set)              # rows Table 5 must not rank (unmatched)
+
+
+def held_fixed(runs: pd.DataFrame, compared: Sequence[str], coords: Sequence[str] = ("model.", "dataset.", "task.")) -> list[str]:
+    """Notes naming the knobs a comparison holds fixed (one value over all its runs) and those
+    that vary between its cells besides the compared knob (model, dataset, task, rate, seeds)."""
+    from .compare import NEUTRAL
+
+    if runs is None or runs.empty:
+        return []
+    values: dict[str, set] = {}
+    for knobs in runs.knobs:
+        for k, v in (knobs or {}).items():
+            values.setdefault(k, set()).add(v)
+    skip = (*coords, *NEUTRAL, *compared)
+
+    def shown(k):
+        return not any(k == d or k.startswith(d if d.endswith(".") else d + ".") for d in skip)
+    n = len(runs)
+    fixed = [f"{k}={next(iter(v))}" for k, v in sorted(values.items())
+             if shown(k) and len(v) == 1 and sum(k in (kn or {}) for kn in runs.knobs) == n]
+    varying = [f"{k} ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})" for k, v in sorted(values.items())
+               if shown(k) and (len(v) > 1 or sum(k in (kn or {}) for kn in runs.knobs) < n)]
+    out = [f"held fixed: {', '.join(fixed)}" if fixed else "held fixed: (none besides the cell coordinates)"]
+    if varying:
+        out.append(f"varies between cells (never between the rows of one cell): {'; '.join(varying)}")
+    return out
 
 
 def rate_label(rate: float) -> str:
@@ -72,9 +102,10 @@ def coverage_gaps(table: str, ok: pd.DataFrame, failed: pd.DataFrame, row_cols: 
 
 
 def flag_cells(values: pd.DataFrame, gaps: list[dict], row_of: Callable[[dict], object],
-               col_of: Callable[[dict], str | None]) -> pd.DataFrame:
-    """Flags frame: INCOMPLETE where a cell has a value but lacks runs, FAILED where a cell has no
-    value and one of its runs failed; columns that summarise a row (MS, OM) inherit INCOMPLETE."""
+               col_of: Callable[[dict], str | None], incomplete: bool = True) -> pd.DataFrame:
+    """Flags frame: INCOMPLETE where a cell has a value but lacks runs (only when the table is
+    not matched: a matched cell is computed on the runs every row has), FAILED where a cell has
+    no value and one of its runs failed; summary columns (MS, OM) inherit INCOMPLETE."""
     flags = pd.DataFrame("", index=values.index, columns=values.columns)
     for gap in gaps:
         row, col = row_of(gap), col_of(gap)
@@ -84,48 +115,18 @@ def flag_cells(values: pd.DataFrame, gaps: list[dict], row_of: Callable[[dict], 
         if v is None or (isinstance(v, float) and math.isnan(v)):
             if gap["kind"] == "failed":
                 flags.at[row, col] = FAILED
-        else:
+        elif incomplete:
             flags.at[row, col] = INCOMPLETE
     return flags
 
 
-def task_rate_table(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tasks: Sequence[str],
-                    value_col: str, summary: Callable, overall: Callable, overall_name: str):
-    """Layout of Tables 2 and 3: per task, one column per rate (E over the cell's runs) and MS
-    (``summary`` over the rates); then ``overall`` over the tasks' MS.
-
-    Returns (values x100, column -> (task, rate or None) map for gap flagging)."""
-    columns, where = [], {}
-    data = {r: {} for r in rows}
-    for task in tasks:
-        t_runs = runs[runs.task == task]
-        rates = sorted(t_runs.rate.dropna().unique())
-        for rate in rates:
-            col = f"{task_label(task)} {rate_label(rate)}"
-            columns.append(col)
-            where[col] = (task, rate)
-        ms_col = f"{task_label(task)} MS"
-        columns.append(ms_col)
-        where[ms_col] = (task, None)
-        for r in rows:
-            cell = t_runs[t_runs[row_col] == r]
-            per_rate = {rate: mean(cell[cell.rate == rate][value_col]) for rate in rates}
-            for rate in rates:
-                data[r][f"{task_label(task)} {rate_label(rate)}"] = per_rate[rate]
-            data[r][ms_col] = summary(per_rate) if per_rate else math.nan
-    columns.append(overall_name)
-    for r in rows:
-        data[r][overall_name] = overall({t: data[r][f"{task_label(t)} MS"] for t in tasks})
-    values = pd.DataFrame.from_dict(data, orient="index", columns=columns).astype(float) * 100.0
-    values.index.name = row_col
-    return values, where
-
-
-def flag_task_rate(values: pd.DataFrame, where: dict, gaps: list[dict], row_key: str) -> pd.DataFrame:
+def flag_task_rate(values: pd.DataFrame, where: dict, gaps: list[dict], row_key: str,
+                   incomplete: bool = True) -> pd.DataFrame:
     """flag_cells for the task x rate layout: a gap marks its rate column, the task's MS and the OM."""
     flags = flag_cells(values, gaps, lambda g: g[row_key],
-                       lambda g: next((c for c, (t, r) in where.items() if t == g["task"] and r == g["rate"]), None))
-    for gap in gaps:
+                       lambda g: next((c for c, (t, r) in where.items() if t == g["task"] and r == g["rate"]), None),
+                       incomplete)
+    for gap in gaps if incomplete else []:
         row = gap[row_key]
         if row not in flags.index:
             continue

@@ -17,9 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..metrics import relative_score
+from ..models.adapters import ADAPTERS
 from ..record import NON_SEMANTIC_KEYS
+from ..sparsity.allocators import ALLOCATORS
 
-ALLOCATOR_LABELS = {"uniform": "Uniform", "l2norm": "L2Norm", "erk": "ERK", "fcpts": "FCPTS"}
 TASK_ORDER = ("cls", "det", "gen")  # the paper's three tasks; always shown, as gaps when absent
 
 
@@ -41,12 +42,28 @@ class RunSet:
 
 
 def allocator_label(alloc_cfg: dict | None, name: str) -> str:
-    """Display name of an allocator row: 'ERK', 'FCPTS (ERK)', 'FCPTS (L2Norm)', ..."""
-    label = ALLOCATOR_LABELS.get(name, name)
-    init = (alloc_cfg or {}).get("init")
-    if init:
-        label = f"{label} ({ALLOCATOR_LABELS.get(str(init), str(init))})"
-    return label
+    """Display name of an allocator row, from its registry entry: 'ERK', 'FCPTS (ERK)', ...
+
+    Read from the resolved config (``allocator.name`` + its knobs), so records whose Hydra
+    choice is the group option (``fcpts_erk``) and older ones (``fcpts`` + ``init``) agree."""
+    return ALLOCATORS.label(name, alloc_cfg or {})
+
+
+def family_label(family: str) -> str:
+    return ADAPTERS.label(family)
+
+
+def flat_knobs(cfg: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {dotted.key: JSON value}, the semantic keys only (what a comparison matches on)."""
+    out = {}
+    for k, v in cfg.items():
+        if not prefix and k in NON_SEMANTIC_KEYS:
+            continue
+        if isinstance(v, dict):
+            out.update(flat_knobs(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
+    return out
 
 
 def task_label(task: str) -> str:
@@ -87,6 +104,9 @@ def run_row(rec: dict, path: str = "") -> dict:
     dense = (rec.get("dense") or {}).get(metric)
     sparse = (rec.get("sparse") or {}).get(metric)
     ok = rec.get("status") == "ok" and dense is not None and sparse is not None
+    seed = rec.get("seed", cfg.get("seed"))
+    calib_seed = (rec.get("calibration") or {}).get("seed", (cfg.get("calib") or {}).get("seed"))
+    allocation = rec.get("allocation") or {}
     err = rec.get("error") or {}
     return {
         "digest": rec.get("digest"), "name": rec.get("name", Path(path).stem), "path": path,
@@ -95,19 +115,24 @@ def run_row(rec: dict, path: str = "") -> dict:
         "task": str(task.get("name", choices.get("task", "?"))), "metric": metric, "higher_is_better": hib,
         "model": str(model.get("name", choices.get("model", "?"))),
         "family": str(model.get("family") or model.get("name") or "?"),
+        "arch": family_label(str(model.get("family") or model.get("name") or "?")),
         "size": str(model.get("size")), "params": model.get("params"),
         "dataset": str(choices.get("dataset", (cfg.get("dataset") or {}).get("name", "?"))),
         "allocator": allocator_label(alloc_cfg, alloc_name), "allocator_name": alloc_name,
+        "allocator_order": ALLOCATORS.order(alloc_name, alloc_cfg),
         "reconstruction": recon, "granularity": granularity,
         "input": recon_cfg.get("input") if recon != "none" else None,
         "error_correction": _as_bool(recon_cfg.get("error_correction")) if recon != "none" else None,
         "rate": float((rec.get("sparsity") or {}).get("target", math.nan)),
-        "seed": rec.get("seed", cfg.get("seed")),
+        "seed": seed, "calib_seed": calib_seed, "seed_key": f"{seed}/{calib_seed}",
         "calib": (rec.get("calibration") or {}).get("num_samples"),
         "dense": float(dense) if ok else math.nan, "sparse": float(sparse) if ok else math.nan,
         "rel": relative_score(sparse, dense, hib) if ok else math.nan,
         "baseline_key": _baseline_key(cfg),
         "per_layer": (rec.get("sparsity") or {}).get("target_per_layer"),
+        "init_per_layer": allocation.get("init_rates"),
+        "knobs": flat_knobs(cfg),
+        "time_s": (rec.get("timing") or {}).get("total"),
     }
 
 

@@ -1,9 +1,11 @@
 """TrackTable -> Markdown, CSV and LaTeX (booktabs), plus the gap list.
 
 Markdown and LaTeX print numbers with the cell flags ('*' = fewer runs than the row's
-neighbours, 'fail' = every run of the cell failed, '—' = no run) and mark the best value of
-each column in bold, like the paper's colour marks. The CSV keeps plain numbers (empty =
-no value); flags and gaps go to gaps.csv.
+neighbours, only in ``--unmatched`` tables; 'fail' = every run of the cell failed, '—' = no
+run), ``value ± half-width`` of the 95% interval where the cell has n >= 2 runs (Markdown), and
+mark the best value of each column in bold, like the paper's colour marks. The CSV keeps plain
+numbers (empty = no value); ``tableN_*_cells.csv`` has one row per cell (table, row, task,
+column, rate, value, n, ci_low, ci_high, models); flags and gaps go to gaps.csv.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from .base import FAILED, TrackTable
+from .compare import interval
+
+CELL_COLUMNS = ["table", "row", "task", "column", "rate", "value", "n", "ci_low", "ci_high", "models"]
 
 MISSING = "—"
 
@@ -25,8 +30,17 @@ def _best(table: TrackTable, col: str, rows: list):
     return vals.max() if how == "max" else vals.min()
 
 
-def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str):
-    """Row label tuples and formatted cell strings; the best value among compared rows in bold."""
+def _half_width(table: TrackTable, idx, col) -> float | None:
+    draws = table.boot.get((idx, col))
+    if draws is None or table.n.get((idx, col), 0) < 2:
+        return None
+    lo, hi = interval(draws)
+    return None if math.isnan(lo) else (hi - lo) / 2
+
+
+def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str, pm: str | None = None):
+    """Row label tuples and formatted cell strings; the best value among compared rows in bold;
+    with ``pm``, the 95% half-width after cells of n >= 2 runs."""
     out = []
     groups = table.groups or [list(table.values.index)]
     group_of = {row: i for i, g in enumerate(groups) for row in g}
@@ -45,6 +59,9 @@ def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str):
                 top = best.get((group_of.get(idx), col))
                 if top is not None and v == top:
                     s = f"{bold[0]}{s}{bold[1]}"
+                half = _half_width(table, idx, col) if pm else None
+                if half is not None:
+                    s += f"{pm}{half:.{table.digits.get(col, 2)}f}"
                 cells.append(s + (star if flag == "*" else ""))
         out.append(([str(x) for x in label], cells))
     return out
@@ -59,7 +76,7 @@ def to_markdown(table: TrackTable) -> str:
     lines = [f"### {table.title}", "", "| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] * len(_index_names(table))
                             + ["---" if table.values[c].dtype == object else "--:" for c in table.values.columns]) + "|"]
-    for label, cells in _cells(table, ("**", "**"), MISSING, "*"):
+    for label, cells in _cells(table, ("**", "**"), MISSING, "*", " ± "):
         lines.append("| " + " | ".join(label + cells) + " |")
     if table.values.empty:
         lines.append("| (no data) |")
@@ -107,4 +124,14 @@ def write_table(table: TrackTable, out_dir: Path) -> list[Path]:
     (table.csv_frame if table.csv_frame is not None else table.values).to_csv(
         paths[1], index=table.csv_frame is None, float_format="%.4f")
     paths[2].write_text(to_latex(table))
+    if table.cells:
+        paths.append(out_dir / f"{table.key}_cells.csv")
+        cells_frame(table).to_csv(paths[-1], index=False, float_format="%.4f")
     return paths
+
+
+def cells_frame(table: TrackTable) -> pd.DataFrame:
+    """The tidy per-cell frame of one table (one row per cell with value, n, 95% CI, models)."""
+    frame = pd.DataFrame(table.cells)
+    extra = [c for c in frame.columns if c not in CELL_COLUMNS]
+    return frame.reindex(columns=CELL_COLUMNS + extra)

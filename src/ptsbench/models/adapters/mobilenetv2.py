@@ -22,7 +22,7 @@ def _is_block(module: nn.Module) -> bool:
     return isinstance(module, InvertedResidual)
 
 
-@ADAPTERS.register("mobilenetv2")
+@ADAPTERS.register("mobilenetv2", label="MobileNetV2", order=2)
 class MobileNetV2Adapter(ModelAdapter):
     family = "mobilenetv2"
 

@@ -26,7 +26,7 @@ def se_units(prefix: str, with_act: bool) -> list[Unit]:
     return [Unit(conv, (conv, act) if with_act else (conv,), (conv,), kind) for conv, act in pairs]
 
 
-@ADAPTERS.register("mobilenetv3")
+@ADAPTERS.register("mobilenetv3", label="MobileNetV3", order=3)
 class MobileNetV3Adapter(ModelAdapter):
     family = "mobilenetv3"
 

@@ -49,7 +49,7 @@ def regnet_blocks(model: nn.Module) -> list[str]:
             for bname, _ in stage.named_children()]
 
 
-@ADAPTERS.register("regnetx")
+@ADAPTERS.register("regnetx", label="RegNetX", order=1)
 class RegNetXAdapter(ModelAdapter):
     family = "regnetx"
 

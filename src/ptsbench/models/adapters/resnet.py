@@ -41,7 +41,7 @@ def resnet_blocks(model: nn.Module) -> list[str]:
             for i in range(len(getattr(model, stage)))]
 
 
-@ADAPTERS.register("resnet")
+@ADAPTERS.register("resnet", label="ResNet", order=0)
 class ResNetAdapter(ModelAdapter):
     family = "resnet"
 

@@ -70,7 +70,7 @@ def head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
     return units
 
 
-@ADAPTERS.register("retinanet")
+@ADAPTERS.register("retinanet", label="RetinaNet", order=8)
 class RetinaNetAdapter(ModelAdapter):
     family = "retinanet"
 

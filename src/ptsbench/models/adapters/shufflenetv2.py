@@ -22,7 +22,7 @@ from .base import ADAPTERS, ModelAdapter, Unit, block_unit
 STAGES = ("stage2", "stage3", "stage4")
 
 
-@ADAPTERS.register("shufflenetv2")
+@ADAPTERS.register("shufflenetv2", label="ShuffleNetV2", order=4)
 class ShuffleNetV2Adapter(ModelAdapter):
     family = "shufflenetv2"
 

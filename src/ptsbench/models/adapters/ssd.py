@@ -67,7 +67,7 @@ def head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
     return units
 
 
-@ADAPTERS.register("ssd")
+@ADAPTERS.register("ssd", label="SSD", order=9)
 class SSDAdapter(ModelAdapter):
     family = "ssd"
 

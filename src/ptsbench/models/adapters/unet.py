@@ -61,7 +61,7 @@ def _is_block(model: nn.Module, name: str, blocks: list[str]) -> bool:
     return kind != "Attention" or not any(name.startswith(b + ".") for b in blocks)
 
 
-@ADAPTERS.register("unet")
+@ADAPTERS.register("unet", label="UNet", order=10)
 class UNetAdapter(ModelAdapter):
     family = "unet"
     dense_globs = ("unet.time_embedding.*", "unet.class_embedding*", "unet.add_embedding.*")

@@ -30,7 +30,7 @@ def conv_stages(model: nn.Module) -> list[tuple[str, ...]]:
     return [tuple(s) for s in stages if s]
 
 
-@ADAPTERS.register("vgg")
+@ADAPTERS.register("vgg", label="VGG", order=5)
 class VGGAdapter(ModelAdapter):
     family = "vgg"
 

@@ -41,8 +41,8 @@ def _in_block_units(model: nn.Module, block: str, with_act: bool) -> list[Unit]:
     return units
 
 
-@ADAPTERS.register("deit")
-@ADAPTERS.register("vit")
+@ADAPTERS.register("deit", label="DeiT", order=7)
+@ADAPTERS.register("vit", label="ViT", order=6)
 class ViTAdapter(ModelAdapter):
     family = "vit"
 

@@ -34,7 +34,7 @@ def _prod(shape) -> int:
     return p
 
 
-@ALLOCATORS.register("erk")
+@ALLOCATORS.register("erk", label="ERK", order=2)
 class ERKAllocator(Allocator):
     name = "erk"
 

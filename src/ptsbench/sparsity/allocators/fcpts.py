@@ -91,7 +91,7 @@ def rate_for_count(k: int, n: int) -> float:
     return r
 
 
-@ALLOCATORS.register("fcpts")
+@ALLOCATORS.register("fcpts", label="FCPTS ({init})", order=3)
 class FCPTSAllocator(Allocator):
     name = "fcpts"
     needs_calibration = True

@@ -47,7 +47,7 @@ def kth_smallest(sorted_scores: list[torch.Tensor], k: int) -> float:
     return min(nxt)
 
 
-@ALLOCATORS.register("l2norm")
+@ALLOCATORS.register("l2norm", label="L2Norm", order=1)
 class L2NormAllocator(Allocator):
     name = "l2norm"
 

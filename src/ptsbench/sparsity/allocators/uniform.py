@@ -7,7 +7,7 @@ from __future__ import annotations
 from .base import ALLOCATORS, Allocator
 
 
-@ALLOCATORS.register("uniform")
+@ALLOCATORS.register("uniform", label="Uniform", order=0)
 class UniformAllocator(Allocator):
     name = "uniform"
 
