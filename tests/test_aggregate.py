@@ -260,8 +260,8 @@ def test_tables_6_4_5_by_hand(records_dir):
 
 
 def test_tables_6_4_unmatched_by_hand(records_dir):
-    (_, _, t6, t4, t5), sizes = build_tables(load_runs(records_dir), matched=False)
-    resnet, vit = ("ds", "ResNet"), ("ds", "ViT")
+    (_, _, t6, t4, t5), _ = build_tables(load_runs(records_dir), matched=False)
+    resnet = ("ds", "ResNet")
     assert t6.values.at[resnet, "50"] == pytest.approx(90.0)
     assert t6.values.at[resnet, "80"] == pytest.approx(50.0) and t6.flags.at[resnet, "80"] == "*"
     assert t6.values.at[resnet, "OM_arch"] == pytest.approx(100 * qm(0.9, 0.5))

@@ -14,8 +14,8 @@ import math
 import pandas as pd
 
 from ..metrics import ms, om_alloc
-from .base import TrackTable, coverage_gaps, flag_task_rate, held_fixed
-from .compare import compare_task_rate, with_rest
+from .base import TrackTable, coverage_gaps, flag_task_rate
+from .compare import compare_task_rate, held_fixed, with_rest
 from .frame import RunSet, ordered_tasks, task_label
 
 COORDS = ("task", "model", "dataset", "rate", "seed")

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import g_size, om_arch, om_robust
-from .base import TrackTable, coverage_gaps, flag_cells, held_fixed, rate_label
-from .compare import BOOTSTRAP, boot_qmean, cell, match_rates, tidy
+from .base import TrackTable, coverage_gaps, flag_cells, rate_label
+from .compare import BOOTSTRAP, boot_qmean, cell, held_fixed, match_rates, tidy
 from .frame import RunSet, family_label
 
 

@@ -225,3 +225,27 @@ def tidy(table: str, row, task: str, column: str, rate, value: float, draws: np.
     lo, hi = interval(draws) if n >= 2 else (math.nan, math.nan)
     return {"table": table, "row": row, "task": task, "column": column, "rate": rate, "value": value, "n": n,
             "ci_low": lo, "ci_high": hi, "models": ";".join(models)}
+
+
+def held_fixed(runs: pd.DataFrame, compared: Sequence[str], coords: Sequence[str] = ("model.", "dataset.", "task.")) -> list[str]:
+    """Notes naming the knobs a comparison holds fixed (one value over all its runs) and those
+    that vary between its cells besides the compared knob (model, dataset, task, rate, seeds)."""
+    if runs is None or runs.empty:
+        return []
+    values: dict[str, set] = {}
+    for knobs in runs.knobs:
+        for k, v in (knobs or {}).items():
+            values.setdefault(k, set()).add(v)
+    skip = (*coords, *NEUTRAL, *compared)
+
+    def shown(k):
+        return not any(k == d or k.startswith(d if d.endswith(".") else d + ".") for d in skip)
+    n = len(runs)
+    fixed = [f"{k}={next(iter(v))}" for k, v in sorted(values.items())
+             if shown(k) and len(v) == 1 and sum(k in (kn or {}) for kn in runs.knobs) == n]
+    varying = [f"{k} ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})" for k, v in sorted(values.items())
+               if shown(k) and (len(v) > 1 or sum(k in (kn or {}) for kn in runs.knobs) < n)]
+    out = [f"held fixed: {', '.join(fixed)}" if fixed else "held fixed: (none besides the cell coordinates)"]
+    if varying:
+        out.append(f"varies between cells (never between the rows of one cell): {'; '.join(varying)}")
+    return out

@@ -19,9 +19,9 @@ import math
 import pandas as pd
 
 from ..metrics import ms, om_recon, recon_gain
-from .base import TrackTable, coverage_gaps, flag_task_rate, held_fixed
-from .compare import compare_task_rate, with_rest
-from .frame import RunSet, ordered_tasks, task_label
+from .base import TrackTable, coverage_gaps, flag_task_rate
+from .compare import compare_task_rate, held_fixed, with_rest
+from .frame import RunSet, ordered_tasks
 
 # aspect -> (run column, [(value, row label)], config knobs the aspect varies)
 ASPECTS = {

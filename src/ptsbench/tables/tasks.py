@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..metrics import om_task
 from .architecture import model_track_runs
-from .base import TrackTable, coverage_gaps, flag_cells, held_fixed, rate_label
-from .compare import boot_qmean, cell, match_rates, tidy
+from .base import TrackTable, coverage_gaps, flag_cells, rate_label
+from .compare import boot_qmean, cell, held_fixed, match_rates, tidy
 from .frame import RunSet, ordered_tasks, task_label
 
 
