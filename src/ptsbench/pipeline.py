@@ -192,7 +192,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                 record["calibration"]["num_samples"] = int(len(calib_inputs))
             context = AllocContext(model=model, modules=modules, calib_inputs=calib_inputs, device=device,
                                    seed=int(cfg.seed), forward=task.forward_for_calibration,
-                                   extras={"dense_model": dense_model})
+                                   extras={"dense_model": dense_model, "adapter": adapter})
             weights = {n: m.weight.detach() for n, m in modules.items()}
             rates = allocator.allocate(layer_infos(modules), weights, inner_rate, context)
             record["allocation"] = {"rates": rates, **context.report}

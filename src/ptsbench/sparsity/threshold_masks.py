@@ -6,6 +6,15 @@ a GPU: a few launches per step and no host sync). Magnitudes are pre-scaled by e
 largest |w|, so a = |w| / max|w_l| lies in [0, 1] and every threshold t_l = sigmoid(theta_l) can
 reach any allocation of its layer.
 
+The learned parameter is each layer's *rank* u_l in [0, 1] (the fraction of its weights below the
+threshold, SPEC §8), not a logit: ``FlatLayers.thresholds_at(u)`` maps it to t_l by interpolating
+between the layer's sorted magnitudes (u = k / N_l gives the threshold halfway between the k-th
+and (k+1)-th smallest |w|, so an init allocation is reproduced exactly), and its backward is
+dt/du = 1 / p_l(t) with p_l the density below. A sigmoid threshold has dt/dtheta = t (1 - t),
+which vanishes for a layer the init leaves dense (t just below its smallest |w|): its gradient
+was ~1e-4 of the others'. In rank space the control term's gradient is exactly N_l / N for every
+layer (ds/du = p * 1/p) and the task gradient is the per-weight saliency at the threshold.
+
 ``FlatLayers.masks(t)`` returns (keep mask of every weight, sparsity of every layer):
 - forward, exact: M_i = 1[a_i > t_l], s_l = fraction of layer l with a_i <= t_l. Magnitudes and
   thresholds are float64 so a threshold placed between two float32 weights stays there.
@@ -46,6 +55,20 @@ class _ThresholdMask(torch.autograd.Function):
         return grad_t, None
 
 
+class _RankThreshold(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, flat):
+        ctx.flat = flat
+        t = flat.knot_interp(u)
+        ctx.save_for_backward(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad_t):
+        (t,) = ctx.saved_tensors
+        return grad_t / ctx.flat.density(t).clamp_min(ctx.flat.min_density), None
+
+
 class FlatLayers:
     """The prunable weights of a model as one flat tensor plus what thresholding needs."""
 
@@ -68,6 +91,18 @@ class FlatLayers:
         else:
             bw = torch.full((len(ws),), float(bandwidth), dtype=torch.float64, device=device)
         self.bandwidth = bw.clamp_min(1.0 / KDE_GRID)
+        self.min_density = 0.05  # dt/du <= 20: a gap in a layer's magnitudes is no infinite lever
+        # knots: the threshold that prunes exactly k weights, k = 0..N_l (halfway between neighbours)
+        knots, self.knot_offsets = [], []
+        offset = 0
+        for mag in torch.split(self.mag, self.numels):
+            srt = torch.sort(mag).values
+            mid = torch.cat([srt[:1] / 2, (srt[:-1] + srt[1:]) / 2, srt[-1:]])
+            knots.append(mid)
+            self.knot_offsets.append(offset)
+            offset += mag.numel() + 1
+        self.knots = torch.cat(knots)
+        self.knot_offsets = torch.tensor(self.knot_offsets, device=device)
         grid = int(bins) if kde == "histogram" else KDE_GRID
         self.bin_of = (self.mag * grid).long().clamp_max(grid - 1)
         layer_of = torch.repeat_interleave(torch.arange(len(ws), device=device), self.lengths)
@@ -87,6 +122,18 @@ class FlatLayers:
     def segment_sum(self, per_weight: torch.Tensor) -> torch.Tensor:
         """Sum of a per-weight tensor over each layer (unsafe=True skips validity checks that sync)."""
         return torch.segment_reduce(per_weight, "sum", lengths=self.lengths, unsafe=True)
+
+    def knot_interp(self, u: torch.Tensor) -> torch.Tensor:
+        """Thresholds at ranks u (no gradient): linear between the knots of k = floor(u N) and k + 1."""
+        pos = u.detach().double().clamp(0, 1) * self.numel_t
+        lo = pos.floor().clamp_max(self.numel_t - 1).long()
+        frac = pos - lo
+        at = self.knot_offsets + lo
+        return self.knots[at] * (1 - frac) + self.knots[at + 1] * frac
+
+    def thresholds_at(self, u: torch.Tensor) -> torch.Tensor:
+        """Per-layer thresholds for ranks u, differentiable in u (dt/du = 1 / density at t)."""
+        return _RankThreshold.apply(u, self)
 
     def masks(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(keep mask over the flat weights, per-layer sparsity), both differentiable in t."""

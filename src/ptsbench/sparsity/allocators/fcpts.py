@@ -1,21 +1,28 @@
-"""FCPTS allocation (Gong et al., AAAI 2024, "Fast and Controllable Post-training Sparsity"), SPEC §2.
+"""FCPTS allocation (Gong et al., AAAI 2024, "Fast and Controllable Post-training Sparsity"), SPEC §2, §8.
 
-Rule: each layer l gets one learnable scalar theta_l and prunes the weights whose scaled magnitude
-|w| / max|w_l| is at or below t_l = sigmoid(theta_l). The thresholds start where they reproduce an
-existing allocation exactly (``init: erk | l2norm``) and are learned on the calibration images by
-  loss = KL(dense logits || sparse logits at temperature T) * T^2   (or MSE of the outputs; MSE
-         also wherever the task's outputs are not (batch, classes) logits: detection, diffusion)
-       + lambda * |S(t) - S*|,   S(t) = sum_l N_l s_l(t_l) / sum_l N_l,
-with SGD (momentum, cosine lr), weights frozen. The mask's step is crossed by a straight-through
-estimator and ds_l/dt_l by a density estimate of the layer's weights at +-t_l (see
-``sparsity/threshold_masks.py``). The learned per-layer rates are projected so that
-sum_l floor(s_l N_l) = floor(S* N) exactly; the pipeline then masks by magnitude (SPEC §1).
-The model is masked functionally (torch.func.functional_call) and is left untouched.
+Rule: each layer l prunes the weights whose scaled magnitude |w| / max|w_l| is at or below a
+threshold t_l. The learned parameter is the layer's rank u_l (the fraction of its weights below
+t_l; ``sparsity/threshold_masks.py``), started where it reproduces an existing allocation
+exactly (``init: erk | l2norm``) and learned on the calibration images by
+  loss = task + lambda * (S* - S(t)) + (rho / 2) (S(t) - S*)^2,   S(t) = sum_l N_l s_l(t_l) / sum_l N_l,
+  task = KL(dense logits || sparse logits at temperature T) * T^2, or (``loss: mse``, and wherever
+         the outputs are not (batch, classes) logits: detection, diffusion) the MSE of the model
+         adapter's block outputs, each relative to the dense block's mean square,
+with SGD (momentum, cosine lr) on the task term, weights frozen; the Lagrangian terms, whose rank
+gradient is exact, are stepped after it without momentum (momentum made S(t) overshoot by 10%).
+lambda is a dual variable (SPEC §8): it starts at ``allocator.lambda`` and after every step rises
+by rho * lambda_lr * (S* - S(t)) (dual ascent on the constraint S(t) = S*; the quadratic term of
+the augmented Lagrangian damps the oscillation plain dual ascent has). rho is set per model from its layer sizes, rho = penalty / (lr *
+sum_l (N_l/N)^2), so that ``penalty`` is the fraction of the error the first step corrects on any
+model: no per-model tuning. The lambda and S(t) traces go into the run record. The mask's step is
+crossed by a straight-through estimator and ds_l/dt_l by a density estimate of the layer's
+weights at +-t_l. The learned per-layer rates are projected so that sum_l floor(s_l N_l) =
+floor(S* N) exactly; the pipeline then masks by magnitude (SPEC §1). The model is masked
+functionally (torch.func.functional_call) and is left untouched.
 
-Known property of the sigmoid threshold: dt/dtheta = t (1 - t), so a layer whose init prunes
-nothing (ERK's dense stem, downsample and classifier layers) starts with t_l just below its
-smallest scaled |w|, gets almost no gradient and stays (nearly) dense; the reference code's
-thresholds are sigmoids of the raw weights and behave the same way.
+In rank space every layer gets a usable gradient at step 0, including one the init leaves fully
+dense (ERK's stem, downsample and classifier layers); with the sigmoid thresholds of SPEC §2 such
+a layer's gradient was scaled by t (1 - t) ~ 1e-4 and it stayed dense.
 """
 from __future__ import annotations
 
@@ -37,8 +44,8 @@ from .base import ALLOCATORS, Allocator, build_allocator
 log = logging.getLogger("ptsbench")
 
 DEFAULTS = {"init": "erk", "iters": 1600, "batch_size": 64, "lr": 0.01, "momentum": 0.9, "lambda": 1.0,
-            "temperature": 4.0, "loss": "kl", "train_weights": False, "weight_lr": 1e-4,
-            "kde": "gaussian", "bandwidth": "silverman", "bins": 100, "trace_points": 100}
+            "lambda_lr": 0.1, "penalty": 1.0, "temperature": 4.0, "loss": "kl", "train_weights": False, "weight_lr": 1e-4,
+            "kde": "gaussian", "bandwidth": "silverman", "bins": 100, "trace_points": 100, "warmup": 0.25}
 LOSSES = ("kl", "mse", "none")
 
 
@@ -120,6 +127,11 @@ class FCPTSAllocator(Allocator):
         for knob in ("lr", "temperature", "weight_lr"):
             if not p[knob] > 0:
                 raise ConfigError(f"allocator.{knob}={p[knob]!r} must be > 0")
+        if not (isinstance(p["warmup"], (int, float)) and 0 <= p["warmup"] < 1):
+            raise ConfigError(f"allocator.warmup={p['warmup']!r} must be a fraction of iters in [0, 1)")
+        for knob in ("lambda_lr", "penalty"):
+            if not (isinstance(p[knob], (int, float)) and p[knob] >= 0):
+                raise ConfigError(f"allocator.{knob}={p[knob]!r} must be a number >= 0")
 
     def allocate(self, layers, weights, rate, context=None):
         p = self.p
@@ -131,38 +143,46 @@ class FCPTSAllocator(Allocator):
         device = context.device
         flat = FlatLayers({n: weights[n] for n in names}, device, p["kde"], p["bandwidth"], p["bins"])
         init_counts = [num_pruned(init_rates[n], k) for n, k in zip(names, flat.numels)]
-        init_t = flat.thresholds_for_counts(init_counts)
-        theta = torch.logit(init_t).requires_grad_()
+        rank = (torch.tensor(init_counts, dtype=torch.float64, device=device) / flat.numel_t).requires_grad_()
+        init_t = flat.knot_interp(rank)
         target = num_pruned(rate, sum(flat.numels))
 
         t0 = time.perf_counter()
-        ctrl_trace, task_trace = self.learn(theta, flat, rate, context)
+        traces = self.learn(rank, flat, rate, context)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         learn_s = time.perf_counter() - t0
 
-        learned = flat.pruned_counts(torch.sigmoid(theta.detach()))
+        learned_t = flat.knot_interp(rank.detach())
+        learned = flat.pruned_counts(learned_t)
         final = project_counts(learned, flat.numels, target)
         rates = {n: rate_for_count(k, m) for n, k, m in zip(names, final, flat.numels)}
         total = sum(flat.numels)
+        s_trace = traces["sparsity"]
+        after = s_trace[int(len(s_trace) * p["warmup"]):] if s_trace else []
         context.report.update({
             "init": p["init"], "layer_order": names, "init_rates": init_rates, "iters": p["iters"],
             "task_loss": self.loss if p["iters"] else None,
             "learn_time_s": round(learn_s, 3),
             "learned_rates": {n: k / m for n, k, m in zip(names, learned, flat.numels)},
             "init_thresholds": dict(zip(names, init_t.tolist())),
-            "learned_thresholds": dict(zip(names, torch.sigmoid(theta.detach()).tolist())),
+            "learned_thresholds": dict(zip(names, learned_t.tolist())),
             "learned_global_rate": sum(learned) / total, "init_global_rate": sum(init_counts) / total,
-            "trace_iters": _subsample(list(range(len(ctrl_trace))), p["trace_points"]),
-            "control_loss_trace": _subsample(ctrl_trace, p["trace_points"]),
-            "task_loss_trace": _subsample(task_trace, p["trace_points"]),
+            "dual_step": traces["dual_step"], "warmup": p["warmup"],
+            "max_abs_sparsity_error_after_warmup": max((abs(v - rate) for v in after), default=None),
+            "trace_iters": _subsample(list(range(len(s_trace))), p["trace_points"]),
+            "sparsity_trace": _subsample(s_trace, p["trace_points"]),
+            "lambda_trace": _subsample(traces["lambda"], p["trace_points"]),
+            "control_loss_trace": _subsample([abs(v - rate) for v in s_trace], p["trace_points"]),
+            "task_loss_trace": _subsample(traces["task"], p["trace_points"]),
         })
         log.info("[fcpts] init=%s: learned %d layer thresholds in %.2fs (%d iters); S(t)=%.4f before "
                  "projection, target %.4f", p["init"], len(names), learn_s, p["iters"], sum(learned) / total, rate)
         return rates
 
-    def learn(self, theta, flat: FlatLayers, rate: float, context) -> tuple[list[float], list[float]]:
-        """Optimise theta in place (SGD, cosine lr); returns the control- and task-loss traces."""
+    def learn(self, rank, flat: FlatLayers, rate: float, context) -> dict:
+        """Optimise the per-layer ranks in place (SGD, cosine lr) with a dual-ascent lambda; returns the
+        per-step traces {'sparsity': S(t), 'lambda', 'task'} and rho."""
         p = self.p
         device, iters, T = context.device, p["iters"], float(p["temperature"])
         model = context.model
@@ -170,7 +190,11 @@ class FCPTSAllocator(Allocator):
         was_training, needs_grad = model.training, [q.requires_grad for q in params]
         model.eval()
         for q in params:
-            q.requires_grad_(False)  # no .grad left on the model; only theta learns
+            q.requires_grad_(False)  # no .grad left on the model; only the ranks learn
+        share = flat.numel_t / flat.numel_t.sum()
+        share_sq = float((share ** 2).sum())
+        dual_step = float(p["lambda_lr"]) / (float(p["lr"]) * share_sq)  # gap -> lambda, in units of one lr step
+        taps = None
         try:
             gen = torch.Generator().manual_seed(int(context.seed))
             calib = context.calib_inputs.to(device)
@@ -182,39 +206,72 @@ class FCPTSAllocator(Allocator):
             teacher = self._teacher_outputs(context, calib, idx) if p["loss"] != "none" and iters else None
             self.loss = p["loss"]
             if teacher is not None and self.loss == "kl" and teacher.dim() != 2:
-                # KL needs (batch, classes) logits; detection heads and noise predictions get MSE
-                log.info("[fcpts] outputs of shape %s are not (batch, classes) logits: task loss = MSE",
+                # KL needs (batch, classes) logits; detection heads and noise predictions get block MSE
+                log.info("[fcpts] outputs of shape %s are not (batch, classes) logits: task loss = block-output MSE",
                          tuple(teacher.shape[1:]))
                 self.loss = "mse"
+            if teacher is not None and self.loss == "mse":
+                taps = BlockTaps(model, self._dense(context), context.extras.get("adapter"))
+                if taps.names:
+                    teacher = None
+                else:  # no block units known: MSE of the final outputs
+                    taps.close()
+                    taps = None
             weight = flat.weight.clone().requires_grad_() if p["train_weights"] else flat.weight
-            groups = [{"params": [theta], "lr": p["lr"]}]
+            groups = [{"params": [rank], "lr": p["lr"]}]
             if p["train_weights"]:
                 groups.append({"params": [weight], "lr": p["weight_lr"]})
             opt = torch.optim.SGD(groups, momentum=p["momentum"])
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1))
             keys = [f"model.{n}.weight" for n in flat.names]
-            ctrl = torch.zeros(iters, dtype=torch.float64, device=device)
+            lam = torch.tensor(float(p["lambda"]), dtype=torch.float64, device=device)
+            s_trace = torch.zeros(iters, dtype=torch.float64, device=device)
+            l_trace = torch.zeros(iters, dtype=torch.float64, device=device)
             task = torch.zeros(iters, dtype=torch.float32, device=device)
+            has_task = taps is not None or teacher is not None
             for i in range(iters):
-                keep, sparsity = flat.masks(torch.sigmoid(theta))
-                control = (torch.dot(sparsity, flat.numel_t) / flat.numel_t.sum() - rate).abs()
-                loss = p["lambda"] * control
-                if teacher is not None:
+                keep, sparsity = flat.masks(flat.thresholds_at(rank))
+                s_now = torch.dot(sparsity, flat.numel_t) / flat.numel_t.sum()
+                s_trace[i], l_trace[i] = s_now.detach(), lam
+                if has_task:
                     masked = dict(zip(keys, flat.split(weight * keep)))
-                    out = functional_call(wrapper, masked, (calib[idx[i]],), strict=False)
-                    task_loss = self._task_loss(out, teacher[idx[i]], T)
-                    loss = loss + task_loss
+                    x = calib[idx[i]]
+                    if taps is not None:
+                        task_loss = taps.loss(lambda: functional_call(wrapper, masked, (x,), strict=False),
+                                              lambda: wrapper.fn(taps.dense, x) if wrapper.fn else taps.dense(x))
+                    else:
+                        out = functional_call(wrapper, masked, (x,), strict=False)
+                        task_loss = self._task_loss(out, teacher[idx[i]], T)
                     task[i] = task_loss.detach()
-                ctrl[i] = control.detach()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    task_loss.backward()
+                    opt.step()
+                lr_now = opt.param_groups[0]["lr"]
                 sched.step()
-            return ctrl.tolist(), task.tolist() if teacher is not None else []
+                with torch.no_grad():
+                    # the Lagrangian term lam (S* - S) has the exact rank gradient -lam N_l/N (S is linear
+                    # in the ranks up to each layer's rounding): stepped without momentum, which made S(t)
+                    # overshoot; then dual ascent on the gap left, then the penalty's step, which moves
+                    # the ranks along N_l/N by `penalty` times that gap (1: onto S = S*)
+                    rank.clamp_(0.0, 1.0).add_(share * (lr_now * lam)).clamp_(0.0, 1.0)
+                    gap = rate - torch.dot(share, rank)
+                    lam += dual_step * gap
+                    _penalty_step(rank, share, float(p["penalty"]) * gap)
+            return {"sparsity": s_trace.tolist(), "lambda": l_trace.tolist(),
+                    "task": task.tolist() if has_task else [], "dual_step": dual_step}
         finally:
+            if taps is not None:
+                taps.close()
             for q, g in zip(params, needs_grad):
                 q.requires_grad_(g)
             model.train(was_training)
+
+    @staticmethod
+    def _dense(context):
+        dense = context.extras.get("dense_model")
+        if dense is None:  # the pipeline passes a frozen copy; the unmasked model serves as well
+            dense = copy.deepcopy(context.model)
+        return dense.eval()
 
     def _task_loss(self, out, target, T):
         if self.loss == "mse":
@@ -225,16 +282,68 @@ class FCPTSAllocator(Allocator):
     @torch.no_grad()
     def _teacher_outputs(self, context, calib, idx):
         """Dense outputs of the calibration images the loop will draw (computed once, not per step)."""
-        dense = context.extras.get("dense_model")
-        if dense is None:  # the pipeline passes a frozen copy; the unmasked model serves as well
-            dense = copy.deepcopy(context.model)
-        dense.eval()
+        dense = self._dense(context)
         fn = context.forward or (lambda m, x: m(x))
         used = torch.unique(idx)
         outs = torch.cat([fn(dense, calib[part]) for part in used.split(256)])
         teacher = torch.zeros((len(calib), *outs.shape[1:]), dtype=outs.dtype, device=outs.device)
         teacher[used] = outs
         return teacher
+
+
+def _penalty_step(rank: torch.Tensor, share: torch.Tensor, gap: torch.Tensor, passes: int = 4) -> None:
+    """Move the ranks along N_l/N so that sum_l share_l rank_l gains ``gap``, within [0, 1]: layers
+    that hit a bound drop out and the rest take their part (a few fixed passes: no host sync)."""
+    goal = torch.dot(share, rank) + gap
+    for _ in range(passes):
+        rest = goal - torch.dot(share, rank)
+        free = torch.where(rest >= 0, rank < 1.0, rank > 0.0).to(share.dtype) * share
+        rank.add_(free * (rest / (free * free).sum().clamp_min(1e-30))).clamp_(0.0, 1.0)
+
+
+class BlockTaps:
+    """The outputs of the model adapter's block units (SPEC §2: FCPTS's MSE is on block outputs).
+
+    Forward hooks on the block modules of the sparse model and of the dense copy record their
+    outputs; the loss is the mean over blocks of MSE(sparse, dense) / mean(dense^2), so that
+    every block counts alike whatever its activation scale. Without an adapter, or one with no
+    block units (the generic fallback), ``names`` is empty and the caller uses the final outputs.
+    """
+
+    def __init__(self, model: nn.Module, dense: nn.Module, adapter):
+        self.dense = dense
+        self.names: list[str] = []
+        if adapter is not None:
+            try:
+                self.names = [u.modules[0] for u in adapter.units(model, "block") if u.kind == "block"
+                              and len(u.modules) == 1]
+            except Exception as e:  # noqa: BLE001 - an adapter that cannot list blocks: final outputs
+                log.info("[fcpts] no block units (%s): MSE on the final outputs", e)
+        self.sparse_out: dict[str, torch.Tensor] = {}
+        self.dense_out: dict[str, torch.Tensor] = {}
+        self.handles = [m.get_submodule(n).register_forward_hook(self._hook(store, n))
+                        for m, store in ((model, self.sparse_out), (dense, self.dense_out)) for n in self.names]
+
+    @staticmethod
+    def _hook(store, name):
+        def hook(_module, _inputs, output):
+            if torch.is_tensor(output):
+                store[name] = output
+        return hook
+
+    def loss(self, run_sparse, run_dense) -> torch.Tensor:
+        self.sparse_out.clear()
+        self.dense_out.clear()
+        with torch.no_grad():
+            run_dense()
+        run_sparse()
+        terms = [F.mse_loss(self.sparse_out[n], d) / d.pow(2).mean().clamp_min(1e-12)
+                 for n, d in self.dense_out.items() if n in self.sparse_out]
+        return torch.stack(terms).mean()
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def _subsample(values: list, n: int) -> list:
