@@ -35,6 +35,8 @@ DETECTORS = [
     ("ssdlite300_mobilenet_v2", "ssd", 3, {"image_size": 96}),
     ("small_retinanet_resnet8", "retinanet", 1, {}),
     ("small_ssdlite_mobilenetv2", "ssd", 1, {}),
+    ("mb1_ssd", "ssd", 3, {}),  # the qfgaohao/pytorch-ssd ports (fixed 300x300 input)
+    ("mb2_ssd_lite", "ssd", 3, {}),
 ]
 
 

@@ -125,6 +125,11 @@ def load_state(model: nn.Module, path: Path, cfg) -> None:
         model.load_pretrained(str(path))
         return
     state = read_state_dict(path)
+    for convert in getattr(model, "foreign_layouts", {}).values():  # e.g. qfgaohao/pytorch-ssd key names
+        converted = convert(model, state)
+        if converted is not None:
+            state = converted
+            break
     filter_fn = getattr(module, "checkpoint_filter_fn", None) if module.__name__.startswith("timm.") else None
     if filter_fn is not None:
         state = filter_fn(state, model)
