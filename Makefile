@@ -16,7 +16,7 @@ paper_sweep = DATA_ROOT=$(DATA_ROOT) WEIGHTS_ROOT=$(WEIGHTS_ROOT) $(PY) -m ptsbe
 	paths.output_dir=$(PAPER_OUT) $(SWEEP)
 paper_aggregate = $(PY) -m ptsbench.aggregate $(PAPER_OUT)/records --out $(PAPER_OUT)/tables
 
-.PHONY: help install demo test bench zoo clean table2 table3 table4 table6 tables
+.PHONY: help install install-mm demo test bench zoo clean table2 table3 table4 table6 tables
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install ptsbench with all extras (idempotent)
+
+MM_STAMP := $(VENV)/.installed-mm
+$(MM_STAMP): $(STAMP) scripts/install_mm.sh
+	PY=$(PY) bash scripts/install_mm.sh
+	touch $(MM_STAMP)
+
+install-mm: $(MM_STAMP)  ## add OpenMMLab (mmdet 3.3, mmengine, mmcv 2.1 built once into PTSBENCH_WHEEL_CACHE; idempotent)
 
 zoo: $(STAMP)  ## (re)train missing embedded zoo checkpoints deterministically
 	$(PY) scripts/train_zoo.py

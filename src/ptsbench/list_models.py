@@ -32,12 +32,20 @@ def trained_on(cfg: DictConfig) -> str:
     return str(cfg.get("trained_on") or ("mnist5k" if cfg.get("source", "zoo") == "zoo" else "imagenet"))
 
 
-def count_params(cfg: DictConfig) -> int:
+def count_params(cfg: DictConfig) -> int | None:
+    """Parameters of the architecture; None when its source needs an optional install that is missing
+    (model.source=mmdet without `make install-mm`)."""
+    from .errors import ConfigError
     from .models import MODEL_SOURCES
 
     classes, chans, size = DATASET_SHAPES[trained_on(cfg)]
-    with torch.device("meta"):
-        model = MODEL_SOURCES.get(cfg.get("source", "zoo"))(cfg, classes, chans, size)
+    try:
+        with torch.device("meta"):
+            model = MODEL_SOURCES.get(cfg.get("source", "zoo"))(cfg, classes, chans, size)
+    except ConfigError:
+        if str(cfg.get("source")) != "mmdet":
+            raise
+        return None
     return sum(p.numel() for p in model.parameters())
 
 

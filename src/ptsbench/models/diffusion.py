@@ -181,6 +181,9 @@ def _load_folder(folder: Path, arch: str) -> GenerationModel:
     if parts.get("unet") is None or decoder is None or parts.get("scheduler") is None:
         raise ConfigError(f"model.weights='{folder}': a diffusers folder with unet, vae/vqvae and scheduler "
                           f"is needed; found components {sorted(k for k, v in parts.items() if v is not None)}")
+    from .ldm_convert import apply_fixed_heads
+
+    apply_fixed_heads(parts["unet"], folder)  # a converted CompVis UNet with a fixed head count
     text = parts.get("text_encoder")
     if arch == "sd" and (text is None or parts.get("tokenizer") is None):
         raise ConfigError(f"model.weights='{folder}': model.arch=sd needs text_encoder and tokenizer; "

@@ -103,6 +103,8 @@ def _check_detection_data(data) -> None:
 
 def _input_pixels(model: nn.Module, data) -> int:
     """Pixels of one image as the detector sees it (after its own resize)."""
+    if getattr(model, "input_pixels", None):  # a wrapped detector (mmdet) that states its own
+        return int(model.input_pixels)
     t = getattr(model, "transform", None)
     if t is not None and getattr(t, "fixed_size", None):
         return int(t.fixed_size[0] * t.fixed_size[1])
@@ -130,6 +132,8 @@ class DetectionTask(Task):
 
     def forward_for_calibration(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Raw head outputs: classification logits and box deltas of every anchor, concatenated."""
+        if hasattr(model, "raw_head_outputs"):  # a wrapped detector (mmdet) runs its own preprocessing
+            return model.raw_head_outputs(x)
         images, _ = model.transform(list(x))
         features = model.backbone(images.tensors)
         features = list(features.values()) if isinstance(features, dict) else [features]
