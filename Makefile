@@ -16,7 +16,7 @@ paper_sweep = DATA_ROOT=$(DATA_ROOT) WEIGHTS_ROOT=$(WEIGHTS_ROOT) $(PY) -m ptsbe
 	paths.output_dir=$(PAPER_OUT) $(SWEEP)
 paper_aggregate = $(PY) -m ptsbench.aggregate $(PAPER_OUT)/records --out $(PAPER_OUT)/tables
 
-.PHONY: help install install-mm demo test bench zoo clean table2 table3 table4 table6 tables
+.PHONY: help install install-mm demo test lint smoke bench zoo clean table2 table3 table4 table6 tables
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,8 +43,15 @@ zoo: $(STAMP)  ## (re)train missing embedded zoo checkpoints deterministically
 demo: $(STAMP)  ## run the embedded benchmark sweep and print its tables
 	$(PY) scripts/demo.py --out $(OUT)
 
-test: $(STAMP)  ## run the test suite (CPU only)
+test: $(STAMP)  ## run the test suite (CPU only; `pytest -m "not slow"` is the quick loop)
 	$(PY) -m pytest -q
+
+smoke: $(STAMP)  ## paper-table sweeps (2, 3, 4, 6) at smoke size (debug=fast) on embedded stand-ins, aggregated
+	$(PY) scripts/smoke.py --out outputs/smoke
+
+lint: $(STAMP)  ## ruff: lint rules and the formatting check (pyproject.toml [tool.ruff])
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # each sweep rebuilds the tables when it ends (hydra/callbacks=aggregate); if it stops early, aggregate what exists
 table2: $(STAMP)  ## paper Table 2 (allocation): sweep conf/experiment/table2.yaml on DATA_ROOT, then the tables
@@ -66,4 +73,4 @@ bench: $(STAMP)  ## performance benchmarks (ratios against naive baselines)
 	@for b in scripts/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:  ## remove generated outputs (keeps .venv)
-	rm -rf outputs/demo outputs/runs outputs/multirun outputs/records outputs/cache
+	rm -rf outputs/demo outputs/smoke outputs/debug outputs/runs outputs/multirun outputs/records outputs/cache

@@ -191,7 +191,7 @@ def test_zoo_ddpm_draws_digits_the_classifier_recognises():
     clf = zoo.ZOO_ARCHS.get("cifar_resnet20")(10, 1, 28)
     clf.load_state_dict(torch.load(zoo_checkpoint_path("cifar_resnet20", "mnist5k"), weights_only=True))
     with torch.no_grad():
-        probs = clf.eval()(((images - 0.1307) / 0.3081)).softmax(1)
+        probs = clf.eval()((images - 0.1307) / 0.3081).softmax(1)
     assert probs.max(1).values.mean() > 0.8  # confident: these are digits, not noise
     assert len(set(probs.argmax(1).tolist())) >= 5  # and not one digit over and over
 

@@ -11,7 +11,8 @@ it names another entry (FCPTS with ``init: erk`` -> 'FCPTS (ERK)').
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -19,8 +19,7 @@ import json
 from collections import defaultdict
 
 from .base import DATASETS, dataset_root, indices_digest, sample_calibration
-from .detection import (DetectionBundle, FileDetectionDataset, calibration_images,
-                        make_target, require)
+from .detection import DetectionBundle, FileDetectionDataset, calibration_images, make_target, require
 
 LAYOUT = "ROOT/annotations/instances_<split>.json, ROOT/<split>/*.jpg, ROOT/<calib_split>/*.jpg"
 

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .base import DATASETS, dataset_root, indices_digest, sample_calibration
-from .detection import (DetectionBundle, FileDetectionDataset, calibration_images,
-                        make_target, require)
+from .detection import DetectionBundle, FileDetectionDataset, calibration_images, make_target, require
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",

@@ -96,8 +96,8 @@ def small_retinanet_resnet8(cfg, num_classes: int, in_chans: int, img_size: int)
     anchors per place, sized for digits 7-22 px tall (the finest level carries nearly all)."""
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.retinanet import RetinaNetHead
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.retinanet import RetinaNetHead
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     fpn = int(cfg.get("fpn_channels", 32))

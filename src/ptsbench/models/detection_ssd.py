@@ -57,8 +57,8 @@ MOBILENET_V1 = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(5
 
 def _ssd(backbone: SSDStages, head: nn.Module, num_classes: int, in_chans: int, size: int, cfg,
          scales: list[float] | None = None, max_dets: int = 200, topk: int = 400):
-    from torchvision.models.detection.ssd import SSD
     from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD
 
     n_maps = len(backbone.out_channels)
     anchors = DefaultBoxGenerator([[2, 3]] * n_maps, min_ratio=0.2, max_ratio=0.95, scales=scales)

@@ -6,8 +6,9 @@ sum_l s_l * N_l = rate * sum_l N_l over its own layers.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ from torch import nn
 from ...registry import Registry
 from ..layers import LayerInfo
 
-ALLOCATORS: Registry[type["Allocator"]] = Registry("allocator", "allocator")
+ALLOCATORS: Registry[type[Allocator]] = Registry("allocator", "allocator")
 
 
 @dataclass
