@@ -23,7 +23,6 @@ from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
 from ptsbench.sparsity.masking import apply_masks, masks_for
 
 
-
 def recon_cfg(**kw):
     base = dict(input="sparse", error_correction=False, iters=10, batch_size=16, optimizer="sgd", lr=None,
                 lr_bias=None, momentum=None, offload="auto", amp="auto", cuda_graphs="auto",
@@ -309,3 +308,18 @@ def test_fast_path_knobs_bf16_and_channels_last_run_on_cpu():
     for name, mask in masks.items():
         w = model.get_submodule(name).weight
         assert w.is_contiguous() and torch.all(w[~mask] == 0) and int((w == 0).sum()) == int((~mask).sum())
+
+
+@pytest.mark.parametrize("family", ["nosuchnet", "generic"])
+def test_layer_or_block_units_of_an_unknown_family_are_refused_naming_the_known_ones(make_cfg, tmp_path, family):
+    with pytest.raises(ConfigError, match=rf"reconstruction=block needs the block units .* model.family='{family}' "
+                                          r"has no adapter; known families: .*mobilenetv2, .*resnet, .*vit"):
+        run(make_cfg("reconstruction=block", f"model.family={family}"))
+    assert not (tmp_path / "out" / "records").exists()
+
+
+def test_single_units_of_an_unknown_family_use_every_prunable_layer():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Linear(2, 2))
+    assert [u.layers for u in get_adapter("nosuchnet", "single").units(model, "single")] == [("0",), ("2",)]
+    with pytest.raises(ConfigError, match="known families"):
+        get_adapter(None).units(model, "layer")

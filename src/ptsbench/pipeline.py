@@ -24,12 +24,12 @@ from . import record as rec_io
 from .data import DATASETS, build_data
 from .env_info import env_record
 from .errors import ConfigError
-from .phases import Phases
 from .models import MODEL_SOURCES, build_model, weights_path
-from .models.library import eval_preprocess
 from .models.adapters import get_adapter
+from .models.library import eval_preprocess
+from .phases import Phases
 from .reconstruction import RECONSTRUCTORS
-from .sparsity.allocators import ALLOCATORS, AllocContext, Allocator, build_allocator
+from .sparsity.allocators import ALLOCATORS, Allocator, AllocContext, build_allocator
 from .sparsity.budget import rate_over_included
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from .sparsity import patterns
@@ -118,7 +118,10 @@ def _stable_digest(obj) -> str:
 
 
 def _dense_metrics(cfg, task, model, data, device) -> dict:
-    key = _stable_digest({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "model", "dataset")})
+    keyed = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "model", "dataset")}
+    if _max_samples(cfg) is not None:  # a test-split prefix scores differently (absent: the keys of full-split runs)
+        keyed["eval.max_samples"] = _max_samples(cfg)
+    key = _stable_digest(keyed)
     path = Path(cfg.paths.cache_dir) / "dense" / f"{cfg.model.name}-{cfg.dataset.name}-{key}.json"
     if cfg.eval.get("dense_cache", True) and path.exists():
         return json.loads(path.read_text())
@@ -128,22 +131,36 @@ def _dense_metrics(cfg, task, model, data, device) -> dict:
     return metrics
 
 
+def _max_samples(cfg) -> int | None:
+    n = cfg.eval.get("max_samples")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"eval.max_samples={n!r} must be a positive integer, or null for the whole test split")
+    return n
+
+
 def _peak_memory(device) -> dict:
     host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     dev = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     return {"host_peak_mb": round(host, 1), "device_peak_mb": round(dev, 1)}
 
 
+def record_identity(cfg: DictConfig) -> tuple[dict, dict, str, Path]:
+    """(resolved config, group choices, digest, record path) of the run ``cfg`` describes; the sweep
+    plan (``ptsbench.sweep_report``) uses it to tell finished runs before they start."""
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    choices = group_choices(cfg)
+    digest = rec_io.config_digest(cfg_dict)
+    out_path = Path(cfg.paths.records_dir) / rec_io.record_filename(choices, float(cfg.sparsity.rate), digest)
+    return cfg_dict, choices, digest, out_path
+
+
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Run one PTS configuration and return its record (also written under paths.records_dir)."""
     t_start = time.perf_counter()
     allocator = validate_config(cfg)
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
-    choices = group_choices(cfg)
-    digest = rec_io.config_digest(cfg_dict)
+    cfg_dict, choices, digest, out_path = record_identity(cfg)
     rate = float(cfg.sparsity.rate)
     records_dir = Path(cfg.paths.records_dir)
-    out_path = records_dir / rec_io.record_filename(choices, rate, digest)
     name = out_path.stem
 
     if cfg.get("skip_finished", True):
@@ -158,7 +175,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     phases = Phases(record["timing"])
     try:
         with phases("build"):
-            task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size),
+            adapter = get_adapter(cfg.model.get("family"), cfg.reconstruction.name)  # before any data is read
+            task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size), max_samples=_max_samples(cfg),
                                             **{k: v for k, v in cfg_dict["task"].items() if k != "name"})
             record["task"]["higher_is_better"] = task.higher_is_better
             data = build_data(cfg.dataset, cfg.calib, preprocess=eval_preprocess(cfg.model),
@@ -168,7 +186,6 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name).to(device)
             record["model"]["params"] = sum(p.numel() for p in model.parameters())
             exclude = list(cfg.prune.get("exclude", []))
-            adapter = get_adapter(cfg.model.get("family"))
             keep_dense = (list(adapter.dense_globs) if cfg.prune.get("adapter_dense", True) else []) \
                 + list(cfg.prune.get("keep_dense", []))
             prunable_modules(model, exclude)  # checks the exclude globs before any heavy work

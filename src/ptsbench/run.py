@@ -2,7 +2,8 @@
 
 A thin ``@hydra.main`` around :func:`ptsbench.pipeline.run`, which tests call directly.
 In a multirun a failed job is logged (its record says ``status: failed``) and the sweep goes
-on; a single failed run exits non-zero. Under a parallel launcher each job claims its own GPU
+on; the sweep prints its plan and a closing summary (``ptsbench.sweep_report``) and exits 1 when
+any run failed. A single failed run exits non-zero. Under a parallel launcher each job claims its own GPU
 (``ptsbench.devices``); ``hydra/launcher=parallel`` (joblib) or ``slurm`` (submitit) scale out.
 """
 from __future__ import annotations
@@ -18,13 +19,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from . import config_dir
 from .devices import claim_device, cpu_threads_per_job, default_parallel_jobs
 from .errors import ConfigError
+from .help import help_text
 from .pipeline import run
+from .sweep_report import defer_summary, last_failed, print_deferred_summary
 
 __all__ = ["main", "run"]
 
 CONF_DIR = str(config_dir())
 # used by conf/hydra/launcher/parallel.yaml; registered at import so launcher workers have it too
 OmegaConf.register_new_resolver("ptsbench_parallel_jobs", default_parallel_jobs, replace=True)
+# hydra.help.template (conf/config.yaml): --help lists the groups and options from the config files
+OmegaConf.register_new_resolver("ptsbench_help", lambda: help_text(CONF_DIR), replace=True)
 
 
 def _limit_cpu_threads(hc) -> None:
@@ -39,7 +44,7 @@ def _limit_cpu_threads(hc) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> dict | None:
+def hydra_main(cfg: DictConfig) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -63,6 +68,18 @@ def main(cfg: DictConfig) -> dict | None:
         if not multirun:
             raise SystemExit(1) from None
         return None
+
+
+def main() -> None:
+    """The console entry: Hydra's run or multirun, then exit 1 if the sweep summary counted a failed run
+    (checked here, after every callback, so the tables of a partly failed sweep are still written)."""
+    defer_summary()
+    try:
+        hydra_main()
+    finally:
+        print_deferred_summary()
+    if last_failed():
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class EvalPreprocess:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
-    def at_crop(self, crop_size: int | None) -> "EvalPreprocess":
+    def at_crop(self, crop_size: int | None) -> EvalPreprocess:
         """The same transform at another crop size, keeping the crop/resize ratio."""
         if not crop_size or int(crop_size) == self.crop_size:
             return self

@@ -11,9 +11,23 @@ class Task:
     metric = ""
     higher_is_better = True
 
-    def __init__(self, batch_size: int = 256, **params):
+    def __init__(self, batch_size: int = 256, max_samples: int | None = None, **params):
         self.batch_size = batch_size
+        self.max_samples = max_samples  # eval.max_samples: score the first N test samples only (smoke runs)
         self.params = params
+
+    def limited(self, batches):
+        """The (inputs, targets) batches of ``batches`` cut after the first ``max_samples`` samples
+        (all of them when ``max_samples`` is None), so a smoke run scores a fixed prefix of the test split."""
+        left = self.max_samples
+        for x, y in batches:
+            if left is not None and left <= 0:
+                break
+            if left is not None and len(x) > left:
+                x, y = x[:left], y[:left]
+            if left is not None:
+                left -= len(x)
+            yield x, y
 
     def evaluate(self, model, data, device) -> dict[str, float]:
         raise NotImplementedError

@@ -25,4 +25,4 @@ class ClassificationTask(Task):
     higher_is_better = True
 
     def evaluate(self, model, data, device) -> dict[str, float]:
-        return {"top1": top1_accuracy(model, data.test_loader(self.batch_size), device)}
+        return {"top1": top1_accuracy(model, self.limited(data.test_loader(self.batch_size)), device)}

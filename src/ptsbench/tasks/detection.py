@@ -125,7 +125,7 @@ class DetectionTask(Task):
         model.eval()
         batch = max(1, min(self.batch_size, MAX_BATCH_PIXELS // _input_pixels(model, data)))
         metric = MeanAP()
-        for images, targets in data.test_loader(batch):
+        for images, targets in self.limited(data.test_loader(batch)):
             preds = model([img.to(device, non_blocking=True) for img in images])
             metric.update(preds, targets)
         return metric.compute()

@@ -84,12 +84,13 @@ class GenerationTask(Task):
     def evaluate(self, model, data, device) -> dict[str, float]:
         self._check_model(model)
         model.eval()
-        images = model.sample(self.num_samples, self.steps, seed=self.seed, **self._sampling(data))
+        num_samples = self.num_samples if self.max_samples is None else min(self.num_samples, max(self.max_samples, 2))
+        images = model.sample(num_samples, self.steps, seed=self.seed, **self._sampling(data))
         feats = self.features(images, device).double().numpy()
         mu, sigma = feature_stats(feats)
         value = frechet_distance(mu, sigma, *self.reference_stats(data, images.shape[-2:], device),
                                  centered1=feats - mu)
-        return {self.metric: value, "num_samples": self.num_samples, "steps": self.steps, "seed": self.seed}
+        return {self.metric: value, "num_samples": num_samples, "steps": self.steps, "seed": self.seed}
 
     @torch.no_grad()
     def calibration_inputs(self, model, data, device, calib_cfg) -> torch.Tensor:

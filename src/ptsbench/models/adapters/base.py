@@ -6,8 +6,9 @@ its first module receives and its output what its last module returns. Granulari
 - ``layer``: Conv(+folded BN)+activation, Linear+activation;
 - ``block``: the family's residual/transformer block, output after the residual add and the
   final activation; layers outside any block (stem, head) become ``layer`` units.
-Adapters list units explicitly; ``GenericAdapter`` (every prunable layer a ``single`` unit,
-for any granularity) serves unknown models.
+Adapters list units explicitly; ``GenericAdapter`` (every prunable layer a ``single`` unit)
+serves a model without a registered family at ``single`` granularity only: ``layer``/``block``
+units of an unknown family are a ConfigError naming the known families, never a silent fall-back.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ...registry import Registry
 from ...sparsity.layers import PRUNABLE_TYPES
 
 GRANULARITIES = ("single", "layer", "block")
-ADAPTERS: Registry[type["ModelAdapter"]] = Registry("model adapter", "model.family")
+ADAPTERS: Registry[type[ModelAdapter]] = Registry("model adapter", "model.family")
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,22 @@ class GenericAdapter(ModelAdapter):
 
     def units(self, model, granularity):
         self.check_granularity(granularity)
+        if granularity != "single":
+            raise ConfigError(unknown_family_message(None, granularity))
         return single_units(model)
 
 
-def get_adapter(family: str | None) -> ModelAdapter:
-    """The adapter registered for ``family``, else the generic single-unit fallback."""
-    if family and family in ADAPTERS:
-        return ADAPTERS.get(family)()
-    return GenericAdapter()
+def unknown_family_message(family: str | None, granularity: str) -> str:
+    known = ", ".join(n for n in ADAPTERS.names() if n != "generic")
+    return (f"reconstruction={granularity} needs the {granularity} units of the model, but model.family={family!r} "
+            f"has no adapter; known families: {known}. Use reconstruction=single (every layer its own unit), "
+            f"set model.family, or add an adapter (docs/extending.md)")
+
+
+def get_adapter(family: str | None, granularity: str | None = None) -> ModelAdapter:
+    """The adapter registered for ``family``; else the generic one, which only knows ``single`` units,
+    so a ``layer``/``block`` ``granularity`` with an unknown family is a ConfigError."""
+    adapter = ADAPTERS.get(family)() if family and family in ADAPTERS else GenericAdapter()
+    if isinstance(adapter, GenericAdapter) and granularity in GRANULARITIES and granularity != "single":
+        raise ConfigError(unknown_family_message(family, granularity))
+    return adapter
