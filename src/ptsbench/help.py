@@ -60,7 +60,8 @@ def group_lines(conf: Path, group: str, width: int = 118) -> list[str]:
 def help_text(conf_dir: str | Path) -> str:
     conf = Path(conf_dir)
     groups = [g for g in GROUP_ORDER if (conf / g).is_dir()]
-    groups += sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in groups and p.name != "hydra")
+    groups += sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in groups and p.name[0] not in "_.")
+    groups = [g for g in groups if g != "hydra"]
     out = [
         "PTSBench: a post-training sparsity benchmark for vision models (paper: PTSBench; docs/ in the repository).",
         "One run prunes a dense model to a global sparsity rate with an allocator (track 1), optionally",
