@@ -1,4 +1,4 @@
-"""Aggregation of run records into the five track tables (SPEC §5), on a synthetic record set
+"""Aggregation of run records into the five track tables (docs/methods.md#track-metrics), on a synthetic record set
 with a failed run, duplicates, a missing cell, an absent task cell and a run without baseline."""
 from __future__ import annotations
 

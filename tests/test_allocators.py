@@ -1,4 +1,4 @@
-"""Allocators (SPEC §2): hand-computed cases and the global-rate contract on real models."""
+"""Allocators (docs/methods.md#allocators): hand-computed cases and the global-rate contract on real models."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""FCPTS (SPEC §2): exact init, STE gradients, control loss, exact global rate, plot helper."""
+"""FCPTS (docs/methods.md#allocators): exact init, STE gradients, control loss, exact global rate, plot helper."""
 from __future__ import annotations
 
 import copy
@@ -99,7 +99,7 @@ def test_ste_passes_a_task_gradient_to_every_threshold(resnet20):
 
 
 def test_layers_the_init_leaves_dense_get_a_usable_gradient_at_step_0(resnet20):
-    """SPEC §8: no sigmoid saturation. The rank-space threshold gives ERK's dense layers (stem,
+    """docs/methods.md#decisions: no sigmoid saturation. The rank-space threshold gives ERK's dense layers (stem,
     downsample, classifier) a task gradient of the same order as the others'; with t = sigmoid(theta)
     it was scaled by t (1 - t) ~ 1e-4."""
     model, modules, calib = resnet20

@@ -1,4 +1,4 @@
-"""The track metrics (paper Eqs. 2-8, SPEC §5) against hand-computed and published values."""
+"""The track metrics (paper Eqs. 2-8, docs/methods.md#track-metrics) against hand-computed and published values."""
 from __future__ import annotations
 
 import doctest
@@ -62,7 +62,7 @@ def test_recon_gain_follows_eqs_3_and_4():
     assert recon_gain(recon=0.70, none=0.40, dense=0.75) == pytest.approx(0.4)
     assert recon_gain(recon=0.30, none=0.40, dense=0.80) == pytest.approx(-0.125)   # reconstruction hurt
     assert recon_gain(10.0, 30.0, 5.0, higher_is_better=False) == pytest.approx(math.exp(5.0 / -20.0))
-    # SPEC §8 bounds the GEN term: 0 when reconstruction did not lower FID (no inf for R -> 0+)
+    # docs/methods.md#decisions bounds the GEN term: 0 when reconstruction did not lower FID (no inf for R -> 0+)
     assert recon_gain(10.0, 10.0, 5.0, higher_is_better=False) == 0.0
     assert recon_gain(30.01, 30.0, 5.0, higher_is_better=False) == 0.0
     assert 0.0 < recon_gain(29.99, 30.0, 5.0, higher_is_better=False) < 1e-200          # exp(5 / -0.01), finite

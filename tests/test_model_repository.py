@@ -1,4 +1,4 @@
-"""The model repository of the paper's Table 1 (SPEC §6): every architecture offline, random weights.
+"""The model repository of the paper's Table 1 (docs/methods.md#model-repository): every architecture offline, random weights.
 
 For each Table 1 classification architecture, built once on CPU at 32x32 with 10 classes:
 - its conf/model file has name/arch/family/size/source/weights, and sizes sort like parameters;
@@ -36,7 +36,7 @@ from ptsbench.sparsity.layers import fold_batchnorm, layer_infos, prunable_modul
 from ptsbench.sparsity.masking import apply_masks, masks_for, measure_sparsity, num_pruned
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-TABLE1 = {  # SPEC §6 architecture -> conf/model/<name>.yaml
+TABLE1 = {  # docs/methods.md#model-repository architecture -> conf/model/<name>.yaml
     "ResNet-18": "resnet18", "ResNet-32": "cifar_resnet32", "ResNet-34": "resnet34", "ResNet-50": "resnet50",
     "ResNet-56": "cifar_resnet56", "ResNet-101": "resnet101", "ResNet-152": "resnet152",
     **{f"RegNetX-{mf}M": f"regnetx_{mf}m" for mf in (200, 400, 600, 800, 1600, 3200, 4000, 6400)},

@@ -1,4 +1,4 @@
-"""Real datasets from local paths (SPEC §4): ImageNet ImageFolder, CIFAR-10/100 pickles.
+"""Real datasets from local paths (docs/methods.md#tasks-and-metrics): ImageNet ImageFolder, CIFAR-10/100 pickles.
 
 Tiny generated copies of each layout go through the real loaders: labels, the model's eval
 transform recomputed by hand, calibration draws, the uint8 evaluation cache, the errors that

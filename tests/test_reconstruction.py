@@ -1,4 +1,4 @@
-"""Reconstruction (track 2, SPEC §3): units per granularity, input semantics, fixed masks,
+"""Reconstruction (track 2, docs/methods.md#reconstruction): units per granularity, input semantics, fixed masks,
 error correction (Eq. 1) against a hand-computed example, loss decrease on the embedded data."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The run pipeline end to end: records, skipping, bad input, failures (SPEC §7)."""
+"""The run pipeline end to end: records, skipping, bad input, failures (docs/records.md)."""
 from __future__ import annotations
 
 import json

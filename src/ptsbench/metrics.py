@@ -1,4 +1,4 @@
-"""The overall metrics of the five PTSBench tracks (paper §3, Eqs. 2-8; SPEC §5).
+"""The overall metrics of the five PTSBench tracks (paper §3, Eqs. 2-8; docs/methods.md#track-metrics).
 
 Every track reduces run results to *relative scores* and then takes a quadratic mean
 (root mean square), so one collapsed setting weighs more than in an arithmetic mean but
@@ -15,7 +15,7 @@ Worked examples (paper numbers, x100):
 86.81
 
 The paper's own Table 2 MS column is not the quadratic mean of its printed per-rate means
-(Uniform CLS 96.94, 84.52, 65.67, 32.55 gives 74.02, the table says 72.88); SPEC §5 pins
+(Uniform CLS 96.94, 84.52, 65.67, 32.55 gives 74.02, the table says 72.88); docs/methods.md#track-metrics pins
 the rule used here: MS = quadratic mean over rates of the per-rate means.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def recon_gain(recon: float, none: float, dense: float, higher_is_better: bool =
     """One run's reconstruction term of Eq. 4, with R = A_{s,r} - A_s (Eq. 3): the gain of the
     reconstructed sparse model over the same sparse model without reconstruction.
 
-    Accuracy-like metrics: R / A_dense. Lower-is-better metrics (GEN FID), bounded as SPEC §8
+    Accuracy-like metrics: R / A_dense. Lower-is-better metrics (GEN FID), bounded as docs/methods.md#decisions
     decides: exp(A_dense / R) when reconstruction lowered FID (R < 0, a term in (0, 1) that
     grows with the improvement), 0 when it did not (R >= 0). The paper's literal exp(A/R) is
     inf for a tiny worsening (R = +0.01, A = 5: e^500), which no mean survives.

@@ -1,4 +1,4 @@
-"""Run records (SPEC §7): one JSON per run, written atomically, keyed by a config digest.
+"""Run records (docs/records.md): one JSON per run, written atomically, keyed by a config digest.
 
 Schema (``RECORD_SCHEMA`` below is the machine-readable form, checked by ``validate_record``):
   schema_version, status ('ok'|'failed'), error ({type, message, phase} or null), digest,

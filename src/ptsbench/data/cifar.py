@@ -1,4 +1,4 @@
-"""CIFAR-10 / CIFAR-100 from the local python-pickle layout of torchvision (SPEC §4).
+"""CIFAR-10 / CIFAR-100 from the local python-pickle layout of torchvision (docs/methods.md#tasks-and-metrics).
 
 ``dataset.root`` holds ``cifar-10-batches-py/`` (``data_batch_1..5``, ``test_batch``) or
 ``cifar-100-python/`` (``train``, ``test``), as ``torchvision.datasets.CIFAR10/100(download=True)``

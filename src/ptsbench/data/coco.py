@@ -1,4 +1,4 @@
-"""``coco2017``: MSCOCO-2017 detection (Lin et al. 2014) from a local folder (SPEC §4).
+"""``coco2017``: MSCOCO-2017 detection (Lin et al. 2014) from a local folder (docs/methods.md#tasks-and-metrics).
 
 Layout under ``dataset.root`` (the official archives unpacked side by side)::
 

@@ -1,4 +1,4 @@
-"""Detection data: a bundle whose test split yields ``(image, target)`` pairs (SPEC §4).
+"""Detection data: a bundle whose test split yields ``(image, target)`` pairs (docs/methods.md#tasks-and-metrics).
 
 ``target`` is torchvision's detection dict: ``boxes`` (float ``[N, 4]``, absolute ``x1 y1 x2 y2``
 pixels), ``labels`` (int64 ``[N]``, foreground classes numbered from 1; 0 is SSD's background and

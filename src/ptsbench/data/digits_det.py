@@ -1,4 +1,4 @@
-"""``digits_det``: the embedded detection set (SPEC §4), real MNIST digits pasted on canvases.
+"""``digits_det``: the embedded detection set (docs/methods.md#tasks-and-metrics), real MNIST digits pasted on canvases.
 
 Each ``canvas`` x ``canvas`` grey image holds 1 to ``max_digits`` MNIST-5k digits, each resized
 to a random side in ``digit_size`` and pasted (pixel-wise max) at a random place where its patch

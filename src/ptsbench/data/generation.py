@@ -1,4 +1,4 @@
-"""Reference image sets of the GEN task (SPEC §4): what generated samples are compared with.
+"""Reference image sets of the GEN task (docs/methods.md#tasks-and-metrics): what generated samples are compared with.
 
 - ``lsun_churches`` / ``lsun_bedroom`` (paper §3.1, Yu et al. 2015): a local folder of images
   (``dataset.root``; jpg/jpeg/png/webp, searched recursively), center-cropped and resized to

@@ -1,4 +1,4 @@
-"""ImageNet-1K from a local ImageFolder (SPEC §4); nothing is downloaded.
+"""ImageNet-1K from a local ImageFolder (docs/methods.md#tasks-and-metrics); nothing is downloaded.
 
 Layout: ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``.
 - Test split: ``val``, preprocessed with the model's eval transform: resize, center crop and

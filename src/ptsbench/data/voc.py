@@ -1,4 +1,4 @@
-"""``voc07``: PASCAL VOC 2007 detection (Everingham et al. 2010) from a local folder (SPEC §4).
+"""``voc07``: PASCAL VOC 2007 detection (Everingham et al. 2010) from a local folder (docs/methods.md#tasks-and-metrics).
 
 Layout: ``dataset.root`` is ``VOCdevkit/VOC2007`` itself, or a folder holding
 ``VOCdevkit/VOC2007`` or ``VOC2007``, with::

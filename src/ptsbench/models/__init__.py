@@ -1,4 +1,4 @@
-"""Model construction: architecture and weight source are separate knobs (SPEC §6).
+"""Model construction: architecture and weight source are separate knobs (docs/methods.md#model-repository).
 
 ``model.source`` picks the builder (``zoo`` for the embedded architectures, ``torchvision`` and
 ``timm`` for the paper's Table 1 in :mod:`.library`); ``model.weights`` is ``none`` (random

@@ -1,4 +1,4 @@
-"""Weights from local files only (SPEC §6: no downloads at run time).
+"""Weights from local files only (docs/methods.md#model-repository: no downloads at run time).
 
 ``model.weights``:
 - ``torchvision``: the file of the torchvision ``Weights`` enum named by ``model.pretrained``
@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-# Never download (SPEC §6); a user may still opt out by setting the variable to 0 themselves.
+# Never download (docs/methods.md#model-repository); a user may still opt out by setting the variable to 0 themselves.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state", "module", "net")

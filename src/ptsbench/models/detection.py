@@ -1,4 +1,4 @@
-"""Detectors on torchvision's detection stack (paper Table 1, DET; SPEC §6): ``model.source=torchvision_det``.
+"""Detectors on torchvision's detection stack (paper Table 1, DET; docs/methods.md#model-repository): ``model.source=torchvision_det``.
 
 RetinaNet (Lin et al. 2017, "Focal loss for dense object detection"): a ResNet body, an FPN neck
 on C3-C5 with P6/P7 from extra stride-2 convs, and two 4-conv head towers shared over the pyramid

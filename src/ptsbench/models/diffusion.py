@@ -1,4 +1,4 @@
-"""Diffusion models for the GEN task (paper §3.1: Stable Diffusion / latent diffusion; SPEC §4, §6).
+"""Diffusion models for the GEN task (paper §3.1: Stable Diffusion / latent diffusion; docs/methods.md#tasks-and-metrics, #model-repository).
 
 ``GenerationModel`` is the ``nn.Module`` the pipeline prunes. Its only registered submodule is
 the denoiser ``unet``, so "every Conv/Linear of the model" is exactly the UNet; the decoder

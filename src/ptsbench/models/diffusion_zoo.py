@@ -1,4 +1,4 @@
-"""The embedded diffusion model (SPEC §4): a small DDPM on the MNIST-5k digits.
+"""The embedded diffusion model (docs/methods.md#tasks-and-metrics): a small DDPM on the MNIST-5k digits.
 
 A diffusers ``UNet2DModel`` denoiser, trained with the DDPM loss (Ho et al. 2020) on the
 v-prediction target by ``scripts/train_zoo_gen.py`` and sampled with DDIM. It works on the digits padded to

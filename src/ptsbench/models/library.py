@@ -1,4 +1,4 @@
-"""Library architectures (paper Table 1, SPEC §6): ``model.source: torchvision | timm``.
+"""Library architectures (paper Table 1, docs/methods.md#model-repository): ``model.source: torchvision | timm``.
 
 The builder makes the architecture with random weights, so every Table 1 model builds offline:
 - ``torchvision``: ``torchvision.models.get_model(model.arch, **model.kwargs)`` (e.g. ``arch:

@@ -1,4 +1,4 @@
-"""Error correction, paper Eq. 1 (PTSBench §2.3.1, SPEC §3).
+"""Error correction, paper Eq. 1 (PTSBench §2.3.1, docs/methods.md#reconstruction).
 
 Per output channel c of every masked layer:
 1. weights:  lambda_c = std(W_d,c) / (std(W_s,c) + 1e-8);

@@ -1,4 +1,4 @@
-"""Unit-wise reconstruction at ``single`` / ``layer`` / ``block`` granularity (paper §2.3, SPEC §3).
+"""Unit-wise reconstruction at ``single`` / ``layer`` / ``block`` granularity (paper §2.3, docs/methods.md#reconstruction).
 
 For every unit the model's adapter lists, in execution order: capture the unit's input X (from
 the dense model for ``input=dense``, from the sparse model with all earlier units already

@@ -1,5 +1,5 @@
 """``reconstruction=sparsegpt``: one-shot OBS pruning + update, layer by layer (Frantar & Alistarh,
-ICML 2023; SPEC §8). The allocator still decides how many weights each layer loses (the mask phase's
+ICML 2023; docs/methods.md#decisions). The allocator still decides how many weights each layer loses (the mask phase's
 count); SparseGPT decides which, and updates the survivors to compensate.
 
 Walk: the adapter's ``block`` units in execution order, each fed the output of the already pruned

@@ -1,4 +1,4 @@
-"""Optimisation of one unit under fixed masks (SPEC §3; paper §4 for the SGD recipe).
+"""Optimisation of one unit under fixed masks (docs/methods.md#reconstruction; paper §4 for the SGD recipe).
 
 Minimises ||unit_s(X) - Y||^2 summed over channels and averaged over batch and positions, on
 random mini-batches of the cached calibration tensors, updating the weights and biases of the

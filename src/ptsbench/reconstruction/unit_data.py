@@ -1,4 +1,4 @@
-"""Calibration tensors of one reconstruction unit: its input X and its dense target Y (SPEC §3).
+"""Calibration tensors of one reconstruction unit: its input X and its dense target Y (docs/methods.md#reconstruction).
 
 - X: what the unit's first module receives on the calibration images, captured once with a
   forward pre-hook that stops the forward right there (so only the prefix is computed).

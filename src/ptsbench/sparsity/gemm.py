@@ -1,4 +1,4 @@
-"""The GEMM view of a prunable layer (SPEC §8): the axis N:M patterns, Wanda norms and the
+"""The GEMM view of a prunable layer (docs/methods.md#decisions): the axis N:M patterns, Wanda norms and the
 SparseGPT Hessian are all defined on.
 
 A Linear computes y = W x with W of shape (out, in). A Conv2d with ``groups`` groups computes,

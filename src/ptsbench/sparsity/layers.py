@@ -1,4 +1,4 @@
-"""Which layers are prunable (SPEC §1) and BatchNorm folding.
+"""Which layers are prunable (docs/methods.md#prunable-layers-and-masks) and BatchNorm folding.
 
 Every Conv2d (grouped/depthwise included) and Linear weight is prunable, stem and classifier
 included; biases, norms and embeddings stay dense. ``prune.exclude`` globs keep matching layers

@@ -1,4 +1,4 @@
-"""Exact magnitude masks (SPEC §1).
+"""Exact magnitude masks (docs/methods.md#prunable-layers-and-masks).
 
 Layer l at rate s_l loses exactly floor(s_l * N_l) weights: the smallest |w|, ties broken by
 flat index (a stable sort), so the same weights and rate always give the same mask.

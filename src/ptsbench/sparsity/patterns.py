@@ -1,4 +1,4 @@
-"""The mask phase (SPEC §1, §8): sparsity pattern x criterion x comparison group -> exact masks.
+"""The mask phase (docs/methods.md#prunable-layers-and-masks): sparsity pattern x criterion x comparison group -> exact masks.
 
 - ``sparsity.pattern: unstructured``: layer l loses exactly the allocator's floor(s_l * N_l)
   weights, chosen by ``sparsity.criterion`` (magnitude | wanda) within ``sparsity.group``
@@ -72,7 +72,7 @@ def needs_calibration(sparsity_cfg) -> bool:
 
 
 def is_plain_magnitude(sparsity_cfg) -> bool:
-    """The SPEC §1 default (unstructured, magnitude, per layer): masking.masks_for does it."""
+    """The docs/methods.md#prunable-layers-and-masks default (unstructured, magnitude, per layer): masking.masks_for does it."""
     return (sparsity_cfg.get("pattern", "unstructured") == "unstructured"
             and sparsity_cfg.get("criterion", "magnitude") == "magnitude"
             and sparsity_cfg.get("group", "layer") == "layer")

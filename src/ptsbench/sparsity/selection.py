@@ -1,4 +1,4 @@
-"""Turning scores into masks with exact counts (SPEC §1, §8).
+"""Turning scores into masks with exact counts (docs/methods.md#prunable-layers-and-masks).
 
 The allocator fixes how many weights layer l loses, k_l = floor(s_l * N_l); a criterion gives
 every weight a score and the lowest k_l scores are pruned, ties broken by index (stable sort),

@@ -1,4 +1,4 @@
-"""One magnitude threshold per layer, applied to every layer in one vectorized pass (FCPTS, SPEC §2).
+"""One magnitude threshold per layer, applied to every layer in one vectorized pass (FCPTS, docs/methods.md#allocators).
 
 All prunable weights are concatenated into one flat tensor, so "layer l keeps |w| above t_l" is
 a handful of element-wise kernels over the whole model instead of a Python loop over layers (on
@@ -7,7 +7,7 @@ largest |w|, so a = |w| / max|w_l| lies in [0, 1] and every threshold t_l = sigm
 reach any allocation of its layer.
 
 The learned parameter is each layer's *rank* u_l in [0, 1] (the fraction of its weights below the
-threshold, SPEC §8), not a logit: ``FlatLayers.thresholds_at(u)`` maps it to t_l by interpolating
+threshold, docs/methods.md#decisions), not a logit: ``FlatLayers.thresholds_at(u)`` maps it to t_l by interpolating
 between the layer's sorted magnitudes (u = k / N_l gives the threshold halfway between the k-th
 and (k+1)-th smallest |w|, so an init allocation is reproduced exactly), and its backward is
 dt/du = 1 / p_l(t) with p_l the density below. A sigmoid threshold has dt/dtheta = t (1 - t),

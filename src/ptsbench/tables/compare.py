@@ -1,4 +1,4 @@
-"""Matched comparisons with confidence intervals: the task x rate grid of Tables 2 and 3 (SPEC §8).
+"""Matched comparisons with confidence intervals: the task x rate grid of Tables 2 and 3 (docs/methods.md#decisions).
 
 Rule: the rows of one comparison (Table 2's allocators, one aspect of Table 3) are compared on
 the same *cells*. A run's cell key is (model, dataset, rate, seed, rest), where ``rest`` is a

@@ -2,7 +2,7 @@
 
 Every record JSON under a directory becomes one row with the coordinates the tracks group by
 (task, model, family, size, dataset, allocator label, reconstruction knobs, rate, seed) and
-its relative score (SPEC §5: A_s/A_dense, or A_dense/A_s for lower-is-better metrics).
+its relative score (docs/methods.md#track-metrics: A_s/A_dense, or A_dense/A_s for lower-is-better metrics).
 Failed runs stay in the frame (status 'failed', no score) so tables can name the gap; files
 that are not run records, or not JSON, are counted and skipped, never fatal.
 """

@@ -3,7 +3,7 @@
 Rule: every reconstructed run is paired with its reconstruction=none twin, the run whose config
 differs from it only in the reconstruction subtree (no twin: the run is a 'no-baseline' gap).
 Its gain R = A_{s,r} - A_s becomes R/A_dense, or for lower-is-better metrics (GEN FID)
-exp(A_dense/R) when R < 0 and 0 when R >= 0 (SPEC §8; the count of runs where FID got worse is
+exp(A_dense/R) when R < 0 and 0 when R >= 0 (docs/methods.md#decisions; the count of runs where FID got worse is
 printed). Each aspect varies one knob around one baseline setting (default the paper's: block
 granularity, sparse input, no error correction; ``--recon-baseline``): the error-correction
 rows are block + sparse input with correction on/off, the input rows block + no correction
@@ -118,7 +118,7 @@ def reconstruction_table(runset: RunSet, matched: bool = True, baseline: dict | 
     flags = pd.concat(flag_parts).reindex(columns=values.columns, fill_value="") if parts else pd.DataFrame()
     values.index.name = "technique"
     head = ["R = A_{s,r} - A_s against the run's reconstruction=none twin (Eq. 3); cells: E(R/A_dense) x100; "
-            "GEN (lower-is-better) term exp(A_dense/R) when R < 0, 0 when R >= 0 (SPEC §8 bound of Eq. 4's "
+            "GEN (lower-is-better) term exp(A_dense/R) when R < 0, 0 when R >= 0 (docs/methods.md#decisions bound of Eq. 4's "
             "exp(A/R), which is inf for a tiny worsening); OM_recon = quadratic mean of the tasks' MS (Eq. 4); "
             "± = half-width of the 95% bootstrap interval; compare rows within one aspect only"]
     lower = recon[~recon.higher_is_better.astype(bool)]

@@ -1,4 +1,4 @@
-"""Classification task: top-1 accuracy (SPEC §4)."""
+"""Classification task: top-1 accuracy (docs/methods.md#tasks-and-metrics)."""
 from __future__ import annotations
 
 import torch

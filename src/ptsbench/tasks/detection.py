@@ -1,4 +1,4 @@
-"""Detection task (SPEC §4): mean average precision by the official COCO evaluation
+"""Detection task (docs/methods.md#tasks-and-metrics): mean average precision by the official COCO evaluation
 (pycocotools' COCOeval, the backend of torchmetrics' MeanAveragePrecision).
 
 - ``map``: COCO mAP@[.5:.95], the mean over IoU thresholds 0.50, 0.55, ..., 0.95 and over the

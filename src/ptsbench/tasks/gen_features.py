@@ -4,7 +4,7 @@
   TensorFlow-compatible port of torch-fidelity (through torchmetrics). Its weights
   (``pt_inception-2015-12-05-6726825d.pth``) are never downloaded: ``task.inception_weights``
   must name the local file.
-- ``fid_digits`` (embedded benchmark, SPEC §4): the 64-d penultimate features (after global
+- ``fid_digits`` (embedded benchmark, docs/methods.md#tasks-and-metrics): the 64-d penultimate features (after global
   pooling, before ``fc``) of the zoo's CIFAR-ResNet-20 trained on MNIST-5k. Images are turned
   grey (channel mean) and resized to 28x28 first. Not comparable with FID; never called FID.
 """

@@ -1,4 +1,4 @@
-"""Generation task (paper §3.1, SPEC §4): Fréchet distance of generated samples, lower is better.
+"""Generation task (paper §3.1, docs/methods.md#tasks-and-metrics): Fréchet distance of generated samples, lower is better.
 
 ``evaluate`` draws ``task.num_samples`` images with ``task.steps`` DDIM steps from noise seeded
 by ``task.seed`` (the same noise for the dense and the sparse model, so the two are compared

@@ -1,6 +1,6 @@
 """Single-tensor entry points for diffusion blocks that take a side input.
 
-Reconstruction units (SPEC §3) are chains called as ``out = m(x)`` on one captured tensor.
+Reconstruction units (docs/methods.md#reconstruction) are chains called as ``out = m(x)`` on one captured tensor.
 A diffusion ResNet block also needs the time embedding (``ResnetBlock2D(h, temb)``) and a
 transformer block the text states (``BasicTransformerBlock(h, encoder_hidden_states=c)``), and
 both differ per calibration sample, so the side input must travel *with* the sample.

@@ -1,7 +1,7 @@
 """Model adapters: each family declares its prunable layers and reconstruction units.
 
 A ``Unit`` is a chain of modules applied in order, ``out = m_k(...m_1(x))``; its input is what
-its first module receives and its output what its last module returns. Granularities (SPEC §3):
+its first module receives and its output what its last module returns. Granularities (docs/methods.md#reconstruction):
 - ``single``: one Conv/Linear (BN already folded), output before the activation;
 - ``layer``: Conv(+folded BN)+activation, Linear+activation;
 - ``block``: the family's residual/transformer block, output after the residual add and the

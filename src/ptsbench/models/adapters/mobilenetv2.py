@@ -1,6 +1,6 @@
 """MobileNetV2 adapter (family ``mobilenetv2``): torchvision's MobileNetV2 and the zoo's.
 
-Units (SPEC §3, paper §2.3.3):
+Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``block``: each ``InvertedResidual`` (expand 1x1, depthwise 3x3, linear 1x1 projection), its
   output after the residual add where the block has one; the stem conv, the final 1x1 conv and
   the classifier Linear are outside blocks and become ``layer`` units.

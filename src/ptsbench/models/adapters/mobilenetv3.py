@@ -1,7 +1,7 @@
 """MobileNetV3 adapter (family ``mobilenetv3``): torchvision's ``MobileNetV3`` (Howard et al. 2019),
 any ``width_mult``.
 
-Units (SPEC §3, paper §2.3.3):
+Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``block``: each ``InvertedResidual`` (1x1 expansion, depthwise conv, squeeze-and-excitation
   where present, linear 1x1 projection), its output after the residual add where the block has
   one; the SE lives inside the block. The stem conv, the last 1x1 conv and the classifier

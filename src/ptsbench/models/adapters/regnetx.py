@@ -3,7 +3,7 @@
 timm builds every conv as a ``ConvNormAct``: ``conv`` then ``bn``, a ``BatchNormAct2d`` that
 normalises and applies the activation in one module. BN folding turns ``bn`` into what remains
 of it: the activation (ReLU) or Identity (third conv, shortcut).
-Units (SPEC §3, paper §2.3.3):
+Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``block``: each residual ``Bottleneck`` ``s<i>.b<j>`` (1x1 conv, 3x3 group conv, 1x1 conv, 1x1
   shortcut conv where the shape changes), output after the residual add and the final ReLU;
   the stem conv and the classifier ``head.fc`` are outside blocks and become ``layer`` units.

@@ -1,6 +1,6 @@
 """ResNet adapter (family ``resnet``): the zoo's CIFAR ResNets and torchvision ResNets.
 
-Units (SPEC §3, paper §2.3.3):
+Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``block``: each BasicBlock/Bottleneck, downsample included, output after the residual add and
   the final ReLU; the stem (conv1+bn1+relu) and the classifier ``fc`` are ``layer`` units.
 - ``layer``: conv+bn+relu inside a block where a ReLU follows directly; the last conv of a block

@@ -1,7 +1,7 @@
 """RetinaNet adapter (family ``retinanet``): torchvision's RetinaNet with a ResNet-FPN backbone
 (RetinaNet-R18/R50 and the embedded ``small_retinanet_resnet8``).
 
-Units (SPEC §3, paper §2.3.3), in execution order, so ``input=sparse`` sees reconstructed predecessors:
+Units (docs/methods.md#reconstruction, paper §2.3.3), in execution order, so ``input=sparse`` sees reconstructed predecessors:
 - backbone body: the ResNet units of the ResNet adapter (stem as a layer unit; at ``block``
   granularity each BasicBlock/Bottleneck with its downsample, after the add and the last ReLU);
 - FPN neck: every lateral 1x1 conv and output 3x3 conv, in the order the top-down pass runs

@@ -4,7 +4,7 @@ A ShuffleNet unit (torchvision ``InvertedResidual``) either splits its input cha
 passes one half through and transforms the other (``branch2``: 1x1 conv, depthwise 3x3 conv,
 1x1 conv), or, when it downsamples, transforms the whole input twice (``branch1``: depthwise
 3x3, 1x1; and ``branch2``); the halves are concatenated and the channels shuffled.
-Units (SPEC §3, paper §2.3.3):
+Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``block``: each unit ``stage<k>.<i>``, split, concat and shuffle included (its output is the
   shuffled tensor the next unit receives); the stem ``conv1``, the last ``conv5`` and ``fc``
   are outside blocks and become ``layer`` units.

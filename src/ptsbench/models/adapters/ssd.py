@@ -2,7 +2,7 @@
 (MobileNetV1-SSD, MobileNetV2-SSDLite and the embedded ``small_ssdlite_mobilenetv2``).
 
 Their backbone is ``SSDStages``: stages run in turn, each ending in one feature map. Units
-(SPEC §3, paper §2.3.3), in execution order:
+(docs/methods.md#reconstruction, paper §2.3.3), in execution order:
 - backbone blocks: MobileNetV2 ``InvertedResidual`` (output after the residual add where there
   is one), MobileNetV1 depthwise-separable blocks, the remainder of the inverted residual that
   the SSDLite split cuts after its expansion layer, and every extra stage (1x1 conv + strided

@@ -2,11 +2,11 @@
 
 Prunable layers are the UNet's Conv/Linear (the generation model registers only its UNet; the
 autoencoder and text encoder are never prunable). The UNet's global time-embedding MLP (and
-class/added-condition embeddings) stays dense by default (SPEC §1: time embeddings are dense):
+class/added-condition embeddings) stays dense by default (docs/methods.md#prunable-layers-and-masks: time embeddings are dense):
 ``dense_globs``; ``+prune.adapter_dense=false`` prunes them too (a knob left out of
 conf/config.yaml so existing run digests stay valid).
 
-Units (SPEC §3), in the order the UNet first runs them:
+Units (docs/methods.md#reconstruction), in the order the UNet first runs them:
 - ``block``: every ResNet block (``ResnetBlock2D``, time-embedding projection included), every
   self-attention block of a UNet2DModel (``Attention``, residual inside) and every transformer
   block of a Stable Diffusion UNet (``BasicTransformerBlock``: self-attn, cross-attn, FF). ResNet

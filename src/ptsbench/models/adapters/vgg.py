@@ -3,7 +3,7 @@ BatchNorm, and the CIFAR VGG-19 built on the same class.
 
 VGG has no residual blocks. Its natural block is a conv stage: the Conv+BN+ReLU layers between
 two max-pools, which share one spatial resolution and width (VGG-19: 2, 2, 4, 4, 4 convs).
-Units (SPEC §3, paper §2.3.3):
+Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``block``: each stage ``features[a:b]``, from its first conv to the ReLU before the pool (the
   parameter-free pool is left out, so the target keeps the stage's full resolution; the next
   stage receives the pooled tensor); the classifier Linears are ``layer`` units.

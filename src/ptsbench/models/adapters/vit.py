@@ -1,6 +1,6 @@
 """ViT / DeiT adapter (families ``vit`` and ``deit``): timm ``VisionTransformer`` encoders.
 
-Units (SPEC §3, paper §2.3.3):
+Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``block``: each encoder block ``blocks.i`` (pre-norm attention + MLP, both residual adds),
   output after the second residual add; the patch embedding conv and the head Linear(s) are
   outside blocks and become ``layer`` units.

@@ -1,4 +1,4 @@
-"""ERK allocation (Erdős–Rényi-Kernel, Evci et al. 2020 "RigL"), SPEC §2.
+"""ERK allocation (Erdős–Rényi-Kernel, Evci et al. 2020 "RigL"), docs/methods.md#allocators.
 
 Rule: layer l keeps a density d_l = eps * r_l with r_l = (sum of weight-shape dims /
 product of dims) ** power. eps is solved so that the kept parameters equal (1 - S) of the

@@ -1,4 +1,4 @@
-"""FCPTS allocation (Gong et al., AAAI 2024, "Fast and Controllable Post-training Sparsity"), SPEC §2, §8.
+"""FCPTS allocation (Gong et al., AAAI 2024, "Fast and Controllable Post-training Sparsity"), docs/methods.md#allocators.
 
 Rule: each layer l prunes the weights whose scaled magnitude |w| / max|w_l| is at or below a
 threshold t_l. The learned parameter is the layer's rank u_l (the fraction of its weights below
@@ -10,18 +10,18 @@ exactly (``init: erk | l2norm``) and learned on the calibration images by
          adapter's block outputs, each relative to the dense block's mean square,
 with SGD (momentum, cosine lr) on the task term, weights frozen; the Lagrangian terms, whose rank
 gradient is exact, are stepped after it without momentum (momentum made S(t) overshoot by 10%).
-lambda is a dual variable (SPEC §8): it starts at ``allocator.lambda`` and after every step rises
+lambda is a dual variable (docs/methods.md#decisions): it starts at ``allocator.lambda`` and after every step rises
 by rho * lambda_lr * (S* - S(t)) (dual ascent on the constraint S(t) = S*; the quadratic term of
 the augmented Lagrangian damps the oscillation plain dual ascent has). rho is set per model from its layer sizes, rho = penalty / (lr *
 sum_l (N_l/N)^2), so that ``penalty`` is the fraction of the error the first step corrects on any
 model: no per-model tuning. The lambda and S(t) traces go into the run record. The mask's step is
 crossed by a straight-through estimator and ds_l/dt_l by a density estimate of the layer's
 weights at +-t_l. The learned per-layer rates are projected so that sum_l floor(s_l N_l) =
-floor(S* N) exactly; the pipeline then masks by magnitude (SPEC §1). The model is masked
+floor(S* N) exactly; the pipeline then masks by magnitude (docs/methods.md#prunable-layers-and-masks). The model is masked
 functionally (torch.func.functional_call) and is left untouched.
 
 In rank space every layer gets a usable gradient at step 0, including one the init leaves fully
-dense (ERK's stem, downsample and classifier layers); with the sigmoid thresholds of SPEC §2 such
+dense (ERK's stem, downsample and classifier layers); with the sigmoid thresholds of docs/methods.md#allocators such
 a layer's gradient was scaled by t (1 - t) ~ 1e-4 and it stayed dense.
 """
 from __future__ import annotations
@@ -302,7 +302,7 @@ def _penalty_step(rank: torch.Tensor, share: torch.Tensor, gap: torch.Tensor, pa
 
 
 class BlockTaps:
-    """The outputs of the model adapter's block units (SPEC §2: FCPTS's MSE is on block outputs).
+    """The outputs of the model adapter's block units (docs/methods.md#allocators: FCPTS's MSE is on block outputs).
 
     Forward hooks on the block modules of the sparse model and of the dense copy record their
     outputs; the loss is the mean over blocks of MSE(sparse, dense) / mean(dense^2), so that

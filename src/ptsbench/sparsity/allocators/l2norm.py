@@ -1,4 +1,4 @@
-"""L2Norm allocation (paper §2.2, criterion strategy; Han et al. 2015), SPEC §2.
+"""L2Norm allocation (paper §2.2, criterion strategy; Han et al. 2015), docs/methods.md#allocators.
 
 Rule: score every weight by |w| / ||W_l||_F (its magnitude normalised by the Frobenius norm of
 its layer), prune the floor(S * N_total) lowest scores globally, and read each layer's rate off

@@ -1,4 +1,4 @@
-"""Mask criteria (SPEC §8): which weights a layer loses, given the count its allocator chose.
+"""Mask criteria (docs/methods.md#decisions): which weights a layer loses, given the count its allocator chose.
 
 A criterion maps each layer to a score tensor shaped like its weight (low = pruned first); the
 selection (sparsity/selection.py) keeps the count exact. Criteria register by name for

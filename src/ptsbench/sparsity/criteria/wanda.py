@@ -1,5 +1,5 @@
 """Wanda criterion (Sun et al., ICLR 2024, "A Simple and Effective Pruning Approach for LLMs", §3;
-SPEC §8): score S_ij = |W_ij| * ||X_j||_2, where X_j is input feature j of the layer's GEMM over
+docs/methods.md#decisions): score S_ij = |W_ij| * ||X_j||_2, where X_j is input feature j of the layer's GEMM over
 every calibration sample and position (a Linear: in_features; a conv: input channel x kernel
 position of the unfolded input, see sparsity/gemm.py). A weight on a feature that carries large
 activations is kept even when it is small.
