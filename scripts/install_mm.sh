@@ -25,10 +25,13 @@ print(f"cp{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version
 WHEELS="$CACHE/mmcv-$MMCV_VERSION-$TAG"
 mkdir -p "$CACHE"
 
+WORK=""
+trap 'rm -rf "${WORK:-/nonexistent}"' EXIT  # an interrupted build leaves no half-built tree behind
+
 build_mmcv() {
     local work site
     work=$(mktemp -d "$CACHE/.build-XXXXXX")
-    trap 'rm -rf "$work"' EXIT
+    WORK=$work
     echo "install-mm: building mmcv $MMCV_VERSION ($TAG, MAX_JOBS=$MAX_JOBS); about 8 minutes on 2 cores, once per machine"
     # build venv: an older setuptools (with pkg_resources) in front of the project's packages (torch)
     "$PY" -m venv "$work/venv"

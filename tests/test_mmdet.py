@@ -224,8 +224,9 @@ def test_detections_and_map_match_mmdet_test_loop_and_coco_metric(tmp_path):
         scores = torch.as_tensor(rng.uniform(0.3, 1.0, len(boxes)), dtype=torch.float32)
         labels = torch.where(torch.as_tensor(rng.uniform(size=len(boxes)) < 0.8), t["labels"], (t["labels"] % 10) + 1)
         near.append({"boxes": boxes, "scores": scores, "labels": labels})
-        metric.results.append(({"img_id": i, "bboxes": boxes.numpy(), "scores": scores.numpy(),
-                                "labels": (labels - 1).numpy()}, {"img_id": i, "width": 64, "height": 64}))
+        metric.results.append(({"img_id": i, "width": 64, "height": 64},  # CocoMetric keeps (gt, prediction)
+                               {"img_id": i, "bboxes": boxes.numpy(), "scores": scores.numpy(),
+                                "labels": (labels - 1).numpy()}))
     mm = metric.compute_metrics(metric.results)
     mine = mean_average_precision(near, theirs)
     assert mine["map50"] > 0.3

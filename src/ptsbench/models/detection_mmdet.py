@@ -155,6 +155,22 @@ def _label_ids(cfg, head_classes: int, num_classes: int) -> list[int]:
                       f"config whose bbox_head.num_classes is {num_classes}")
 
 
+def _quiet_init(detector: nn.Module) -> None:
+    """mmdet's ``init_weights`` (the config's init_cfg: normal heads, prior-probability bias), without
+    mmengine's one log line per parameter."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        detector.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
 @MODEL_SOURCES.register("mmdet")
 def build_mmdet(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     """Build the detector of ``model.config`` and load ``model.weights`` (a local checkpoint or none)."""
@@ -169,7 +185,7 @@ def build_mmdet(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Modul
         raise ConfigError(f"model.config={cfg.config}: its backbone reads {backbone_chans}-channel images, the "
                           f"dataset has {in_chans}; pick a config made for this dataset")
     detector = MODELS.build(mcfg.model)
-    detector.init_weights()
+    _quiet_init(detector)
     path = weights_path(cfg, str(cfg.get("trained_on", "")))
     if path is not None:
         from .inert_pickle import read_state_dict_inert

@@ -9,7 +9,9 @@ model = dict(
                            pad_size_divisor=32),
     backbone=dict(type="ResNet", depth=18, in_channels=1, base_channels=16, num_stages=4, out_indices=(1, 2, 3),
                   frozen_stages=-1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True, style="pytorch",
-                  init_cfg=None),
+                  # mmdet's default zero-inits each block's last BN: folded, that makes a random-init block's
+                  # last conv all zeros, so sparsifying it would be meaningless
+                  zero_init_residual=False, init_cfg=None),
     neck=dict(type="FPN", in_channels=[32, 64, 128], out_channels=32, start_level=0, add_extra_convs="on_input",
               num_outs=5),
     bbox_head=dict(
