@@ -208,3 +208,62 @@ def _numel(rec, name):
 def test_bad_method_knobs_fail_before_any_work(make_cfg, overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         validate_config(make_cfg(*overrides))
+
+
+def _record(model, rate, sparse, *, criterion="magnitude", recon="none", pattern="unstructured", seconds=1.0):
+    import hashlib
+    import json as _json
+
+    sp = {"rate": rate, "pattern": pattern, "criterion": criterion, **({"n": 2, "m": 4} if pattern == "nm" else {})}
+    cfg = {"task": {"name": "cls", "metric": "top1"}, "model": {"name": model, "family": "resnet", "size": "20"},
+           "dataset": {"name": "ds"}, "allocator": {"name": "erk"}, "reconstruction": {"name": recon},
+           "sparsity": sp, "calib": {"num_samples": 128}, "seed": 0}
+    digest = hashlib.sha256(_json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
+    return {"schema_version": 1, "status": "ok", "error": None, "digest": digest, "name": f"{model}-{digest}",
+            "created": "2026-01-01T00:00:00+00:00", "config": cfg, "seed": 0,
+            "choices": {"task": "cls", "model": model, "dataset": "ds", "allocator": "erk", "reconstruction": recon},
+            "calibration": {"num_samples": 128, "seed": 0}, "model": {"name": model, "family": "resnet", "size": "20"},
+            "task": {"name": "cls", "metric": "top1", "higher_is_better": True},
+            "sparsity": {"target": rate, "achieved": 0.45 if pattern == "nm" else rate},
+            "timing": {"allocate": 0.5, "mask": 0.5, "reconstruct": seconds, "total": 9.0},
+            "memory": {"host_peak_mb": 100.0, "device_peak_mb": 0.0},
+            "dense": {"top1": 1.0}, "sparse": {"top1": sparse}}
+
+
+def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
+    from ptsbench.record import write_json_atomic
+    from ptsbench.tables import build_tables, load_runs, methods_table
+
+    recs = [_record("m_a", 0.7, 0.50), _record("m_b", 0.7, 0.30),
+            _record("m_a", 0.7, 0.60, criterion="wanda"), _record("m_b", 0.7, 0.40, criterion="wanda"),
+            _record("m_a", 0.7, 0.90, recon="sparsegpt", seconds=3.0),  # m_b has no SparseGPT run
+            _record("m_a", 0.5, 0.80, pattern="nm"), _record("m_a", 0.5, 0.85, recon="sparsegpt", pattern="nm")]
+    for r in recs:
+        write_json_atomic(tmp_path / f"{r['name']}.json", r)
+    runs = load_runs(tmp_path)
+    table = methods_table(runs)
+    v = table.values
+    # matched on m_a only (the one cell every method of CLS 70 has): 50, 60, 90
+    assert v.loc[("CLS", "70", "Magnitude"), "score"] == pytest.approx(50)
+    assert v.loc[("CLS", "70", "Wanda"), "score"] == pytest.approx(60)
+    assert v.loc[("CLS", "70", "SparseGPT"), "gain vs Magnitude"] == pytest.approx(40)
+    assert v.loc[("CLS", "70", "SparseGPT"), "time s"] == pytest.approx(4.0)
+    assert v.loc[("CLS", "70", "Wanda"), "cells"] == 1
+    assert v.loc[("CLS", "2:4", "SparseGPT"), "score"] == pytest.approx(85)
+    assert v.loc[("CLS", "2:4", "Magnitude"), "achieved %"] == pytest.approx(45)
+    assert any("1 cell(s) left out" in n for n in table.notes)
+    assert [(g["row"], g["model"]) for g in table.gaps] == [("CLS 70 SparseGPT", "m_b")]
+    # Table 2 (allocation) sees only the magnitude unstructured runs: ERK at 70 = mean(50, 30)
+    (t2, *_), _ = build_tables(runs)
+    assert t2.values.loc["ERK", "CLS 70"] == pytest.approx(40)
+
+
+@pytest.mark.parametrize("kw", [dict(dilation=2, padding=2, padding_mode="reflect"), dict(stride=3, padding="valid"),
+                                dict(padding="same", padding_mode="circular")])
+def test_wanda_norms_without_unfold_equal_the_unfolded_ones(kw):
+    from ptsbench.sparsity.gemm import input_slices, input_sq_sums
+
+    conv = nn.Conv2d(4, 6, 3, groups=2, **kw)
+    x = torch.randn(3, 4, 11, 10)
+    unfolded = sum(xs.pow(2).sum(1) for xs in input_slices(conv, x))
+    torch.testing.assert_close(input_sq_sums(conv, x), unfolded)

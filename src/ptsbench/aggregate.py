@@ -19,7 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .tables import build_tables, load_runs, rate_curves
+from .tables import build_tables, load_runs, methods_table, paper_methods, rate_curves
 from .tables.findings import check_findings, findings_markdown
 from .tables.reconstruction import parse_baseline
 from .tables.render import gaps_frame, to_markdown, write_table
@@ -82,8 +82,11 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
         echo(f"no run records under {records_dir}")
         return summary
     tables, sizes = build_tables(runset, model_allocator, matched, recon_baseline)
-    findings = check_findings(tables, runset)
+    findings = check_findings(tables, paper_methods(runset))
     summary["findings"] = [(f.id, f.verdict, f.margin) for f in findings]
+    methods = methods_table(runset)
+    if not methods.values.empty:  # Wanda / SparseGPT / N:M runs present
+        tables.append(methods)
     gaps = gaps_frame(tables)
     summary["gaps"] = len(gaps)
     markdown = "\n".join(to_markdown(t) for t in tables)
@@ -104,7 +107,7 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
         (out / "findings.md").write_text(findings_markdown(findings))
         summary["tables"].append(str(out / "findings.md"))
         if plots:
-            summary["plots"] = [str(p) for p in _plots(runset, sizes, out / "plots")]
+            summary["plots"] = [str(p) for p in _plots(paper_methods(runset), sizes, out / "plots")]
         echo(f"tables written to {out}/ ({len(summary['tables'])} files, {len(summary['plots'])} plots)")
     return summary
 

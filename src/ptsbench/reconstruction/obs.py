@@ -6,7 +6,7 @@ For a layer computing W X (rows of W are outputs, columns are input features) an
 columns are processed left to right; when column j is pruned, the not-yet-processed columns of
 the same row absorb the error optimally for the remaining features F_j = {j, j+1, ...}:
     w_F <- w_F - (w_j / [H_F^-1]_jj) [H_F^-1]_j,:
-All the [H_F^-1] rows come from one upper Cholesky factor U of H^-1 (row j of U is row j of
+All the [H_F^-1] rows come from one upper Cholesky factor U of H^-1 (fp32, as the reference) (row j of U is row j of
 H_{F_j}^-1 divided by its sqrt diagonal). Masks are chosen per block of ``blocksize`` columns on
 the weights updated so far, by the OBS saliency w^2 / U_jj^2 (= w^2 / [H_F^-1]_jj); N:M groups
 are chosen when the block reaches them.
@@ -23,22 +23,26 @@ import torch
 from ..sparsity.selection import prune_lowest, spread
 
 
-def inverse_cholesky(h: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, float]:
-    """Upper Cholesky factor of (H + damp I)^-1, damp = percdamp x mean diagonal, per group (G, C, C).
-    Inputs never seen (zero diagonal) get H_jj = 1 so H is invertible. If H is still not positive
-    definite the damping grows tenfold (up to 5 times); the damping used is returned."""
-    h = h.double().clone()
+def inverse_cholesky(h: torch.Tensor, percdamp: float, dtype=torch.float32) -> tuple[torch.Tensor, float]:
+    """Upper Cholesky factor U of (H + damp I)^-1 (U^T U = H^-1), damp = percdamp x mean diagonal,
+    per group (G, C, C). Inputs never seen (zero diagonal) get H_jj = 1 so H is invertible; if H is
+    still not positive definite the damping grows tenfold (up to 5 times). Returns U and the damping.
+
+    One Cholesky and one triangular inverse instead of the reference's Cholesky, inverse and second
+    Cholesky: with J the index reversal and J H J = L L^T, U = J L^-1 J is upper triangular and
+    U^T U = J L^-T L^-1 J = J (J H J)^-1 J = H^-1."""
+    h = h.to(dtype).clone()
     diag = h.diagonal(dim1=-2, dim2=-1)
-    dead = diag == 0
-    diag[dead] = 1.0
+    diag[diag == 0] = 1.0
     mean = diag.mean(dim=-1, keepdim=True)
+    flipped = h.flip(-1, -2)
+    eye = torch.eye(h.shape[-1], dtype=dtype, device=h.device).expand_as(h)
     pd = percdamp
     for _ in range(6):
-        damped = h + torch.diag_embed((pd * mean).expand_as(diag))
-        chol, info = torch.linalg.cholesky_ex(damped)
+        chol, info = torch.linalg.cholesky_ex(flipped + eye * (pd * mean).unsqueeze(-1))
         if not bool(info.any()):
-            hinv = torch.cholesky_inverse(chol)
-            return torch.linalg.cholesky(hinv, upper=True), pd
+            inv = torch.linalg.solve_triangular(chol, eye, upper=False)
+            return inv.flip(-1, -2), pd
         pd = max(pd * 10, 1e-6)
     raise RuntimeError(f"SparseGPT: Hessian not positive definite even with damping {pd / 10:g} x mean diagonal")
 
@@ -50,8 +54,7 @@ def sparsegpt_prune(w: torch.Tensor, h: torch.Tensor, k: int = 0, *, blocksize: 
     M-N lowest-saliency weights of every M consecutive columns (``nm=(N, M)``). Returns the updated
     weights (pruned entries exactly 0), the keep-mask and the damping used."""
     g, r, c = w.shape
-    u, damp = inverse_cholesky(h, percdamp)
-    u = u.to(w.dtype if w.dtype == torch.float64 else torch.float32)
+    u, damp = inverse_cholesky(h, percdamp, torch.float64 if w.dtype == torch.float64 else torch.float32)
     w = w.to(u.dtype).clone()
     prune = torch.zeros_like(w, dtype=torch.bool)
     widths = [min(blocksize, c - i) for i in range(0, c, blocksize)]

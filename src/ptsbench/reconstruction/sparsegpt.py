@@ -9,7 +9,8 @@ H = sum X X^T over the calibration set from the unit's forward on its sparse inp
 unfold, per group; see sparsity/gemm.py), restore the layer's dense (BN-folded) weights, run the
 column-blocked OBS selection + update of obs.py at the layer's exact count (N:M: SparseGPT's N:M
 mode) and write the result back. A grouped/depthwise conv is G independent GEMMs, solved batched.
-Recorded per layer: ||W_d X - W X||^2 (per sample-position, on the layer's sparse input X) for the
+``unit_loss: true`` also records each unit's loss to its dense output before/after (SPEC §3, as
+the unit-wise reconstructors do; two extra unit forwards). Recorded per layer: ||W_d X - W X||^2 (per sample-position, on the layer's sparse input X) for the
 magnitude mask the mask phase left ("error_before") and after SparseGPT, count, damping, seconds.
 Layers no unit covers are pruned last, their inputs captured by a forward of the whole model.
 """
@@ -21,7 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.adapters import GenericAdapter
-from ..sparsity.gemm import gemm_weight, input_slices
+from ..sparsity.gemm import add_input_gram, gemm_weight
 from . import RECONSTRUCTORS
 from .feeder import UnitFeeder
 from .obs import output_error, sparsegpt_prune
@@ -36,6 +37,8 @@ def check_config(cfg) -> None:
     v = cfg.get("percdamp", 0.01)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
         raise ConfigError(f"reconstruction.percdamp={v!r} must be a number in [0, 1) (reference: 0.01)")
+    if cfg.get("unit_loss", False) not in (True, False):
+        raise ConfigError(f"reconstruction.unit_loss={cfg.get('unit_loss')!r}; valid choices: True, False")
     if cfg.get("offload", "auto") not in ("auto", True, False):
         raise ConfigError(f"reconstruction.offload={cfg.get('offload')!r}; valid choices: auto, True, False")
 
@@ -47,10 +50,8 @@ def _hessians(run_forward, modules: dict) -> tuple[dict, dict]:
 
     def hook(name):
         def accumulate(mod, args):
-            for xs in input_slices(mod, args[0].detach().float()):
-                h = torch.bmm(xs.transpose(1, 2), xs)
-                hs[name] = hs[name] + h if name in hs else h
-                counts[name] = counts.get(name, 0) + xs.shape[1]
+            hs[name], n = add_input_gram(mod, args[0].detach().float(), hs.get(name))
+            counts[name] = counts.get(name, 0) + n
         return accumulate
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
@@ -102,6 +103,7 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter
     sp_group = sparsity.get("group", "layer") if sparsity is not None else "layer"
     cfg_eff = {**{k: cfg.get(k) for k in ("blocksize", "percdamp") if cfg.get(k) is not None}, "group": sp_group}
     chunk = int(cfg.get("chunk_size", 256))
+    with_unit_loss = bool(cfg.get("unit_loss", False))
     # layers at rate 0 (N:M misfits, dense by allocation) keep their weights: nothing to select
     todo = {n for n, keep in masks.items() if not bool(keep.all())}
     units = [u for u in adapter.units(model, "block") if any(n in todo for n in u.layers)]
@@ -116,7 +118,9 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter
         t0 = time.perf_counter()
         x, y = feeder.tensors(unit)
         chain = UnitChain(model, unit.modules)
-        entry = {"unit": unit.name, "layers": [], "loss_before": unit_loss(chain, x, y, device, chunk)}
+        entry = {"unit": unit.name, "layers": []}
+        if with_unit_loss:
+            entry["loss_before"] = unit_loss(chain, x, y, device, chunk)
         layer_mods = {n: model.get_submodule(n) for n in unit.layers if n in todo}
 
         def run_all(chain=chain, x=x):
@@ -132,7 +136,8 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter
                                                  masks[name], hs[name], counts[name], cfg_eff, nm))
             entry["layers"].append(name)
             todo.discard(name)
-        entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
+        if with_unit_loss:
+            entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         report["units"].append(entry)
         del x, y

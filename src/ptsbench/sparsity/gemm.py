@@ -66,3 +66,52 @@ def _positions(module: nn.Conv2d, hw) -> int:
         span = module.dilation[i] * (module.kernel_size[i] - 1) + 1
         out *= max(0, (padded - span) // module.stride[i] + 1)
     return max(out, 1)
+
+
+def input_sq_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """sum over samples and positions of each GEMM input feature squared, as (G, cols): the diagonal
+    of X X^T without unfolding. A conv's feature (c, kh, kw) sees the padded input at rows
+    kh*dilation + stride*i; summing x^2 over the batch first and then taking kH*kW strided slices
+    costs about one pass over x instead of a kH*kW-times larger im2col copy."""
+    if not isinstance(module, nn.Conv2d):
+        return x.reshape(-1, x.shape[-1]).pow(2).sum(0).unsqueeze(0)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    sq = x.pow(2).sum(0, keepdim=True)
+    pad = module._reversed_padding_repeated_twice
+    if any(pad):  # reflect/replicate/circular remap indices, so they commute with squaring and summing
+        sq = F.pad(sq, pad, mode="constant" if module.padding_mode == "zeros" else module.padding_mode)
+    sq = sq[0]
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    ho = (sq.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    wo = (sq.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    out = torch.stack([sq[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw].sum((1, 2))
+                       for i in range(kh) for j in range(kw)], dim=1)  # (C, kH*kW), (c, kh, kw) order
+    return out.reshape(module.groups, -1)
+
+
+def add_input_gram(module: nn.Module, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+    """h + X X^T over the GEMM inputs of ``x`` (h: (G, cols, cols) or None) and the number of input
+    columns added. Convs multiply each sample's im2col block (G, cols, positions) by its transpose,
+    so the unfolded map is never permuted into a (positions, cols) copy."""
+    g, cols = num_groups(module), gemm_cols(module)
+    if h is None:
+        h = torch.zeros(g, cols, cols, device=x.device, dtype=torch.float32)
+    if not isinstance(module, nn.Conv2d):
+        rows = x.reshape(-1, x.shape[-1])
+        h[0].addmm_(rows.T, rows)
+        return h, rows.shape[0]
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+    pad = module._reversed_padding_repeated_twice
+    step = max(1, UNFOLD_BUDGET // (cols * g * _positions(module, x.shape[-2:])))
+    n_cols = 0
+    for s in range(0, x.shape[0], step):
+        xs = F.pad(x[s:s + step], pad, mode=mode) if any(pad) else x[s:s + step]
+        unf = F.unfold(xs, module.kernel_size, dilation=module.dilation, stride=module.stride)
+        unf = unf.reshape(unf.shape[0], g, cols, unf.shape[-1])
+        for sample in unf:
+            h.baddbmm_(sample, sample.transpose(1, 2))
+        n_cols += unf.shape[0] * unf.shape[-1]
+    return h, n_cols

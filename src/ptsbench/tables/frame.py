@@ -100,6 +100,7 @@ def run_row(rec: dict, path: str = "") -> dict:
     recon = str(recon_cfg.get("name", choices.get("reconstruction", "none")))
     granularity = recon_cfg.get("granularity") or (recon if recon in ("single", "layer", "block") else None)
     alloc_cfg = cfg.get("allocator") or {}
+    sparsity_cfg = cfg.get("sparsity") or {}
     alloc_name = str(alloc_cfg.get("name", choices.get("allocator", "?")))
     dense = (rec.get("dense") or {}).get(metric)
     sparse = (rec.get("sparse") or {}).get(metric)
@@ -121,6 +122,8 @@ def run_row(rec: dict, path: str = "") -> dict:
         "allocator": allocator_label(alloc_cfg, alloc_name), "allocator_name": alloc_name,
         "allocator_order": ALLOCATORS.order(alloc_name, alloc_cfg),
         "reconstruction": recon, "granularity": granularity,
+        "criterion": str(sparsity_cfg.get("criterion", "magnitude")),
+        "pattern": str(sparsity_cfg.get("pattern", "unstructured")),
         "input": recon_cfg.get("input") if recon != "none" else None,
         "error_correction": _as_bool(recon_cfg.get("error_correction")) if recon != "none" else None,
         "rate": float((rec.get("sparsity") or {}).get("target", math.nan)),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..gemm import gemm_weight, input_slices
+from ..gemm import gemm_weight, input_sq_sums
 from . import CRITERIA, Criterion, ScoreContext
 
 
@@ -26,9 +26,8 @@ def input_sq_norms(model, modules: dict, context: ScoreContext) -> dict[str, tor
 
     def hook(name):
         def accumulate(mod, args):
-            for xs in input_slices(mod, args[0].detach().float()):
-                s = xs.pow(2).sum(dim=1)
-                sums[name] = sums[name] + s if name in sums else s
+            s = input_sq_sums(mod, args[0].detach().float())
+            sums[name] = sums[name] + s if name in sums else s
         return accumulate
 
     handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in modules]

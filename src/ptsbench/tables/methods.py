@@ -1,0 +1,122 @@
+"""The methods table (issue 14): what each post-training sparsity method buys and what it costs.
+
+Rows, per task and setting (a rate such as 70, or an N:M pattern such as 2:4, whose achieved
+rate is printed with it): Magnitude (magnitude mask at the allocator's counts, no reconstruction),
+Magnitude + Block (the paper's block-wise reconstruction: sparse input, no error correction),
+Wanda (its criterion, no reconstruction), SparseGPT. Columns: relative score x100 (E over the
+cells), its gain over Magnitude, wall time of the allocate + mask + reconstruct phases (mean s
+per run), the process's peak host memory (max MB; a sweep worker's high-water mark, so an upper
+bound when a worker ran several jobs) and device memory, and the number of cells.
+
+Matched (SPEC §8): in one (task, setting) every method is averaged over the same cells, a cell
+being (model, dataset, rate, allocator, seed) with an ok run for every method of the group;
+cells some method lacks are left out, counted in a note and listed as gaps. The calibration size
+is not part of a cell: runs that read no calibration data (Magnitude with a data-free
+allocator) match whatever size the other methods used. Other reconstruction variants (input,
+error correction, granularity) belong to Table 3 and are not rows here.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from .base import TrackTable
+from .frame import RunSet, task_label
+
+METHOD_ORDER = ("Magnitude", "Magnitude + Block", "Wanda", "SparseGPT")
+PAPER_ROWS = ("Magnitude", "Magnitude + Block")
+CELL = ("model", "dataset", "rate", "allocator", "seed")
+
+
+def paper_methods(runset: RunSet) -> RunSet:
+    """The runs of the paper's tables: magnitude masks, unstructured, paper reconstructions."""
+    runs = runset.runs
+    keep = (runs.criterion == "magnitude") & (runs.pattern == "unstructured") & (runs.reconstruction != "sparsegpt")
+    return RunSet(runs=runs[keep].reset_index(drop=True), files=runset.files, unreadable=runset.unreadable,
+                  duplicates=runset.duplicates)
+
+
+def method_of(rec: dict) -> dict | None:
+    """Method label, setting and costs of one record; None for a run that is no row here."""
+    cfg = rec.get("config") or {}
+    sp, rc = cfg.get("sparsity") or {}, cfg.get("reconstruction") or {}
+    criterion, recon = sp.get("criterion", "magnitude"), rc.get("name", "none")
+    if recon == "none":
+        label = {"magnitude": "Magnitude", "wanda": "Wanda"}.get(criterion, criterion.title())
+    elif recon == "sparsegpt":
+        label = "SparseGPT"
+    elif recon == "block" and rc.get("input", "sparse") == "sparse" and not rc.get("error_correction", False):
+        label = f"{criterion.title()} + Block"
+    else:
+        return None
+    if sp.get("group", "layer") == "row":
+        label += " (row)"
+    nm = sp.get("pattern", "unstructured") == "nm"
+    timing, memory = rec.get("timing") or {}, rec.get("memory") or {}
+    return {"method": label, "setting": f"{sp.get('n', 2)}:{sp.get('m', 4)}" if nm else None,
+            "achieved": (rec.get("sparsity") or {}).get("achieved", math.nan),
+            "time_s": sum(float(timing.get(p, 0.0)) for p in ("allocate", "mask", "reconstruct")),
+            "host_mb": memory.get("host_peak_mb", math.nan), "device_mb": memory.get("device_peak_mb", math.nan)}
+
+
+def _method_runs(runset: RunSet) -> pd.DataFrame:
+    rows = []
+    for run in runset.ok.itertuples(index=False):
+        try:
+            info = method_of(json.loads(open(run.path).read()))
+        except (OSError, ValueError):
+            continue
+        if info is not None:
+            setting = info.pop("setting") or f"{run.rate * 100:g}"
+            rows.append({**{c: getattr(run, c) for c in (*CELL, "task", "rel")}, "setting": setting, **info})
+    return pd.DataFrame(rows)
+
+
+def _order(method: str) -> tuple:
+    base = method.split(" (")[0]
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def methods_table(runset: RunSet) -> TrackTable:
+    runs = _method_runs(runset)
+    values, notes, gaps, groups = [], [], [], []
+    columns = ["score", "gain vs Magnitude", "time s", "host peak MB", "device peak MB", "achieved %", "cells"]
+    if runs.empty:
+        frame = pd.DataFrame(columns=columns)
+        return TrackTable("methods", "Methods: score and cost of each method (issue 14)", frame, frame.copy())
+    for (task, setting), grp in runs.groupby(["task", "setting"], sort=True):
+        methods = sorted(grp.method.unique(), key=_order)
+        if ":" not in setting and set(methods) <= set(PAPER_ROWS):
+            continue  # the paper's own methods only: Tables 2 and 3 show them
+        cells = [set(map(tuple, grp[grp.method == m][list(CELL)].astype(str).values)) for m in methods]
+        common = set.intersection(*cells)
+        for m, have in zip(methods, cells):  # a cell another method ran but this one did not
+            for cell in sorted(set.union(*cells) - have):
+                gaps.append({"table": "methods", "row": f"{task_label(task)} {setting} {m}", "kind": "missing",
+                             "task": task, "error": "", **dict(zip(CELL, cell))})
+        dropped = len(set.union(*cells) - common)
+        if dropped:
+            notes.append(f"{task_label(task)} {setting}: {dropped} cell(s) left out (not run by every method)")
+        keyed = grp.assign(_cell=list(map(tuple, grp[list(CELL)].astype(str).values)))
+        keyed = keyed[keyed._cell.isin(common)]
+        base = keyed[keyed.method == "Magnitude"].rel.mean()
+        group = []
+        for m in methods:
+            sel = keyed[keyed.method == m]
+            label = (task_label(task), setting, m)
+            group.append(label)
+            values.append((label, [100 * sel.rel.mean(), 100 * (sel.rel.mean() - base), sel.time_s.mean(),
+                                   sel.host_mb.max(), sel.device_mb.max(), 100 * sel.achieved.mean(),
+                                   float(sel._cell.nunique())]))
+        groups.append(group)
+    index = pd.MultiIndex.from_tuples([v[0] for v in values], names=["task", "setting", "method"])
+    frame = pd.DataFrame([v[1] for v in values], index=index, columns=columns)
+    notes.insert(0, "score: E(A_s/A_dense) x100 over the matched cells (GEN: A_dense/A_s); time: allocate + mask + "
+                    "reconstruct phases; N:M settings keep layers whose input dimension does not fit dense (achieved %)")
+    return TrackTable("methods", "Methods: score and cost of each method (issue 14)", frame,
+                      pd.DataFrame("", index=frame.index, columns=frame.columns),
+                      better={"score": "max", "gain vs Magnitude": "max", "time s": "min"},
+                      notes=notes, gaps=gaps, groups=groups,
+                      digits={"time s": 2, "host peak MB": 0, "device peak MB": 0, "achieved %": 1, "cells": 0})
