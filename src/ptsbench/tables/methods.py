@@ -17,6 +17,7 @@ error correction, granularity) belong to Table 3 and are not rows here.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -34,8 +35,7 @@ def paper_methods(runset: RunSet) -> RunSet:
     """The runs of the paper's tables: magnitude masks, unstructured, paper reconstructions."""
     runs = runset.runs
     keep = (runs.criterion == "magnitude") & (runs.pattern == "unstructured") & (runs.reconstruction != "sparsegpt")
-    return RunSet(runs=runs[keep].reset_index(drop=True), files=runset.files, unreadable=runset.unreadable,
-                  duplicates=runset.duplicates)
+    return dataclasses.replace(runset, runs=runs[keep].reset_index(drop=True))
 
 
 def method_of(rec: dict) -> dict | None:
