@@ -107,8 +107,8 @@ def bench_semi_structured(tokens: int = 197 * 64) -> None:
         except (RuntimeError, NotImplementedError) as e:
             print(f"cuda 2:4 {label}: semi-structured sparsity unavailable here ({type(e).__name__}: {e})")
             continue
-        t_dense = _cuda_ms(lambda: torch.nn.functional.linear(x, w))
-        t_sparse = _cuda_ms(lambda: torch.nn.functional.linear(x, ws))
+        t_dense = _cuda_ms(lambda x=x, w=w: torch.nn.functional.linear(x, w))
+        t_sparse = _cuda_ms(lambda x=x, ws=ws: torch.nn.functional.linear(x, ws))
         print(f"cuda 2:4 {label:20s} x({tokens}x{in_f}) fp16 | dense {t_dense:7.3f} ms | 2:4 {t_sparse:7.3f} ms | "
               f"speed-up {t_dense / t_sparse:5.2f}x | max |diff| {err:.3g}", flush=True)
 

@@ -48,7 +48,7 @@ def _reference_sparsegpt(w, h, k, blocksize, percdamp):
     h += percdamp * h.diagonal().mean() * torch.eye(c, dtype=h.dtype)
     prune = torch.zeros_like(w, dtype=torch.bool)
     starts = list(range(0, c, blocksize))
-    for b, i1 in enumerate(starts):
+    for i1 in starts:
         i2 = min(i1 + blocksize, c)
         k_b = (k * i2) // c - (k * i1) // c
         diag = torch.tensor([torch.linalg.inv(h[j:, j:])[0, 0].item() for j in range(i1, i2)], dtype=h.dtype)
@@ -111,7 +111,7 @@ def test_conv_via_unfold_equals_the_linear_formulation():
         x = torch.randn(5, 4, 9, 9)
         cols = F.unfold(x, 3, padding=1, stride=2)  # (N, 4*9, L), rows in (channel, kh, kw) order
         per_group = cols.reshape(5, groups, -1, cols.shape[-1])
-        h_conv, n_conv = _hessians(lambda: conv(x), {"c": conv})
+        h_conv, n_conv = _hessians(lambda conv=conv, x=x: conv(x), {"c": conv})
         norms = input_sq_norms(nn.Sequential(conv), {"0": conv},
                                ScoreContext(calib_inputs=x, forward=lambda m, b: m(b)))["0"]
         for g in range(groups):

@@ -29,11 +29,11 @@ from .models.adapters import get_adapter
 from .models.library import eval_preprocess
 from .phases import Phases
 from .reconstruction import RECONSTRUCTORS
+from .sparsity import patterns
 from .sparsity.allocators import ALLOCATORS, Allocator, AllocContext, build_allocator
 from .sparsity.budget import rate_over_included
-from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
-from .sparsity import patterns
 from .sparsity.criteria import ScoreContext
+from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from .sparsity.masking import apply_masks, masks_for, measure_sparsity
 from .tasks import TASKS
 

@@ -127,7 +127,7 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter
             for s in range(0, len(x), chunk):
                 chain(x.chunk(s, s + chunk).to(device))
 
-        order = _call_order(lambda: chain(x.chunk(0, 1).to(device)), layer_mods)
+        order = _call_order(lambda chain=chain, x=x: chain(x.chunk(0, 1).to(device)), layer_mods)
         for name in order:
             hs, counts = _hessians(run_all, {name: layer_mods[name]})
             if name not in hs:

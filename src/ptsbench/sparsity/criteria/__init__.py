@@ -6,8 +6,9 @@ selection (sparsity/selection.py) keeps the count exact. Criteria register by na
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ from torch import nn
 from ...autoload import import_submodules
 from ...registry import Registry
 
-CRITERIA: Registry[type["Criterion"]] = Registry("mask criterion", "sparsity.criterion")
+CRITERIA: Registry[type[Criterion]] = Registry("mask criterion", "sparsity.criterion")
 
 
 @dataclass
