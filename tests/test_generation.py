@@ -179,6 +179,7 @@ def test_fid_with_local_inception_weights_on_an_image_folder(make_cfg, tmp_path)
 
 
 # ---------------------------------------------------------------- embedded DDPM
+@pytest.mark.slow  # samples 32 digits with the zoo DDPM, then classifies them
 def test_zoo_ddpm_draws_digits_the_classifier_recognises():
     from ptsbench.models import zoo, zoo_checkpoint_path
     from ptsbench.models.diffusion import build_ddpm_digits

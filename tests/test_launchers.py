@@ -39,6 +39,7 @@ def assert_2x2_aggregates(out: Path) -> None:
     assert not t2.values[["CLS 50", "CLS 70"]].isna().any().any() and not t2.gaps
 
 
+@pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep
 def test_joblib_launcher_runs_a_2x2_sweep_and_the_callback_aggregates(tmp_path):
     out = tmp_path / "joblib"
     sweep(out, *GRID, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hydra/callbacks=aggregate")
@@ -49,6 +50,7 @@ def test_joblib_launcher_runs_a_2x2_sweep_and_the_callback_aggregates(tmp_path):
     assert (out / "tables" / "plots" / "rate_curves_by_allocator.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep
 def test_submitit_local_launcher_runs_a_2x2_sweep(tmp_path):
     out = tmp_path / "submitit"
     sweep(out, *GRID, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
@@ -56,6 +58,7 @@ def test_submitit_local_launcher_runs_a_2x2_sweep(tmp_path):
     assert_2x2_aggregates(out)
 
 
+@pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep
 def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path):
     out = tmp_path / "resume"
     cmd = [sys.executable, "-m", "ptsbench.run", "-m", "experiment=demo_alloc", *TINY, "allocator=uniform",

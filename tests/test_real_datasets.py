@@ -176,6 +176,7 @@ def test_wrong_dataset_roots_name_the_expected_layout(tmp_path, imagenet_root):
                                 f"dataset.root={tmp_path}"))
 
 
+@pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep
 def test_cli_runs_resnet18_on_a_generated_imagenet_folder(imagenet_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

@@ -125,6 +125,7 @@ def test_schema_validation_rejects_malformed_records(make_cfg):
         validate_record(no_metrics)
 
 
+@pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep
 def test_cli_multirun_writes_one_record_per_cell_in_override_named_dirs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ptsbench.run", "-m", "allocator=uniform,l2norm",
                            "sparsity.rate=0.5", "calib.num_samples=32", f"paths.output_dir={tmp_path}"],
