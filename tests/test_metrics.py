@@ -7,8 +7,19 @@ import math
 import pytest
 
 from ptsbench import metrics
-from ptsbench.metrics import (g_size, mean, ms, om_alloc, om_arch, om_recon, om_robust, om_task, quadratic_mean,
-                              recon_gain, relative_score)
+from ptsbench.metrics import (
+    g_size,
+    mean,
+    ms,
+    om_alloc,
+    om_arch,
+    om_recon,
+    om_robust,
+    om_task,
+    quadratic_mean,
+    recon_gain,
+    relative_score,
+)
 
 
 def test_docstring_examples_hold():

@@ -21,7 +21,7 @@ the rule used here: MS = quadratic mean over rates of the per-rate means.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 __all__ = ["relative_score", "recon_gain", "mean", "quadratic_mean", "ms", "om_alloc", "om_recon",
            "om_arch", "g_size", "om_robust", "om_task"]

@@ -9,7 +9,7 @@ H = sum X X^T over the calibration set from the unit's forward on its sparse inp
 unfold, per group; see sparsity/gemm.py), restore the layer's dense (BN-folded) weights, run the
 column-blocked OBS selection + update of obs.py at the layer's exact count (N:M: SparseGPT's N:M
 mode) and write the result back. A grouped/depthwise conv is G independent GEMMs, solved batched.
-``unit_loss: true`` also records each unit's loss to its dense output before/after (SPEC §3, as
+``unit_loss: true`` also records each unit's loss to its dense output before/after (docs/methods.md#reconstruction, as
 the unit-wise reconstructors do; two extra unit forwards). Recorded per layer: ||W_d X - W X||^2 (per sample-position, on the layer's sparse input X) for the
 magnitude mask the mask phase left ("error_before") and after SparseGPT, count, damping, seconds.
 Layers no unit covers are pruned last, their inputs captured by a forward of the whole model.

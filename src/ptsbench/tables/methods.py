@@ -8,7 +8,7 @@ cells), its gain over Magnitude, wall time of the allocate + mask + reconstruct 
 per run), the process's peak host memory (max MB; a sweep worker's high-water mark, so an upper
 bound when a worker ran several jobs) and device memory, and the number of cells.
 
-Matched (SPEC §8): in one (task, setting) every method is averaged over the same cells, a cell
+Matched (docs/methods.md#decisions): in one (task, setting) every method is averaged over the same cells, a cell
 being (model, dataset, rate, allocator, seed) with an ok run for every method of the group;
 cells some method lacks are left out, counted in a note and listed as gaps. The calibration size
 is not part of a cell: runs that read no calibration data (Magnitude with a data-free
