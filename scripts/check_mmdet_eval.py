@@ -56,6 +56,7 @@ def train(data, epochs: int, lr: float, batch: int, seed: int = 0) -> torch.nn.M
             samples: list[DetDataSample] = prep["data_samples"]
             for s, j in zip(samples, idx):
                 s.gt_instances = InstanceData(bboxes=targets[j]["boxes"], labels=targets[j]["labels"] - 1)
+                s.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
             losses = det.loss(prep["inputs"], samples)
             loss, _ = det.parse_losses(losses)
             opt.zero_grad(set_to_none=True)
