@@ -7,6 +7,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import ptsbench.pipeline  # noqa: F401  registers the config schemas in Hydra's ConfigStore
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 

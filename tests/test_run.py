@@ -75,7 +75,8 @@ def test_unknown_exclude_glob_names_the_knob(make_cfg, tmp_path):
 
 def test_missing_dataset_root_explains_the_fix(make_cfg):
     with pytest.raises(ConfigError, match=r"dataset.root='/no/such/dir' does not exist; point it at"):
-        run(make_cfg("+dataset.root=/no/such/dir"))
+        run(make_cfg("task=det", "model=zoo_retinanet_digits", "model.weights=none", "dataset=coco2017",
+                     "dataset.root=/no/such/dir"))
 
 
 def test_unknown_allocator_name_lists_valid_choices(make_cfg):

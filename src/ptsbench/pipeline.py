@@ -21,7 +21,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import record as rec_io
+from . import schemas
 from .data import DATASETS, build_data
+from .data.base import CalibConfig
 from .env_info import env_record
 from .errors import ConfigError
 from .models import MODEL_SOURCES, build_model, weights_path
@@ -51,18 +53,15 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def validate_config(cfg: DictConfig) -> Allocator:
-    """Cheap checks of every knob, run before any data or model is touched. Returns the allocator
-    (built to check its knobs), so a run builds it once."""
+    """Cheap checks of every knob, run before any data or model is touched: one schema check per group
+    (types, ranges, choices: ``ptsbench.schemas``), then the checks that need files or span groups.
+    Returns the allocator (built from its checked knobs), so a run builds it once."""
+    cfg, _ = schemas.without_foreign(cfg)
     _check_required_values(cfg)
-    rate = cfg.sparsity.rate
-    if not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
-        raise ConfigError(f"sparsity.rate={rate!r} is outside [0, 1); pass e.g. sparsity.rate=0.7")
-    for knob, registry, value in (("task", TASKS, cfg.task.name), ("allocator", ALLOCATORS, cfg.allocator.name),
-                                  ("reconstruction", RECONSTRUCTORS, cfg.reconstruction.name),
-                                  ("dataset", DATASETS, cfg.dataset.name),
-                                  ("model.source", MODEL_SOURCES, cfg.model.get("source", "zoo"))):
-        if value not in registry:
-            raise ConfigError(f"unknown {knob} '{value}'; valid choices: {', '.join(registry.names())}")
+    for knob, kind in (("seed", int), ("device", str), ("skip_finished", bool)):
+        schemas.check_value(knob, cfg.get(knob), kind, {})
+    for group in schemas.groups():
+        schemas.check_group(group, cfg[group])
     model_source = MODEL_SOURCES.get(cfg.model.get("source", "zoo"))
     if getattr(model_source, "check_config", None) is not None:
         model_source.check_config(cfg.model)
@@ -75,13 +74,8 @@ def validate_config(cfg: DictConfig) -> Allocator:
     elif root is not None and not Path(str(root)).expanduser().exists():
         raise ConfigError(f"dataset.root='{root}' does not exist; point it at the {cfg.dataset.name} "
                           f"data on this machine, e.g. dataset.root=/data/{cfg.dataset.name}")
-    # a reconstructor may carry its own knob check; run it now, before allocation
-    check_recon = getattr(RECONSTRUCTORS.get(cfg.reconstruction.name), "check_config", None)
-    if check_recon is not None:
-        check_recon(cfg.reconstruction)
     patterns.check_config(cfg)  # criterion, group, N:M and their cross-group constraints
     resolve_device(str(cfg.device))
-    # allocators check their knobs on construction (cheap): fail here, not after the dense eval
     return build_allocator(cfg.allocator.name, **{k: v for k, v in OmegaConf.to_container(cfg.allocator,
                                                                                           resolve=True).items()
                                                   if k != "name"})
@@ -106,11 +100,30 @@ def _check_required_values(cfg: DictConfig) -> None:
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:
+    """The option picked in each group: Hydra's own record of it when Hydra composed this run, else the
+    option's schema's guess from the node (``run(cfg)`` called directly, as the tests do)."""
+    picked = _hydra_choices()
     out = {}
     for g in GROUPS:
         node = cfg.get(g)
-        out[g] = str(node.get("name", node.get("pattern", g))) if node is not None else "?"
+        if picked.get(g):
+            out[g] = str(picked[g])
+        elif node is None:
+            out[g] = "?"
+        else:
+            try:
+                out[g] = schemas.schema_for(g, node).option_name(node)
+            except ConfigError:
+                out[g] = str(node.get("name", "?"))
     return out
+
+
+def _hydra_choices() -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return dict(HydraConfig.get().runtime.choices)
 
 
 def _stable_digest(obj) -> str:
@@ -147,9 +160,10 @@ def _peak_memory(device) -> dict:
 def record_identity(cfg: DictConfig) -> tuple[dict, dict, str, Path]:
     """(resolved config, group choices, digest, record path) of the run ``cfg`` describes; the sweep
     plan (``ptsbench.sweep_report``) uses it to tell finished runs before they start."""
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     choices = group_choices(cfg)
-    digest = rec_io.config_digest(cfg_dict)
+    cfg, _ = schemas.without_foreign(cfg)  # each group's own knobs; those of other options stay out
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    digest = rec_io.config_digest(schemas.digest_view(cfg_dict))
     out_path = Path(cfg.paths.records_dir) / rec_io.record_filename(choices, float(cfg.sparsity.rate), digest)
     return cfg_dict, choices, digest, out_path
 
@@ -157,6 +171,7 @@ def record_identity(cfg: DictConfig) -> tuple[dict, dict, str, Path]:
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Run one PTS configuration and return its record (also written under paths.records_dir)."""
     t_start = time.perf_counter()
+    cfg, not_applicable = schemas.without_foreign(cfg)  # knobs of other options: recorded, not used
     allocator = validate_config(cfg)
     cfg_dict, choices, digest, out_path = record_identity(cfg)
     rate = float(cfg.sparsity.rate)
@@ -172,6 +187,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
     record = _new_record(cfg, cfg_dict, choices, digest, name, overrides, device)
+    record["not_applicable"] = not_applicable
     phases = Phases(record["timing"])
     try:
         with phases("build"):
@@ -274,3 +290,10 @@ def _log_summary(rec: dict) -> None:
     metric = rec["task"]["metric"]
     log.info("[done] %-55s dense %s=%.4f sparse=%.4f achieved=%.4f (%.1fs)", rec["name"], metric,
              rec["dense"][metric], rec["sparse"][metric], rec["sparsity"]["achieved"], rec["timing"]["total"])
+
+
+schemas.store_in_hydra({"allocator": {n: ALLOCATORS.get(n).config for n in ALLOCATORS},
+                        "reconstruction": {"none": RECONSTRUCTORS.get("none").config,
+                                           "unitwise": RECONSTRUCTORS.get("block").config,
+                                           "sparsegpt": RECONSTRUCTORS.get("sparsegpt").config},
+                        "sparsity": patterns.SCHEMAS, "calib": {"default": CalibConfig}})

@@ -1,8 +1,11 @@
 """Datasets register themselves by name (``DATASETS``); every submodule is imported."""
 from ..autoload import import_submodules
-from .base import DATASETS, DataBundle
+from ..schemas import register_group
+from .base import DATASETS, CalibConfig, DataBundle
 
 import_submodules(__name__, __path__)
+register_group("dataset", "name", lambda: {n: DATASETS.get(n).config for n in DATASETS})
+register_group("calib", None, lambda: {"default": CalibConfig})
 
 
 def build_data(dataset_cfg, calib_cfg, **context) -> DataBundle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..errors import ConfigError
 from ..registry import Registry
+from ..schemas import Schema, knob
 
 DATASETS: Registry = Registry("dataset", "dataset")
 
@@ -58,3 +59,70 @@ def dataset_root(root, dataset: str, layout: str) -> Path:
         raise ConfigError(f"dataset.root='{path}' does not exist or is not a folder; point it at {dataset} on this "
                           f"machine, laid out as {layout}")
     return path
+
+
+# Dataset knobs: types and ranges (each conf/dataset/<name>.yaml gives the values); the builders
+# carry their schema as ``.config``.
+@dataclass
+class DatasetConfig(Schema):
+    name: str = knob()
+
+
+@dataclass
+class EmbeddedSplitConfig(DatasetConfig):
+    """mnist5k, digits, mnist5k_gen: a fixed test split of the embedded digits."""
+
+    num_test: int = knob(ge=1)
+    split_seed: int = knob()
+    fid_metric: str = knob()  # mnist5k_gen: the metric task=gen reports (fid_digits)
+
+
+@dataclass
+class DigitsDetConfig(DatasetConfig):
+    metric: str = knob()
+    canvas: int = knob(ge=8)
+    max_digits: int = knob(ge=1)
+    digit_size: list[int] = knob()
+    num_train: int = knob(ge=1)
+    num_test: int = knob(ge=1)
+    seed: int = knob()
+
+
+@dataclass
+class LocalImagesConfig(DatasetConfig):
+    """A dataset read from ``root`` on this machine (CIFAR, ImageNet, LSUN)."""
+
+    root: str = knob(required=True)
+    img_size: Optional[int] = knob(ge=1)
+    mean: list[float] = knob()
+    std: list[float] = knob()
+    num_classes: int = knob(ge=1)
+    num_workers: int = knob(ge=0)
+    eval_cache: bool = knob()
+    max_images: int = knob(ge=1)
+    prompt: Optional[str] = knob()
+    fid_metric: str = knob()
+
+
+@dataclass
+class LocalDetectionConfig(DatasetConfig):
+    """COCO / VOC from ``root`` on this machine."""
+
+    root: str = knob(required=True)
+    metric: str = knob()
+    split: str = knob()
+    calib_split: str = knob()
+    calib_size: int = knob(ge=1)
+    num_test: Optional[int] = knob(ge=1)
+
+
+@dataclass
+class CalibConfig(Schema):
+    """conf/calib/default.yaml: the calibration images allocators and reconstruction learn from."""
+
+    num_samples: int = knob(1024, ge=1)  # paper §4: 1,024 calibration images
+    seed: int = knob(0)
+
+    @classmethod
+    def option_name(cls, node):
+        return "default"

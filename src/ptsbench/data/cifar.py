@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .base import DATASETS, dataset_root, indices_digest, sample_calibration
+from .base import DATASETS, LocalImagesConfig, dataset_root, indices_digest, sample_calibration
 from .images import ImageBundle, Normalized, Uint8Images, stack_uint8
 
 LAYOUTS = {  # name -> (folder, train files, test files, label key, classes)
@@ -70,6 +70,7 @@ def _builder(name: str):
 
     build.takes_context = True
     build.check_config = check_config
+    build.config = LocalImagesConfig
     build.__name__ = f"build_{name}"
     return build
 

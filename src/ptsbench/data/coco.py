@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from .base import DATASETS, dataset_root, indices_digest, sample_calibration
+from .base import DATASETS, LocalDetectionConfig, dataset_root, indices_digest, sample_calibration
 from .detection import DetectionBundle, FileDetectionDataset, calibration_images, make_target, require
 
 LAYOUT = "ROOT/annotations/instances_<split>.json, ROOT/<split>/*.jpg, ROOT/<calib_split>/*.jpg"
@@ -69,3 +69,6 @@ def build_coco2017(cfg, calib_cfg) -> DetectionBundle:
         meta={"split": split, "calib_split": calib_split, "num_test": len(paths),
               "calib_indices_digest": indices_digest(calib_idx)},
     )
+
+
+build_coco2017.config = LocalDetectionConfig

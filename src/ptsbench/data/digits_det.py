@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .base import DATASETS, indices_digest, sample_calibration
+from .base import DATASETS, DigitsDetConfig, indices_digest, sample_calibration
 from .detection import DetectionBundle, make_target
 from .embedded import MNIST_MEAN, MNIST_STD, fixed_split, load_mnist5k_arrays
 
@@ -104,3 +104,6 @@ def build_digits_det(cfg, calib_cfg) -> DetectionBundle:
         meta={"num_train": len(xtr), "num_test": len(xte), "mean": MNIST_MEAN, "std": MNIST_STD,
               "calib_indices_digest": indices_digest(calib_idx)},
     )
+
+
+build_digits_det.config = DigitsDetConfig

@@ -12,7 +12,7 @@ import functools
 import numpy as np
 import torch
 
-from .base import DATASETS, DataBundle, indices_digest, sample_calibration, tensor_split
+from .base import DATASETS, DataBundle, EmbeddedSplitConfig, indices_digest, sample_calibration, tensor_split
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -69,3 +69,6 @@ def build_digits(cfg, calib_cfg) -> DataBundle:
     x, y = load_digits_arrays()
     return _bundle("digits", x, y, int(cfg.get("num_test", 500)), int(cfg.get("split_seed", 0)),
                    int(calib_cfg.num_samples), int(calib_cfg.seed), 0.3, 0.35)
+
+
+build_mnist5k.config = build_digits.config = EmbeddedSplitConfig

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .base import DATASETS, DataBundle, dataset_root, indices_digest, tensor_split
+from .base import DATASETS, EmbeddedSplitConfig, LocalImagesConfig, DataBundle, dataset_root, indices_digest, tensor_split
 from .embedded import fixed_split, load_mnist5k_arrays
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -78,6 +78,7 @@ def build_lsun(cfg, calib_cfg) -> DataBundle:
 
 for _name in LSUN_PROMPTS:
     build_lsun.check_config = check_lsun
+    build_lsun.config = LocalImagesConfig
     DATASETS.register(_name)(build_lsun)
 
 
@@ -93,3 +94,6 @@ def build_mnist5k_gen(cfg, calib_cfg) -> DataBundle:
                       meta={"num_train": len(train_idx), "num_test": len(test_idx),
                             "test_indices_digest": indices_digest(test_idx),
                             "prompt": ""})
+
+
+build_mnist5k_gen.config = EmbeddedSplitConfig

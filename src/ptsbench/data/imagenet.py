@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import DATASETS, dataset_root, indices_digest, sample_calibration
+from .base import DATASETS, LocalImagesConfig, dataset_root, indices_digest, sample_calibration
 from .images import EvalPreprocess, ImageBundle, ImageFiles, Normalized, cached_uint8, files_digest, stack_uint8
 
 LAYOUT = ("<root>/train/<class>/<image>.JPEG and <root>/val/<class>/<image>.JPEG (ImageFolder; the "
@@ -87,3 +87,4 @@ def build_imagenet(cfg, calib_cfg, preprocess: EvalPreprocess | None = None, cac
 
 build_imagenet.takes_context = True   # receives the model's eval transform (preprocess) and cache_dir
 build_imagenet.check_config = check_config
+build_imagenet.config = LocalImagesConfig

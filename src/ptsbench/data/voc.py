@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import DATASETS, dataset_root, indices_digest, sample_calibration
+from .base import DATASETS, LocalDetectionConfig, dataset_root, indices_digest, sample_calibration
 from .detection import DetectionBundle, FileDetectionDataset, calibration_images, make_target, require
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -80,3 +80,6 @@ def build_voc07(cfg, calib_cfg) -> DetectionBundle:
         meta={"split": split, "calib_split": calib_split, "num_test": len(paths),
               "calib_indices_digest": indices_digest(calib_idx)},
     )
+
+
+build_voc07.config = LocalDetectionConfig

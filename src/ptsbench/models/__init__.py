@@ -12,11 +12,39 @@ from pathlib import Path
 
 from torch import nn
 
+from dataclasses import dataclass
+from typing import Any, Optional
+
 from ..errors import ConfigError
 from ..registry import Registry
+from ..schemas import Schema, knob, register_group
 from . import zoo
 
 MODEL_SOURCES: Registry = Registry("model source", "model.source")
+
+
+@dataclass
+class ModelConfig(Schema):
+    """Knobs of a model file (conf/model/*.yaml gives the values); a source with more subclasses it."""
+
+    name: str = knob()
+    arch: str = knob()
+    family: Optional[str] = knob()  # picks the adapter (units, layers kept dense)
+    size: str = knob()
+    source: str = knob()  # the builder: zoo | torchvision | timm | torchvision_det | diffusers
+    weights: Optional[str] = knob(required=True)  # none | zoo | torchvision | timm | <local checkpoint path>
+    trained_on: Optional[str] = knob()  # dataset of the published weights (ptsbench-models)
+
+
+@dataclass
+class LibraryModelConfig(ModelConfig):
+    """torchvision / timm / torchvision_det models."""
+
+    pretrained: Optional[str] = knob()  # the published weights model.weights=torchvision|timm reads
+    kwargs: dict[str, Any] = knob()  # extra constructor arguments (e.g. width_mult)
+    image_size: Optional[int] = knob(ge=1)
+    min_size: Optional[int] = knob(ge=1)
+    max_size: Optional[int] = knob(ge=1)
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo_checkpoints"
 
 
@@ -27,6 +55,9 @@ def zoo_checkpoint_path(arch: str, dataset: str) -> Path:
 @MODEL_SOURCES.register("zoo")
 def _build_zoo(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     return zoo.ZOO_ARCHS.get(cfg.arch)(num_classes, in_chans, img_size)
+
+
+_build_zoo.config = ModelConfig
 
 
 def weights_path(cfg, dataset_name: str) -> Path | None:
@@ -74,3 +105,4 @@ def build_model(cfg, num_classes: int, in_chans: int, img_size: int, dataset_nam
 from ..autoload import import_submodules  # noqa: E402
 
 import_submodules(__name__, __path__)
+register_group("model", "source", lambda: {n: MODEL_SOURCES.get(n).config for n in MODEL_SOURCES})

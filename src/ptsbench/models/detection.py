@@ -18,7 +18,7 @@ from functools import partial
 from torch import nn
 
 from ..registry import Registry
-from . import MODEL_SOURCES, zoo
+from . import MODEL_SOURCES, LibraryModelConfig, zoo
 
 DET_ARCHS: Registry = Registry("detection architecture", "model.arch")
 
@@ -39,6 +39,9 @@ def mean_std(in_chans: int) -> tuple[list[float], list[float]]:
 def build_detector(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     """``num_classes`` is the dataset's foreground count K; the detector gets K + 1 outputs."""
     return DET_ARCHS.get(cfg.arch)(cfg, num_classes + 1, in_chans, img_size)
+
+
+build_detector.config = LibraryModelConfig
 
 
 def _set_stem(resnet: nn.Module, in_chans: int) -> None:

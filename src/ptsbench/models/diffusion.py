@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import MODEL_SOURCES
+from . import MODEL_SOURCES, ModelConfig
 from .adapters._packed import pack_side_inputs
 
 ARCHS = ("ddpm_digits", "ldm", "sd")
@@ -249,4 +249,5 @@ def _build(cfg, num_classes: int, in_chans: int, img_size: int) -> GenerationMod
 
 _build.loads_weights = True  # build_model must not torch.load a diffusers folder
 _build.check_config = check_config
+_build.config = ModelConfig
 MODEL_SOURCES.register("diffusers")(_build)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.images import EvalPreprocess  # the data layer owns the transform; this module picks it
 from ..errors import ConfigError
-from . import MODEL_SOURCES
+from . import MODEL_SOURCES, LibraryModelConfig
 
 
 def _kwargs(cfg) -> dict:
@@ -94,6 +94,7 @@ def check_library_config(cfg) -> None:
 
 build_torchvision.check_config = check_library_config
 build_timm.check_config = check_library_config
+build_torchvision.config = build_timm.config = LibraryModelConfig
 
 
 def eval_preprocess(cfg) -> EvalPreprocess:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
+from typing import Optional, Union
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..schemas import Schema, check_params, knob
 from ..models.adapters import GRANULARITIES, GenericAdapter
 from . import RECONSTRUCTORS
 from .error_correction import ErrorCorrection, apply_error_correction
@@ -30,29 +33,38 @@ INPUTS = ("sparse", "dense")
 AUTO_BOOL = ("auto", True, False)
 
 
-def _choice(cfg, knob: str, default, valid) -> object:
-    value = cfg.get(knob, default)
-    if value not in valid:
-        raise ConfigError(f"reconstruction.{knob}={value!r}; valid choices: {', '.join(map(str, valid))}")
-    return value
+@dataclass
+class UnitwiseConfig(Schema):
+    """Knobs of the unit-wise reconstructors (conf/reconstruction/{single,layer,block}.yaml); paper §4."""
+
+    name: str = knob(choices=GRANULARITIES)  # the unit: single | layer | block (set by the option file)
+    input: str = knob("sparse", choices=INPUTS)  # sparse: units see the reconstructed sparse model | dense
+    error_correction: bool = knob(False)  # paper Eq. 1 on every masked layer first (iters=0: correction only)
+    iters: int = knob(20000, ge=0)  # optimisation steps per unit (paper: 20,000)
+    batch_size: int = knob(64, ge=1)
+    optimizer: str = knob("sgd", choices=tuple(PRESETS))  # sgd (paper: momentum 0.9, lr 1e-4) | adam (public code)
+    lr: Optional[float] = knob(None, ge=0)  # weight learning rate; null = the optimizer preset's
+    lr_bias: Optional[float] = knob(None, ge=0)  # bias learning rate; null = the preset's
+    momentum: Optional[float] = knob(None, ge=0)  # SGD momentum; null = the preset's (0.9)
+    offload: Union[bool, str] = knob("auto", choices=AUTO_BOOL)  # cached unit inputs/targets on the host
+    amp: Union[bool, str] = knob("auto", choices=AUTO_BOOL)  # bf16 autocast of the unit forward (auto: on CUDA)
+    cuda_graphs: Union[bool, str] = knob("auto", choices=AUTO_BOOL)  # the whole training step as a CUDA graph
+    channels_last: Union[bool, str] = knob("auto", choices=AUTO_BOOL)  # NHWC conv activations (auto: on CUDA)
+    chunk_size: int = knob(256, ge=1)  # samples per forward when capturing activations and measuring losses
+    seed: int = knob(0)  # mini-batch sampling
+    progress: bool = knob(True)  # tqdm bar with ETA per unit
+
+
+def knobs_of(cfg) -> dict:
+    """The reconstruction knobs checked against UnitwiseConfig, unset ones at its defaults."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return check_params("reconstruction", UnitwiseConfig, dict(cfg))
 
 
 def check_config(cfg) -> None:
     """Validate every reconstruction knob (run by the pipeline before any heavy work)."""
-    _choice(cfg, "input", "sparse", INPUTS)
-    _choice(cfg, "optimizer", "sgd", tuple(PRESETS))
-    _choice(cfg, "error_correction", False, (True, False))
-    for knob in ("offload", "amp", "cuda_graphs", "channels_last"):
-        _choice(cfg, knob, "auto", AUTO_BOOL)
-    for knob, low in (("iters", 0), ("batch_size", 1), ("chunk_size", 1)):
-        v = cfg.get(knob, low)
-        if not isinstance(v, int) or isinstance(v, bool) or v < low:
-            raise ConfigError(f"reconstruction.{knob}={v!r} must be an integer >= {low}")
-    for knob in ("lr", "lr_bias", "momentum"):
-        v = cfg.get(knob)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise ConfigError(f"reconstruction.{knob}={v!r} must be a number >= 0, or null for the "
-                              f"'{cfg.get('optimizer', 'sgd')}' preset's value")
+    knobs_of(cfg)
 
 
 def _auto(value, default: bool) -> bool:
@@ -60,30 +72,31 @@ def _auto(value, default: bool) -> bool:
 
 
 def settings_from(cfg, device: torch.device) -> TrainSettings:
-    preset = PRESETS[cfg.get("optimizer", "sgd")]
+    p = knobs_of(cfg)
+    preset = PRESETS[p["optimizer"]]
     on_cuda = device.type == "cuda"
 
     def pick(knob):
-        v = cfg.get(knob)
-        return float(preset[knob] if v is None else v)
+        return float(preset[knob] if p[knob] is None else p[knob])
 
-    return TrainSettings(iters=int(cfg.get("iters", 20000)), batch_size=int(cfg.get("batch_size", 64)),
-                         optimizer=cfg.get("optimizer", "sgd"), lr=pick("lr"), lr_bias=pick("lr_bias"),
-                         momentum=pick("momentum"), amp=_auto(cfg.get("amp", "auto"), on_cuda),
-                         cuda_graphs=_auto(cfg.get("cuda_graphs", "auto"), on_cuda), seed=int(cfg.get("seed", 0)))
+    return TrainSettings(iters=p["iters"], batch_size=p["batch_size"], optimizer=p["optimizer"], lr=pick("lr"),
+                         lr_bias=pick("lr_bias"), momentum=pick("momentum"), amp=_auto(p["amp"], on_cuda),
+                         cuda_graphs=_auto(p["cuda_graphs"], on_cuda), seed=p["seed"])
 
 
 def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granularity: str,
                 adapter=None, task=None, **_) -> dict:
-    """Reconstruct every unit; ``cfg`` was checked by ``check_config`` (the pipeline's validation, once)."""
+    """Reconstruct every unit; the knobs were checked by the pipeline's validation (UnitwiseConfig)."""
+    p = knobs_of({**(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)),
+                  "name": granularity})
     device = torch.device(device)
     adapter = adapter or GenericAdapter()
     units = adapter.units(model, granularity)
     forward = task.forward_for_calibration if task is not None else (lambda m, x: m(x))
-    settings = settings_from(cfg, device)
-    correct = bool(cfg.get("error_correction", False))
-    progress = bool(cfg.get("progress", True))
-    report = {"name": granularity, "granularity": granularity, "input": cfg.get("input", "sparse"),
+    settings = settings_from(p, device)
+    correct = p["error_correction"]
+    progress = p["progress"]
+    report = {"name": granularity, "granularity": granularity, "input": p["input"],
               "error_correction": correct, "iters": settings.iters, "batch_size": settings.batch_size,
               "optimizer": settings.optimizer, "lr": settings.lr, "lr_bias": settings.lr_bias,
               "amp_bf16": settings.amp, "cuda_graphs": settings.cuda_graphs, "adapter": adapter.family,
@@ -100,8 +113,7 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granula
             if correct and uncovered:  # layers no unit owns still get Eq. 1
                 apply_error_correction(model, dense_model, masks, calib_inputs, forward, device, uncovered)
             feeder = UnitFeeder(model, dense_model, units, calib_inputs, forward, report["input"], device,
-                                cfg.get("offload", "auto"), int(cfg.get("chunk_size", 256)),
-                                _auto(cfg.get("channels_last", "auto"), device.type == "cuda"))
+                                p["offload"], p["chunk_size"], _auto(p["channels_last"], device.type == "cuda"))
             report["offload"] = feeder.store.type != device.type
             for k, unit in enumerate(units):
                 report["units"].append(_reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder,
@@ -159,5 +171,5 @@ def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, setti
 
 for _g in GRANULARITIES:
     _fn = functools.partial(reconstruct, granularity=_g)
-    _fn.check_config = check_config
+    _fn.config = UnitwiseConfig
     RECONSTRUCTORS.register(_g)(_fn)

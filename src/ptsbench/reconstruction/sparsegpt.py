@@ -17,10 +17,13 @@ Layers no unit covers are pruned last, their inputs captured by a forward of the
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Union
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError
+from ..schemas import Schema, check_params, knob
 from ..models.adapters import GenericAdapter
 from ..sparsity.gemm import add_input_gram, gemm_weight
 from . import RECONSTRUCTORS
@@ -29,18 +32,22 @@ from .obs import output_error, sparsegpt_prune
 from .unit_data import UnitChain, unit_loss
 
 
-def check_config(cfg) -> None:
-    for knob, low in (("blocksize", 1), ("chunk_size", 1)):
-        v = cfg.get(knob, low)
-        if not isinstance(v, int) or isinstance(v, bool) or v < low:
-            raise ConfigError(f"reconstruction.{knob}={v!r} must be an integer >= {low}")
-    v = cfg.get("percdamp", 0.01)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-        raise ConfigError(f"reconstruction.percdamp={v!r} must be a number in [0, 1) (reference: 0.01)")
-    if cfg.get("unit_loss", False) not in (True, False):
-        raise ConfigError(f"reconstruction.unit_loss={cfg.get('unit_loss')!r}; valid choices: True, False")
-    if cfg.get("offload", "auto") not in ("auto", True, False):
-        raise ConfigError(f"reconstruction.offload={cfg.get('offload')!r}; valid choices: auto, True, False")
+@dataclass
+class SparseGPTConfig(Schema):
+    """conf/reconstruction/sparsegpt.yaml."""
+
+    name: str = knob("sparsegpt")
+    blocksize: int = knob(128, ge=1)  # columns per lazy-update block (reference: 128)
+    percdamp: float = knob(0.01, ge=0, lt=1)  # damping added to H's diagonal, a fraction of its mean (reference)
+    chunk_size: int = knob(256, ge=1)  # samples per forward when accumulating H
+    offload: Union[bool, str] = knob("auto", choices=("auto", True, False))  # cached unit inputs on the host
+    unit_loss: bool = knob(False)  # also record each block's loss to its dense output before/after (2 forwards)
+
+
+def check_config(cfg) -> dict:
+    """The knobs checked against SparseGPTConfig, unset ones at its defaults."""
+    return check_params("reconstruction", SparseGPTConfig,
+                 OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
 
 
 @torch.no_grad()
@@ -93,7 +100,7 @@ def _prune_layer(name, module, dense_module, keep, h, n_cols, cfg, nm) -> dict:
 
 def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter=None, task=None,
                 sparsity=None, **_) -> dict:
-    check_config(cfg)
+    cfg = check_config(cfg)
     device = torch.device(device)
     adapter = adapter or GenericAdapter()
     forward = task.forward_for_calibration if task is not None else (lambda m, x: m(x))
@@ -157,4 +164,5 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter
 
 
 reconstruct.check_config = check_config
+reconstruct.config = SparseGPTConfig
 RECONSTRUCTORS.register("sparsegpt")(reconstruct)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..schemas import Schema, knob, register_group
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -154,3 +155,17 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
         conv.bias = nn.Parameter(new_bias.detach().clone())
         _set_submodule(model, bn_name, _after_norm(bn))
     return pairs
+
+
+@dataclass
+class PruneConfig(Schema):
+    """``prune.*``: which layers take part. ``adapter_dense``/``keep_dense`` came after the first records
+    and stay out of the digest at their defaults."""
+
+    exclude: list[str] = knob([])  # name globs kept dense (still counted in the global total)
+    fold_bn: bool = knob(True)  # fold BatchNorm into the preceding conv before allocation
+    adapter_dense: bool = knob(True, omit_at_default=True)  # keep the family adapter's dense_globs dense
+    keep_dense: list[str] = knob([], omit_at_default=True)  # globs kept dense and out of the total
+
+
+register_group("prune", None, lambda: {"default": PruneConfig})

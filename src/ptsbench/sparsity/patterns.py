@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
 
 from ..errors import ConfigError
+from ..schemas import Schema, knob, register_group
 from .criteria import CRITERIA, ScoreContext
 from .gemm import gemm_cols
 from .masking import num_pruned
@@ -26,6 +28,39 @@ from .selection import GROUPS, keep_mask, nm_fits, nm_keep_mask
 
 PATTERNS = ("unstructured", "nm")
 NM_ALLOCATORS = ("uniform",)
+
+
+@dataclass
+class UnstructuredConfig(Schema):
+    """conf/sparsity/unstructured.yaml. ``criterion`` and ``group`` came after the first records:
+    at their defaults (the SPEC §1 magnitude mask) they stay out of the digest, so those records match."""
+
+    pattern: str = knob("unstructured", choices=PATTERNS)
+    rate: float = knob(0.5)  # global, parameter-weighted over all prunable layers
+    criterion: str = knob("magnitude", omit_at_default=True)  # magnitude | wanda (|W_ij| * ||X_j||_2)
+    group: str = knob("layer", choices=GROUPS, omit_at_default=True)  # where the lowest scores compete: layer | row
+
+    @classmethod
+    def check(cls, node, path):
+        rate = node.rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
+            raise ConfigError(f"{path}.rate={rate!r} is outside [0, 1); pass e.g. {path}.rate=0.7")
+
+    @classmethod
+    def option_name(cls, node):
+        return str(node.get("pattern", "unstructured"))
+
+
+@dataclass
+class NMConfig(UnstructuredConfig):
+    """conf/sparsity/nm.yaml: at most n non-zeros in every m consecutive weights (2:4 by default)."""
+
+    pattern: str = knob("nm", choices=PATTERNS)
+    n: int = knob(2, ge=1)
+    m: int = knob(4, ge=2)
+
+
+SCHEMAS = {"unstructured": UnstructuredConfig, "nm": NMConfig}
 
 
 def check_config(cfg) -> None:
@@ -108,3 +143,6 @@ def select_masks(sparsity_cfg, modules: dict, rates: dict[str, float], context: 
     report = {**context.report,
               "seconds": round(time.perf_counter() - t0, 4)}
     return masks, report
+
+
+register_group("sparsity", "pattern", lambda: SCHEMAS)

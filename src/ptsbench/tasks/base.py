@@ -1,15 +1,28 @@
 """Task interface: (model, data) -> metrics. Each task names its primary metric and direction."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 from ..registry import Registry
+from ..schemas import Schema, knob, register_group
 
 TASKS: Registry = Registry("task", "task")
+
+
+@dataclass
+class TaskConfig(Schema):
+    """The knobs of task=cls and task=det (conf/task/*.yaml gives their values)."""
+
+    name: str = knob()
+    metric: str = knob()  # the primary metric the tables compare
 
 
 class Task:
     name = "base"
     metric = ""
     higher_is_better = True
+    config: type[TaskConfig] = TaskConfig
 
     def __init__(self, batch_size: int = 256, max_samples: int | None = None, **params):
         self.batch_size = batch_size
@@ -41,3 +54,16 @@ class Task:
         only when an allocator or reconstruction needs it: the dataset's images by default; a
         diffusion task captures its UNet inputs over sampling instead."""
         return data.calib_inputs
+
+
+@dataclass
+class EvalConfig(Schema):
+    """``eval.*``: how dense and sparse models are evaluated."""
+
+    batch_size: int = knob(500, ge=1)
+    dense_cache: bool = knob(True)  # evaluate each dense (model, dataset) once per sweep
+    # score only the first N test samples (smoke runs: debug=fast); null: the whole split
+    max_samples: Optional[int] = knob(None, ge=1, omit_at_default=True)
+
+
+register_group("eval", None, lambda: {"default": EvalConfig})

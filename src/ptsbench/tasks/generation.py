@@ -16,13 +16,17 @@ noise prediction on such rows.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import math
 
 import torch
 
 from ..data.base import sample_calibration
 from ..errors import ConfigError
-from .base import TASKS, Task
+from ..schemas import knob
+from .base import TASKS, Task, TaskConfig
 from .frechet import feature_stats, frechet_distance
 from .gen_features import build_features, check_inception_weights, to_size
 
@@ -37,9 +41,24 @@ def _positive_int(knob: str, value, low: int = 1) -> int:
     return value
 
 
+@dataclass
+class GenerationConfig(TaskConfig):
+    """task=gen: types and ranges (the values are in conf/task/gen.yaml)."""
+
+    num_samples: int = knob(ge=2)  # generated images per evaluation
+    steps: int = knob(ge=1)  # DDIM steps
+    eta: float = knob(ge=0)
+    seed: int = knob()
+    sample_batch: int = knob(ge=1)
+    guidance_scale: float = knob()
+    prompt: Optional[str] = knob()
+    inception_weights: Optional[str] = knob()
+
+
 @TASKS.register("gen")
 class GenerationTask(Task):
     name = "gen"
+    config = GenerationConfig
     metric = "fid"
     higher_is_better = False
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...registry import Registry
+from ...schemas import Schema, check_params, knob
 from ..layers import LayerInfo
 
 ALLOCATORS: Registry[type[Allocator]] = Registry("allocator", "allocator")
@@ -34,12 +35,21 @@ class AllocContext:
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
 
+@dataclass
+class AllocatorConfig(Schema):
+    """Knobs every allocator has; an allocator with more subclasses this next to its code."""
+
+    name: str = knob("uniform")
+
+
 class Allocator:
     name = "base"
     needs_calibration = False
+    config: type[AllocatorConfig] = AllocatorConfig  # the allocator's knobs: types, defaults, ranges
 
     def __init__(self, **params: Any):
-        self.params = params
+        """``params``: the allocator's knobs without ``name``; unset ones take the schema's defaults."""
+        self.params = check_params("allocator", self.config, {"name": self.name, **params})
 
     def allocate(self, layers: list[LayerInfo], weights: dict[str, torch.Tensor], rate: float,
                  context: AllocContext | None = None) -> dict[str, float]:

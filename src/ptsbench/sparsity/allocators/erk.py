@@ -7,7 +7,16 @@ is solved again until no density exceeds 1.
 """
 from __future__ import annotations
 
-from .base import ALLOCATORS, Allocator
+from dataclasses import dataclass
+
+from ...schemas import knob
+from .base import ALLOCATORS, Allocator, AllocatorConfig
+
+
+@dataclass
+class ERKConfig(AllocatorConfig):
+    name: str = knob("erk")
+    power: float = knob(1.0, gt=0)  # r_l = (sum of dims / product of dims) ** power; <= 0 inverts the ranking
 
 
 def erk_densities(shapes: dict[str, tuple[int, ...]], rate: float, power: float = 1.0) -> dict[str, float]:
@@ -37,8 +46,9 @@ def _prod(shape) -> int:
 @ALLOCATORS.register("erk", label="ERK", order=2)
 class ERKAllocator(Allocator):
     name = "erk"
+    config = ERKConfig
 
     def allocate(self, layers, weights, rate, context=None):
-        power = float(self.params.get("power", 1.0))
+        power = float(self.params["power"])
         dens = erk_densities({layer.name: layer.shape for layer in layers}, rate, power)
         return {n: 1.0 - d for n, d in dens.items()}

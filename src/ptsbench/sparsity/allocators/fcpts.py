@@ -30,6 +30,8 @@ import copy
 import logging
 import math
 import time
+from dataclasses import dataclass
+from typing import Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -39,14 +41,46 @@ from torch.func import functional_call
 from ...errors import ConfigError
 from ..masking import num_pruned
 from ..threshold_masks import FlatLayers
-from .base import ALLOCATORS, Allocator, build_allocator
+from ...schemas import knob
+from .base import ALLOCATORS, Allocator, AllocatorConfig, build_allocator
 
 log = logging.getLogger("ptsbench")
 
-DEFAULTS = {"init": "erk", "iters": 1600, "batch_size": 64, "lr": 0.01, "momentum": 0.9, "lambda": 1.0,
-            "lambda_lr": 0.1, "penalty": 1.0, "temperature": 4.0, "loss": "kl", "train_weights": False, "weight_lr": 1e-4,
-            "kde": "gaussian", "bandwidth": "silverman", "bins": 100, "trace_points": 100, "warmup": 0.25}
 LOSSES = ("kl", "mse", "none")
+
+
+@dataclass
+class FCPTSConfig(AllocatorConfig):
+    """FCPTS's knobs (conf/allocator/fcpts_erk.yaml and fcpts_l2norm.yaml pick ``init``)."""
+
+    name: str = knob("fcpts")
+    init: str = knob("erk")  # starting allocation the thresholds reproduce exactly: erk | l2norm
+    iters: int = knob(1600, ge=0)  # SGD steps on the calibration set
+    batch_size: int = knob(64, ge=1)
+    lr: float = knob(0.01, gt=0)  # cosine-decayed to 0 over iters
+    momentum: float = knob(0.9, ge=0)
+    lambda_: float = knob(1.0, ge=0, key="lambda")  # initial value of the dual variable of S(t) = S* (SPEC §8)
+    lambda_lr: float = knob(0.1, ge=0)  # dual ascent: lambda += lambda_lr / (lr sum_l (N_l/N)^2) * (S* - S(t))
+    penalty: float = knob(1.0, ge=0)  # augmented-Lagrangian step: fraction of the gap |S(t) - S*| closed per step
+    warmup: float = knob(0.25, ge=0, lt=1)  # fraction of iters before S(t) is held to S*
+    temperature: float = knob(4.0, gt=0)  # KL temperature (loss scaled by T^2)
+    loss: str = knob("kl", choices=LOSSES)  # kl | mse (of the adapter's block outputs; also non-logit outputs) | none
+    train_weights: bool = knob(False)  # true: also train a copy of the weights (weight_lr); masks stay on the originals
+    weight_lr: float = knob(1e-4, gt=0)
+    kde: str = knob("gaussian", choices=("gaussian", "histogram"))  # density of the weights at +-t for ds/dt
+    bandwidth: Union[Literal["silverman"], float] = knob("silverman", gt=0)  # or a float, in units of max |w|
+    bins: int = knob(100, ge=1)  # histogram bins over [0, 1] (kde: histogram)
+    trace_points: int = knob(100, ge=1)  # loss-trace points kept in the run record
+
+    @classmethod
+    def check(cls, node, path):
+        if node.init == "fcpts" or node.init not in ALLOCATORS:
+            raise ConfigError(f"{path}.init='{node.init}' is not a starting allocation; valid choices: "
+                              f"{', '.join(n for n in ALLOCATORS.names() if n != 'fcpts')}")
+
+    @classmethod
+    def option_name(cls, node):
+        return f"fcpts_{node.get('init', 'erk')}"
 
 
 class _Forward(nn.Module):
@@ -102,36 +136,12 @@ def rate_for_count(k: int, n: int) -> float:
 class FCPTSAllocator(Allocator):
     name = "fcpts"
     needs_calibration = True
+    config = FCPTSConfig
 
     def __init__(self, **params):
         super().__init__(**params)
-        unknown = set(params) - set(DEFAULTS)
-        if unknown:
-            raise ConfigError(f"allocator (fcpts): unknown knob(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        self.p = p = {**DEFAULTS, **params}
+        self.p = p = self.params
         self.loss = p["loss"]  # the task loss in use (kl falls back to mse for non-logit outputs)
-        if p["init"] == "fcpts" or p["init"] not in ALLOCATORS:
-            raise ConfigError(f"allocator.init='{p['init']}' is not a starting allocation; valid choices: "
-                              f"{', '.join(n for n in ALLOCATORS.names() if n != 'fcpts')}")
-        if p["loss"] not in LOSSES:
-            raise ConfigError(f"allocator.loss='{p['loss']}'; valid choices: {', '.join(LOSSES)}")
-        if p["kde"] not in ("gaussian", "histogram"):
-            raise ConfigError(f"allocator.kde='{p['kde']}'; valid choices: gaussian, histogram")
-        if p["bandwidth"] != "silverman" and not (isinstance(p["bandwidth"], (int, float)) and p["bandwidth"] > 0):
-            raise ConfigError(f"allocator.bandwidth={p['bandwidth']!r}; use 'silverman' or a positive float "
-                              "(in units of the layer's largest |w|)")
-        for knob in ("iters", "batch_size", "bins", "trace_points"):
-            low, what = (0, "non-negative") if knob == "iters" else (1, "positive")
-            if not isinstance(p[knob], int) or p[knob] < low:
-                raise ConfigError(f"allocator.{knob}={p[knob]!r} must be a {what} integer")
-        for knob in ("lr", "temperature", "weight_lr"):
-            if not p[knob] > 0:
-                raise ConfigError(f"allocator.{knob}={p[knob]!r} must be > 0")
-        if not (isinstance(p["warmup"], (int, float)) and 0 <= p["warmup"] < 1):
-            raise ConfigError(f"allocator.warmup={p['warmup']!r} must be a fraction of iters in [0, 1)")
-        for knob in ("lambda_lr", "penalty"):
-            if not (isinstance(p[knob], (int, float)) and p[knob] >= 0):
-                raise ConfigError(f"allocator.{knob}={p[knob]!r} must be a number >= 0")
 
     def allocate(self, layers, weights, rate, context=None):
         p = self.p

@@ -14,7 +14,15 @@ import math
 
 import torch
 
-from .base import ALLOCATORS, Allocator
+from dataclasses import dataclass
+
+from ...schemas import knob
+from .base import ALLOCATORS, Allocator, AllocatorConfig
+
+
+@dataclass
+class L2NormConfig(AllocatorConfig):
+    name: str = knob("l2norm")
 
 
 def _count_le(sorted_scores: list[torch.Tensor], t: float) -> int:
@@ -50,6 +58,7 @@ def kth_smallest(sorted_scores: list[torch.Tensor], k: int) -> float:
 @ALLOCATORS.register("l2norm", label="L2Norm", order=1)
 class L2NormAllocator(Allocator):
     name = "l2norm"
+    config = L2NormConfig
 
     def allocate(self, layers, weights, rate, context=None):
         names = [layer.name for layer in layers]
