@@ -87,16 +87,16 @@ def settings_from(cfg, device: torch.device) -> TrainSettings:
 def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granularity: str,
                 adapter=None, task=None, **_) -> dict:
     """Reconstruct every unit; the knobs were checked by the pipeline's validation (UnitwiseConfig)."""
-    p = knobs_of({**(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)),
+    knobs = knobs_of({**(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)),
                   "name": granularity})
     device = torch.device(device)
     adapter = adapter or GenericAdapter()
     units = adapter.units(model, granularity)
     forward = task.forward_for_calibration if task is not None else (lambda m, x: m(x))
-    settings = settings_from(p, device)
-    correct = p["error_correction"]
-    progress = p["progress"]
-    report = {"name": granularity, "granularity": granularity, "input": p["input"],
+    settings = settings_from(knobs, device)
+    correct = knobs["error_correction"]
+    progress = knobs["progress"]
+    report = {"name": granularity, "granularity": granularity, "input": knobs["input"],
               "error_correction": correct, "iters": settings.iters, "batch_size": settings.batch_size,
               "optimizer": settings.optimizer, "lr": settings.lr, "lr_bias": settings.lr_bias,
               "amp_bf16": settings.amp, "cuda_graphs": settings.cuda_graphs, "adapter": adapter.family,
@@ -113,7 +113,7 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granula
             if correct and uncovered:  # layers no unit owns still get Eq. 1
                 apply_error_correction(model, dense_model, masks, calib_inputs, forward, device, uncovered)
             feeder = UnitFeeder(model, dense_model, units, calib_inputs, forward, report["input"], device,
-                                p["offload"], p["chunk_size"], _auto(p["channels_last"], device.type == "cuda"))
+                                knobs["offload"], knobs["chunk_size"], _auto(knobs["channels_last"], device.type == "cuda"))
             report["offload"] = feeder.store.type != device.type
             for k, unit in enumerate(units):
                 report["units"].append(_reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder,
