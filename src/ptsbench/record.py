@@ -2,7 +2,9 @@
 
 Schema (``RECORD_SCHEMA`` below is the machine-readable form, checked by ``validate_record``):
   schema_version, status ('ok'|'failed'), error ({type, message, phase} or null), digest,
-  name, created, choices (group -> option), overrides, config (resolved), seed,
+  name, created, choices (group -> option picked, Hydra's runtime choice: e.g. allocator: fcpts_l2norm,
+  calib: default; also in the file name), overrides, config (resolved, each group's own knobs only),
+  not_applicable (knobs set for other options of a group, ignored: ``{"allocator.iters": 200}``), seed,
   calibration {num_samples, seed, indices_digest}, model {name, arch, family, size, params},
   task {name, metric, higher_is_better}, dense {metric: value}, sparse {metric: value}
   (both absent when failed), sparsity {target, achieved, zeros, total, target_per_layer,

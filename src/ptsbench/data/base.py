@@ -92,7 +92,7 @@ class DigitsDetConfig(DatasetConfig):
 class LocalImagesConfig(DatasetConfig):
     """A dataset read from ``root`` on this machine (CIFAR, ImageNet, LSUN)."""
 
-    root: str = knob(required=True)
+    root: Optional[str] = knob(required=True)  # null or ???: the builder says what it needs
     img_size: Optional[int] = knob(ge=1)
     mean: list[float] = knob()
     std: list[float] = knob()
@@ -108,7 +108,7 @@ class LocalImagesConfig(DatasetConfig):
 class LocalDetectionConfig(DatasetConfig):
     """COCO / VOC from ``root`` on this machine."""
 
-    root: str = knob(required=True)
+    root: Optional[str] = knob(required=True)  # null or ???: the builder says what it needs
     metric: str = knob()
     split: str = knob()
     calib_split: str = knob()

@@ -20,13 +20,16 @@ COCO's 80 category ids when an 80-class head meets coco2017's 90 ids).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import MODEL_SOURCES, weights_path
+from ..schemas import knob
+from . import MODEL_SOURCES, ModelConfig, weights_path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "mmdet_configs"
 INSTALL_HINT = "install OpenMMLab with `make install-mm` (mmengine, mmdet 3.3 and an mmcv 2.1 built with its ops)"
@@ -171,6 +174,12 @@ def _quiet_init(detector: nn.Module) -> None:
         logger.setLevel(level)
 
 
+@dataclass
+class MMDetModelConfig(ModelConfig):
+    config: str = knob(required=True)  # an mmengine config: mmdet_configs/ name, a path, or one shipped with mmdet
+    label_ids: Optional[list[int]] = knob()  # dataset label of each mmdet class (default 1..K)
+
+
 @MODEL_SOURCES.register("mmdet")
 def build_mmdet(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     """Build the detector of ``model.config`` and load ``model.weights`` (a local checkpoint or none)."""
@@ -212,3 +221,4 @@ def check_mmdet_config(cfg) -> None:
 
 build_mmdet.check_config = check_mmdet_config
 build_mmdet.loads_weights = True
+build_mmdet.config = MMDetModelConfig
