@@ -43,17 +43,6 @@ def _limit_cpu_threads(hc) -> None:
             torch.set_num_threads(threads)
 
 
-def main() -> None:
-    """A knob no option of its group knows fails here, naming the valid ones (Hydra would only say
-    "Key 'iterz' is not in struct"); everything else is Hydra's and the pipeline's."""
-    try:
-        schemas.check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    hydra_main()
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
@@ -83,7 +72,14 @@ def hydra_main(cfg: DictConfig) -> dict | None:
 
 def main() -> None:
     """The console entry: Hydra's run or multirun, then exit 1 if the sweep summary counted a failed run
-    (checked here, after every callback, so the tables of a partly failed sweep are still written)."""
+    (checked here, after every callback, so the tables of a partly failed sweep are still written).
+    A knob no option of its group knows fails first, naming the valid ones (Hydra would only say
+    "Key 'iterz' is not in struct")."""
+    try:
+        schemas.check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     defer_summary()
     try:
         hydra_main()

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 

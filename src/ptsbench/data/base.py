@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,15 +92,15 @@ class DigitsDetConfig(DatasetConfig):
 class LocalImagesConfig(DatasetConfig):
     """A dataset read from ``root`` on this machine (CIFAR, ImageNet, LSUN)."""
 
-    root: Optional[str] = knob(required=True)  # null or ???: the builder says what it needs
-    img_size: Optional[int] = knob(ge=1)
+    root: str | None = knob(required=True)  # null or ???: the builder says what it needs
+    img_size: int | None = knob(ge=1)
     mean: list[float] = knob()
     std: list[float] = knob()
     num_classes: int = knob(ge=1)
     num_workers: int = knob(ge=0)
     eval_cache: bool = knob()
     max_images: int = knob(ge=1)
-    prompt: Optional[str] = knob()
+    prompt: str | None = knob()
     fid_metric: str = knob()
 
 
@@ -108,12 +108,12 @@ class LocalImagesConfig(DatasetConfig):
 class LocalDetectionConfig(DatasetConfig):
     """COCO / VOC from ``root`` on this machine."""
 
-    root: Optional[str] = knob(required=True)  # null or ???: the builder says what it needs
+    root: str | None = knob(required=True)  # null or ???: the builder says what it needs
     metric: str = knob()
     split: str = knob()
     calib_split: str = knob()
     calib_size: int = knob(ge=1)
-    num_test: Optional[int] = knob(ge=1)
+    num_test: int | None = knob(ge=1)
 
 
 @dataclass

@@ -20,7 +20,15 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .base import DATASETS, EmbeddedSplitConfig, LocalImagesConfig, DataBundle, dataset_root, indices_digest, tensor_split
+from .base import (
+    DATASETS,
+    DataBundle,
+    EmbeddedSplitConfig,
+    LocalImagesConfig,
+    dataset_root,
+    indices_digest,
+    tensor_split,
+)
 from .embedded import fixed_split, load_mnist5k_arrays
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")

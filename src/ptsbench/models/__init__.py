@@ -8,12 +8,11 @@ checkpoint path (:mod:`.checkpoints`). Nothing is downloaded.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
-
-from dataclasses import dataclass
-from typing import Any, Optional
 
 from ..errors import ConfigError
 from ..registry import Registry
@@ -29,22 +28,22 @@ class ModelConfig(Schema):
 
     name: str = knob()
     arch: str = knob()
-    family: Optional[str] = knob()  # picks the adapter (units, layers kept dense)
+    family: str | None = knob()  # picks the adapter (units, layers kept dense)
     size: str = knob()
     source: str = knob()  # the builder: zoo | torchvision | timm | torchvision_det | diffusers
-    weights: Optional[str] = knob(required=True)  # none | zoo | torchvision | timm | <local checkpoint path>
-    trained_on: Optional[str] = knob()  # dataset of the published weights (ptsbench-models)
+    weights: str | None = knob(required=True)  # none | zoo | torchvision | timm | <local checkpoint path>
+    trained_on: str | None = knob()  # dataset of the published weights (ptsbench-models)
 
 
 @dataclass
 class LibraryModelConfig(ModelConfig):
     """torchvision / timm / torchvision_det models."""
 
-    pretrained: Optional[str] = knob()  # the published weights model.weights=torchvision|timm reads
+    pretrained: str | None = knob()  # the published weights model.weights=torchvision|timm reads
     kwargs: dict[str, Any] = knob()  # extra constructor arguments (e.g. width_mult)
-    image_size: Optional[int] = knob(ge=1)
-    min_size: Optional[int] = knob(ge=1)
-    max_size: Optional[int] = knob(ge=1)
+    image_size: int | None = knob(ge=1)
+    min_size: int | None = knob(ge=1)
+    max_size: int | None = knob(ge=1)
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo_checkpoints"
 
 

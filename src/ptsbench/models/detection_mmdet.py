@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -177,7 +176,7 @@ def _quiet_init(detector: nn.Module) -> None:
 @dataclass
 class MMDetModelConfig(ModelConfig):
     config: str = knob(required=True)  # an mmengine config: mmdet_configs/ name, a path, or one shipped with mmdet
-    label_ids: Optional[list[int]] = knob()  # dataset label of each mmdet class (default 1..K)
+    label_ids: list[int] | None = knob()  # dataset label of each mmdet class (default 1..K)
 
 
 @MODEL_SOURCES.register("mmdet")

@@ -15,14 +15,13 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from ..schemas import Schema, check_params, knob
 from ..models.adapters import GRANULARITIES, GenericAdapter
+from ..schemas import Schema, check_params, knob
 from . import RECONSTRUCTORS
 from .error_correction import ErrorCorrection, apply_error_correction
 from .feeder import UnitFeeder
@@ -43,13 +42,13 @@ class UnitwiseConfig(Schema):
     iters: int = knob(20000, ge=0)  # optimisation steps per unit (paper: 20,000)
     batch_size: int = knob(64, ge=1)
     optimizer: str = knob("sgd", choices=tuple(PRESETS))  # sgd (paper: momentum 0.9, lr 1e-4) | adam (public code)
-    lr: Optional[float] = knob(None, ge=0)  # weight learning rate; null = the optimizer preset's
-    lr_bias: Optional[float] = knob(None, ge=0)  # bias learning rate; null = the preset's
-    momentum: Optional[float] = knob(None, ge=0)  # SGD momentum; null = the preset's (0.9)
-    offload: Union[bool, str] = knob("auto", choices=AUTO_BOOL)  # cached unit inputs/targets on the host
-    amp: Union[bool, str] = knob("auto", choices=AUTO_BOOL)  # bf16 autocast of the unit forward (auto: on CUDA)
-    cuda_graphs: Union[bool, str] = knob("auto", choices=AUTO_BOOL)  # the whole training step as a CUDA graph
-    channels_last: Union[bool, str] = knob("auto", choices=AUTO_BOOL)  # NHWC conv activations (auto: on CUDA)
+    lr: float | None = knob(None, ge=0)  # weight learning rate; null = the optimizer preset's
+    lr_bias: float | None = knob(None, ge=0)  # bias learning rate; null = the preset's
+    momentum: float | None = knob(None, ge=0)  # SGD momentum; null = the preset's (0.9)
+    offload: bool | str = knob("auto", choices=AUTO_BOOL)  # cached unit inputs/targets on the host
+    amp: bool | str = knob("auto", choices=AUTO_BOOL)  # bf16 autocast of the unit forward (auto: on CUDA)
+    cuda_graphs: bool | str = knob("auto", choices=AUTO_BOOL)  # the whole training step as a CUDA graph
+    channels_last: bool | str = knob("auto", choices=AUTO_BOOL)  # NHWC conv activations (auto: on CUDA)
     chunk_size: int = knob(256, ge=1)  # samples per forward when capturing activations and measuring losses
     seed: int = knob(0)  # mini-batch sampling
     progress: bool = knob(True)  # tqdm bar with ETA per unit

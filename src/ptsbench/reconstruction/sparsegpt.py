@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..schemas import Schema, check_params, knob
 from ..models.adapters import GenericAdapter
+from ..schemas import Schema, check_params, knob
 from ..sparsity.gemm import add_input_gram, gemm_weight
 from . import RECONSTRUCTORS
 from .feeder import UnitFeeder
@@ -40,7 +39,7 @@ class SparseGPTConfig(Schema):
     blocksize: int = knob(128, ge=1)  # columns per lazy-update block (reference: 128)
     percdamp: float = knob(0.01, ge=0, lt=1)  # damping added to H's diagonal, a fraction of its mean (reference)
     chunk_size: int = knob(256, ge=1)  # samples per forward when accumulating H
-    offload: Union[bool, str] = knob("auto", choices=("auto", True, False))  # cached unit inputs on the host
+    offload: bool | str = knob("auto", choices=("auto", True, False))  # cached unit inputs on the host
     unit_loss: bool = knob(False)  # also record each block's loss to its dense output before/after (2 forwards)
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from ..registry import Registry
 from ..schemas import Schema, knob, register_group
@@ -63,7 +62,7 @@ class EvalConfig(Schema):
     batch_size: int = knob(500, ge=1)
     dense_cache: bool = knob(True)  # evaluate each dense (model, dataset) once per sweep
     # score only the first N test samples (smoke runs: debug=fast); null: the whole split
-    max_samples: Optional[int] = knob(None, ge=1, omit_at_default=True)
+    max_samples: int | None = knob(None, ge=1, omit_at_default=True)
 
 
 register_group("eval", None, lambda: {"default": EvalConfig})

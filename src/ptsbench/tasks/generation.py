@@ -16,10 +16,8 @@ noise prediction on such rows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -51,8 +49,8 @@ class GenerationConfig(TaskConfig):
     seed: int = knob()
     sample_batch: int = knob(ge=1)
     guidance_scale: float = knob()
-    prompt: Optional[str] = knob()
-    inception_weights: Optional[str] = knob()
+    prompt: str | None = knob()
+    inception_weights: str | None = knob()
 
 
 @TASKS.register("gen")

@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +39,9 @@ from torch import nn
 from torch.func import functional_call
 
 from ...errors import ConfigError
+from ...schemas import knob
 from ..masking import num_pruned
 from ..threshold_masks import FlatLayers
-from ...schemas import knob
 from .base import ALLOCATORS, Allocator, AllocatorConfig, build_allocator
 
 log = logging.getLogger("ptsbench")
@@ -68,7 +68,7 @@ class FCPTSConfig(AllocatorConfig):
     train_weights: bool = knob(False)  # true: also train a copy of the weights (weight_lr); masks stay on the originals
     weight_lr: float = knob(1e-4, gt=0)
     kde: str = knob("gaussian", choices=("gaussian", "histogram"))  # density of the weights at +-t for ds/dt
-    bandwidth: Union[Literal["silverman"], float] = knob("silverman", gt=0)  # or a float, in units of max |w|
+    bandwidth: Literal["silverman"] | float = knob("silverman", gt=0)  # or a float, in units of max |w|
     bins: int = knob(100, ge=1)  # histogram bins over [0, 1] (kde: histogram)
     trace_points: int = knob(100, ge=1)  # loss-trace points kept in the run record
 

@@ -11,10 +11,9 @@ order so the count is exact.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-
-from dataclasses import dataclass
 
 from ...schemas import knob
 from .base import ALLOCATORS, Allocator, AllocatorConfig
