@@ -140,6 +140,7 @@ def test_group_swept_with_a_knob_of_one_option_composes_for_every_option(group, 
     assert used_by and len(used_by) < len(options)
 
 
+@pytest.mark.slow
 def test_sweep_from_the_shell_as_typed(tmp_path):
     """The issue's command, with tiny settings: reconstruction swept with reconstruction.iters."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
