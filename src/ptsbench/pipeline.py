@@ -1,7 +1,8 @@
 """The PTS pipeline behind ``ptsbench.run``: one config in, one run record out.
 
 build model + data -> evaluate dense (cached) -> fold BN -> allocate -> mask -> reconstruct
--> measure achieved sparsity -> evaluate sparse -> write the record atomically.
+-> measure achieved sparsity -> evaluate sparse -> write the record atomically. Each step is a
+phase (``ptsbench.phases``): its time goes into ``timing``, and a failure names it in ``error.phase``.
 Bad input raises ConfigError before heavy work and writes nothing; any later failure writes a
 ``status: failed`` record carrying the error and no metrics, then re-raises.
 """
