@@ -100,7 +100,7 @@ def test_prune_knobs_are_declared_and_typed():
 
 def test_digests_of_existing_runs_are_unchanged():
     # digests of these configs before the schemas (and before sparsity.criterion/group existed), b584fd5;
-    # FCPTS runs are left out: its method changed (SPEC §8 dual lambda, new knobs), so its digests did too
+    # FCPTS runs are left out: its method changed (docs/methods.md#decisions dual lambda, new knobs), so its digests did too
     before = {(): "ad8d02d40d54", ("allocator=erk", "sparsity.rate=0.7"): "ef3625056226",
               ("allocator=l2norm", "reconstruction=block"): "e074628fb66e",
               ("reconstruction=single", "reconstruction.iters=400"): "f49ed79a4f93",

@@ -33,7 +33,7 @@ NM_ALLOCATORS = ("uniform",)
 @dataclass
 class UnstructuredConfig(Schema):
     """conf/sparsity/unstructured.yaml. ``criterion`` and ``group`` came after the first records:
-    at their defaults (the SPEC §1 magnitude mask) they stay out of the digest, so those records match."""
+    at their defaults (the docs/methods.md#prunable-layers-and-masks magnitude mask) they stay out of the digest, so those records match."""
 
     pattern: str = knob("unstructured", choices=PATTERNS)
     rate: float = knob(0.5)  # global, parameter-weighted over all prunable layers

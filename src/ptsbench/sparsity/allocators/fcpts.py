@@ -59,7 +59,7 @@ class FCPTSConfig(AllocatorConfig):
     batch_size: int = knob(64, ge=1)
     lr: float = knob(0.01, gt=0)  # cosine-decayed to 0 over iters
     momentum: float = knob(0.9, ge=0)
-    lambda_: float = knob(1.0, ge=0, key="lambda")  # initial value of the dual variable of S(t) = S* (SPEC §8)
+    lambda_: float = knob(1.0, ge=0, key="lambda")  # initial value of the dual variable of S(t) = S* (docs/methods.md#decisions)
     lambda_lr: float = knob(0.1, ge=0)  # dual ascent: lambda += lambda_lr / (lr sum_l (N_l/N)^2) * (S* - S(t))
     penalty: float = knob(1.0, ge=0)  # augmented-Lagrangian step: fraction of the gap |S(t) - S*| closed per step
     warmup: float = knob(0.25, ge=0, lt=1)  # fraction of iters before S(t) is held to S*
