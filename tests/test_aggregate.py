@@ -26,7 +26,7 @@ HARD = {"m_h": ("resnet", "34", 1_500_000, 0.8)}   # the hard model of flip_reco
 
 def make_record(model="m_a", alloc="l2norm", rate=0.5, rel=None, *, task="cls", metric="top1", hib=True,
                 dense=None, sparse=None, init=None, recon="none", inp=None, ec=None, status="ok", calib=1024,
-                created="2026-01-02T00:00:00+00:00", dataset="ds", seed=0):
+                created="2026-01-02T00:00:00+00:00", dataset="ds", seed=0, calib_seed=0, used=None):
     family, size, params, model_dense = {**MODELS, **HARD}.get(model, ("retinanet", "r18", 5_000_000, 0.4))
     dense = model_dense if dense is None else dense
     if sparse is None and rel is not None:
@@ -35,12 +35,13 @@ def make_record(model="m_a", alloc="l2norm", rate=0.5, rel=None, *, task="cls", 
     recon_cfg = {"name": recon} if recon == "none" else {"name": recon, "input": inp, "error_correction": ec}
     cfg = {"task": {"name": task, "metric": metric}, "model": {"name": model, "family": family, "size": size},
            "dataset": {"name": dataset}, "allocator": alloc_cfg, "reconstruction": recon_cfg,
-           "sparsity": {"rate": rate}, "calib": {"num_samples": calib}, "seed": seed, "paths": {"output_dir": "x"}}
+           "sparsity": {"rate": rate}, "calib": {"num_samples": calib, "seed": calib_seed}, "seed": seed, "paths": {"output_dir": "x"}}
     digest = hashlib.sha256(json.dumps({k: v for k, v in cfg.items() if k != "paths"}, sort_keys=True).encode()).hexdigest()
     choices = {"task": task, "model": model, "dataset": dataset, "allocator": alloc, "reconstruction": recon}
     rec = {"schema_version": 1, "status": status, "digest": digest, "name": record_filename(choices, rate, digest)[:-5],
            "created": created, "choices": choices, "config": cfg, "seed": seed,
-           "calibration": {"num_samples": calib, "seed": 0, "indices_digest": "x"},
+           "calibration": {"num_samples": calib, "seed": calib_seed, "indices_digest": "x",
+                           **({} if used is None else {"used": used})},
            "model": {"name": model, "family": family, "size": size, "params": params},
            "task": {"name": task, "metric": metric, "higher_is_better": hib},
            "sparsity": {"target": rate, "target_per_layer": {"conv1": rate / 2, "fc": rate}},
@@ -370,3 +371,23 @@ def test_fcpts_downsample_finding_reads_the_init_and_learned_rates(tmp_path):
     with pytest.raises(ValueError, match="unknown kind 'nope'"):
         check_finding({"id": "y", "kind": "nope", "table": "table2", "column": "OM_alloc", "rows": ["ERK"]},
                       {"table2": build_tables(rs)[0][0]})
+
+
+def test_a_run_that_reads_no_calibration_stands_for_every_seed(tmp_path):
+    """ERK without reconstruction reads no calibration data: one run matches FCPTS's and the
+    reconstructed runs' two calibration seeds (equal n per column), and is their none twin."""
+    recs = [make_record(m, "erk", 0.8, r, used=False) for m, r in (("m_a", 0.5), ("m_c", 0.4))]
+    for cs in (0, 1):
+        for m, r in (("m_a", 0.6), ("m_c", 0.5)):
+            recs.append(make_record(m, "fcpts", 0.8, r + 0.01 * cs, init="erk", calib_seed=cs, used=True))
+            for inp in ("sparse", "dense"):
+                dense = MODELS[m][3]
+                recs.append(make_record(m, "erk", 0.8, sparse=dense * (r + (0.1 if inp == "sparse" else 0.05)),
+                                        recon="block", inp=inp, ec=False, calib_seed=cs, used=True))
+    (t2, t3, *_), _ = build_tables(load_runs_from(recs, tmp_path))
+    cells = pd.DataFrame(t2.cells).set_index(["row", "column"])
+    assert cells.at[("ERK", "CLS 80"), "n"] == cells.at[("FCPTS (ERK)", "CLS 80"), "n"] == 4
+    assert t2.values.at["ERK", "CLS 80"] == pytest.approx(45.0)
+    assert not t3.gaps and t3.values.at["Sparse Input", "CLS 80"] > t3.values.at["Dense Input", "CLS 80"] > 0
+    c3 = pd.DataFrame(t3.cells).set_index(["row", "column"])
+    assert c3.at[("Sparse Input", "CLS 80"), "n"] == c3.at[("Dense Input", "CLS 80"), "n"] == 4

@@ -220,8 +220,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             inner_rate = rate_over_included(rate, sum(m.weight.numel() for m in all_modules.values()),
                                             sum(m.weight.numel() for m in modules.values()))
             calib_inputs = data.calib_inputs
-            if (allocator.needs_calibration or cfg.reconstruction.name != "none"
-                    or patterns.needs_calibration(cfg.sparsity)):  # diffusion: captured from sampling
+            # a run that reads no calibration data gives the same result for every calib.seed
+            record["calibration"]["used"] = bool(allocator.needs_calibration or cfg.reconstruction.name != "none"
+                                                 or patterns.needs_calibration(cfg.sparsity))
+            if record["calibration"]["used"]:  # diffusion: captured from sampling
                 calib_inputs = task.calibration_inputs(dense_model, data, device, cfg.calib)
                 record["calibration"]["num_samples"] = int(len(calib_inputs))
             context = AllocContext(model=model, modules=modules, calib_inputs=calib_inputs, device=device,

@@ -9,6 +9,11 @@ rows that have runs there are cut to the keys all of them have (``matched``, the
 the ranking then leaves out. The table's overall column (OM) is taken over the tasks every row
 has; a task missing from one row is left out of every row's OM (a note says so).
 
+Seeds: a run that reads no calibration data (``seed_free``: Uniform/L2Norm/ERK without
+reconstruction) gives the same result for every calibration seed, so it stands for each seed its
+comparison partners were run with (its row is repeated per seed key, and n counts it that often);
+the demo therefore runs such rows once and the learned/reconstructed rows with 2+ seeds.
+
 Uncertainty: every cell carries n (runs) and a 95% percentile-bootstrap interval over its runs
 (models x seeds; 2,000 resamples). The resample indices depend only on (table, task, rate, n),
 so matched rows, whose runs are sorted by the same keys, are resampled *paired*: the
@@ -49,6 +54,20 @@ def rest_key(knobs: dict, compared: Sequence[str]) -> str:
 
 def with_rest(runs: pd.DataFrame, compared: Sequence[str]) -> pd.DataFrame:
     return runs.assign(rest=[rest_key(k or {}, compared) for k in runs.knobs]) if len(runs) else runs.assign(rest=[])
+
+
+def expand_seed_free(runs: pd.DataFrame, row_col: str) -> pd.DataFrame:
+    """Repeat every seed-free run for the seed keys the other runs of the comparison have and its
+    own (row, model, dataset, rate, rest) group lacks."""
+    if runs.empty or "seed_free" not in runs or not runs.seed_free.any() or runs.seed_free.all():
+        return runs
+    free_mask = runs.seed_free.astype(bool)
+    keys = set(runs.loc[~free_mask, "seed_key"])
+    group = [c for c in (row_col, "model", "dataset", "rate", "rest") if c in runs]
+    copies = []
+    for _, g in runs[free_mask].groupby(group, sort=False, dropna=False):
+        copies += [g.iloc[[0]].assign(seed_key=k) for k in sorted(keys - set(g.seed_key))]
+    return pd.concat([runs, *copies], ignore_index=True) if copies else runs
 
 
 def _draws(tag: str, n: int) -> np.ndarray:
@@ -105,7 +124,7 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
     columns, where, data, boot, n_of, models_of = [], {}, {r: {} for r in rows}, {}, {}, {}
     unmatched, notes, used_parts = set(), [], []
     for task in tasks:
-        t = runs[runs.task == task]
+        t = expand_seed_free(runs[runs.task == task], row_col)
         present = [r for r in rows if (t[row_col] == r).any()]
         keys = {r: set(_keys(t[t[row_col] == r], key_cols)) for r in present}
         union = set().union(*keys.values()) if keys else set()
@@ -194,6 +213,7 @@ def match_rates(runs: pd.DataFrame, row_col: str, matched: bool = True, unit_col
     to the keys they all cover. Returns (runs kept, rows lacking some keys, notes)."""
     if runs.empty:
         return runs, set(), []
+    runs = expand_seed_free(runs, row_col)
     cover = {}
     for row, g in runs.groupby(row_col, sort=False):
         per_unit = [set(_keys(u, key_cols)) for _, u in g.groupby(list(unit_cols), sort=False)]

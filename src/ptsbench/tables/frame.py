@@ -82,6 +82,26 @@ def _baseline_key(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _baseline_key_seedless(cfg: dict) -> str:
+    """_baseline_key without the seeds: how a reconstructed run finds a none twin that read no
+    calibration data (its result is the same for every seed)."""
+    rest = {k: v for k, v in cfg.items() if k not in (*NON_SEMANTIC_KEYS, "reconstruction", "seed")}
+    rest["calib"] = {k: v for k, v in (cfg.get("calib") or {}).items() if k != "seed"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _reads_calibration(rec: dict, alloc_name: str, recon: str) -> bool:
+    """Whether a run's result depends on its calibration sample (records say so since issue 13;
+    older ones: a learned allocator, reconstruction, or a calibration-based mask criterion)."""
+    used = (rec.get("calibration") or {}).get("used")
+    if used is not None:
+        return bool(used)
+    cfg = rec.get("config") or {}
+    criterion = str(((cfg.get("sparsity") or {}).get("criterion") or "magnitude"))
+    learned = alloc_name in ALLOCATORS and ALLOCATORS.get(alloc_name).needs_calibration
+    return bool(learned or recon != "none" or criterion not in ("magnitude", "None"))
+
+
 def _as_bool(value):
     if value is None or isinstance(value, bool):
         return value
@@ -128,10 +148,11 @@ def run_row(rec: dict, path: str = "") -> dict:
         "error_correction": _as_bool(recon_cfg.get("error_correction")) if recon != "none" else None,
         "rate": float((rec.get("sparsity") or {}).get("target", math.nan)),
         "seed": seed, "calib_seed": calib_seed, "seed_key": f"{seed}/{calib_seed}",
+        "seed_free": not _reads_calibration(rec, alloc_name, recon),
         "calib": (rec.get("calibration") or {}).get("num_samples"),
         "dense": float(dense) if ok else math.nan, "sparse": float(sparse) if ok else math.nan,
         "rel": relative_score(sparse, dense, hib) if ok else math.nan,
-        "baseline_key": _baseline_key(cfg),
+        "baseline_key": _baseline_key(cfg), "baseline_key_seedless": _baseline_key_seedless(cfg),
         "per_layer": (rec.get("sparsity") or {}).get("target_per_layer"),
         "init_per_layer": allocation.get("init_rates"),
         "knobs": flat_knobs(cfg),

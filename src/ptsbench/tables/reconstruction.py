@@ -1,7 +1,8 @@
 """Table 3 — reconstruction techniques track (paper §3.1 ②, Eqs. 3-4).
 
 Rule: every reconstructed run is paired with its reconstruction=none twin, the run whose config
-differs from it only in the reconstruction subtree (no twin: the run is a 'no-baseline' gap).
+differs from it only in the reconstruction subtree (or also in the seeds, when the twin read no
+calibration data and so is the same run for every seed); no twin: a 'no-baseline' gap.
 Its gain R = A_{s,r} - A_s becomes R/A_dense, or for lower-is-better metrics (GEN FID)
 exp(A_dense/R) when R < 0 and 0 when R >= 0 (docs/methods.md#decisions; the count of runs where FID got worse is
 printed). Each aspect varies one knob around one baseline setting (default the paper's: block
@@ -58,9 +59,13 @@ def paired_gains(runset: RunSet) -> tuple[pd.DataFrame, list[dict]]:
     none = ok[ok.reconstruction == "none"]
     recon = ok[ok.reconstruction != "none"].copy()
     twins = none.drop_duplicates("baseline_key").set_index("baseline_key")["sparse"]
+    free = none[none.seed_free.astype(bool)]
+    seedless = free.drop_duplicates("baseline_key_seedless").set_index("baseline_key_seedless")["sparse"]
     gains, deltas, gaps = [], [], []
     for _, run in recon.iterrows():
         base = twins.get(run.baseline_key)
+        if base is None:  # a twin that read no calibration data is the same run for every seed
+            base = seedless.get(run.baseline_key_seedless)
         cause = None
         if base is None:
             cause = ("no-baseline", "no reconstruction=none run that differs only in the reconstruction subtree")
