@@ -182,6 +182,10 @@ def test_matched_tables_do_not_flip_a_ranking_that_pooling_would(tmp_path):
     (u2, *_, u5), _ = build_tables(rs, matched=False)
     assert u2.values.at["FCPTS (ERK)", "OM_alloc"] > u2.values.at["ERK", "OM_alloc"]
     assert u2.unranked == {"FCPTS (ERK)"}
+    from ptsbench.tables.render import unmatched_columns
+
+    assert unmatched_columns(pd.DataFrame(t2.cells)) == []
+    assert any(c.startswith("CLS 70: ") and "m_a;m_h" in c for c in unmatched_columns(pd.DataFrame(u2.cells)))
     assert u5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"] == f"ERK ({u2.values.at['ERK', 'OM_alloc']:.2f})"
 
 
@@ -290,8 +294,12 @@ def test_cli_writes_every_format_and_plots(records_dir, tmp_path, capsys, monkey
     for stem in ("table2_allocation", "table3_reconstruction", "table6_architecture", "table4_tasks", "table5_ranking"):
         for ext in ("md", "csv", "tex"):
             assert (out / f"{stem}.{ext}").stat().st_size > 0
+    from ptsbench.tables.render import unmatched_columns
+
     for stem in ("table2_allocation", "table3_reconstruction", "table6_architecture", "table4_tasks"):
         cells = pd.read_csv(out / f"{stem}_cells.csv")
+        if stem in ("table2_allocation", "table3_reconstruction"):
+            assert unmatched_columns(cells) == [], stem      # matched: same n and models down every column
         assert list(cells.columns[:10]) == ["table", "row", "task", "column", "rate", "value", "n", "ci_low",
                                             "ci_high", "models"] and (cells.n > 0).all()
     assert r"\textbf{100.00}" in (out / "table2_allocation.tex").read_text()

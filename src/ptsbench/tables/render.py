@@ -135,3 +135,16 @@ def cells_frame(table: TrackTable) -> pd.DataFrame:
     frame = pd.DataFrame(table.cells)
     extra = [c for c in frame.columns if c not in CELL_COLUMNS]
     return frame.reindex(columns=CELL_COLUMNS + extra)
+
+
+def unmatched_columns(cells: pd.DataFrame) -> list[str]:
+    """Columns of a tidy cells frame whose non-empty cells differ in n or in models (within one
+    Table 3 aspect): empty when every compared row covers the same runs."""
+    cells = cells[cells.n > 0]
+    keys = ["column", "aspect"] if "aspect" in cells else ["column"]
+    bad = []
+    for key, g in cells.groupby(keys, sort=False):
+        if g.n.nunique() > 1 or g.models.nunique() > 1:
+            name = ", ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+            bad.append(f"{name}: " + "; ".join(f"{r} n={n} [{m}]" for r, n, m in zip(g.row, g.n, g.models)))
+    return bad
