@@ -97,7 +97,7 @@ def _reads_calibration(rec: dict, alloc_name: str, recon: str) -> bool:
     if used is not None:
         return bool(used)
     cfg = rec.get("config") or {}
-    criterion = str(((cfg.get("sparsity") or {}).get("criterion") or "magnitude"))
+    criterion = str((cfg.get("sparsity") or {}).get("criterion") or "magnitude")
     learned = alloc_name in ALLOCATORS and ALLOCATORS.get(alloc_name).needs_calibration
     return bool(learned or recon != "none" or criterion not in ("magnitude", "None"))
 

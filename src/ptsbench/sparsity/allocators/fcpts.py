@@ -247,8 +247,9 @@ class FCPTSAllocator(Allocator):
                     masked = dict(zip(keys, flat.split(weight * keep)))
                     x = calib[idx[i]]
                     if taps is not None:
-                        task_loss = taps.loss(lambda: functional_call(wrapper, masked, (x,), strict=False),
-                                              lambda: wrapper.fn(taps.dense, x) if wrapper.fn else taps.dense(x))
+                        task_loss = taps.loss(
+                            lambda masked=masked, x=x: functional_call(wrapper, masked, (x,), strict=False),
+                            lambda x=x: wrapper.fn(taps.dense, x) if wrapper.fn else taps.dense(x))
                     else:
                         out = functional_call(wrapper, masked, (x,), strict=False)
                         task_loss = self._task_loss(out, teacher[idx[i]], T)
