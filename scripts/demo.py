@@ -24,12 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = "calib.seed=0,1"
-FCPTS = ["allocator=fcpts_erk,fcpts_l2norm", SEEDS, "allocator.iters=24", "allocator.batch_size=8",
-         "allocator.lr=0.03"]  # 24 steps of 8 images instead of 1,600 of 64 (lr x3 for the short schedule)
-RECON = ["allocator=erk", SEEDS, "reconstruction.iters=20", "reconstruction.batch_size=16",
-         "reconstruction.progress=false"]  # 20 steps per unit instead of 20,000
-ASPECTS = [["reconstruction=block", "reconstruction.input=sparse,dense", "reconstruction.error_correction=false,true"],
-           ["reconstruction=single,layer", "reconstruction.input=sparse", "reconstruction.error_correction=false"]]
+# '++': a sweep's first composition uses the base experiment's group option, which lacks these knobs
+FCPTS = ["allocator=fcpts_erk,fcpts_l2norm", SEEDS, "++allocator.iters=24", "++allocator.batch_size=8",
+         "++allocator.lr=0.03"]  # 24 steps of 8 images instead of 1,600 of 64 (lr x3 for the short schedule)
+RECON = ["allocator=erk", SEEDS, "++reconstruction.iters=20", "++reconstruction.batch_size=16",
+         "++reconstruction.progress=false"]  # 20 steps per unit instead of 20,000
+ASPECTS = [["reconstruction=block", "++reconstruction.input=sparse,dense", "++reconstruction.error_correction=false,true"],
+           ["reconstruction=single,layer", "++reconstruction.input=sparse", "++reconstruction.error_correction=false"]]
 RECON_RATE = 0.7  # the highest demo rate: where reconstruction has most to recover
 BASES = ("demo_alloc", "demo_det", "demo_gen")
 # (base experiment, extra overrides) in run order; extend here or add a demo_*.yaml
