@@ -122,6 +122,7 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
     """The Table 2/3 layout (per task: one column per rate, then MS; then the overall column)."""
     runs = runs[np.isfinite(runs[value_col].astype(float))] if len(runs) else runs
     columns, where, data, boot, n_of, models_of = [], {}, {r: {} for r in rows}, {}, {}, {}
+    min_n = {}  # summary column -> fewest runs of a cell it summarises (no interval from single runs)
     unmatched, notes, used_parts = set(), [], []
     for task in tasks:
         t = expand_seed_free(runs[runs.task == task], row_col)
@@ -161,6 +162,8 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
             data[r][ms_col] = summary(per_rate) if per_rate else math.nan
             boot[(r, ms_col)] = boot_qmean(per_boot)
             n_of[(r, ms_col)] = len(g)
+            min_n[(r, ms_col)] = min((n_of[(r, f"{task_label(task)} {rate_label(x)}")] for x in rates
+                                      if n_of[(r, f"{task_label(task)} {rate_label(x)}")]), default=0)
             models_of[(r, ms_col)] = sorted(set(g.model))
     columns.append(overall_name)
     active = [r for r in rows if any(not math.isnan(data[r].get(f"{task_label(t)} MS", math.nan)) for t in tasks)]
@@ -175,6 +178,7 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
         data[r][overall_name] = overall({t: data[r][f"{task_label(t)} MS"] for t in use}) if use else math.nan
         boot[(r, overall_name)] = boot_qmean([boot[(r, f"{task_label(t)} MS")] for t in use])
         n_of[(r, overall_name)] = sum(n_of[(r, f"{task_label(t)} MS")] for t in use)
+        min_n[(r, overall_name)] = min((min_n[(r, f"{task_label(t)} MS")] for t in use), default=0)
         models_of[(r, overall_name)] = sorted({m for t in use for m in models_of[(r, f"{task_label(t)} MS")]})
     missing = [task_label(t) for t in tasks if t not in common_tasks and any(
         not math.isnan(data[r][f"{task_label(t)} MS"]) for r in rows)]
@@ -188,9 +192,10 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
     for (r, col), draws in boot.items():
         if n_of[(r, col)] == 0:
             continue
+        single = min_n.get((r, col), n_of[(r, col)]) < 2  # a summary of single-run cells has no spread
         grid.boot[(r, col)] = draws * 100.0
-        grid.n[(r, col)] = n_of[(r, col)]
-        lo, hi = interval(draws * 100.0) if n_of[(r, col)] >= 2 else (math.nan, math.nan)
+        grid.n[(r, col)] = 1 if single else n_of[(r, col)]
+        lo, hi = interval(draws * 100.0) if not single else (math.nan, math.nan)
         task, rate = where.get(col, (None, None))
         grid.cells.append({"table": table, "row": r, "task": task_label(task) if task else "all",
                            "column": col, "rate": rate, "value": values.at[r, col], "n": n_of[(r, col)],
