@@ -4,17 +4,19 @@ Rule: each layer l prunes the weights whose scaled magnitude |w| / max|w_l| is a
 threshold t_l. The learned parameter is the layer's rank u_l (the fraction of its weights below
 t_l; ``sparsity/threshold_masks.py``), started where it reproduces an existing allocation
 exactly (``init: erk | l2norm``) and learned on the calibration images by
-  loss = task + lambda * (S* - S(t)) + (rho / 2) (S(t) - S*)^2,   S(t) = sum_l N_l s_l(t_l) / sum_l N_l,
+  loss = task + lambda * (S* - S(t)),   S(t) = sum_l N_l s_l(t_l) / sum_l N_l,
   task = KL(dense logits || sparse logits at temperature T) * T^2, or (``loss: mse``, and wherever
          the outputs are not (batch, classes) logits: detection, diffusion) the MSE of the model
          adapter's block outputs, each relative to the dense block's mean square,
-with SGD (momentum, cosine lr) on the task term, weights frozen; the Lagrangian terms, whose rank
-gradient is exact, are stepped after it without momentum (momentum made S(t) overshoot by 10%).
-lambda is a dual variable (docs/methods.md#decisions): it starts at ``allocator.lambda`` and after every step rises
-by rho * lambda_lr * (S* - S(t)) (dual ascent on the constraint S(t) = S*; the quadratic term of
-the augmented Lagrangian damps the oscillation plain dual ascent has). rho is set per model from its layer sizes, rho = penalty / (lr *
-sum_l (N_l/N)^2), so that ``penalty`` is the fraction of the error the first step corrects on any
-model: no per-model tuning. The lambda and S(t) traces go into the run record. The mask's step is
+with SGD (momentum, cosine lr) on the task term, weights frozen. S(t) is linear in the ranks
+(up to each layer's rounding), so the constraint terms have an exact rank gradient and are stepped
+after the task step without momentum (through momentum S(t) overshot by 10%): the lambda step
+u += lr * lambda * N_l/N; then dual ascent, lambda += lambda_lr / (lr * sum_l (N_l/N)^2) * (S* - S(t))
+(lambda is a dual variable, docs/methods.md#decisions, starting at ``allocator.lambda``); then the
+augmented-Lagrangian (quadratic-penalty) step, which moves the ranks along N_l/N by ``penalty``
+times the gap left (1: onto S(t) = S*, within [0, 1]). Both gains are relative to the model's
+own layer sizes: no per-model tuning. With penalty = 0 it is plain dual ascent, which oscillates.
+The lambda and S(t) traces go into the run record. The mask's step is
 crossed by a straight-through estimator and ds_l/dt_l by a density estimate of the layer's
 weights at +-t_l. The learned per-layer rates are projected so that sum_l floor(s_l N_l) =
 floor(S* N) exactly; the pipeline then masks by magnitude (docs/methods.md#prunable-layers-and-masks). The model is masked
