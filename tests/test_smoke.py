@@ -26,6 +26,7 @@ def test_smoke_runs_every_paper_table_experiment_and_aggregates(tmp_path):
     for title in ("Table 2", "Table 3", "Table 4", "Table 6"):
         assert title in text
     records = list((tmp_path / "smoke" / "records").glob("*.json"))
-    # table2: 3 cases x 5 allocators; table3: 3 cases x 12 techniques (+ table4's 3 none twins, shared with
-    # table2's l2norm runs); table6: 6 zoo models at one rate (zoo_resnet20 shared with table2's l2norm run)
-    assert len(records) == 15 + 36 + 5
+    # table2: 3 cases x 5 allocators; table4: its 3 runs are table2's l2norm ones (skipped); table3: 3 cases x 12
+    # techniques; table6: 6 zoo models at one rate (zoo_resnet20's may be table2's l2norm run)
+    assert 15 + 36 + 5 <= len(records) <= 15 + 36 + 6
+    assert "failed" not in proc.stdout.replace(" 0 failed", "")
