@@ -16,7 +16,7 @@ paper_sweep = DATA_ROOT=$(DATA_ROOT) WEIGHTS_ROOT=$(WEIGHTS_ROOT) $(PY) -m ptsbe
 	paths.output_dir=$(PAPER_OUT) $(SWEEP)
 paper_aggregate = $(PY) -m ptsbench.aggregate $(PAPER_OUT)/records --out $(PAPER_OUT)/tables
 
-.PHONY: help install install-mm demo test lint smoke bench zoo clean table2 table3 table4 table6 tables
+.PHONY: help install install-mm demo test drill lint smoke bench zoo clean table2 table3 table4 table6 tables
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ smoke: $(STAMP)  ## paper-table sweeps (2, 3, 4, 6) at smoke size (debug=fast) o
 lint: $(STAMP)  ## ruff: lint rules and the formatting check (pyproject.toml [tool.ruff])
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+drill: $(STAMP)  ## fault drill: every bad input and fault of issue 12, end to end against the CLI (CPU, minutes)
+	$(PY) scripts/fault_drill.py
 
 # each sweep rebuilds the tables when it ends (hydra/callbacks=aggregate); if it stops early, aggregate what exists
 table2: $(STAMP)  ## paper Table 2 (allocation): sweep conf/experiment/table2.yaml on DATA_ROOT, then the tables

@@ -79,7 +79,8 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
                "duplicates": runset.duplicates, "unreadable": len(runset.unreadable), "gaps": 0, "tables": [],
                "plots": []}
     if runset.runs.empty:
-        echo(f"no run records under {records_dir}")
+        echo(f"no run records under {records_dir}"
+             + "".join(f"\n- unreadable: {u}" for u in runset.unreadable))
         return summary
     tables, sizes = build_tables(runset, model_allocator, matched, recon_baseline)
     findings = check_findings(tables, paper_methods(runset))
@@ -95,6 +96,8 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
             f"{summary['gaps']} gap(s)")
     echo(f"\n{head}\n\n{markdown}\n{_gaps_summary(gaps, runset.failed)}")
     echo(findings_markdown(findings))
+    if runset.unreadable:  # name them: a truncated or foreign file must be findable
+        echo("Unreadable files (not run records, or damaged):\n" + "\n".join(f"- {u}" for u in runset.unreadable))
     if out_dir is not None:
         out = Path(out_dir)
         for t in tables:

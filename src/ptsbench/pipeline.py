@@ -21,17 +21,21 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import preflight
 from . import record as rec_io
 from . import schemas
 from .data import DATASETS, build_data
 from .data.base import CalibConfig
 from .env_info import env_record
 from .errors import ConfigError
+from .failed_records import write_record
 from .models import MODEL_SOURCES, build_model, weights_path
 from .models.adapters import get_adapter
+from .models.fingerprint import weights_sha256
 from .models.library import eval_preprocess
 from .phases import Phases
 from .reconstruction import RECONSTRUCTORS
+from .run_identity import run_digest
 from .sparsity import patterns
 from .sparsity.allocators import ALLOCATORS, Allocator, AllocContext, build_allocator
 from .sparsity.budget import rate_over_included
@@ -48,8 +52,7 @@ GROUPS = ("task", "model", "dataset", "allocator", "reconstruction", "sparsity",
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={spec}: CUDA is not available here; use device=auto or device=cpu")
+    preflight.check_device(spec)
     return torch.device(spec)
 
 
@@ -63,11 +66,14 @@ def validate_config(cfg: DictConfig) -> Allocator:
         schemas.check_value(knob, cfg.get(knob), kind, {})
     for group in schemas.groups():
         schemas.check_group(group, cfg[group])
+    preflight.check_task_fit(cfg)
+    preflight.check_output_dirs(cfg)
     model_source = MODEL_SOURCES.get(cfg.model.get("source", "zoo"))
     if getattr(model_source, "check_config", None) is not None:
         model_source.check_config(cfg.model)
     if not getattr(model_source, "loads_weights", False):  # the weight file is on this machine (never downloaded)
-        weights_path(cfg.model, cfg.dataset.name)
+        preflight.check_weights_file(weights_path(cfg.model, cfg.dataset.name))
+    preflight.check_split(cfg)
     root = cfg.dataset.get("root")
     check_data = getattr(DATASETS.get(cfg.dataset.name), "check_config", None)
     if check_data is not None:  # real datasets check root and its layout, and say what they expect
@@ -131,14 +137,40 @@ def _stable_digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _dense_metrics(cfg, task, model, data, device) -> dict:
+def weights_identity(cfg: DictConfig) -> tuple[str | None, bool]:
+    """(SHA-256 of the weight file or folder, whether it is a user path) or (None, False) for random
+    init. The zoo and library weights are named by the config; a user path is not, so only its hash
+    enters the run digest (zoo and library runs keep their digests)."""
+    weights = str(cfg.model.get("weights", "none"))
+    if weights in ("none", "None"):
+        return None, False
+    if getattr(MODEL_SOURCES.get(cfg.model.get("source", "zoo")), "loads_weights", False):
+        if weights in ("zoo", "torchvision", "timm"):
+            return None, False  # the source reads its own fixed files
+        path = Path(weights).expanduser()
+    else:
+        path = weights_path(cfg.model, cfg.dataset.name)
+    if path is None or not path.exists():
+        return None, False
+    return weights_sha256(path, cfg.paths.get("cache_dir")), weights not in ("zoo", "torchvision", "timm")
+
+
+def _dense_metrics(cfg, task, model, data, device, weights_hash: str | None) -> dict:
+    # the dense metric follows the weights' content, not the path that names them (issue 12 item 1)
     keyed = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "model", "dataset")}
+    keyed["weights_sha256"] = weights_hash
     if _max_samples(cfg) is not None:  # a test-split prefix scores differently (absent: the keys of full-split runs)
         keyed["eval.max_samples"] = _max_samples(cfg)
     key = _stable_digest(keyed)
     path = Path(cfg.paths.cache_dir) / "dense" / f"{cfg.model.name}-{cfg.dataset.name}-{key}.json"
     if cfg.eval.get("dense_cache", True) and path.exists():
-        return json.loads(path.read_text())
+        try:
+            cached = json.loads(path.read_text())
+            if isinstance(cached, dict) and cfg.task.metric in cached:
+                return cached
+            log.warning("[cache] %s holds no %s; evaluating the dense model again", path, cfg.task.metric)
+        except (OSError, ValueError) as e:
+            log.warning("[cache] %s is unreadable (%s); evaluating the dense model again", path, type(e).__name__)
     metrics = task.evaluate(model, data, device)
     if cfg.eval.get("dense_cache", True):
         rec_io.write_json_atomic(path, metrics)
@@ -164,7 +196,8 @@ def record_identity(cfg: DictConfig) -> tuple[dict, dict, str, Path]:
     choices = group_choices(cfg)
     cfg, _ = schemas.without_foreign(cfg)  # each group's own knobs; those of other options stay out
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
-    digest = rec_io.config_digest(schemas.digest_view(cfg_dict))
+    weights_hash, user_weights = weights_identity(cfg)
+    digest = run_digest(schemas.digest_view(cfg_dict), weights_hash if user_weights else None)
     out_path = Path(cfg.paths.records_dir) / rec_io.record_filename(choices, float(cfg.sparsity.rate), digest)
     return cfg_dict, choices, digest, out_path
 
@@ -175,6 +208,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     cfg, not_applicable = schemas.without_foreign(cfg)  # knobs of other options: recorded, not used
     allocator = validate_config(cfg)
     cfg_dict, choices, digest, out_path = record_identity(cfg)
+    weights_hash, _ = weights_identity(cfg)
     rate = float(cfg.sparsity.rate)
     records_dir = Path(cfg.paths.records_dir)
     name = out_path.stem
@@ -189,6 +223,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     torch.manual_seed(int(cfg.seed))
     record = _new_record(cfg, cfg_dict, choices, digest, name, overrides, device)
     record["not_applicable"] = not_applicable
+    record["model"]["weights_sha256"] = weights_hash
     phases = Phases(record["timing"])
     try:
         with phases("build"):
@@ -208,7 +243,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             prunable_modules(model, exclude)  # checks the exclude globs before any heavy work
 
         with phases("dense_eval"):
-            record["dense"] = _dense_metrics(cfg, task, model, data, device)
+            record["dense"] = _dense_metrics(cfg, task, model, data, device, weights_hash)
 
         with phases("fold_bn"):
             record["folded_bn"] = len(fold_batchnorm(model) if cfg.prune.get("fold_bn", True) else [])
@@ -254,6 +289,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                 "target_per_layer": rates, "achieved_per_layer": achieved["per_layer"], "excluded": exclude,
             })
 
+        with phases("check_weights"):
+            bad = non_finite_parameters(model)
+            if bad:  # e.g. a diverged reconstruction or a checkpoint holding NaN: no result is reported as ok
+                raise FloatingPointError(f"non-finite values in {len(bad)} tensor(s) of the sparse model: "
+                                         f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+
         with phases("sparse_eval"):
             record["sparse"] = task.evaluate(model, data, device)
         record["status"] = "ok"
@@ -269,7 +310,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         if record["status"] == "ok" or record["error"] is not None:
             record["timing"]["total"] = round(time.perf_counter() - t_start, 4)
             record["memory"] = _peak_memory(device)
-            rec_io.write_json_atomic(out_path, record)
+            write_record(out_path, record)
     _log_summary(record)
     return record
 
@@ -287,6 +328,11 @@ def _new_record(cfg, cfg_dict, choices, digest, name, overrides, device) -> dict
         "task": {"name": cfg.task.name, "metric": cfg.task.metric, "higher_is_better": True},
         "sparsity": {"target": float(cfg.sparsity.rate)}, "timing": {}, "memory": {}, "env": env_record(device),
     }
+
+
+def non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    return [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def _log_summary(rec: dict) -> None:

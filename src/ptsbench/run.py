@@ -1,9 +1,11 @@
 """Command-line entry: ``python -m ptsbench.run [-m] key=value ...`` (Hydra).
 
 A thin ``@hydra.main`` around :func:`ptsbench.pipeline.run`, which tests call directly.
-In a multirun a failed job is logged (its record says ``status: failed``) and the sweep goes
-on; the sweep prints its plan and a closing summary (``ptsbench.sweep_report``) and exits 1 when
-any run failed. A single failed run exits non-zero. Under a parallel launcher each job claims its own GPU
+In a multirun a failed job is logged with its name (its record says ``status: failed``; a config
+error is recorded with ``phase: config``) and the sweep goes on; the sweep prints its plan and a
+closing summary (``ptsbench.sweep_report``) and exits 1 when any run failed. A single failed run
+exits non-zero (2 for a config error). A parallel job's worker exits when the sweep's parent dies.
+Under a parallel launcher each job claims its own GPU
 (``ptsbench.devices``); ``hydra/launcher=parallel`` (joblib) or ``slurm`` (submitit) scale out.
 """
 from __future__ import annotations
@@ -19,8 +21,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from . import config_dir, schemas
 from .devices import claim_device, cpu_threads_per_job, default_parallel_jobs
 from .errors import ConfigError
+from .failed_records import record_config_failure
 from .help import help_text
-from .pipeline import run
+from .orphans import exit_with_parent
+from .pipeline import group_choices, run
+from .preflight import check_device
 from .sweep_report import defer_summary, last_failed, print_deferred_summary
 
 __all__ = ["main", "run"]
@@ -48,7 +53,11 @@ def hydra_main(cfg: DictConfig) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    job_name = hc.job.get("override_dirname") or hc.job.name
+    if multirun and "joblib" in str((hc.get("launcher") or {}).get("_target_", "")):
+        exit_with_parent()
     try:
+        check_device(str(cfg.device))  # before a GPU is claimed or made current
         with claim_device(str(cfg.device), start=int(hc.job.get("num") or 0)) as device:
             if device != str(cfg.device):  # `device` is not part of the config digest
                 with open_dict(cfg):
@@ -61,10 +70,15 @@ def hydra_main(cfg: DictConfig) -> dict | None:
                 _limit_cpu_threads(hc)
             return run(cfg, overrides=list(hc.overrides.task))
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        if not multirun:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        # one bad case must not end the sweep (nor, under joblib, kill its sibling jobs)
+        logging.getLogger("ptsbench").error("[failed] %s: config error: %s", job_name, e)
+        record_config_failure(cfg, list(hc.overrides.task), e, choices_of=group_choices)
+        return None
     except Exception as e:  # noqa: BLE001
-        logging.getLogger("ptsbench").error("[failed] %s: %s", type(e).__name__, e)
+        logging.getLogger("ptsbench").error("[failed] %s: %s: %s", job_name, type(e).__name__, e)
         if not multirun:
             raise SystemExit(1) from None
         return None

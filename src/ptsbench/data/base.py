@@ -3,6 +3,7 @@ unlabelled calibration inputs drawn with a recorded seed."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from ..registry import Registry
 from ..schemas import Schema, knob
 
 DATASETS: Registry = Registry("dataset", "dataset")
+log = logging.getLogger("ptsbench")
 
 
 @dataclass
@@ -39,6 +41,11 @@ def indices_digest(idx: np.ndarray) -> str:
 
 
 def sample_calibration(num_train: int, num_samples: int, seed: int) -> np.ndarray:
+    if num_samples < 0:  # a slice [:-5] would take almost all
+        raise ConfigError(f"calib.num_samples={num_samples} must be >= 0")
+    if num_samples > num_train:  # a small local dataset: all of it, said out loud (the record has the count used)
+        log.warning("[calib] calib.num_samples=%d but the calibration pool has %d images; using all %d",
+                    num_samples, num_train, num_train)
     rng = np.random.default_rng(seed)
     n = min(num_samples, num_train)
     return np.sort(rng.permutation(num_train)[:n])
@@ -66,6 +73,7 @@ def dataset_root(root, dataset: str, layout: str) -> Path:
 @dataclass
 class DatasetConfig(Schema):
     name: str = knob()
+    tasks: list[str] | None = knob()  # the task(s) the dataset serves; another task= is refused (preflight)
 
 
 @dataclass

@@ -8,7 +8,8 @@ Layout: ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``.
   another crop size (the resize keeps its ratio to the crop).
 - Labels: class folders named by WordNet ids (n01440764, ...) take their standard ImageNet-1K
   index, so a subset of the classes keeps the labels the pretrained head predicts; other folder
-  names take their sorted position.
+  names take their sorted position among the train/ classes, and val/ uses that same map (a val/
+  class that train/ lacks is an error).
 - Calibration: ``calib.num_samples`` training images drawn with ``calib.seed``, preprocessed like
   the test split, unlabelled.
 - ``dataset.eval_cache: true`` decodes the val split once into a uint8 cache under
@@ -47,14 +48,29 @@ def class_to_index(classes: list[str], num_classes: int) -> dict[str, int]:
     return {c: i for i, c in enumerate(sorted(classes))}
 
 
-def image_samples(folder: Path, num_classes: int) -> list[tuple[str, int]]:
+def image_samples(folder: Path, num_classes: int, index: dict[str, int] | None = None) -> list[tuple[str, int]]:
+    """(path, label) of every image under ``folder``; ``index``: the class map to use (the train
+    split's, so that a val/ with a subset of the classes keeps the same labels)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     classes, _ = find_classes(str(folder))
+    if index is None:
+        index = class_to_index(classes, num_classes)
+    unknown = sorted(set(classes) - set(index))
+    if unknown:
+        raise ConfigError(f"dataset.root: {folder} has class folder(s) {', '.join(unknown[:5])}"
+                          f"{' ...' if len(unknown) > 5 else ''} that train/ does not have, so they have no label; "
+                          f"every val/ class must also be a train/ class ({LAYOUT})")
     try:
-        return make_dataset(str(folder), class_to_index(classes, num_classes), extensions=IMG_EXTENSIONS)
+        return make_dataset(str(folder), {c: index[c] for c in classes}, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as e:
         raise ConfigError(f"dataset.root: {e} (under {folder}); expected {LAYOUT}") from None
+
+
+def train_class_index(root: Path, num_classes: int) -> dict[str, int]:
+    from torchvision.datasets.folder import find_classes
+
+    return class_to_index(find_classes(str(root / "train"))[0], num_classes)
 
 
 @DATASETS.register("imagenet")
@@ -64,8 +80,9 @@ def build_imagenet(cfg, calib_cfg, preprocess: EvalPreprocess | None = None, cac
     root = Path(str(cfg.root)).expanduser().resolve()
     num_classes = int(cfg.get("num_classes", 1000))
     workers = int(cfg.get("num_workers", 0))
-    train_samples = image_samples(root / "train", num_classes)
-    val_samples = image_samples(root / "val", num_classes)
+    index = train_class_index(root, num_classes)  # val/ is labelled with train/'s map, never its own
+    train_samples = image_samples(root / "train", num_classes, index)
+    val_samples = image_samples(root / "val", num_classes, index)
     val_files = ImageFiles(val_samples, spec)
     meta = {"num_train": len(train_samples), "num_test": len(val_samples), "preprocess": asdict(spec)}
     test_source, loader_workers = val_files, workers

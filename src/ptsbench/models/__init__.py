@@ -33,6 +33,7 @@ class ModelConfig(Schema):
     source: str = knob()  # the builder: zoo | torchvision | timm | torchvision_det | diffusers
     weights: str | None = knob(required=True)  # none | zoo | torchvision | timm | <local checkpoint path>
     trained_on: str | None = knob()  # dataset of the published weights (ptsbench-models)
+    tasks: list[str] | None = knob()  # the task(s) the model serves; another task= is refused (preflight)
 
 
 @dataclass

@@ -94,17 +94,26 @@ def cached_pretrained(cfg, kind: str) -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a local checkpoint, unwrapped from training-checkpoint containers."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if path.is_dir():
+        raise ConfigError(f"model.weights='{path}' is a folder; pass the checkpoint file itself")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
-    else:
-        try:
+            state = load_file(str(path), device="cpu")
+        else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ConfigError(f"model.weights: {path} holds more than tensors, so it is not loaded "
-                              f"(weights_only=True: {str(e).splitlines()[0]}); re-save only the weights, "
-                              f"torch.save(model.state_dict(), path)") from None
+    except pickle.UnpicklingError as e:
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip()
+        if "Unsupported global" not in detail:  # corrupt bytes, not a pickled Python object
+            raise ConfigError(f"model.weights: {path} is not a readable checkpoint ({_first_line(detail)}); "
+                              f"pass a file written by torch.save or safetensors") from None
+        raise ConfigError(f"model.weights: {path} holds more than tensors, so it is not loaded "
+                          f"(weights_only=True: {_first_line(detail)}); re-save only the weights, "
+                          f"torch.save(model.state_dict(), path)") from None
+    except Exception as e:  # noqa: BLE001 - truncated or random bytes end in many different errors
+        raise ConfigError(f"model.weights: {path} is not a readable checkpoint ({type(e).__name__}: "
+                          f"{_first_line(e)}); pass a file written by torch.save or safetensors") from None
     while isinstance(state, dict):
         key = next((k for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
         if key is None:
@@ -116,6 +125,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def load_state(model: nn.Module, path: Path, cfg) -> None:

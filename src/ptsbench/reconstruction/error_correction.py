@@ -30,7 +30,7 @@ def corrected_weight(w_dense: torch.Tensor, w_sparse: torch.Tensor, mask: torch.
     lam = wd.std(1, unbiased=False) / (ws.std(1, unbiased=False) + EPS)
     scaled = lam[:, None] * ws
     out = scaled + wd.mean(1, keepdim=True) - scaled.mean(1, keepdim=True)
-    return (out.view_as(w_sparse) * mask.to(out.device)).to(w_sparse.dtype)
+    return out.view_as(w_sparse).masked_fill(~mask.to(out.device).bool(), 0.0).to(w_sparse.dtype)  # NaN*0 is NaN
 
 
 def _no_bias_output(layer: nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

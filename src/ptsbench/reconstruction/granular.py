@@ -8,11 +8,14 @@ error to Y (see trainer.py). ``error_correction=true`` applies Eq. 1 to the unit
 before its optimisation (see error_correction.py; Eq. 1 uses dense data only, so this equals
 correcting the whole model first); with ``iters=0`` that correction is the whole reconstruction.
 Every unit's loss on the full calibration set (before, after correction, after) and its
-sampled training losses go into the run record.
+sampled training losses go into the run record. A unit whose training diverged (a non-finite
+weight or loss, or a loss above twice the one it started from) gets its pre-training weights back
+and ``diverged: true`` in the record.
 """
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 
@@ -29,6 +32,10 @@ from .trainer import PRESETS, TrainSettings, tf32, train_unit
 from .unit_data import UnitChain, unit_loss
 
 INPUTS = ("sparse", "dense")
+# A unit's training diverged when its loss ends non-finite or above EXPLODED x its starting loss (plus a
+# floor for units that start at ~0, e.g. a layer the allocation left dense); a mere rise below that is
+# left alone, so a correct run's numbers never change.
+EXPLODED, LOSS_FLOOR = 2.0, 1e-6
 AUTO_BOOL = ("auto", True, False)
 
 
@@ -118,6 +125,7 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granula
                 report["units"].append(_reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder,
                                                          settings, correct, progress))
             report["sparse_input_shortcuts"] = feeder.shortcuts
+            report["diverged_units"] = [u["unit"] for u in report["units"] if u.get("diverged")]
     finally:
         for p, flag in was_trainable.items():
             p.requires_grad_(flag)
@@ -149,6 +157,7 @@ def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, setti
         bar = tqdm(total=settings.iters, desc=f"recon {k + 1}/{n_units} {unit.name}", unit="it",
                    leave=False, mininterval=1.0, disable=not progress)
         t_train = time.perf_counter()
+        before_training = [p.detach().clone() for p in weights + biases]
         try:
             unit_settings = TrainSettings(**{**settings.__dict__, "seed": settings.seed + k})
             entry.update(train_unit(chain, weights, unit_masks, biases, x, y, unit_settings, device, bar))
@@ -162,10 +171,28 @@ def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, setti
             if channels_last:
                 chain.to(memory_format=torch.contiguous_format)
         entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
+        start_loss = entry.get("loss_after_correction", entry["loss_before"])
+        finite = all(bool(torch.isfinite(p).all()) for p in weights + biases)
+        if not finite or not math.isfinite(entry["loss_after"]) or entry["loss_after"] > EXPLODED * start_loss + LOSS_FLOOR:
+            # diverged (e.g. too large a lr): keep the unit as it was before training, say so in the record
+            with torch.no_grad():
+                for p, saved in zip(weights + biases, before_training):
+                    p.copy_(saved)
+            entry["diverged"] = True
+            entry["diverged_loss"] = _json_float(entry["loss_after"])
+            entry["train_loss_trace"] = [[i, _json_float(v)] for i, v in entry.get("train_loss_trace", [])]
+            entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
+        else:
+            entry["diverged"] = False
     else:
         entry["loss_after"] = entry.get("loss_after_correction", entry["loss_before"])
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     return entry
+
+
+def _json_float(v: float):
+    """A loss as JSON can hold it: non-finite values as the strings 'nan', 'inf', '-inf'."""
+    return v if math.isfinite(v) else str(v)
 
 
 for _g in GRANULARITIES:

@@ -2,7 +2,8 @@
 
 Minimises ||unit_s(X) - Y||^2 summed over channels and averaged over batch and positions, on
 random mini-batches of the cached calibration tensors, updating the weights and biases of the
-unit's prunable layers only. After every step the weights are multiplied by their masks, so
+unit's prunable layers only. After every step the pruned weights are set to zero (``masked_fill``,
+not a multiplication by the mask: NaN * 0 is NaN, so a diverging step would leave NaN behind), so
 pruned weights stay exactly zero. Presets: ``sgd`` (the paper: momentum 0.9, lr 1e-4) and
 ``adam`` (the public code: lr 1e-5 for weights, 1e-4 for biases).
 
@@ -76,8 +77,8 @@ def train_unit(chain: nn.Module, weights: list[nn.Parameter], masks: list[torch.
     inv_positions = 1.0 / (s.batch_size * channel_positions(y.sample_shape))
     on_cuda = device.type == "cuda"
     opt = make_optimizer(s, weights, biases, on_cuda)
-    # same strides as the weights (channels_last convs) so the re-mask stays one fused foreach op
-    mask_f = [torch.empty_like(w, requires_grad=False).copy_(m) for w, m in zip(weights, masks)]
+    # where the weights are pruned, with the weights' strides (channels_last convs)
+    pruned = [torch.empty_like(w, dtype=torch.bool, requires_grad=False).copy_(~m.bool()) for w, m in zip(weights, masks)]
     trace_every = max(1, s.iters // max(s.trace_points, 1))
     update_every = max(1, s.iters // 200)
     trace: list[tuple[int, torch.Tensor]] = []
@@ -91,7 +92,8 @@ def train_unit(chain: nn.Module, weights: list[nn.Parameter], masks: list[torch.
         loss.backward()
         opt.step()
         with torch.no_grad():
-            torch._foreach_mul_(weights, mask_f)
+            for w, off in zip(weights, pruned):
+                w.masked_fill_(off, 0.0)
         return loss.detach()
 
     def after(i: int, loss: torch.Tensor) -> None:

@@ -42,7 +42,7 @@ def magnitude_mask(weight: torch.Tensor, rate: float) -> torch.Tensor:
 @torch.no_grad()
 def apply_masks(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
-        modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
+        modules[name].weight.masked_fill_(~mask.to(modules[name].weight.device).bool(), 0.0)  # NaN*0 is NaN
 
 
 def masks_for(modules: dict[str, nn.Module], rates: dict[str, float]) -> dict[str, torch.Tensor]:

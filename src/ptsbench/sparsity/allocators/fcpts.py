@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from tqdm.auto import tqdm
 
 from ...errors import ConfigError
 from ...schemas import knob
@@ -241,7 +242,8 @@ class FCPTSAllocator(Allocator):
             l_trace = torch.zeros(iters, dtype=torch.float64, device=device)
             task = torch.zeros(iters, dtype=torch.float32, device=device)
             has_task = taps is not None or teacher is not None
-            for i in range(iters):
+            # a bar with ETA like reconstruction's; off when stderr is no terminal (logs, joblib workers)
+            for i in tqdm(range(iters), desc="fcpts", unit="it", leave=False, mininterval=1.0, disable=None):
                 keep, sparsity = flat.masks(flat.thresholds_at(rank))
                 s_now = torch.dot(sparsity, flat.numel_t) / flat.numel_t.sum()
                 s_trace[i], l_trace[i] = s_now.detach(), lam

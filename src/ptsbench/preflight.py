@@ -1,0 +1,138 @@
+"""Checks of a config against this machine and the data's real sizes, run by
+``pipeline.validate_config`` before any data or model is loaded (issue 12).
+
+- the folders a run writes to (records, cache, outputs) are writable now, not after the run;
+- ``device`` names a device this machine has;
+- the task is one the model serves and the dataset provides (``tasks:`` in conf/model/*.yaml and
+  conf/dataset/*.yaml), instead of an internal error mid-evaluation;
+- the split and calibration knobs of the embedded datasets fit their real sizes, and with
+  ``model.weights=zoo`` the test split lies inside the images the zoo checkpoints never saw
+  (the zoo's split seed, at most its held-out count);
+- a checkpoint path is a file, not a folder (for sources that load files).
+Each failure is one ConfigError naming the knob, the value and what is valid.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from .errors import ConfigError
+
+# Embedded datasets whose split the knobs choose: total images, and the split the zoo was trained
+# on (scripts/train_zoo.py and train_zoo_gen.py build the dataset with its defaults).
+EMBEDDED_SPLITS = {
+    "mnist5k": {"size": 5000, "zoo_split": {"num_test": 1000, "split_seed": 0}},
+    "mnist5k_gen": {"size": 5000, "zoo_split": {"num_test": 1000, "split_seed": 0}},
+    "digits": {"size": 1797, "zoo_split": None},  # no zoo checkpoint is trained on it
+}
+
+
+def check_writable(knob: str, value) -> None:
+    """``value`` is, or can be created as, a folder this process may write to."""
+    path = Path(str(value)).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{knob}='{value}' cannot be a folder: '{probe}' is a file; pass a writable folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{knob}='{value}' is not writable ('{probe}' denies this user); pass a writable folder, "
+                          f"e.g. {knob}=$HOME/ptsbench/{Path(str(value)).name or 'out'}")
+
+
+def check_output_dirs(cfg) -> None:
+    for knob in ("records_dir", "cache_dir", "output_dir"):
+        value = OmegaConf.select(cfg, f"paths.{knob}")
+        if value is not None:
+            check_writable(f"paths.{knob}", value)
+
+
+def check_device(spec: str) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, and present on this machine."""
+    valid = "auto, cpu, cuda, cuda:N, mps"
+    if spec in ("auto", "cpu"):
+        return
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index = spec[5:]
+        if index and not index.isdigit():
+            raise ConfigError(f"device={spec}: not a device; valid: {valid}")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={spec}: CUDA is not available here; use device=auto or device=cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"device={spec}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}; use device=auto or one of those")
+        return
+    if spec == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("device=mps: Apple MPS is not available here; use device=auto or device=cpu")
+        return
+    raise ConfigError(f"device={spec}: not a device PTSBench runs on; valid: {valid}")
+
+
+def _tasks(node) -> list[str] | None:
+    # `tasks:` (conf/model/*.yaml, conf/dataset/*.yaml) may be absent (older or user configs) or a single
+    # name. NOTE for the typed model/dataset schemas: declare it as an optional field, e.g.
+    # `tasks: Optional[List[str]] = None`, so a user config without it still composes; it is left out of the
+    # run digest (pipeline.DIGEST_IGNORED), so declaring it changes no record.
+    value = node.get("tasks") if node is not None else None
+    if value is None:
+        return None
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
+def check_task_fit(cfg) -> None:
+    task = str(cfg.task.name)
+    for group in ("model", "dataset"):
+        served = _tasks(cfg.get(group))
+        if served is not None and task not in served:
+            name = cfg[group].get("name")
+            raise ConfigError(f"task={task} does not fit {group}={name}, which serves task {', '.join(served)}; "
+                              f"pick a {group} for task={task} or task={served[0]}")
+
+
+def _int_knob(knob: str, value, low: int, high: int | None, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+        raise ConfigError(f"{knob}={value!r} must be {bound}{why}")
+    return value
+
+
+def check_split(cfg) -> None:
+    """Split and calibration sizes against the dataset's real size; the zoo's own test split."""
+    name = str(cfg.dataset.name)
+    num_samples = cfg.calib.get("num_samples")
+    _int_knob("calib.num_samples", num_samples, 1, None)
+    _int_knob("calib.seed", cfg.calib.get("seed", 0), 0, None)
+    spec = EMBEDDED_SPLITS.get(name)
+    if spec is None:
+        if name == "digits_det":
+            for knob in ("num_train", "num_test"):
+                _int_knob(f"dataset.{knob}", cfg.dataset.get(knob), 1, None)
+        return
+    size = spec["size"]
+    num_test = _int_knob("dataset.num_test", cfg.dataset.get("num_test"), 1, size - 1,
+                         f" ({name} has {size} images; the rest are the training split)")
+    split_seed = _int_knob("dataset.split_seed", cfg.dataset.get("split_seed", 0), 0, None)
+    zoo = spec["zoo_split"]
+    if zoo and str(cfg.model.get("weights")) == "zoo" and (split_seed != zoo["split_seed"]
+                                                         or num_test > zoo["num_test"]):
+        # the test split is perm[:num_test] of the split seed's permutation: with the zoo's seed and at most
+        # its num_test, it is a subset of the images the checkpoints never saw
+        raise ConfigError(f"dataset.num_test={num_test} dataset.split_seed={split_seed}: the zoo checkpoints "
+                          f"(model.weights=zoo) were trained on {name} with split_seed={zoo['split_seed']} holding "
+                          f"out {zoo['num_test']} test images, so this split puts their training images into the "
+                          f"test set; use dataset.split_seed={zoo['split_seed']} and dataset.num_test <= "
+                          f"{zoo['num_test']}, or other weights (model.weights=none|<path>)")
+    if name != "mnist5k_gen":  # its calibration inputs come from sampling, not the training split
+        _int_knob("calib.num_samples", num_samples, 1, size - num_test,
+                  f" ({name} has {size - num_test} training images to calibrate on)")
+
+
+def check_weights_file(path: Path | None, knob: str = "model.weights") -> None:
+    if path is not None and path.is_dir():
+        raise ConfigError(f"{knob}='{path}' is a folder; pass the checkpoint file itself (.pt/.pth/.bin/.safetensors)")
