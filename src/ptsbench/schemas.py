@@ -273,6 +273,9 @@ def without_foreign(cfg: DictConfig) -> tuple[DictConfig, dict]:
 def digest_view(cfg_dict: dict) -> dict:
     """The config as it enters the digest: knobs marked ``omit_at_default`` left out while at their default."""
     out = dict(cfg_dict)
+    for group in ("model", "dataset"):  # `tasks:` only declares what an option serves (checked, never computed with)
+        if isinstance(out.get(group), dict) and "tasks" in out[group]:
+            out[group] = {k: v for k, v in out[group].items() if k != "tasks"}
     for group in groups():
         node = out.get(group)
         if not isinstance(node, dict):
