@@ -4,6 +4,7 @@ pyproject.toml's ``packages.find`` cannot add a package from outside ``src/``, h
 rest of the metadata lives in pyproject.toml. conf/'s group folders are listed as (data-only)
 subpackages so setuptools ships their YAML files without warning about them.
 """
+
 from setuptools import find_namespace_packages, find_packages, setup
 
 CONF = ["ptsbench.conf", *(f"ptsbench.conf.{p}" for p in find_namespace_packages("conf"))]

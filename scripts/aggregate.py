@@ -1,7 +1,8 @@
 """Rebuild the PTSBench track tables from run records (thin wrapper of ``ptsbench.aggregate``).
 
-    python scripts/aggregate.py outputs/demo/records --out outputs/demo/tables
+python scripts/aggregate.py outputs/demo/records --out outputs/demo/tables
 """
+
 from __future__ import annotations
 
 import sys

@@ -8,6 +8,7 @@ torchvision eval transform (resize 256, crop 224, normalise) in the same run:
 Prints images/s of both and their ratio, and checks that both give the same batches.
     python scripts/bench_eval_cache.py [--images 400] [--workers 0] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_folder(root: Path, num_val: int, size: tuple[int, int], seed: int = 0) -> None:
     """JPEGs with smooth structure plus noise, so they compress and decode like photos."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]].astype(np.float32)
     for split, n in (("train", 4), ("val", num_val)):
         for i in range(n):
             wnid = ("n01440764", "n01443537")[i % 2]
@@ -59,18 +60,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root, cache = Path(tmp) / "imagenet", Path(tmp) / "cache"
         make_folder(root, args.images, (500, 375))
-        cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "dataset" / "imagenet.yaml"),
-                              {"root": str(root), "num_workers": args.workers})
+        cfg = OmegaConf.merge(
+            OmegaConf.load(ROOT / "conf" / "dataset" / "imagenet.yaml"),
+            {"root": str(root), "num_workers": args.workers},
+        )
         plain = build_data(cfg, calib, preprocess=eval_preprocess(model))
         t0 = time.perf_counter()
-        cached = build_data(OmegaConf.merge(cfg, {"eval_cache": True}), calib, preprocess=eval_preprocess(model), cache_dir=cache)
+        cached = build_data(
+            OmegaConf.merge(cfg, {"eval_cache": True}), calib, preprocess=eval_preprocess(model), cache_dir=cache
+        )
         build_s = time.perf_counter() - t0
         base_ips, base_batches = images_per_second(plain, args.batch_size)
         cache_ips, cache_batches = images_per_second(cached, args.batch_size)
         same = all(torch.equal(a, b) for a, b in zip(base_batches, cache_batches))
         size_mb = Path(cached.meta["eval_cache"]).stat().st_size / 2**20
-    print(f"val split: {args.images} JPEGs 500x375 -> 224x224 (resize 256, center crop), "
-          f"workers={args.workers}, threads={args.threads}")
+    print(
+        f"val split: {args.images} JPEGs 500x375 -> 224x224 (resize 256, center crop), "
+        f"workers={args.workers}, threads={args.threads}"
+    )
     print(f"cache build (once per sweep): {build_s:.2f} s, {size_mb:.1f} MB uint8")
     print(f"no cache (decode every run): {base_ips:8.1f} images/s")
     print(f"eval cache (memory-mapped) : {cache_ips:8.1f} images/s")

@@ -10,6 +10,7 @@ gradients, and prints the ratio.
 (random weights, BN folded), 1,024 random calibration images, FCPTS(ERK) at 70% for
 ``--iters`` (default 1,600) steps of batch 64, timed end to end (target: < 2 min on an H100).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,9 +73,11 @@ def bench_cpu(reps: int) -> None:
         for _ in range(reps):
             fn()
         times[name] = (time.perf_counter() - t0) / reps
-    print(f"threshold+mask fwd+bwd, {len(flat.numels)} layers / {flat.weight.numel():,} weights, CPU 1 thread: "
-          f"fused {times['fused'] * 1e3:.2f} ms, naive per-layer loop {times['naive'] * 1e3:.2f} ms, "
-          f"speed-up x{times['naive'] / times['fused']:.2f} (same gradients)")
+    print(
+        f"threshold+mask fwd+bwd, {len(flat.numels)} layers / {flat.weight.numel():,} weights, CPU 1 thread: "
+        f"fused {times['fused'] * 1e3:.2f} ms, naive per-layer loop {times['naive'] * 1e3:.2f} ms, "
+        f"speed-up x{times['naive'] / times['fused']:.2f} (same gradients)"
+    )
 
 
 def bench_gpu_resnet18(iters: int, device: str) -> None:
@@ -91,19 +94,23 @@ def bench_gpu_resnet18(iters: int, device: str) -> None:
     model.to(dev)
     modules = prunable_modules(model)
     calib = torch.randn(1024, 3, 224, 224, device=dev)
-    ctx = AllocContext(model=model, modules=modules, calib_inputs=calib, device=dev,
-                       extras={"dense_model": copy.deepcopy(model)})
+    ctx = AllocContext(
+        model=model, modules=modules, calib_inputs=calib, device=dev, extras={"dense_model": copy.deepcopy(model)}
+    )
     weights = {n: m.weight.detach() for n, m in modules.items()}
     t0 = time.perf_counter()
     rates = build_allocator("fcpts", init="erk", iters=iters, batch_size=64).allocate(
-        layer_infos(modules), weights, 0.7, ctx)
+        layer_infos(modules), weights, 0.7, ctx
+    )
     total = time.perf_counter() - t0
     n = sum(w.numel() for w in weights.values())
     achieved = sum(num_pruned(rates[k], w.numel()) for k, w in weights.items()) / n
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"FCPTS(ERK) ResNet-18 224x224 on {dev} ({name}): {iters} iters x batch 64: "
-          f"learning {ctx.report['learn_time_s']:.1f}s, allocate() {total:.1f}s, "
-          f"global rate {achieved:.4f}; target < 120 s for 1,600 iters on an H100")
+    print(
+        f"FCPTS(ERK) ResNet-18 224x224 on {dev} ({name}): {iters} iters x batch 64: "
+        f"learning {ctx.report['learn_time_s']:.1f}s, allocate() {total:.1f}s, "
+        f"global rate {achieved:.4f}; target < 120 s for 1,600 iters on an H100"
+    )
 
 
 def main() -> None:

@@ -6,6 +6,7 @@
 Generated sets smaller than the dimension (the usual PTS budget) take the n x n eigen-problem;
 the result must agree with the naive one to 1e-6 relative.
 """
+
 from __future__ import annotations
 
 import argparse

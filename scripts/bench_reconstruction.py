@@ -12,6 +12,7 @@ CPU: the zoo ResNet-20 at 28x28. CUDA (when present): torchvision ResNet-18 and 
 
     python scripts/bench_reconstruction.py [--iters 30] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,9 @@ def bench_model(label, model, family, in_shape, n_calib, batch_size, iters, devi
     calib = torch.randn(n_calib, *in_shape)
     on_cuda = device.type == "cuda"
     feeder = UnitFeeder(model, dense, units, calib, lambda m, t: m(t), "dense", device, False, 64, on_cuda)
-    settings = TrainSettings(iters=iters, batch_size=batch_size, optimizer="sgd", **PRESETS["sgd"],
-                             amp=on_cuda, cuda_graphs=on_cuda)
+    settings = TrainSettings(
+        iters=iters, batch_size=batch_size, optimizer="sgd", **PRESETS["sgd"], amp=on_cuda, cuda_graphs=on_cuda
+    )
     t_engine = t_naive = 0.0
     paths: set[str] = set()  # engine execution path per unit (cuda_graph, or why not)
     for unit in units:
@@ -100,10 +102,13 @@ def bench_model(label, model, family, in_shape, n_calib, batch_size, iters, devi
             p.requires_grad_(False)
     n = iters * len(units)
     ms_naive, ms_engine = 1000 * t_naive / n, 1000 * t_engine / n
-    print(f"{label:34s} units={len(units):2d} iters/unit={iters:5d} batch={batch_size:3d} | naive fp32 eager "
-          f"{ms_naive:8.3f} ms/iter | engine {ms_engine:8.3f} ms/iter | ratio {ms_naive / ms_engine:5.2f}x | "
-          f"engine per full sweep-iteration (all units) {ms_engine * len(units):8.2f} ms | "
-          f"engine path: {', '.join(sorted(paths))}", flush=True)
+    print(
+        f"{label:34s} units={len(units):2d} iters/unit={iters:5d} batch={batch_size:3d} | naive fp32 eager "
+        f"{ms_naive:8.3f} ms/iter | engine {ms_engine:8.3f} ms/iter | ratio {ms_naive / ms_engine:5.2f}x | "
+        f"engine per full sweep-iteration (all units) {ms_engine * len(units):8.2f} ms | "
+        f"engine path: {', '.join(sorted(paths))}",
+        flush=True,
+    )
     return ms_naive, ms_engine
 
 
@@ -116,16 +121,32 @@ def main() -> int:
     torch.manual_seed(0)
     from ptsbench.models import zoo
 
-    bench_model("cpu  zoo ResNet-20 28x28", zoo.ZOO_ARCHS.get("cifar_resnet20")(10, 1, 28), "resnet",
-                (1, 28, 28), 256, 64, args.iters, torch.device("cpu"))
+    bench_model(
+        "cpu  zoo ResNet-20 28x28",
+        zoo.ZOO_ARCHS.get("cifar_resnet20")(10, 1, 28),
+        "resnet",
+        (1, 28, 28),
+        256,
+        64,
+        args.iters,
+        torch.device("cpu"),
+    )
     if torch.cuda.is_available():
         import torchvision
 
         dev = torch.device("cuda")
         print(f"device: {torch.cuda.get_device_name(dev)}")
         for name in ("resnet18", "resnet50"):
-            bench_model(f"cuda torchvision {name} 224x224", getattr(torchvision.models, name)(), "resnet",
-                        (3, 224, 224), 1024, 64, 10 * args.iters, dev)  # the issue: 1,024 cached inputs
+            bench_model(
+                f"cuda torchvision {name} 224x224",
+                getattr(torchvision.models, name)(),
+                "resnet",
+                (3, 224, 224),
+                1024,
+                64,
+                10 * args.iters,
+                dev,
+            )  # the issue: 1,024 cached inputs
     else:
         print("no CUDA device: GPU benchmark (ResNet-18/50 at 224x224) skipped")
     return 0

@@ -14,6 +14,7 @@
 
     python scripts/bench_sparsegpt.py [--cpu-images 32] [--block-iters 1] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,38 +66,60 @@ def bench_recon(device: torch.device, n_images: int, block_iters: int) -> None:
     adapter = get_adapter("resnet")
     model, dense, masks = _pruned_resnet18(device)
     sgpt_cfg = OmegaConf.create({"blocksize": 128, "percdamp": 0.01, "chunk_size": 32, "offload": False})
-    rep, t_sgpt = _timed(lambda: RECONSTRUCTORS.get("sparsegpt")(model, dense, masks, calib, sgpt_cfg, device,
-                                                                adapter=adapter), device)
+    rep, t_sgpt = _timed(
+        lambda: RECONSTRUCTORS.get("sparsegpt")(model, dense, masks, calib, sgpt_cfg, device, adapter=adapter), device
+    )
     layers = rep["layers"]
     obs_ms = 1000 * sum(e["seconds"] for e in layers) / len(layers)
     gain = sum(e["error_before"] for e in layers) / max(sum(e["error_after"] for e in layers), 1e-12)
-    print(f"{device.type:4s} resnet18 224x224 {n_images} images | SparseGPT: {t_sgpt:7.1f} s total, "
-          f"{1000 * t_sgpt / len(layers):7.1f} ms per layer ({len(layers)} layers; OBS solve alone {obs_ms:.1f} ms "
-          f"per layer, the rest is forwards and H = X X^T) | layer output error / {gain:.1f} vs magnitude", flush=True)
+    print(
+        f"{device.type:4s} resnet18 224x224 {n_images} images | SparseGPT: {t_sgpt:7.1f} s total, "
+        f"{1000 * t_sgpt / len(layers):7.1f} ms per layer ({len(layers)} layers; OBS solve alone {obs_ms:.1f} ms "
+        f"per layer, the rest is forwards and H = X X^T) | layer output error / {gain:.1f} vs magnitude",
+        flush=True,
+    )
 
     model, dense, masks = _pruned_resnet18(device)
-    block_cfg = OmegaConf.create({"iters": block_iters, "batch_size": 64, "input": "sparse", "optimizer": "sgd",
-                                  "progress": False, "chunk_size": 32, "offload": False})
-    rep, t_block = _timed(lambda: RECONSTRUCTORS.get("block")(model, dense, masks, calib, block_cfg, device,
-                                                              adapter=adapter), device)
+    block_cfg = OmegaConf.create(
+        {
+            "iters": block_iters,
+            "batch_size": 64,
+            "input": "sparse",
+            "optimizer": "sgd",
+            "progress": False,
+            "chunk_size": 32,
+            "offload": False,
+        }
+    )
+    rep, t_block = _timed(
+        lambda: RECONSTRUCTORS.get("block")(model, dense, masks, calib, block_cfg, device, adapter=adapter), device
+    )
     per_iter = sum(u.get("ms_per_iter", 0.0) for u in rep["units"]) / 1000  # one iteration of every unit, s
     fixed = t_block - per_iter * block_iters
-    print(f"{device.type:4s} block reconstruction: {t_block:7.1f} s for {block_iters} iters/unit "
-          f"({len(rep['units'])} units, {1000 * per_iter:.0f} ms per iteration of all units, {fixed:.1f} s fixed)",
-          flush=True)
+    print(
+        f"{device.type:4s} block reconstruction: {t_block:7.1f} s for {block_iters} iters/unit "
+        f"({len(rep['units'])} units, {1000 * per_iter:.0f} ms per iteration of all units, {fixed:.1f} s fixed)",
+        flush=True,
+    )
     for iters in (40, 20000):
         est = fixed + per_iter * iters
-        print(f"{device.type:4s} ratio block({iters} iters/unit, extrapolated {est:9.1f} s) / SparseGPT "
-              f"({t_sgpt:.1f} s measured) = {est / t_sgpt:8.1f}x | {1000 * est / len(layers):9.1f} ms per layer",
-              flush=True)
+        print(
+            f"{device.type:4s} ratio block({iters} iters/unit, extrapolated {est:9.1f} s) / SparseGPT "
+            f"({t_sgpt:.1f} s measured) = {est / t_sgpt:8.1f}x | {1000 * est / len(layers):9.1f} ms per layer",
+            flush=True,
+        )
 
 
 def bench_semi_structured(tokens: int = 197 * 64) -> None:
     from torch.sparse import to_sparse_semi_structured
 
     dev = torch.device("cuda")
-    shapes = {"mlp.fc1 768->3072": (3072, 768), "mlp.fc2 3072->768": (768, 3072),
-              "attn.qkv 768->2304": (2304, 768), "attn.proj 768->768": (768, 768)}
+    shapes = {
+        "mlp.fc1 768->3072": (3072, 768),
+        "mlp.fc2 3072->768": (768, 3072),
+        "attn.qkv 768->2304": (2304, 768),
+        "attn.proj 768->768": (768, 768),
+    }
     for label, (out_f, in_f) in shapes.items():
         w = torch.randn(out_f, in_f, device=dev, dtype=torch.float16)
         w = w * nm_keep_mask(w.abs(), 2, 4)
@@ -109,8 +132,11 @@ def bench_semi_structured(tokens: int = 197 * 64) -> None:
             continue
         t_dense = _cuda_ms(lambda x=x, w=w: torch.nn.functional.linear(x, w))
         t_sparse = _cuda_ms(lambda x=x, ws=ws: torch.nn.functional.linear(x, ws))
-        print(f"cuda 2:4 {label:20s} x({tokens}x{in_f}) fp16 | dense {t_dense:7.3f} ms | 2:4 {t_sparse:7.3f} ms | "
-              f"speed-up {t_dense / t_sparse:5.2f}x | max |diff| {err:.3g}", flush=True)
+        print(
+            f"cuda 2:4 {label:20s} x({tokens}x{in_f}) fp16 | dense {t_dense:7.3f} ms | 2:4 {t_sparse:7.3f} ms | "
+            f"speed-up {t_dense / t_sparse:5.2f}x | max |diff| {err:.3g}",
+            flush=True,
+        )
 
 
 def _cuda_ms(fn, reps: int = 50) -> float:
@@ -127,7 +153,9 @@ def _cuda_ms(fn, reps: int = 50) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cpu-images", type=int, default=32, help="calibration images on CPU (CUDA: 128, the issue's count)")
+    ap.add_argument(
+        "--cpu-images", type=int, default=32, help="calibration images on CPU (CUDA: 128, the issue's count)"
+    )
     ap.add_argument("--block-iters", type=int, default=1, help="measured block iterations per unit on CPU (CUDA: 50)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads")
     args = ap.parse_args()

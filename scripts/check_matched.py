@@ -4,6 +4,7 @@ cell has the same n and the same models (issue 13 acceptance). Reads the tidy ``
     python scripts/check_matched.py outputs/demo/tables
 Exit 0 when matched, 1 (listing the columns) when not, 2 when a cells file is missing.
 """
+
 from __future__ import annotations
 
 import sys

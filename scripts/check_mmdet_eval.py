@@ -12,6 +12,7 @@ and prints both mAP@[.5:.95] and mAP@0.5 with their difference (issue 15: must a
     python scripts/check_mmdet_eval.py --epochs 4 --out outputs/mmdet_digits
     python scripts/check_mmdet_eval.py --weights outputs/mmdet_digits/retinanet_r18_digits.pth
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def train(data, epochs: int, lr: float, batch: int, seed: int = 0) -> torch.nn.M
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(OmegaConf.create({**MODEL, "weights": "none"}), data.num_classes, data.in_chans,
-                        data.img_size, data.name)
+    model = build_model(
+        OmegaConf.create({**MODEL, "weights": "none"}), data.num_classes, data.in_chans, data.img_size, data.name
+    )
     det = model.detector
     opt = torch.optim.AdamW(det.parameters(), lr=lr, weight_decay=1e-4)
     images, targets = data.train.images, data.train.targets
@@ -51,7 +53,7 @@ def train(data, epochs: int, lr: float, batch: int, seed: int = 0) -> torch.nn.M
     for epoch in range(epochs):
         perm = torch.randperm(len(images), generator=gen)
         for i in range(0, len(images) - batch + 1, batch):
-            idx = perm[i:i + batch].tolist()
+            idx = perm[i : i + batch].tolist()
             prep = model.preprocess([images[j] for j in idx])
             samples: list[DetDataSample] = prep["data_samples"]
             for s, j in zip(samples, idx):
@@ -85,14 +87,26 @@ def mmdet_map(model, data, workdir: Path) -> dict:
         images.append({"id": i, "file_name": f"{i}.png", "width": img.shape[-1], "height": img.shape[-2]})
         for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": label, "bbox": [box[0], box[1], w, h],
-                         "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": label,
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": c, "name": str(c - 1)} for c in range(1, data.num_classes + 1)]
     ann = workdir / "instances_test.json"
     ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    ds = CocoDataset(ann_file=str(ann), data_prefix={"img": str(workdir) + "/"}, test_mode=True,
-                     metainfo={"classes": tuple(c["name"] for c in cats)},
-                     pipeline=list(load_config(str(MODEL.config)).test_pipeline))
+    ds = CocoDataset(
+        ann_file=str(ann),
+        data_prefix={"img": str(workdir) + "/"},
+        test_mode=True,
+        metainfo={"classes": tuple(c["name"] for c in cats)},
+        pipeline=list(load_config(str(MODEL.config)).test_pipeline),
+    )
     metric = CocoMetric(ann_file=str(ann), metric="bbox")
     metric.dataset_meta = ds.metainfo
     with torch.no_grad():
@@ -111,8 +125,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "mmdet_digits")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    data = build_data(OmegaConf.load(ROOT / "conf" / "dataset" / "digits_det.yaml"),
-                      OmegaConf.create({"num_samples": 64, "seed": 0}))
+    data = build_data(
+        OmegaConf.load(ROOT / "conf" / "dataset" / "digits_det.yaml"), OmegaConf.create({"num_samples": 64, "seed": 0})
+    )
     weights = args.weights
     if weights is None:
         t0 = time.time()
@@ -121,14 +136,17 @@ def main() -> None:
         weights = args.out / "retinanet_r18_digits.pth"
         torch.save({"meta": {"epochs": args.epochs, "lr": args.lr}, "state_dict": model.detector.state_dict()}, weights)
         print(f"trained in {time.time() - t0:.0f} s -> {weights}")
-    model = build_model(OmegaConf.create({**MODEL, "weights": str(weights)}), data.num_classes, data.in_chans,
-                        data.img_size, data.name)
+    model = build_model(
+        OmegaConf.create({**MODEL, "weights": str(weights)}), data.num_classes, data.in_chans, data.img_size, data.name
+    )
     ours = DetectionTask(batch_size=100).evaluate(model, data, torch.device("cpu"))
     theirs = mmdet_map(model, data, args.out / "coco")
     print(f"PTSBench DET task: mAP {ours['map']:.4f}  mAP50 {ours['map50']:.4f}  ({len(data.test)} canvases)")
     print(f"mmdet CocoMetric:  mAP {theirs['bbox_mAP']:.3f}   mAP50 {theirs['bbox_mAP_50']:.3f}")
-    print(f"|difference|:      mAP {abs(ours['map'] - theirs['bbox_mAP']):.4f}  "
-          f"mAP50 {abs(ours['map50'] - theirs['bbox_mAP_50']):.4f}")
+    print(
+        f"|difference|:      mAP {abs(ours['map'] - theirs['bbox_mAP']):.4f}  "
+        f"mAP50 {abs(ours['map50'] - theirs['bbox_mAP_50']):.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ then ``N passed, N failed``; exits 1 when any case failed. A case that waits for
     python scripts/fault_drill.py -k 6 -k 12 # only the cases whose id starts with 6 or 12
     python scripts/fault_drill.py --keep     # keep the temporary folder and print it
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,10 +51,22 @@ class Drill:
         self.work = work
         self.cache = work / "cache"  # shared dense cache: the zoo's dense eval runs once
 
-    def cli(self, out: Path, *args: str, multirun: bool = False, module: str = "ptsbench.run",
-            timeout: float = 300, cache: bool = True, tiny: bool = True) -> subprocess.CompletedProcess:
-        extra = [] if module != "ptsbench.run" else [*(TINY if tiny else []), f"paths.output_dir={out}"] + (
-            [f"paths.cache_dir={self.cache}"] if cache else [])
+    def cli(
+        self,
+        out: Path,
+        *args: str,
+        multirun: bool = False,
+        module: str = "ptsbench.run",
+        timeout: float = 300,
+        cache: bool = True,
+        tiny: bool = True,
+    ) -> subprocess.CompletedProcess:
+        extra = (
+            []
+            if module != "ptsbench.run"
+            else [*(TINY if tiny else []), f"paths.output_dir={out}"]
+            + ([f"paths.cache_dir={self.cache}"] if cache else [])
+        )
         cmd = [sys.executable, "-m", module, *(["-m"] if multirun else []), *extra, *args]
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
 
@@ -75,13 +88,20 @@ def _last_line(text: str) -> str:
 
 def refused(*args: str, names: tuple[str, ...], tiny: bool = True) -> Callable[[Drill, Path], Result]:
     """A single run exits 2 with one ``error:`` line naming ``names``, and writes no record."""
+
     def check(d: Drill, out: Path) -> Result:
         p = d.cli(out, *args, tiny=tiny, timeout=150)  # a refusal takes seconds; a run that is not refused is cut
         err = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
         line = err[-1] if err else _last_line(p.stderr)
-        ok = (p.returncode == 2 and len(err) == 1 and all(n in line for n in names) and "Traceback" not in p.stderr
-              and not d.records(out))
+        ok = (
+            p.returncode == 2
+            and len(err) == 1
+            and all(n in line for n in names)
+            and "Traceback" not in p.stderr
+            and not d.records(out)
+        )
         return Result(ok, f"rc={p.returncode} {line[:150]!r}")
+
     return check
 
 
@@ -98,6 +118,7 @@ def zoo_state(seed: int | None = None):
 
 
 # ---- 1-3, 5: wrong results -------------------------------------------------------------------------------
+
 
 def stale_dense(d: Drill, out: Path) -> Result:
     import hashlib
@@ -116,13 +137,22 @@ def stale_dense(d: Drill, out: Path) -> Result:
     a, b = (r["dense"]["top1"] for r in recs)
     sha = hashlib.sha256(w.read_bytes()).hexdigest()
     ok = a > 0.9 and b < 0.5 and recs[0]["digest"] != recs[1]["digest"] and recs[1]["model"]["weights_sha256"] == sha
-    return Result(ok, f"dense top1 {a:.3f} -> {b:.3f}, digests differ={recs[0]['digest'] != recs[1]['digest']}, "
-                      f"sha recorded={recs[1]['model']['weights_sha256'] == sha}")
+    return Result(
+        ok,
+        f"dense top1 {a:.3f} -> {b:.3f}, digests differ={recs[0]['digest'] != recs[1]['digest']}, "
+        f"sha recorded={recs[1]['model']['weights_sha256'] == sha}",
+    )
 
 
 def diverged(d: Drill, out: Path) -> Result:
-    p = d.cli(out, "reconstruction=block", "reconstruction.lr=1e6", "reconstruction.iters=3",
-              "reconstruction.progress=false", "sparsity.rate=0.5")
+    p = d.cli(
+        out,
+        "reconstruction=block",
+        "reconstruction.lr=1e6",
+        "reconstruction.iters=3",
+        "reconstruction.progress=false",
+        "sparsity.rate=0.5",
+    )
     recs = d.records(out)
     if not recs:
         return Result(False, f"rc={p.returncode} no record {_last_line(p.stderr)}")
@@ -131,10 +161,18 @@ def diverged(d: Drill, out: Path) -> Result:
     n_div = sum(bool(u.get("diverged")) for u in units)
     sp = r.get("sparsity", {})
     exact = all(abs(sp["achieved_per_layer"][k] - t) < 1e-3 for k, t in sp.get("target_per_layer", {}).items())
-    ok = (r["status"] == "ok" and n_div > 0 and exact and bool(sp.get("target_per_layer"))
-          and all(isinstance(u["loss_after"], float) and u["loss_after"] == u["loss_after"] for u in units))
-    return Result(ok, f"status={r['status']} diverged units={n_div}/{len(units)} restored, "
-                      f"achieved={r['sparsity'].get('achieved')}, sparse top1={r.get('sparse', {}).get('top1')}")
+    ok = (
+        r["status"] == "ok"
+        and n_div > 0
+        and exact
+        and bool(sp.get("target_per_layer"))
+        and all(isinstance(u["loss_after"], float) and u["loss_after"] == u["loss_after"] for u in units)
+    )
+    return Result(
+        ok,
+        f"status={r['status']} diverged units={n_div}/{len(units)} restored, "
+        f"achieved={r['sparsity'].get('achieved')}, sparse top1={r.get('sparse', {}).get('top1')}",
+    )
 
 
 def nan_weights(d: Drill, out: Path) -> Result:
@@ -148,8 +186,10 @@ def nan_weights(d: Drill, out: Path) -> Result:
     recs = d.records(out)
     st = recs[0]["status"] if recs else None
     phase = (recs[0].get("error") or {}).get("phase") if recs else None
-    return Result(p.returncode == 1 and st == "failed" and phase == "check_weights",
-                  f"rc={p.returncode} status={st} phase={phase}")
+    return Result(
+        p.returncode == 1 and st == "failed" and phase == "check_weights",
+        f"rc={p.returncode} status={st} phase={phase}",
+    )
 
 
 def imagefolder_labels(d: Drill, out: Path) -> Result:
@@ -158,17 +198,27 @@ def imagefolder_labels(d: Drill, out: Path) -> Result:
     from ptsbench.data.imagenet import build_imagenet
 
     root = _fake_imagefolder(out / "data", train=("cat", "dog", "eel"), val=("dog", "eel"))
-    data = build_imagenet(OmegaConf.create({"name": "imagenet", "root": str(root), "num_classes": 3}),
-                          OmegaConf.create({"num_samples": 2, "seed": 0}))
+    data = build_imagenet(
+        OmegaConf.create({"name": "imagenet", "root": str(root), "num_classes": 3}),
+        OmegaConf.create({"num_samples": 2, "seed": 0}),
+    )
     labels = sorted({int(data.test.source[i][1]) for i in range(len(data.test))})
     return Result(labels == [1, 2], f"val labels {labels} (train map cat=0 dog=1 eel=2)")
 
 
 def imagefolder_unknown(d: Drill, out: Path) -> Result:
     root = _fake_imagefolder(out / "data", train=("cat", "dog"), val=("dog", "fox"))
-    return refused("dataset=imagenet", f"dataset.root={root}", "dataset.num_classes=2", "model=resnet18",
-                   "model.weights=none", "dataset.img_size=32", "calib.num_samples=2", names=("fox",),
-                   tiny=False)(d, out / "run")
+    return refused(
+        "dataset=imagenet",
+        f"dataset.root={root}",
+        "dataset.num_classes=2",
+        "model=resnet18",
+        "model.weights=none",
+        "dataset.img_size=32",
+        "calib.num_samples=2",
+        names=("fox",),
+        tiny=False,
+    )(d, out / "run")
 
 
 def _fake_imagefolder(root: Path, train, val) -> Path:
@@ -186,6 +236,7 @@ def _fake_imagefolder(root: Path, train, val) -> Path:
 
 # ---- 6-9: work lost --------------------------------------------------------------------------------------
 
+
 def sweep_goes_on(*extra: str) -> Callable[[Drill, Path], Result]:
     def check(d: Drill, out: Path) -> Result:
         p = d.cli(out, "sparsity.rate=0.5,1.5,0.6", *extra, multirun=True)
@@ -193,9 +244,13 @@ def sweep_goes_on(*extra: str) -> Callable[[Drill, Path], Result]:
         status = sorted((r["sparsity"]["target"], r["status"], (r.get("error") or {}).get("phase")) for r in recs)
         failed = [r for r in recs if r["status"] == "failed"]
         named = "[failed] " in p.stdout + p.stderr and "sparsity.rate=1.5" in p.stdout + p.stderr
-        ok = (status == [(0.5, "ok", None), (0.6, "ok", None), (1.5, "failed", "config")]
-              and "sparsity.rate=1.5" in failed[0]["error"]["message"] and named)
+        ok = (
+            status == [(0.5, "ok", None), (0.6, "ok", None), (1.5, "failed", "config")]
+            and "sparsity.rate=1.5" in failed[0]["error"]["message"]
+            and named
+        )
         return Result(ok, f"rc={p.returncode} records {status}, [failed] line names the run={named}")
+
     return check
 
 
@@ -227,9 +282,20 @@ def unwritable(d: Drill, out: Path) -> Result:
 
 
 def orphans(d: Drill, out: Path) -> Result:
-    cmd = [sys.executable, "-m", "ptsbench.run", "-m", *TINY, f"paths.output_dir={out}", "hydra/launcher=parallel",
-           "hydra.launcher.n_jobs=2", "sparsity.rate=0.5,0.6", "reconstruction=single",
-           "reconstruction.iters=1000000", "reconstruction.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ptsbench.run",
+        "-m",
+        *TINY,
+        f"paths.output_dir={out}",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "sparsity.rate=0.5,0.6",
+        "reconstruction=single",
+        "reconstruction.iters=1000000",
+        "reconstruction.progress=false",
+    ]
     parent = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     try:
         deadline = time.time() + 120
@@ -284,6 +350,7 @@ def _kill(pid: int) -> None:
 
 # ---- 10-13: tracebacks and messages -----------------------------------------------------------------------
 
+
 def list_models(d: Drill, out: Path) -> Result:
     from ptsbench.list_models import model_configs
 
@@ -292,11 +359,20 @@ def list_models(d: Drill, out: Path) -> Result:
     names = {str(c.name) for c in model_configs()}
     rows = {ln.split()[0]: ln for ln in p.stdout.splitlines()[1:] if ln.strip()}
     ddpm = rows.get("zoo_ddpm_digits", "")
-    ok = (p.returncode == 0 and q.returncode == 0 and set(rows) == names and "local checkpoint required" in
-          rows.get("ldm", "") and "imagenet" not in ddpm and "ldm" in q.stdout)
-    return Result(ok, f"rc={p.returncode}/{q.returncode} rows={len(rows)}/{len(names)}, ldm marked="
-                      f"{'local checkpoint required' in rows.get('ldm', '')}, ddpm trained_on not imagenet="
-                      f"{'imagenet' not in ddpm}")
+    ok = (
+        p.returncode == 0
+        and q.returncode == 0
+        and set(rows) == names
+        and "local checkpoint required" in rows.get("ldm", "")
+        and "imagenet" not in ddpm
+        and "ldm" in q.stdout
+    )
+    return Result(
+        ok,
+        f"rc={p.returncode}/{q.returncode} rows={len(rows)}/{len(names)}, ldm marked="
+        f"{'local checkpoint required' in rows.get('ldm', '')}, ddpm trained_on not imagenet="
+        f"{'imagenet' not in ddpm}",
+    )
 
 
 def corrupt_checkpoint(d: Drill, out: Path) -> Result:
@@ -319,8 +395,11 @@ def corrupt_dense_cache(d: Drill, out: Path) -> Result:
     named = any(c.name in p2.stdout + p2.stderr for c in caches)
     rec = d.records(out)
     ok = p1.returncode == 0 and p2.returncode == 0 and caches and named and rec and rec[0]["status"] == "ok"
-    return Result(bool(ok), f"rc={p2.returncode}, warning names the cache file={named}, "
-                            f"cache rewritten={bool(caches) and caches[0].read_text().startswith('{')}")
+    return Result(
+        bool(ok),
+        f"rc={p2.returncode}, warning names the cache file={named}, "
+        f"cache rewritten={bool(caches) and caches[0].read_text().startswith('{')}",
+    )
 
 
 def record_path_printed(d: Drill, out: Path) -> Result:
@@ -335,8 +414,10 @@ def aggregate_names_unreadable(d: Drill, out: Path) -> Result:
     (out / "records").mkdir(parents=True, exist_ok=True)
     (out / "records" / "broken.json").write_text("{trunc")
     p = d.cli(out, str(out / "records"), "--no-plots", module="ptsbench.aggregate")
-    return Result("broken.json" in p.stdout + p.stderr, f"rc={p.returncode}, names broken.json="
-                                                         f"{'broken.json' in p.stdout + p.stderr}")
+    return Result(
+        "broken.json" in p.stdout + p.stderr,
+        f"rc={p.returncode}, names broken.json={'broken.json' in p.stdout + p.stderr}",
+    )
 
 
 # issue 12 item 4 (and the _unitwise refusal) is done through typed config schemas by another change
@@ -346,32 +427,55 @@ CASES = [
     Case("1.stale-dense-score", "replacing the weight file changes dense score and digest; sha recorded", stale_dense),
     Case("2.diverged-reconstruction", "diverged units restored + diverged:true; pruned weights 0, no NaN", diverged),
     Case("2.nan-weights-never-ok", "a model with a NaN weight -> failed record (phase check_weights)", nan_weights),
-    Case("3.split-seed-zoo", "split_seed=1 with zoo weights refused (rc 2)",
-         refused("dataset.split_seed=1", names=("dataset.split_seed=1",))),
-    Case("3.num-test-4999", "refused: zoo training images in test", refused("dataset.num_test=4999", names=("num_test",))),
+    Case(
+        "3.split-seed-zoo",
+        "split_seed=1 with zoo weights refused (rc 2)",
+        refused("dataset.split_seed=1", names=("dataset.split_seed=1",)),
+    ),
+    Case(
+        "3.num-test-4999", "refused: zoo training images in test", refused("dataset.num_test=4999", names=("num_test",))
+    ),
     Case("3.num-test-negative", "refused", refused("dataset.num_test=-5", names=("dataset.num_test=-5",))),
     Case("3.num-test-huge", "refused", refused("dataset.num_test=100000", names=("dataset.num_test=100000",))),
     Case("3.num-test-zero", "refused", refused("dataset.num_test=0", names=("dataset.num_test=0",))),
     Case("3.calib-negative", "refused", refused("calib.num_samples=-5", names=("calib.num_samples=-5",))),
     Case("3.calib-too-many", "refused", refused("calib.num_samples=100000", names=("calib.num_samples=100000",))),
-    Case("4.erk-power-negative", "refused", refused("allocator=erk", "allocator.power=-1",
-                                                    names=("allocator.power",)), SCHEMAS),
-    Case("4.pattern-nm", "refused or really N:M", refused("sparsity.pattern=nm", names=("sparsity.pattern",)),
-         SCHEMAS),
+    Case(
+        "4.erk-power-negative",
+        "refused",
+        refused("allocator=erk", "allocator.power=-1", names=("allocator.power",)),
+        SCHEMAS,
+    ),
+    Case("4.pattern-nm", "refused or really N:M", refused("sparsity.pattern=nm", names=("sparsity.pattern",)), SCHEMAS),
     Case("4.fold-bn-abc", "refused", refused("prune.fold_bn=abc", names=("prune.fold_bn",)), SCHEMAS),
-    Case("4.lambda-negative", "refused", refused("allocator=fcpts_erk", "allocator.lambda=-1", "allocator.iters=2",
-                                                 names=("allocator.lambda",)), SCHEMAS),
-    Case("4.power-abc", "refused before the dense eval", refused("allocator=erk", "allocator.power=abc",
-                                                                 names=("allocator.power",)), SCHEMAS),
+    Case(
+        "4.lambda-negative",
+        "refused",
+        refused("allocator=fcpts_erk", "allocator.lambda=-1", "allocator.iters=2", names=("allocator.lambda",)),
+        SCHEMAS,
+    ),
+    Case(
+        "4.power-abc",
+        "refused before the dense eval",
+        refused("allocator=erk", "allocator.power=abc", names=("allocator.power",)),
+        SCHEMAS,
+    ),
     Case("4.seed-abc", "refused", refused("seed=abc", names=("seed",)), SCHEMAS),
     Case("4.eval-batch-negative", "refused", refused("eval.batch_size=-1", names=("eval.batch_size",)), SCHEMAS),
-    Case("4.exclude-string", "refused as not a list", refused("prune.exclude=fc", names=("prune.exclude", "list")),
-         SCHEMAS),
+    Case(
+        "4.exclude-string",
+        "refused as not a list",
+        refused("prune.exclude=fc", names=("prune.exclude", "list")),
+        SCHEMAS,
+    ),
     Case("5.imagefolder-val-subset", "val/ labelled with train/'s class map", imagefolder_labels),
     Case("5.imagefolder-unknown-class", "a val/ class unknown to train/ refused", imagefolder_unknown),
     Case("6.multirun-config-error", "0.5 and 0.6 run ok, 1.5 failed record phase config", sweep_goes_on()),
-    Case("6.parallel-config-error", "same under hydra/launcher=parallel, siblings not killed",
-         sweep_goes_on("hydra/launcher=parallel", "hydra.launcher.n_jobs=2")),
+    Case(
+        "6.parallel-config-error",
+        "same under hydra/launcher=parallel, siblings not killed",
+        sweep_goes_on("hydra/launcher=parallel", "hydra.launcher.n_jobs=2"),
+    ),
     Case("6.single-run-config-error", "single run exits 2", refused("sparsity.rate=1.5", names=("sparsity.rate",))),
     Case("6.table2-missing-checkpoint", "missing checkpoint recorded failed, sweep goes on", missing_checkpoint_sweep),
     Case("7.ok-never-replaced", "failed re-run (device=mps) written beside the ok record", ok_never_replaced),
@@ -379,18 +483,28 @@ CASES = [
     Case("9.orphaned-workers", "parallel workers exit after kill -9 of the sweep's parent", orphans),
     Case("10.ptsbench-models", "lists every model, marks local-checkpoint ones, unet filter works", list_models),
     Case("11.task-model-mismatch", "refused naming both", refused("task=det", names=("task=det", "zoo_resnet20"))),
-    Case("11.model-task-mismatch", "refused naming both", refused("model=zoo_retinanet_digits",
-                                                                  names=("task=cls", "zoo_retinanet_digits"))),
-    Case("11.task-dataset-mismatch", "refused naming both", refused("task=gen", "model=zoo_ddpm_digits",
-                                                                    names=("task=gen", "mnist5k"))),
+    Case(
+        "11.model-task-mismatch",
+        "refused naming both",
+        refused("model=zoo_retinanet_digits", names=("task=cls", "zoo_retinanet_digits")),
+    ),
+    Case(
+        "11.task-dataset-mismatch",
+        "refused naming both",
+        refused("task=gen", "model=zoo_ddpm_digits", names=("task=gen", "mnist5k")),
+    ),
     Case("12.device-cuda7", "refused", refused("device=cuda:7", names=("device=cuda:7",))),
     Case("12.device-tpu", "refused", refused("device=tpu", names=("device=tpu",))),
     Case("12.device-mps", "refused", refused("device=mps", names=("device=mps",))),
     Case("12.corrupt-checkpoint", "refused naming the file", corrupt_checkpoint),
     Case("12.checkpoint-is-folder", "refused naming the folder", checkpoint_folder),
     Case("12.corrupt-dense-cache", "warning naming the file, recomputed, run ok", corrupt_dense_cache),
-    Case("12.reconstruction-_unitwise", "refused", refused("reconstruction=_unitwise", names=("reconstruction",)),
-         SCHEMAS),
+    Case(
+        "12.reconstruction-_unitwise",
+        "refused",
+        refused("reconstruction=_unitwise", names=("reconstruction",)),
+        SCHEMAS,
+    ),
     Case("13.record-path-printed", "record path printed; record group-readable", record_path_printed),
     Case("13.aggregate-unreadable", "ptsbench-aggregate names the unreadable file", aggregate_names_unreadable),
 ]
@@ -425,15 +539,24 @@ def main(argv: list[str] | None = None) -> int:
                 failed += verdict == "FAIL"
                 pending += verdict == "PENDING"
                 note = f" [waits for {case.pending_on}]" if verdict == "PENDING" else ""
-                print(f"case {case.id:32s} expected {case.expected} | got {res.got} | {verdict}{note} "
-                      f"({seconds:.0f}s)", flush=True)
+                print(
+                    f"case {case.id:32s} expected {case.expected} | got {res.got} | {verdict}{note} ({seconds:.0f}s)",
+                    flush=True,
+                )
     finally:
         if args.keep:
             print(f"work folder: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed" + (f", {pending} pending (not counted as failed: they wait for "
-          f"another change, named on their lines)" if pending else "") + f" ({time.perf_counter() - t0:.0f}s)")
+    print(
+        f"{passed} passed, {failed} failed"
+        + (
+            f", {pending} pending (not counted as failed: they wait for another change, named on their lines)"
+            if pending
+            else ""
+        )
+        + f" ({time.perf_counter() - t0:.0f}s)"
+    )
     return 1 if failed else 0
 
 

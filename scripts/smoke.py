@@ -7,6 +7,7 @@ Every sweep is the experiment as shipped with ``debug=fast`` (conf/debug/fast.ya
 sweep or run failed, and prints the wall time of each sweep.
     python scripts/smoke.py [--out outputs/smoke] [extra overrides, e.g. hydra/launcher=parallel]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,14 +19,26 @@ STAND_INS = {
     "table2": ["+case=embedded_cls,embedded_det,embedded_gen"],
     "table4": ["+case=embedded_cls,embedded_det,embedded_gen"],  # also the reconstruction=none twins of table3
     "table3": ["+case=embedded_cls,embedded_det,embedded_gen"],
-    "table6": ["model=zoo_resnet20,zoo_resnet56,zoo_mobilenetv2_x0.5,zoo_mobilenetv2_x1.0,zoo_vit_d64,zoo_vit_d96",
-               "dataset=mnist5k", "dataset.root=null"],
+    "table6": [
+        "model=zoo_resnet20,zoo_resnet56,zoo_mobilenetv2_x0.5,zoo_mobilenetv2_x1.0,zoo_vit_d64,zoo_vit_d96",
+        "dataset=mnist5k",
+        "dataset.root=null",
+    ],
 }
 
 
 def sweep_command(experiment: str, out: str, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "ptsbench.run", "-m", f"experiment={experiment}", "debug=fast",
-            *STAND_INS[experiment], f"paths.output_dir={out}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ptsbench.run",
+        "-m",
+        f"experiment={experiment}",
+        "debug=fast",
+        *STAND_INS[experiment],
+        f"paths.output_dir={out}",
+        *extra,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[smoke] experiment={experiment} debug=fast: exit {code} in {time.perf_counter() - t:.0f} s", flush=True)
         if code:
             failed.append(experiment)
-    print(f"[smoke] {len(args.only) - len(failed)} of {len(args.only)} sweeps ok in {time.perf_counter() - t0:.0f} s; "
-          f"tables in {args.out}/tables" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"[smoke] {len(args.only) - len(failed)} of {len(args.only)} sweeps ok in {time.perf_counter() - t0:.0f} s; "
+        f"tables in {args.out}/tables" + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

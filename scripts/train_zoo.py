@@ -7,6 +7,7 @@ torch build (CPU, fixed thread count).
     python scripts/train_zoo.py              # all missing members
     python scripts/train_zoo.py --only cifar_resnet20 --force
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ RECIPES = {
 def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
     pad = F.pad(x, [max_shift] * 4)
     dx, dy = torch.randint(0, 2 * max_shift + 1, (2,), generator=gen).tolist()
-    return pad[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+    return pad[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
 
 
 def train_one(arch: str, data, epochs: int, lr: float, batch: int = 128, seed: int = 0) -> torch.nn.Module:
@@ -57,7 +58,7 @@ def train_one(arch: str, data, epochs: int, lr: float, batch: int = 128, seed: i
     for epoch in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             loss = F.cross_entropy(model(random_shift(x[idx], gen)), y[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -89,8 +90,20 @@ def main() -> None:
         model = train_one(arch, data, epochs, lr, batch)
         acc = top1_accuracy(model, data.test_loader(500))
         torch.save(model.state_dict(), path)
-        meta_path.write_text(json.dumps({"arch": arch, "dataset": "mnist5k", "top1": acc, "epochs": epochs,
-                                         "lr": lr, "batch": batch, "train_seconds": round(time.time() - t0, 1)}, indent=1))
+        meta_path.write_text(
+            json.dumps(
+                {
+                    "arch": arch,
+                    "dataset": "mnist5k",
+                    "top1": acc,
+                    "epochs": epochs,
+                    "lr": lr,
+                    "batch": batch,
+                    "train_seconds": round(time.time() - t0, 1),
+                },
+                indent=1,
+            )
+        )
         print(f"{arch}: dense test top-1 {100 * acc:.2f}% ({time.time() - t0:.0f}s) -> {path.name}", flush=True)
 
 

@@ -9,6 +9,7 @@ convolutions gain little from a second thread, and a busy CPU makes threads wait
     python scripts/train_zoo_det.py                     # all missing detectors
     python scripts/train_zoo_det.py --only small_retinanet_resnet8 --force
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ def train_one(arch: str, data, epochs: int, lr: float, clip: float | None, seed:
     for epoch in range(epochs):
         perm = torch.randperm(len(images), generator=gen)
         for i in range(0, len(images) - BATCH + 1, BATCH):
-            idx = perm[i:i + BATCH].tolist()
+            idx = perm[i : i + BATCH].tolist()
             losses = model([images[j] for j in idx], [targets[j] for j in idx])
             loss = sum(losses.values())
             opt.zero_grad(set_to_none=True)
@@ -68,8 +69,9 @@ def train_one(arch: str, data, epochs: int, lr: float, clip: float | None, seed:
 def train_and_save(arch: str, threads: int) -> None:
     torch.set_num_threads(threads)
     # the same canvases the benchmark evaluates on: the dataset's own config file
-    data = build_data(OmegaConf.load(ROOT / "conf" / "dataset" / f"{DATASET}.yaml"),
-                      OmegaConf.create({"num_samples": 64, "seed": 0}))
+    data = build_data(
+        OmegaConf.load(ROOT / "conf" / "dataset" / f"{DATASET}.yaml"), OmegaConf.create({"num_samples": 64, "seed": 0})
+    )
     ZOO_DIR.mkdir(parents=True, exist_ok=True)
     path = zoo_checkpoint_path(arch, DATASET)
     t0 = time.time()
@@ -77,11 +79,26 @@ def train_and_save(arch: str, threads: int) -> None:
     model = train_one(arch, data, epochs, lr, clip)
     metrics = DetectionTask(batch_size=500).evaluate(model, data, torch.device("cpu"))
     torch.save(model.state_dict(), path)
-    path.with_suffix(".json").write_text(json.dumps(
-        {"arch": arch, "dataset": DATASET, **metrics, "epochs": epochs, "lr": lr, "clip": clip,
-         "threads": threads, "train_seconds": round(time.time() - t0, 1)}, indent=1))
-    print(f"{arch}: dense test mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f} "
-          f"({time.time() - t0:.0f}s) -> {path.name}", flush=True)
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "arch": arch,
+                "dataset": DATASET,
+                **metrics,
+                "epochs": epochs,
+                "lr": lr,
+                "clip": clip,
+                "threads": threads,
+                "train_seconds": round(time.time() - t0, 1),
+            },
+            indent=1,
+        )
+    )
+    print(
+        f"{arch}: dense test mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f} "
+        f"({time.time() - t0:.0f}s) -> {path.name}",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -110,8 +127,9 @@ def main() -> int:
     for arch in todo:
         while len(running) >= args.jobs:
             failed += running.pop(0).wait() != 0
-        running.append(subprocess.Popen([sys.executable, __file__, "--only", arch, "--force",
-                                         "--threads", str(args.threads)]))
+        running.append(
+            subprocess.Popen([sys.executable, __file__, "--only", arch, "--force", "--threads", str(args.threads)])
+        )
     for proc in running:
         failed += proc.wait() != 0
     return 1 if failed else 0

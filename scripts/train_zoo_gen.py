@@ -12,6 +12,7 @@ given torch build (CPU).
     python scripts/train_zoo_gen.py --force          # retrain (~8 CPU-minutes on one thread)
     python scripts/train_zoo_gen.py --grid-only      # only redraw the sample grid and score it
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def train(latents: torch.Tensor, recipe: dict) -> torch.nn.Module:
     unet, sched = dz.ddpm_digits_unet(), dz.ddpm_scheduler()
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe["lr"], weight_decay=0.0)
-    lr = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["lr"], total_steps=recipe["iters"],
-                                             pct_start=recipe["warmup"])
+    lr = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=recipe["lr"], total_steps=recipe["iters"], pct_start=recipe["warmup"]
+    )
     unet.train()
     t0, running = time.time(), 0.0
     for it in range(1, recipe["iters"] + 1):
@@ -63,8 +65,10 @@ def train(latents: torch.Tensor, recipe: dict) -> torch.nn.Module:
                 pe.lerp_(p, 1 - decay)
         running += loss.item()
         if it % 100 == 0:
-            print(f"  ddpm_digits iter {it}/{recipe['iters']} loss {running / 100:.4f} ({time.time() - t0:.0f}s)",
-                  flush=True)
+            print(
+                f"  ddpm_digits iter {it}/{recipe['iters']} loss {running / 100:.4f} ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
             running = 0.0
     return ema
 
@@ -104,18 +108,36 @@ def main() -> None:
         ema = train(dz.PixelFold().encode(data.train.tensors[0]), recipe)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(ema.state_dict(), path)
-        meta = {"arch": dz.ARCH, "dataset": dz.DATASET, **recipe, "threads": args.threads,
-                "train_seconds": round(time.time() - t0, 1), "train_cpu_seconds": round(time.process_time() - cpu0, 1),
-                "params": sum(p.numel() for p in ema.parameters())}
+        meta = {
+            "arch": dz.ARCH,
+            "dataset": dz.DATASET,
+            **recipe,
+            "threads": args.threads,
+            "train_seconds": round(time.time() - t0, 1),
+            "train_cpu_seconds": round(time.process_time() - cpu0, 1),
+            "params": sum(p.numel() for p in ema.parameters()),
+        }
     else:
         meta = json.loads(meta_path.read_text())
     t0 = time.time()
     fid = score_and_grid(data, args.eval_samples, args.eval_steps)
-    meta.update({"fid_digits": round(fid, 4), "fid_eval": {"num_samples": args.eval_samples, "steps": args.eval_steps,
-                                                           "seed": 0, "reference": "mnist5k_gen test (1,000)"}})
+    meta.update(
+        {
+            "fid_digits": round(fid, 4),
+            "fid_eval": {
+                "num_samples": args.eval_samples,
+                "steps": args.eval_steps,
+                "seed": 0,
+                "reference": "mnist5k_gen test (1,000)",
+            },
+        }
+    )
     meta_path.write_text(json.dumps(meta, indent=1))
-    print(f"{dz.ARCH}: dense fid_digits {fid:.3f} ({args.eval_samples} samples, {args.eval_steps} DDIM steps, "
-          f"{time.time() - t0:.0f}s); grid -> {GRID.relative_to(ROOT)}; checkpoint -> {path.name}", flush=True)
+    print(
+        f"{dz.ARCH}: dense fid_digits {fid:.3f} ({args.eval_samples} samples, {args.eval_steps} DDIM steps, "
+        f"{time.time() - t0:.0f}s); grid -> {GRID.relative_to(ROOT)}; checkpoint -> {path.name}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

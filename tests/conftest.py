@@ -1,4 +1,5 @@
 """Shared fixtures: compose the real Hydra config tree the CLI uses."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,4 +27,5 @@ def compose_cfg(overrides: list[str], out_dir: Path):
 def make_cfg(tmp_path):
     def _make(*overrides: str, out_dir: Path | None = None):
         return compose_cfg(list(overrides), out_dir or tmp_path / "out")
+
     return _make

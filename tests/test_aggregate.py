@@ -1,5 +1,6 @@
 """Aggregation of run records into the five track tables (docs/methods.md#track-metrics), on a synthetic record set
 with a failed run, duplicates, a missing cell, an absent task cell and a run without baseline."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,34 +19,81 @@ from ptsbench.record import record_filename, write_json_atomic
 from ptsbench.tables import build_tables, load_runs
 from ptsbench.tables.reconstruction import paired_gains
 
-MODELS = {"m_a": ("resnet", "18", 1_000_000, 0.8), "m_b": ("resnet", "50", 2_000_000, 0.5),
-          "m_c": ("vit", "b16", 3_000_000, 0.9)}
+MODELS = {
+    "m_a": ("resnet", "18", 1_000_000, 0.8),
+    "m_b": ("resnet", "50", 2_000_000, 0.5),
+    "m_c": ("vit", "b16", 3_000_000, 0.9),
+}
 
-HARD = {"m_h": ("resnet", "34", 1_500_000, 0.8)}   # the hard model of flip_records()
+HARD = {"m_h": ("resnet", "34", 1_500_000, 0.8)}  # the hard model of flip_records()
 
 
-def make_record(model="m_a", alloc="l2norm", rate=0.5, rel=None, *, task="cls", metric="top1", hib=True,
-                dense=None, sparse=None, init=None, recon="none", inp=None, ec=None, status="ok", calib=1024,
-                created="2026-01-02T00:00:00+00:00", dataset="ds", seed=0, calib_seed=0, used=None):
+def make_record(
+    model="m_a",
+    alloc="l2norm",
+    rate=0.5,
+    rel=None,
+    *,
+    task="cls",
+    metric="top1",
+    hib=True,
+    dense=None,
+    sparse=None,
+    init=None,
+    recon="none",
+    inp=None,
+    ec=None,
+    status="ok",
+    calib=1024,
+    created="2026-01-02T00:00:00+00:00",
+    dataset="ds",
+    seed=0,
+    calib_seed=0,
+    used=None,
+):
     family, size, params, model_dense = {**MODELS, **HARD}.get(model, ("retinanet", "r18", 5_000_000, 0.4))
     dense = model_dense if dense is None else dense
     if sparse is None and rel is not None:
         sparse = rel * dense if hib else dense / rel
     alloc_cfg = {"name": alloc, **({"init": init} if init else {})}
     recon_cfg = {"name": recon} if recon == "none" else {"name": recon, "input": inp, "error_correction": ec}
-    cfg = {"task": {"name": task, "metric": metric}, "model": {"name": model, "family": family, "size": size},
-           "dataset": {"name": dataset}, "allocator": alloc_cfg, "reconstruction": recon_cfg,
-           "sparsity": {"rate": rate}, "calib": {"num_samples": calib, "seed": calib_seed}, "seed": seed, "paths": {"output_dir": "x"}}
-    digest = hashlib.sha256(json.dumps({k: v for k, v in cfg.items() if k != "paths"}, sort_keys=True).encode()).hexdigest()
+    cfg = {
+        "task": {"name": task, "metric": metric},
+        "model": {"name": model, "family": family, "size": size},
+        "dataset": {"name": dataset},
+        "allocator": alloc_cfg,
+        "reconstruction": recon_cfg,
+        "sparsity": {"rate": rate},
+        "calib": {"num_samples": calib, "seed": calib_seed},
+        "seed": seed,
+        "paths": {"output_dir": "x"},
+    }
+    digest = hashlib.sha256(
+        json.dumps({k: v for k, v in cfg.items() if k != "paths"}, sort_keys=True).encode()
+    ).hexdigest()
     choices = {"task": task, "model": model, "dataset": dataset, "allocator": alloc, "reconstruction": recon}
-    rec = {"schema_version": 1, "status": status, "digest": digest, "name": record_filename(choices, rate, digest)[:-5],
-           "created": created, "choices": choices, "config": cfg, "seed": seed,
-           "calibration": {"num_samples": calib, "seed": calib_seed, "indices_digest": "x",
-                           **({} if used is None else {"used": used})},
-           "model": {"name": model, "family": family, "size": size, "params": params},
-           "task": {"name": task, "metric": metric, "higher_is_better": hib},
-           "sparsity": {"target": rate, "target_per_layer": {"conv1": rate / 2, "fc": rate}},
-           "timing": {"total": 1.0}, "memory": {}, "env": {}}
+    rec = {
+        "schema_version": 1,
+        "status": status,
+        "digest": digest,
+        "name": record_filename(choices, rate, digest)[:-5],
+        "created": created,
+        "choices": choices,
+        "config": cfg,
+        "seed": seed,
+        "calibration": {
+            "num_samples": calib,
+            "seed": calib_seed,
+            "indices_digest": "x",
+            **({} if used is None else {"used": used}),
+        },
+        "model": {"name": model, "family": family, "size": size, "params": params},
+        "task": {"name": task, "metric": metric, "higher_is_better": hib},
+        "sparsity": {"target": rate, "target_per_layer": {"conv1": rate / 2, "fc": rate}},
+        "timing": {"total": 1.0},
+        "memory": {},
+        "env": {},
+    }
     if status == "ok":
         rec["dense"], rec["sparse"] = {metric: dense}, {metric: sparse}
         rec["error"] = None
@@ -56,8 +104,11 @@ def make_record(model="m_a", alloc="l2norm", rate=0.5, rel=None, *, task="cls", 
 
 def synthetic_records() -> list[dict]:
     recs = []
-    rels = {"uniform": {0.5: 0.5, 0.8: {"m_a": 0.25, "m_b": 0.2}},
-            "l2norm": {0.5: 0.9, 0.8: 0.5}, "fcpts": {0.5: 1.0, 0.8: 0.8}}
+    rels = {
+        "uniform": {0.5: 0.5, 0.8: {"m_a": 0.25, "m_b": 0.2}},
+        "l2norm": {0.5: 0.9, 0.8: 0.5},
+        "fcpts": {0.5: 1.0, 0.8: 0.8},
+    }
     for alloc, by_rate in rels.items():
         for rate, rel in by_rate.items():
             for model in MODELS:
@@ -69,15 +120,35 @@ def synthetic_records() -> list[dict]:
                     continue
                 recs.append(make_record(model, alloc, rate, r, init="erk" if alloc == "fcpts" else None))
     # detection (map, higher is better) at 0.5 only, no FCPTS run; generation (FID, lower is better)
-    recs += [make_record("retina", "uniform", 0.5, 0.5, task="det", metric="map"),
-             make_record("retina", "l2norm", 0.5, 0.9, task="det", metric="map")]
-    recs += [make_record("ldm", a, 0.5, task="gen", metric="fid_digits", hib=False, dense=10.0, sparse=s,
-                         init="erk" if a == "fcpts" else None)
-             for a, s in (("uniform", 40.0), ("l2norm", 20.0), ("fcpts", 12.5))]
+    recs += [
+        make_record("retina", "uniform", 0.5, 0.5, task="det", metric="map"),
+        make_record("retina", "l2norm", 0.5, 0.9, task="det", metric="map"),
+    ]
+    recs += [
+        make_record(
+            "ldm",
+            a,
+            0.5,
+            task="gen",
+            metric="fid_digits",
+            hib=False,
+            dense=10.0,
+            sparse=s,
+            init="erk" if a == "fcpts" else None,
+        )
+        for a, s in (("uniform", 40.0), ("l2norm", 20.0), ("fcpts", 12.5))
+    ]
     # reconstruction: a full factorial layer/block x sparse/dense x EC on (m_a, L2Norm, 0.5): baseline 0.72
-    gains = {("layer", "sparse", False): .05, ("layer", "sparse", True): .10, ("layer", "dense", False): .01,
-             ("layer", "dense", True): .02, ("block", "sparse", False): .08, ("block", "sparse", True): .12,
-             ("block", "dense", False): .04, ("block", "dense", True): .06}
+    gains = {
+        ("layer", "sparse", False): 0.05,
+        ("layer", "sparse", True): 0.10,
+        ("layer", "dense", False): 0.01,
+        ("layer", "dense", True): 0.02,
+        ("block", "sparse", False): 0.08,
+        ("block", "sparse", True): 0.12,
+        ("block", "dense", False): 0.04,
+        ("block", "dense", True): 0.06,
+    }
     for (gran, inp, ec), g in gains.items():
         recs.append(make_record("m_a", "l2norm", 0.5, sparse=0.72 + 0.8 * g, recon=gran, inp=inp, ec=ec))
     # a reconstructed run whose no-reconstruction twin failed
@@ -95,11 +166,15 @@ def records_dir(tmp_path):
     dup = dict(recs[0], created="2025-01-01T00:00:00+00:00")
     write_json_atomic(d / "copied" / f"{dup['name']}.json", dup)
     stale = next(r for r in recs if r["config"]["allocator"].get("init") and r["model"]["name"] == "m_a")
-    stale = {**stale, "status": "failed", "created": "2025-01-01T00:00:00+00:00",
-             "error": {"type": "KeyboardInterrupt", "message": "", "phase": "allocate"}}
+    stale = {
+        **stale,
+        "status": "failed",
+        "created": "2025-01-01T00:00:00+00:00",
+        "error": {"type": "KeyboardInterrupt", "message": "", "phase": "allocate"},
+    }
     stale.pop("sparse")
     write_json_atomic(d / "old" / f"{stale['name']}.json", stale)
-    (d / "dense-cache.json").write_text(json.dumps({"top1": 0.9}))   # not a run record
+    (d / "dense-cache.json").write_text(json.dumps({"top1": 0.9}))  # not a run record
     (d / "broken.json").write_text("{not json")
     return d
 
@@ -127,16 +202,19 @@ def test_table2_values_flags_and_gaps(records_dir):
     assert v.at["Uniform", "CLS 80"] == pytest.approx(25.0) and f.at["Uniform", "CLS 80"] == ""
     assert v.at["L2Norm", "CLS 80"] == pytest.approx(50.0) and v.at["FCPTS (ERK)", "CLS 80"] == pytest.approx(80.0)
     assert v.at["L2Norm", "CLS MS"] == pytest.approx(100 * qm(0.9, 0.5))
-    assert v.at["L2Norm", "GEN 50"] == pytest.approx(50.0)                # FID 10 -> 20: A_dense / A_s
+    assert v.at["L2Norm", "GEN 50"] == pytest.approx(50.0)  # FID 10 -> 20: A_dense / A_s
     assert math.isnan(v.at["FCPTS (ERK)", "DET MS"]) and not (f == "*").any().any()
     # FCPTS has no DET run, so every row's OM_alloc is over CLS and GEN (a note says so)
     assert v.at["Uniform", "OM_alloc"] == pytest.approx(100 * qm(qm(0.5, 0.25), 0.25))
     assert v.at["FCPTS (ERK)", "OM_alloc"] == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8))
     assert any("OM_alloc over CLS, GEN only" in n for n in t2.notes)
-    assert any(n.startswith("held fixed: ") and "reconstruction.name=\"none\"" in n for n in t2.notes)
+    assert any(n.startswith("held fixed: ") and 'reconstruction.name="none"' in n for n in t2.notes)
     kinds = sorted((g["kind"], g["allocator"], g["task"], g["model"], g["rate"]) for g in t2.gaps)
-    assert kinds == [("failed", "L2Norm", "cls", "m_b", 0.8), ("missing", "FCPTS (ERK)", "det", "retina", 0.5),
-                     ("missing", "Uniform", "cls", "m_c", 0.8)]
+    assert kinds == [
+        ("failed", "L2Norm", "cls", "m_b", 0.8),
+        ("missing", "FCPTS (ERK)", "det", "retina", 0.5),
+        ("missing", "Uniform", "cls", "m_c", 0.8),
+    ]
     cells = {(c["row"], c["column"]): c for c in t2.cells}
     assert cells[("Uniform", "CLS 80")]["n"] == 1 and cells[("Uniform", "CLS 80")]["models"] == "m_a"
     assert cells[("L2Norm", "CLS 50")]["n"] == 3 and cells[("L2Norm", "CLS 50")]["models"] == "m_a;m_b;m_c"
@@ -145,13 +223,15 @@ def test_table2_values_flags_and_gaps(records_dir):
 def test_table2_unmatched_keeps_every_run_and_stars_short_cells(records_dir):
     (t2, *_, t5), _ = build_tables(load_runs(records_dir), matched=False)
     v, f = t2.values, t2.flags
-    assert v.at["Uniform", "CLS 80"] == pytest.approx(22.5) and f.at["Uniform", "CLS 80"] == "*"   # m_c missing
-    assert v.at["L2Norm", "CLS 80"] == pytest.approx(50.0) and f.at["L2Norm", "CLS 80"] == "*"     # m_b failed
+    assert v.at["Uniform", "CLS 80"] == pytest.approx(22.5) and f.at["Uniform", "CLS 80"] == "*"  # m_c missing
+    assert v.at["L2Norm", "CLS 80"] == pytest.approx(50.0) and f.at["L2Norm", "CLS 80"] == "*"  # m_b failed
     assert v.at["Uniform", "OM_alloc"] == pytest.approx(100 * qm(qm(0.5, 0.225), 0.5, 0.25))
-    assert v.at["FCPTS (ERK)", "OM_alloc"] == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8))      # no DET: 2 tasks
+    assert v.at["FCPTS (ERK)", "OM_alloc"] == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8))  # no DET: 2 tasks
     # every row lacks some cell here, so Table 5 ranks none of them
     assert t2.unranked == {"Uniform", "L2Norm", "FCPTS (ERK)"}
-    assert t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"] != t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"]
+    assert (
+        t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"] != t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"]
+    )
     assert any("not ranked" in n and "FCPTS (ERK)" in n for n in t5.notes)
 
 
@@ -169,11 +249,11 @@ def flip_records() -> list[dict]:
 def test_matched_tables_do_not_flip_a_ranking_that_pooling_would(tmp_path):
     rs = load_runs_from(flip_records(), tmp_path)
     (t2, *_, t5), _ = build_tables(rs)
-    assert t2.values.at["ERK", "CLS 70"] == pytest.approx(100 * (0.95 + 0.94) / 2)     # m_a only, both seeds
+    assert t2.values.at["ERK", "CLS 70"] == pytest.approx(100 * (0.95 + 0.94) / 2)  # m_a only, both seeds
     assert t2.values.at["FCPTS (ERK)", "CLS 70"] == pytest.approx(100 * (0.90 + 0.89) / 2)
     assert t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"].startswith("ERK (")
     cells = pd.DataFrame(t2.cells)
-    assert set(cells.n) == {2, 4} and set(cells.models) == {"m_a"}       # 2 seeds per rate, 4 runs per MS/OM
+    assert set(cells.n) == {2, 4} and set(cells.models) == {"m_a"}  # 2 seeds per rate, 4 runs per MS/OM
     assert cells.set_index(["row", "column"]).at[("ERK", "CLS 70"), "ci_low"] == pytest.approx(94.0)
     # the paired bootstrap interval of ERK - FCPTS excludes 0: the order is significant (',' not '≈')
     assert "ERK (" in t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"].split(",")[0]
@@ -193,21 +273,28 @@ def test_ci_half_width_is_printed_where_a_cell_has_two_runs(tmp_path):
     rs = load_runs_from(flip_records(), tmp_path)
     (t2, *_), _ = build_tables(rs)
     from ptsbench.tables.render import to_markdown
+
     md = to_markdown(t2)
     row = next(line for line in md.splitlines() if line.startswith("| ERK |"))
-    assert "94.50** ± 0.50" in row      # seeds 0.95 and 0.94: the bootstrap interval is [94, 95]
+    assert "94.50** ± 0.50" in row  # seeds 0.95 and 0.94: the bootstrap interval is [94, 95]
 
 
 def test_table3_pairs_each_run_with_its_none_twin(records_dir):
     (_, t3, *_), _ = build_tables(load_runs(records_dir))
     v = t3.values
     # each aspect varies one knob around the baseline (block, sparse input, no correction)
-    expected = {"w/ Correction": 12.0, "w/o Correction": 8.0, "Sparse Input": 8.0, "Dense Input": 4.0,
-                "Layer-wise": 5.0, "Block-wise": 8.0}
+    expected = {
+        "w/ Correction": 12.0,
+        "w/o Correction": 8.0,
+        "Sparse Input": 8.0,
+        "Dense Input": 4.0,
+        "Layer-wise": 5.0,
+        "Block-wise": 8.0,
+    }
     for row, cell in expected.items():
         assert v.at[row, "CLS 50"] == pytest.approx(cell)
-        assert v.at[row, "OM_recon"] == pytest.approx(cell)          # one rate, one task
-    assert math.isnan(v.at["Single", "CLS 50"])                       # no single-layer runs: a gap row
+        assert v.at[row, "OM_recon"] == pytest.approx(cell)  # one rate, one task
+    assert math.isnan(v.at["Single", "CLS 50"])  # no single-layer runs: a gap row
     assert [g["kind"] for g in t3.gaps] == ["no-baseline"] and t3.gaps[0]["model"] == "m_b"
     assert any("4 reconstructed run(s) are off every aspect's baseline" in n for n in t3.notes)
     # another baseline: error correction on
@@ -228,9 +315,22 @@ def test_twin_must_differ_only_in_reconstruction(tmp_path):
 
 def test_gen_gain_is_bounded_and_worsened_runs_are_counted(tmp_path):
     recs = [make_record("ldm", "erk", 0.8, task="gen", metric="fid_digits", hib=False, dense=5.0, sparse=30.0)]
-    for inp, fid in (("sparse", 10.0), ("dense", 30.01)):   # FID better; FID a hair worse (paper: e^500)
-        recs.append(make_record("ldm", "erk", 0.8, task="gen", metric="fid_digits", hib=False, dense=5.0,
-                                sparse=fid, recon="block", inp=inp, ec=False))
+    for inp, fid in (("sparse", 10.0), ("dense", 30.01)):  # FID better; FID a hair worse (paper: e^500)
+        recs.append(
+            make_record(
+                "ldm",
+                "erk",
+                0.8,
+                task="gen",
+                metric="fid_digits",
+                hib=False,
+                dense=5.0,
+                sparse=fid,
+                recon="block",
+                inp=inp,
+                ec=False,
+            )
+        )
     (_, t3, *_), _ = build_tables(load_runs_from(recs, tmp_path))
     assert t3.values.at["Sparse Input", "GEN 80"] == pytest.approx(100 * math.exp(5.0 / -20.0))
     assert t3.values.at["Dense Input", "GEN 80"] == 0.0
@@ -252,7 +352,7 @@ def test_tables_6_4_5_by_hand(records_dir):
     assert list(t6.values.columns) == ["50", "OM_arch", "OM_robust"]
     assert t6.values.at[resnet, "50"] == pytest.approx(90.0) and t6.values.at[resnet, "OM_arch"] == pytest.approx(90.0)
     assert t6.values.at[resnet, "OM_robust"] == pytest.approx(0.0)
-    assert math.isnan(t6.values.at[vit, "OM_robust"])             # a single size has no spread
+    assert math.isnan(t6.values.at[vit, "OM_robust"])  # a single size has no spread
     assert sorted(sizes["size"]) == ["18", "50", "b16"] and sizes.params.max() == 3_000_000
     assert list(t4.values.index) == ["CLS", "DET", "GEN"] and list(t4.values.columns) == ["50", "OM_task"]
     assert t4.values.at["DET", "50"] == pytest.approx(90.0) and t4.values.at["GEN", "OM_task"] == pytest.approx(50.0)
@@ -270,20 +370,25 @@ def test_tables_6_4_unmatched_by_hand(records_dir):
     assert t6.values.at[resnet, "50"] == pytest.approx(90.0)
     assert t6.values.at[resnet, "80"] == pytest.approx(50.0) and t6.flags.at[resnet, "80"] == "*"
     assert t6.values.at[resnet, "OM_arch"] == pytest.approx(100 * qm(0.9, 0.5))
-    g18, g50 = 100 * qm(0.9, 0.5), 90.0                            # size 50 has only its 0.5 run
+    g18, g50 = 100 * qm(0.9, 0.5), 90.0  # size 50 has only its 0.5 run
     assert t6.values.at[resnet, "OM_robust"] == pytest.approx(abs(g18 - g50) / 2)
     assert t4.values.at["CLS", "80"] == pytest.approx(50.0) and t4.flags.at["CLS", "80"] == "*"
     assert t4.values.at["DET", "50"] == pytest.approx(90.0) and math.isnan(t4.values.at["DET", "80"])
     ranking = t5.values.iloc[:, 0]
-    assert ranking["Model size robustness (OM_robust, lower is better)"] != ranking[
-        "Model size robustness (OM_robust, lower is better)"]      # ResNet lacks a cell: not ranked
+    assert (
+        ranking["Model size robustness (OM_robust, lower is better)"]
+        != ranking["Model size robustness (OM_robust, lower is better)"]
+    )  # ResNet lacks a cell: not ranked
     assert any("Different tasks (OM_task): not ranked" in n for n in t5.notes)
 
 
 def test_cli_writes_every_format_and_plots(records_dir, tmp_path, capsys, monkeypatch):
     calls = []
     fake = types.ModuleType("ptsbench.plots.allocation")
-    fake.plot_layer_allocation = lambda rates, title, path: (calls.append((rates, title)), Path(path).write_bytes(b"png"))
+    fake.plot_layer_allocation = lambda rates, title, path: (
+        calls.append((rates, title)),
+        Path(path).write_bytes(b"png"),
+    )
     monkeypatch.setitem(sys.modules, "ptsbench.plots.allocation", fake)
     out = tmp_path / "tables"
     assert main([str(records_dir), "--out", str(out)]) == 0
@@ -299,9 +404,12 @@ def test_cli_writes_every_format_and_plots(records_dir, tmp_path, capsys, monkey
     for stem in ("table2_allocation", "table3_reconstruction", "table6_architecture", "table4_tasks"):
         cells = pd.read_csv(out / f"{stem}_cells.csv")
         if stem in ("table2_allocation", "table3_reconstruction"):
-            assert unmatched_columns(cells) == [], stem      # matched: same n and models down every column
-        assert list(cells.columns[:10]) == ["table", "row", "task", "column", "rate", "value", "n", "ci_low",
-                                            "ci_high", "models"] and (cells.n > 0).all()
+            assert unmatched_columns(cells) == [], stem  # matched: same n and models down every column
+        assert (
+            list(cells.columns[:10])
+            == ["table", "row", "task", "column", "rate", "value", "n", "ci_low", "ci_high", "models"]
+            and (cells.n > 0).all()
+        )
     assert r"\textbf{100.00}" in (out / "table2_allocation.tex").read_text()
     t2 = pd.read_csv(out / "table2_allocation.csv", index_col=0)
     assert t2.at["L2Norm", "CLS 50"] == pytest.approx(90.0) and math.isnan(t2.at["FCPTS (ERK)", "DET MS"])
@@ -348,15 +456,18 @@ def test_findings_md_lists_every_finding_with_a_verdict(records_dir, tmp_path):
     assert set(verdicts) == {f["id"] for f in load_findings()} and len(verdicts) >= 15
     assert all(f.get("section") for f in load_findings())
     assert verdicts["alloc-fcpts-erk-best"].verdict == "holds"
-    assert verdicts["alloc-fcpts-erk-best"].margin == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8)
-                                                                   - 100 * qm(qm(0.9, 0.5), 0.5))
+    assert verdicts["alloc-fcpts-erk-best"].margin == pytest.approx(
+        100 * qm(qm(1.0, 0.8), 0.8) - 100 * qm(qm(0.9, 0.5), 0.5)
+    )
     assert verdicts["alloc-uniform-worst"].verdict == "holds"
-    assert verdicts["recon-sparse-input"].verdict == "holds" and verdicts["recon-sparse-input"].margin == pytest.approx(4)
+    assert verdicts["recon-sparse-input"].verdict == "holds" and verdicts["recon-sparse-input"].margin == pytest.approx(
+        4
+    )
     assert verdicts["recon-correction-cls"].verdict == "holds"
     assert verdicts["task-gen-most-fragile"].verdict == "holds"
-    assert verdicts["alloc-fcpts-init"].verdict == "not enough runs"           # no FCPTS (L2Norm) run
-    assert "Single" in verdicts["recon-granularity"].detail                    # no single-unit runs
-    assert verdicts["arch-vit-best"].verdict == "not enough runs"              # ViT = ResNet = 90 at 0.5
+    assert verdicts["alloc-fcpts-init"].verdict == "not enough runs"  # no FCPTS (L2Norm) run
+    assert "Single" in verdicts["recon-granularity"].detail  # no single-unit runs
+    assert verdicts["arch-vit-best"].verdict == "not enough runs"  # ViT = ResNet = 90 at 0.5
     main([str(records_dir), "--out", str(tmp_path / "t"), "--no-plots"])
     text = (tmp_path / "t" / "findings.md").read_text()
     assert text.count("| 5.") == len(verdicts) and "**holds**" in text
@@ -372,13 +483,20 @@ def test_fcpts_downsample_finding_reads_the_init_and_learned_rates(tmp_path):
         rec["allocation"] = {"init_rates": {"layer2.0.downsample.0": 0.1, "fc": 0.6}}
         recs.append(rec)
     rs = load_runs_from(recs, tmp_path)
-    spec = {"id": "x", "section": "5.1.1", "kind": "layers_more_pruned", "rows": ["FCPTS (ERK)"],
-            "layers": ["*downsample*"]}
+    spec = {
+        "id": "x",
+        "section": "5.1.1",
+        "kind": "layers_more_pruned",
+        "rows": ["FCPTS (ERK)"],
+        "layers": ["*downsample*"],
+    }
     v = check_finding(spec, {}, rs.ok)
     assert v.margin == pytest.approx(15.0) and v.verdict == "holds" and v.ci == pytest.approx((10.0, 20.0))
     with pytest.raises(ValueError, match="unknown kind 'nope'"):
-        check_finding({"id": "y", "kind": "nope", "table": "table2", "column": "OM_alloc", "rows": ["ERK"]},
-                      {"table2": build_tables(rs)[0][0]})
+        check_finding(
+            {"id": "y", "kind": "nope", "table": "table2", "column": "OM_alloc", "rows": ["ERK"]},
+            {"table2": build_tables(rs)[0][0]},
+        )
 
 
 def test_a_run_that_reads_no_calibration_stands_for_every_seed(tmp_path):
@@ -390,8 +508,19 @@ def test_a_run_that_reads_no_calibration_stands_for_every_seed(tmp_path):
             recs.append(make_record(m, "fcpts", 0.8, r + 0.01 * cs, init="erk", calib_seed=cs, used=True))
             for inp in ("sparse", "dense"):
                 dense = MODELS[m][3]
-                recs.append(make_record(m, "erk", 0.8, sparse=dense * (r + (0.1 if inp == "sparse" else 0.05)),
-                                        recon="block", inp=inp, ec=False, calib_seed=cs, used=True))
+                recs.append(
+                    make_record(
+                        m,
+                        "erk",
+                        0.8,
+                        sparse=dense * (r + (0.1 if inp == "sparse" else 0.05)),
+                        recon="block",
+                        inp=inp,
+                        ec=False,
+                        calib_seed=cs,
+                        used=True,
+                    )
+                )
     (t2, t3, *_), _ = build_tables(load_runs_from(recs, tmp_path))
     cells = pd.DataFrame(t2.cells).set_index(["row", "column"])
     assert cells.at[("ERK", "CLS 80"), "n"] == cells.at[("FCPTS (ERK)", "CLS 80"), "n"] == 4

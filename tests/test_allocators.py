@@ -1,4 +1,5 @@
 """Allocators (docs/methods.md#allocators): hand-computed cases and the global-rate contract on real models."""
+
 from __future__ import annotations
 
 import math
@@ -80,7 +81,9 @@ def test_global_rate_within_one_weight_per_layer(name, rate):
 
 
 def test_registry_lists_valid_names_on_a_miss():
-    with pytest.raises(KeyError, match="unknown allocator 'magnitude' for `allocator`; valid choices: .*erk, .*l2norm, .*uniform"):
+    with pytest.raises(
+        KeyError, match="unknown allocator 'magnitude' for `allocator`; valid choices: .*erk, .*l2norm, .*uniform"
+    ):
         ALLOCATORS.get("magnitude")
 
 

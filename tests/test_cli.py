@@ -1,4 +1,5 @@
 """The command line as a user meets it: --help, debug=fast, eval.max_samples, the sweep plan and summary."""
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,15 @@ CONF = ROOT / "conf"
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "ptsbench.run", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "ptsbench.run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_help_lists_every_public_option_with_its_first_comment_line():
     text = help_text(CONF)
     assert text.startswith("PTSBench: a post-training sparsity benchmark")
-    section = text[text.index("  reconstruction:"):text.index("  sparsity:")]
+    section = text[text.index("  reconstruction:") : text.index("  sparsity:")]
     public = sorted(f.stem for f in (CONF / "reconstruction").glob("*.yaml") if not f.stem.startswith("_"))
     assert [line.split()[0] for line in section.splitlines()[1:]] == public
     assert {"block", "layer", "none", "single"} <= set(public)
@@ -53,10 +55,21 @@ def test_debug_fast_shrinks_an_experiment_and_the_command_line_still_wins(make_c
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=table3", "debug=fast", "+case=embedded_det",
-                                                       "reconstruction=block"], return_hydra_config=True)
-        mine = compose(config_name="config", overrides=["experiment=table3", "debug=fast", "reconstruction=block",
-                                                        "reconstruction.iters=50", "paths.output_dir=elsewhere"])
+        cfg = compose(
+            config_name="config",
+            overrides=["experiment=table3", "debug=fast", "+case=embedded_det", "reconstruction=block"],
+            return_hydra_config=True,
+        )
+        mine = compose(
+            config_name="config",
+            overrides=[
+                "experiment=table3",
+                "debug=fast",
+                "reconstruction=block",
+                "reconstruction.iters=50",
+                "paths.output_dir=elsewhere",
+            ],
+        )
     assert (cfg.calib.num_samples, cfg.reconstruction.iters, cfg.eval.max_samples) == (32, 4, 200)
     assert (cfg.task.name, cfg.model.name, cfg.paths.output_dir) == ("det", "zoo_retinanet_digits", "outputs/debug")
     assert cfg.hydra.sweeper.params["sparsity.rate"] == "0.7"
@@ -73,7 +86,7 @@ class FixedLogits(nn.Module):
 
 def test_eval_max_samples_scores_exactly_the_first_n_test_samples():
     labels = torch.tensor([0, 0, 1, 0, 1, 1, 1, 0, 1, 1])  # first 7: four of class 0
-    batches = [(torch.zeros(3, 1), labels[i:i + 3]) for i in range(0, 10, 3)]
+    batches = [(torch.zeros(3, 1), labels[i : i + 3]) for i in range(0, 10, 3)]
 
     class Data:
         def test_loader(self, batch_size):
@@ -87,8 +100,7 @@ def test_eval_max_samples_scores_exactly_the_first_n_test_samples():
 
 def write_record(folder: Path, name: str, digest: str, status: str, error: dict | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps({"name": name, "digest": digest, "status": status,
-                                                     "error": error}))
+    (folder / f"{name}.json").write_text(json.dumps({"name": name, "digest": digest, "status": status, "error": error}))
 
 
 def test_sweep_summary_counts_what_the_records_say(tmp_path, capsys):
@@ -98,11 +110,20 @@ def test_sweep_summary_counts_what_the_records_say(tmp_path, capsys):
     report = SweepReport()
     report.t0, report.records_dir = time.time(), records
     report.finished_before = {d for d, r in scan_records(records).items() if r[0]["status"] == "ok"}
-    report.plan = [(["a=1"], "d1", "old-ok"), (["a=2"], "d2", "new-ok"), (["a=3"], "d3", "new-failed"),
-                   (["a=4"], "d4", "a=4")]
+    report.plan = [
+        (["a=1"], "d1", "old-ok"),
+        (["a=2"], "d2", "new-ok"),
+        (["a=3"], "d3", "new-failed"),
+        (["a=4"], "d4", "a=4"),
+    ]
     write_record(records, "new-ok", "d2", "ok")
-    write_record(records, "new-failed", "d3", "failed", {"phase": "allocate", "type": "RuntimeError",
-                                                          "message": "out of memory\nmore"})
+    write_record(
+        records,
+        "new-failed",
+        "d3",
+        "failed",
+        {"phase": "allocate", "type": "RuntimeError", "message": "out of memory\nmore"},
+    )
     cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "hydra": {"callbacks": {}}})
     report.on_multirun_end(cfg)
     out = capsys.readouterr().out
@@ -116,8 +137,16 @@ def test_sweep_summary_counts_what_the_records_say(tmp_path, capsys):
 def test_multirun_prints_its_plan_and_summary_and_exits_1_when_a_run_failed(tmp_path):
     # eval.batch_size=0 is now refused up front (schema); 18-30 px digits do not fit an 8 px canvas,
     # which fails part-way (building the data)
-    args = ["-m", "debug=fast", "sparsity.rate=0.5", "task=det", "model=zoo_retinanet_digits", "dataset=digits_det",
-            "dataset.canvas=64,8", f"paths.output_dir={tmp_path}/out"]
+    args = [
+        "-m",
+        "debug=fast",
+        "sparsity.rate=0.5",
+        "task=det",
+        "model=zoo_retinanet_digits",
+        "dataset=digits_det",
+        "dataset.canvas=64,8",
+        f"paths.output_dir={tmp_path}/out",
+    ]
     first = cli(*args, cwd=tmp_path)
     records = tmp_path / "out" / "records"
     assert f"[plan] 2 runs: 0 already finished (skipped), 2 to run; records -> {records}" in first.stdout

@@ -7,6 +7,7 @@ read): empty files in the layout each dataset's check expects. A model whose def
 live in the torchvision/timm cache or must be passed (``???``) first fails with a ConfigError
 naming ``model.weights``, then passes with a stand-in checkpoint.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,8 +40,16 @@ REAL_DATASETS = ("imagenet", "cifar10", "cifar100", "coco2017", "voc07", "lsun_c
 def make_stand_ins(root: Path) -> tuple[Path, Path]:
     """Empty files laid out as each real dataset and checkpoint is expected on disk."""
     data, weights = root / "data", root / "weights"
-    for d in ("imagenet/train/n01440764", "imagenet/val/n01440764", "coco2017", "voc07/VOC2007/Annotations",
-              "lsun_churches", "lsun_bedroom", "cifar10/cifar-10-batches-py", "cifar100/cifar-100-python"):
+    for d in (
+        "imagenet/train/n01440764",
+        "imagenet/val/n01440764",
+        "coco2017",
+        "voc07/VOC2007/Annotations",
+        "lsun_churches",
+        "lsun_bedroom",
+        "cifar10/cifar-10-batches-py",
+        "cifar100/cifar-100-python",
+    ):
         (data / d).mkdir(parents=True)
     for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (data / "cifar10" / "cifar-10-batches-py" / f).touch()
@@ -65,8 +74,9 @@ def stand_ins(tmp_path, monkeypatch):
 
 def compose_cfg(overrides: list[str], out: Path, hydra_cfg: bool = False):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=[f"paths.output_dir={out}", *overrides],
-                       return_hydra_config=hydra_cfg)
+        return compose(
+            config_name="config", overrides=[f"paths.output_dir={out}", *overrides], return_hydra_config=hydra_cfg
+        )
 
 
 def model_pairing(model: str, data: Path) -> list[str]:
@@ -74,8 +84,9 @@ def model_pairing(model: str, data: Path) -> list[str]:
     raw = OmegaConf.load(CONF / "model" / f"{model}.yaml")
     source = str(raw.get("source"))
     task = {"torchvision_det": "det", "mmdet": "det", "diffusers": "gen"}.get(source, "cls")
-    dataset = raw.get("trained_on") or {"diffusers": "mnist5k_gen" if raw.get("weights") == "zoo" else "lsun_churches",
-                                        }.get(source, "mnist5k")
+    dataset = raw.get("trained_on") or {
+        "diffusers": "mnist5k_gen" if raw.get("weights") == "zoo" else "lsun_churches",
+    }.get(source, "mnist5k")
     return [f"task={task}", f"dataset={dataset}", *dataset_root(str(dataset), data)]
 
 
@@ -117,8 +128,11 @@ def test_every_group_option_composes_and_validates(stand_ins, group, option):
                 overrides = [f"model={model}", *model_pairing(model, data)]
                 break
     elif group == "task":
-        overrides += {"cls": [], "det": model_pairing("zoo_retinanet_digits", data) + ["model=zoo_retinanet_digits"],
-                      "gen": model_pairing("zoo_ddpm_digits", data) + ["model=zoo_ddpm_digits"]}.get(option, [])
+        overrides += {
+            "cls": [],
+            "det": model_pairing("zoo_retinanet_digits", data) + ["model=zoo_retinanet_digits"],
+            "gen": model_pairing("zoo_ddpm_digits", data) + ["model=zoo_ddpm_digits"],
+        }.get(option, [])
     validate_as_shipped_then_with_weights(overrides, tmp / "out", weights)
 
 

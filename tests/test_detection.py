@@ -1,6 +1,7 @@
 """Detection task (issue 6): detectors build offline and run dense and masked, the adapters cover
 every prunable layer in execution order, mAP equals hand-computed values, COCO/VOC loaders read
 miniature datasets in the real layouts, and the pipeline writes well-formed det records."""
+
 from __future__ import annotations
 
 import collections
@@ -49,8 +50,11 @@ def _unit_order(model, units, x) -> list[str]:
     """Names of the units in the order their first module first runs."""
     seen, hooks = [], []
     for u in units:
-        hooks.append(model.get_submodule(u.modules[0]).register_forward_pre_hook(
-            lambda _m, _a, name=u.name: None if name in seen else seen.append(name)))
+        hooks.append(
+            model.get_submodule(u.modules[0]).register_forward_pre_hook(
+                lambda _m, _a, name=u.name: None if name in seen else seen.append(name)
+            )
+        )
     with torch.no_grad():
         TASK.forward_for_calibration(model, x)
     for h in hooks:
@@ -103,8 +107,10 @@ def test_block_units_reproduce_the_model_and_head_blocks_span_towers():
     def keep_first(key, value):  # the towers run once per pyramid level; the unit sees the first
         seen.setdefault(key, value.clone())
 
-    hooks = [model.get_submodule(head.modules[0]).register_forward_pre_hook(lambda _m, a: keep_first("x", a[0])),
-             model.get_submodule(head.modules[-1]).register_forward_hook(lambda _m, _a, y: keep_first("y", y))]
+    hooks = [
+        model.get_submodule(head.modules[0]).register_forward_pre_hook(lambda _m, a: keep_first("x", a[0])),
+        model.get_submodule(head.modules[-1]).register_forward_hook(lambda _m, _a, y: keep_first("y", y)),
+    ]
     with torch.no_grad():
         TASK.forward_for_calibration(model, torch.rand(2, 1, 64, 64))
         for h in hooks:
@@ -135,8 +141,11 @@ def _t(boxes, labels, iscrowd=None):
 
 
 def _p(boxes, scores, labels):
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "scores": torch.tensor(scores),
-            "labels": torch.tensor(labels)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "scores": torch.tensor(scores),
+        "labels": torch.tensor(labels),
+    }
 
 
 def test_map_of_a_hand_made_prediction_set():
@@ -172,12 +181,22 @@ def test_map_equals_torchmetrics_mean_average_precision():
     for i in range(30):
         n = 1 + i % 3
         gt = boxes(n)
-        gts.append({"boxes": gt, "labels": torch.randint(1, 4, (n,), generator=g),
-                    "iscrowd": (torch.rand(n, generator=g) < 0.15).long()})
+        gts.append(
+            {
+                "boxes": gt,
+                "labels": torch.randint(1, 4, (n,), generator=g),
+                "iscrowd": (torch.rand(n, generator=g) < 0.15).long(),
+            }
+        )
         near = gt + torch.randn(n, 4, generator=g) * 2  # some good, some poor localisations
         det = torch.cat([near, boxes(3)])
-        preds.append({"boxes": det, "scores": torch.rand(len(det), generator=g),
-                      "labels": torch.cat([gts[-1]["labels"], torch.randint(1, 4, (3,), generator=g)])})
+        preds.append(
+            {
+                "boxes": det,
+                "scores": torch.rand(len(det), generator=g),
+                "labels": torch.cat([gts[-1]["labels"], torch.randint(1, 4, (3,), generator=g)]),
+            }
+        )
     ref = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
     ref.update(preds, gts)
     want = ref.compute()
@@ -203,11 +222,15 @@ def test_coco_loader_reads_the_official_layout(tmp_path):
     for i in range(3):
         _write_jpeg(root / "train2017" / f"t{i}.jpg", 48, 64, 10 + i)
     instances = {
-        "images": [{"id": 2, "file_name": "000000000002.jpg", "height": 50, "width": 30},
-                   {"id": 1, "file_name": "000000000001.jpg", "height": 40, "width": 60}],
-        "annotations": [{"id": 1, "image_id": 1, "bbox": [5, 6, 10, 20], "category_id": 18, "iscrowd": 0},
-                        {"id": 2, "image_id": 1, "bbox": [0, 0, 30, 30], "category_id": 1, "iscrowd": 1},
-                        {"id": 3, "image_id": 1, "bbox": [3, 3, 0, 5], "category_id": 1, "iscrowd": 0}],
+        "images": [
+            {"id": 2, "file_name": "000000000002.jpg", "height": 50, "width": 30},
+            {"id": 1, "file_name": "000000000001.jpg", "height": 40, "width": 60},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "bbox": [5, 6, 10, 20], "category_id": 18, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "bbox": [0, 0, 30, 30], "category_id": 1, "iscrowd": 1},
+            {"id": 3, "image_id": 1, "bbox": [3, 3, 0, 5], "category_id": 1, "iscrowd": 0},
+        ],
         "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 90, "name": "toothbrush"}],
     }
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(instances))
@@ -229,10 +252,16 @@ def test_coco_loader_reads_the_official_layout(tmp_path):
         build_data(OmegaConf.create({"name": "coco2017", "root": None}), OmegaConf.create(CALIB))
 
 
-VOC_OBJECT = ("<object><name>{}</name><difficult>{}</difficult><bndbox><xmin>{}</xmin><ymin>{}</ymin>"
-              "<xmax>{}</xmax><ymax>{}</ymax></bndbox></object>")
-VOC_XML = ("<annotation><filename>{id}.jpg</filename>" + VOC_OBJECT.format("dog", 0, 1, 2, 20, 30)
-           + VOC_OBJECT.format("person", 1, 5, 5, 9, 9) + "</annotation>")
+VOC_OBJECT = (
+    "<object><name>{}</name><difficult>{}</difficult><bndbox><xmin>{}</xmin><ymin>{}</ymin>"
+    "<xmax>{}</xmax><ymax>{}</ymax></bndbox></object>"
+)
+VOC_XML = (
+    "<annotation><filename>{id}.jpg</filename>"
+    + VOC_OBJECT.format("dog", 0, 1, 2, 20, 30)
+    + VOC_OBJECT.format("person", 1, 5, 5, 9, 9)
+    + "</annotation>"
+)
 
 
 def test_voc_loader_reads_the_devkit_layout(tmp_path):
@@ -244,8 +273,9 @@ def test_voc_loader_reads_the_devkit_layout(tmp_path):
         _write_jpeg(year / "JPEGImages" / f"{i}.jpg", 36, 40, k)
     (year / "ImageSets/Main/test.txt").write_text("000001\n000005\n")
     (year / "ImageSets/Main/trainval.txt").write_text("000002\n")
-    data = build_data(OmegaConf.create({"name": "voc07", "root": str(tmp_path), "calib_size": 24}),
-                      OmegaConf.create(CALIB))
+    data = build_data(
+        OmegaConf.create({"name": "voc07", "root": str(tmp_path), "calib_size": 24}), OmegaConf.create(CALIB)
+    )
     assert data.num_classes == 20 and len(data.test) == 2 and data.calib_inputs.shape == (1, 3, 24, 24)
     img, target = data.test[1]
     assert img.shape == (3, 36, 40)
@@ -253,8 +283,10 @@ def test_voc_loader_reads_the_devkit_layout(tmp_path):
     assert target["labels"].tolist() == [12, 15]  # dog, person in VOC's alphabetical order
     assert target["iscrowd"].tolist() == [0, 1]  # difficult objects are ignored by the evaluation
     with pytest.raises(ConfigError, match="Annotations"):
-        build_data(OmegaConf.create({"name": "voc07", "root": str(tmp_path / "VOCdevkit" / "VOC2007" / "JPEGImages")}),
-                   OmegaConf.create(CALIB))
+        build_data(
+            OmegaConf.create({"name": "voc07", "root": str(tmp_path / "VOCdevkit" / "VOC2007" / "JPEGImages")}),
+            OmegaConf.create(CALIB),
+        )
 
 
 def test_canvas_boxes_are_the_ink_of_the_pasted_digit():
@@ -270,8 +302,9 @@ def test_canvas_boxes_are_the_ink_of_the_pasted_digit():
 
 
 def test_digits_det_bundle_and_task_checks():
-    data = build_data(OmegaConf.create({"name": "digits_det", "num_train": 64, "num_test": 16}),
-                      OmegaConf.create(CALIB))
+    data = build_data(
+        OmegaConf.create({"name": "digits_det", "num_train": 64, "num_test": 16}), OmegaConf.create(CALIB)
+    )
     assert data.calib_inputs.shape == (4, 1, 64, 64) and len(data.test) == 16 and data.num_classes == 10
     counts = [len(data.test[i][1]["labels"]) for i in range(16)]
     assert 1 <= min(counts) and max(counts) <= 3
@@ -280,8 +313,9 @@ def test_digits_det_bundle_and_task_checks():
         TASK.evaluate(_detector("small_ssdlite_mobilenetv2", 1, {}), cls_data, torch.device("cpu"))
 
 
-ZOO_READY = all(zoo_checkpoint_path(a, "digits_det").exists()
-                for a in ("small_retinanet_resnet8", "small_ssdlite_mobilenetv2"))
+ZOO_READY = all(
+    zoo_checkpoint_path(a, "digits_det").exists() for a in ("small_retinanet_resnet8", "small_ssdlite_mobilenetv2")
+)
 FAST = ["task=det", "dataset=digits_det", "dataset.num_test=60", "calib.num_samples=32"]
 
 
@@ -299,8 +333,17 @@ def test_pipeline_writes_det_records_with_dense_and_sparse_map(make_cfg):
 
 @pytest.mark.skipif(not ZOO_READY, reason="run scripts/train_zoo_det.py first")
 def test_block_reconstruction_covers_backbone_neck_and_heads(make_cfg):
-    rec = run(make_cfg("model=zoo_ssdlite_digits", "reconstruction=block", "reconstruction.iters=4",
-                       "reconstruction.batch_size=8", "reconstruction.progress=false", "sparsity.rate=0.6", *FAST))
+    rec = run(
+        make_cfg(
+            "model=zoo_ssdlite_digits",
+            "reconstruction=block",
+            "reconstruction.iters=4",
+            "reconstruction.batch_size=8",
+            "reconstruction.progress=false",
+            "sparsity.rate=0.6",
+            *FAST,
+        )
+    )
     recon = rec["reconstruction"]
     assert recon["adapter"] == "ssd" and recon["unreconstructed_layers"] == []
     names = [u["unit"] for u in recon["units"]]

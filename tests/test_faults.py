@@ -3,6 +3,7 @@
 One test (or a parametrised group) per numbered case of the issue; tiny settings, CPU only.
 scripts/fault_drill.py runs the same list end to end against the CLI.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,9 @@ def zoo_state(seed: int | None = None) -> dict:
 
 
 def cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ptsbench.run", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ptsbench.run", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def records(out: Path) -> list[dict]:
@@ -48,6 +50,7 @@ def records(out: Path) -> list[dict]:
 
 
 # ---- 1. the dense score and the digest follow the weight file's content ------------------------------------
+
 
 def test_replaced_weight_file_changes_dense_score_digest_and_recorded_hash(make_cfg, tmp_path):
     w = tmp_path / "w.pt"
@@ -77,14 +80,18 @@ def test_weight_hash_fast_path_reuses_the_hash_until_size_or_mtime_changes(tmp_p
 def test_zoo_digest_is_unchanged_by_the_tasks_declaration(make_cfg):
     cfg = OmegaConf.to_container(make_cfg("sparsity.rate=0.5"), resolve=True)
     assert cfg["model"]["tasks"] == ["cls"] and cfg["dataset"]["tasks"] == ["cls"]
-    stripped = {**cfg, "model": {k: v for k, v in cfg["model"].items() if k != "tasks"},
-                "dataset": {k: v for k, v in cfg["dataset"].items() if k != "tasks"}}
+    stripped = {
+        **cfg,
+        "model": {k: v for k, v in cfg["model"].items() if k != "tasks"},
+        "dataset": {k: v for k, v in cfg["dataset"].items() if k != "tasks"},
+    }
     from ptsbench.record import config_digest
 
     assert run_digest(cfg) == config_digest(stripped)
 
 
 # ---- 2. a diverging reconstruction leaves no NaN and no ok record with NaN ---------------------------------
+
 
 def test_remask_keeps_pruned_weights_exactly_zero_when_training_diverges():
     torch.manual_seed(0)
@@ -97,12 +104,20 @@ def test_remask_keeps_pruned_weights_exactly_zero_when_training_diverges():
     s = TrainSettings(iters=30, batch_size=16, optimizer="sgd", lr=1e6, lr_bias=1e6, momentum=0.9)
     train_unit(layer, [layer.weight], [mask], [layer.bias], x, y, s, torch.device("cpu"))
     assert not torch.isfinite(layer.weight[mask]).all()  # the kept weights blew up ...
-    assert (layer.weight[~mask] == 0).all()               # ... the pruned ones stayed exactly 0 (not NaN*0)
+    assert (layer.weight[~mask] == 0).all()  # ... the pruned ones stayed exactly 0 (not NaN*0)
 
 
 def test_diverged_units_get_their_weights_back_and_are_marked(make_cfg):
-    rec = run(make_cfg(*TINY, "reconstruction=single", "reconstruction.lr=1e6", "reconstruction.iters=5",
-                       "reconstruction.progress=false", "sparsity.rate=0.5"))
+    rec = run(
+        make_cfg(
+            *TINY,
+            "reconstruction=single",
+            "reconstruction.lr=1e6",
+            "reconstruction.iters=5",
+            "reconstruction.progress=false",
+            "sparsity.rate=0.5",
+        )
+    )
     units = rec["reconstruction"]["units"]
     diverged = [u for u in units if u["diverged"]]
     assert diverged and rec["reconstruction"]["diverged_units"] == [u["unit"] for u in diverged]
@@ -125,24 +140,28 @@ def test_a_model_with_a_nan_weight_is_never_ok(make_cfg, tmp_path):
 
 # ---- 3. split and calibration knobs against the real sizes --------------------------------------------------
 
-@pytest.mark.parametrize("overrides, knob", [
-    (["dataset.split_seed=1"], "dataset.split_seed=1"),
-    (["dataset.num_test=4999"], "dataset.num_test=4999"),
-    (["dataset.num_test=1001"], "dataset.num_test=1001"),
-    (["dataset.num_test=-5"], "dataset.num_test=-5"),
-    (["dataset.num_test=100000"], "dataset.num_test=100000"),
-    (["dataset.num_test=0"], "dataset.num_test=0"),
-    (["calib.num_samples=-5"], "calib.num_samples=-5"),
-    (["calib.num_samples=4500"], "calib.num_samples=4500"),
-])
+
+@pytest.mark.parametrize(
+    "overrides, knob",
+    [
+        (["dataset.split_seed=1"], "dataset.split_seed=1"),
+        (["dataset.num_test=4999"], "dataset.num_test=4999"),
+        (["dataset.num_test=1001"], "dataset.num_test=1001"),
+        (["dataset.num_test=-5"], "dataset.num_test=-5"),
+        (["dataset.num_test=100000"], "dataset.num_test=100000"),
+        (["dataset.num_test=0"], "dataset.num_test=0"),
+        (["calib.num_samples=-5"], "calib.num_samples=-5"),
+        (["calib.num_samples=4500"], "calib.num_samples=4500"),
+    ],
+)
 def test_split_and_calibration_knobs_out_of_range_are_refused(make_cfg, overrides, knob):
     with pytest.raises(ConfigError, match=knob.replace(".", r"\.")):
         validate_config(make_cfg(*overrides))
 
 
 def test_zoo_test_split_stays_inside_the_images_the_zoo_never_saw(make_cfg):
-    validate_config(make_cfg("dataset.num_test=200"))                             # a subset of the held-out 1000
-    validate_config(make_cfg("dataset.split_seed=1", "model.weights=none"))       # other weights: any split
+    validate_config(make_cfg("dataset.num_test=200"))  # a subset of the held-out 1000
+    validate_config(make_cfg("dataset.split_seed=1", "model.weights=none"))  # other weights: any split
 
 
 def test_calibration_count_on_a_real_dataset_is_never_negative_and_never_silently_short(caplog):
@@ -158,10 +177,16 @@ def test_calibration_count_on_a_real_dataset_is_never_negative_and_never_silentl
 
 # ---- 4. unchecked knobs (typed schemas by helper `schemas`; strict xfail until they land) -------------------
 
-KNOBS = [(["allocator=erk", "allocator.power=-1"], "allocator.power"), (["sparsity.pattern=nm"], "sparsity.pattern"),
-         (["prune.fold_bn=abc"], "prune.fold_bn"), (["allocator=fcpts_erk", "allocator.lambda=-1"], "allocator.lambda"),
-         (["allocator=erk", "allocator.power=abc"], "allocator.power"), (["seed=abc"], "seed"),
-         (["eval.batch_size=-1"], "eval.batch_size"), (["prune.exclude=fc"], "prune.exclude")]
+KNOBS = [
+    (["allocator=erk", "allocator.power=-1"], "allocator.power"),
+    (["sparsity.pattern=nm"], "sparsity.pattern"),
+    (["prune.fold_bn=abc"], "prune.fold_bn"),
+    (["allocator=fcpts_erk", "allocator.lambda=-1"], "allocator.lambda"),
+    (["allocator=erk", "allocator.power=abc"], "allocator.power"),
+    (["seed=abc"], "seed"),
+    (["eval.batch_size=-1"], "eval.batch_size"),
+    (["prune.exclude=fc"], "prune.exclude"),
+]
 
 
 def _refused(make_cfg, overrides) -> str | None:
@@ -186,6 +211,7 @@ def test_unchecked_knob_values_are_refused(make_cfg, overrides, knob):
 
 # ---- 5. ImageFolder labels: val/ uses train/'s class map ----------------------------------------------------
 
+
 def _imagefolder(root: Path, train, val) -> Path:
     import numpy as np
     from PIL import Image
@@ -202,8 +228,10 @@ def test_val_subset_of_non_wnid_classes_keeps_the_train_labels(tmp_path):
     from ptsbench.data.imagenet import build_imagenet
 
     root = _imagefolder(tmp_path, train=("cat", "dog", "eel"), val=("dog", "eel"))
-    data = build_imagenet(OmegaConf.create({"name": "imagenet", "root": str(root), "num_classes": 3}),
-                          OmegaConf.create({"num_samples": 2, "seed": 0}))
+    data = build_imagenet(
+        OmegaConf.create({"name": "imagenet", "root": str(root), "num_classes": 3}),
+        OmegaConf.create({"num_samples": 2, "seed": 0}),
+    )
     assert sorted(label for _, label in data.test.source.samples) == [1, 1, 2, 2]  # dog=1, eel=2, not 0/1
 
 
@@ -212,14 +240,18 @@ def test_val_class_unknown_to_train_is_an_error(tmp_path):
 
     root = _imagefolder(tmp_path, train=("cat", "dog"), val=("dog", "fox"))
     with pytest.raises(ConfigError, match="fox"):
-        build_imagenet(OmegaConf.create({"name": "imagenet", "root": str(root), "num_classes": 2}),
-                       OmegaConf.create({"num_samples": 2, "seed": 0}))
+        build_imagenet(
+            OmegaConf.create({"name": "imagenet", "root": str(root), "num_classes": 2}),
+            OmegaConf.create({"num_samples": 2, "seed": 0}),
+        )
 
 
 # ---- 6. a config error inside a multirun is recorded and the sweep goes on ----------------------------------
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]],
-                         ids=["basic", "parallel"])
+
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]], ids=["basic", "parallel"]
+)
 def test_multirun_config_error_is_a_failed_record_and_the_sweep_goes_on(tmp_path, launcher):
     p = cli("-m", *TINY, "sparsity.rate=0.5,1.5,0.6", *launcher, f"paths.output_dir={tmp_path}")
     got = sorted((r["sparsity"]["target"], r["status"], (r.get("error") or {}).get("phase")) for r in records(tmp_path))
@@ -233,7 +265,9 @@ def test_missing_checkpoint_case_of_a_sweep_is_recorded_and_the_sweep_goes_on(tm
     cli("-m", *TINY, "model=cifar_resnet32,zoo_resnet20", "sparsity.rate=0.5", f"paths.output_dir={tmp_path}")
     got = sorted((r["model"]["name"], r["status"]) for r in records(tmp_path))
     assert got == [("cifar_resnet32", "failed"), ("zoo_resnet20", "ok")]
-    assert "model.weights is required" in next(r for r in records(tmp_path) if r["status"] == "failed")["error"]["message"]
+    assert (
+        "model.weights is required" in next(r for r in records(tmp_path) if r["status"] == "failed")["error"]["message"]
+    )
 
 
 def test_single_run_config_error_still_exits_2_with_one_line_and_no_record(tmp_path):
@@ -243,6 +277,7 @@ def test_single_run_config_error_still_exits_2_with_one_line_and_no_record(tmp_p
 
 
 # ---- 7. an ok record is never replaced by a failed one -----------------------------------------------------
+
 
 def test_failed_rerun_is_written_beside_the_ok_record(make_cfg, tmp_path, monkeypatch):
     ok = run(make_cfg(*TINY, "sparsity.rate=0.5"))
@@ -264,6 +299,7 @@ def test_write_record_replaces_a_failed_record_with_an_ok_one(tmp_path):
 
 
 # ---- 8. folders a run writes to are checked at validation ---------------------------------------------------
+
 
 @pytest.mark.parametrize("knob", ["paths.records_dir", "paths.cache_dir"])
 def test_unwritable_output_folders_are_refused_before_any_work(make_cfg, tmp_path, knob):
@@ -323,6 +359,7 @@ def _running(pid: int) -> bool:
 
 # ---- 10. ptsbench-models ------------------------------------------------------------------------------------
 
+
 def test_ptsbench_models_lists_every_model_and_marks_local_checkpoints(capsys):
     from ptsbench.list_models import main, model_configs
 
@@ -339,12 +376,16 @@ def test_ptsbench_models_lists_every_model_and_marks_local_checkpoints(capsys):
 
 # ---- 11. task / model / dataset mismatches ------------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides, names", [
-    (["task=det"], ("task=det", "model=zoo_resnet20")),
-    (["model=zoo_retinanet_digits"], ("task=cls", "model=zoo_retinanet_digits")),
-    (["task=gen", "model=zoo_ddpm_digits"], ("task=gen", "dataset=mnist5k")),
-    (["task=det", "model=zoo_retinanet_digits"], ("task=det", "dataset=mnist5k")),
-])
+
+@pytest.mark.parametrize(
+    "overrides, names",
+    [
+        (["task=det"], ("task=det", "model=zoo_resnet20")),
+        (["model=zoo_retinanet_digits"], ("task=cls", "model=zoo_retinanet_digits")),
+        (["task=gen", "model=zoo_ddpm_digits"], ("task=gen", "dataset=mnist5k")),
+        (["task=det", "model=zoo_retinanet_digits"], ("task=det", "dataset=mnist5k")),
+    ],
+)
 def test_task_mismatch_is_a_config_error_naming_both(make_cfg, overrides, names):
     with pytest.raises(ConfigError) as e:
         validate_config(make_cfg(*overrides))
@@ -359,6 +400,7 @@ def test_every_model_and_dataset_config_declares_its_tasks():
 
 
 # ---- 12. device, checkpoint and cache errors ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("device", ["cuda:7", "tpu", "mps", "cuda:x"])
 def test_unavailable_or_unknown_device_is_refused(make_cfg, device):
@@ -397,6 +439,7 @@ def test_unitwise_base_config_is_not_runnable(make_cfg):
 
 
 # ---- 13. messages: where the record went, readable records, aggregate names bad files ------------------------
+
 
 def test_record_path_is_logged_and_the_record_is_group_readable(make_cfg, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="ptsbench"):

@@ -1,4 +1,5 @@
 """FCPTS (docs/methods.md#allocators): exact init, STE gradients, control loss, exact global rate, plot helper."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,9 @@ def resnet20():
     from ptsbench.data import build_data
     from ptsbench.models import build_model
 
-    with initialize_config_dir(config_dir=str(__import__("pathlib").Path(__file__).parents[1] / "conf"),
-                               version_base="1.3"):
+    with initialize_config_dir(
+        config_dir=str(__import__("pathlib").Path(__file__).parents[1] / "conf"), version_base="1.3"
+    ):
         cfg = compose(config_name="config", overrides=["model=zoo_resnet20", "calib.num_samples=32"])
     data = build_data(cfg.dataset, cfg.calib)
     model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name)
@@ -85,8 +87,9 @@ def test_ste_passes_a_task_gradient_to_every_threshold(resnet20):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ctx = _context(model, modules, calib)
     # one SGD step with the control off: every threshold moves iff its task gradient != 0
-    build_allocator("fcpts", init="erk", iters=1, batch_size=16, momentum=0.0, penalty=0.0, lambda_lr=0.0,
-                    **{"lambda": 0.0}).allocate(layers, weights, 0.7, ctx)
+    build_allocator(
+        "fcpts", init="erk", iters=1, batch_size=16, momentum=0.0, penalty=0.0, lambda_lr=0.0, **{"lambda": 0.0}
+    ).allocate(layers, weights, 0.7, ctx)
     t0, t1 = ctx.report["init_thresholds"], ctx.report["learned_thresholds"]
     # (a layer ERK leaves dense is pushed below rank 0 by the task alone and stays at its bound;
     # its gradient is checked in the next test)
@@ -108,15 +111,19 @@ def test_layers_the_init_leaves_dense_get_a_usable_gradient_at_step_0(resnet20):
     flat = FlatLayers(weights, torch.device("cpu"))
     counts = [num_pruned(init[n], k) for n, k in zip(flat.names, flat.numels)]
     rank = (torch.tensor(counts, dtype=torch.float64) / flat.numel_t).requires_grad_()
-    assert flat.pruned_counts(flat.thresholds_at(rank).detach()) == counts          # the init stays exact
+    assert flat.pruned_counts(flat.thresholds_at(rank).detach()) == counts  # the init stays exact
     keep, _ = flat.masks(flat.thresholds_at(rank))
     masked = {f"{n}.weight": w for n, w in zip(flat.names, flat.split(flat.weight * keep))}
     x = calib[:32]
     with torch.no_grad():
         target = model(x)
     out = torch.func.functional_call(model, masked, (x,), strict=False)
-    loss = torch.nn.functional.kl_div(torch.log_softmax(out / 4, 1), torch.log_softmax(target / 4, 1),
-                                      log_target=True, reduction="batchmean") * 16
+    loss = (
+        torch.nn.functional.kl_div(
+            torch.log_softmax(out / 4, 1), torch.log_softmax(target / 4, 1), log_target=True, reduction="batchmean"
+        )
+        * 16
+    )
     loss.backward()
     grad = dict(zip(flat.names, rank.grad.abs().tolist()))
     dense = [n for n, k in zip(flat.names, counts) if k == 0]
@@ -130,17 +137,26 @@ def test_layers_the_init_leaves_dense_get_a_usable_gradient_at_step_0(resnet20):
 
 def test_dual_lambda_keeps_the_global_rate_at_the_target_from_erk_and_prunes_erk_dense_layers(make_cfg):
     """Issue 13 acceptance: a zoo ResNet at 0.8 from ERK, no per-model tuning."""
-    rec = run(make_cfg("allocator=fcpts_erk", "sparsity.rate=0.8", "calib.num_samples=64", "allocator.iters=40",
-                       "allocator.batch_size=8", "allocator.lr=0.03", "dataset.num_test=200"))
+    rec = run(
+        make_cfg(
+            "allocator=fcpts_erk",
+            "sparsity.rate=0.8",
+            "calib.num_samples=64",
+            "allocator.iters=40",
+            "allocator.batch_size=8",
+            "allocator.lr=0.03",
+            "dataset.num_test=200",
+        )
+    )
     alloc, sp = rec["allocation"], rec["sparsity"]
     trace = alloc["sparsity_trace"]
-    after = trace[int(len(trace) * alloc["warmup"]):]
+    after = trace[int(len(trace) * alloc["warmup"]) :]
     assert len(trace) == 40 and max(abs(s - 0.8) for s in after) <= 0.005
     assert alloc["max_abs_sparsity_error_after_warmup"] <= 0.005
-    assert alloc["lambda_trace"][0] == 1.0 and alloc["lambda_trace"][-1] > 1.0   # lambda learned, from allocator.lambda
+    assert alloc["lambda_trace"][0] == 1.0 and alloc["lambda_trace"][-1] > 1.0  # lambda learned, from allocator.lambda
     erk_dense = [n for n, r in alloc["init_rates"].items() if r == 0.0]
     assert erk_dense and any(sp["target_per_layer"][n] > 0 for n in erk_dense), erk_dense
-    assert sp["zeros"] == math.floor(0.8 * sp["total"])                          # the achieved rate is exact
+    assert sp["zeros"] == math.floor(0.8 * sp["total"])  # the achieved rate is exact
 
 
 def test_control_loss_alone_drives_the_global_rate_to_the_target():
@@ -156,7 +172,7 @@ def test_control_loss_alone_drives_the_global_rate_to_the_target():
     achieved = sum(flat.pruned_counts(flat.thresholds_at(rank.detach()).detach())) / sum(flat.numels)
     assert traces["sparsity"][0] == pytest.approx(0.3, abs=0.01) and traces["task"] == []
     assert abs(traces["sparsity"][1] - 0.7) < 0.005 and abs(achieved - 0.7) < 0.005
-    assert traces["lambda"][1] > traces["lambda"][0] == 1.0                       # dual ascent while S < S*
+    assert traces["lambda"][1] > traces["lambda"][0] == 1.0  # dual ascent while S < S*
 
 
 def test_projection_hits_the_exact_count_within_layer_bounds():
@@ -183,15 +199,18 @@ def test_pipeline_run_reaches_the_target_rate_exactly(make_cfg):
     assert alloc["layer_order"][0] == "conv1" and alloc["layer_order"][-1] == "fc"  # model order, not sorted
 
 
-@pytest.mark.parametrize("knob, value, message", [
-    ("init", "fcpts", r"allocator.init='fcpts' is not a starting allocation; valid choices: erk, l2norm"),
-    ("loss", "l1", r"allocator.loss='l1'; valid choices: kl, mse, none"),
-    ("kde", "box", r"allocator.kde='box'; valid choices: gaussian, histogram"),
-    ("bandwidth", -1.0, r"allocator.bandwidth=-1.0 must be silverman or a number > 0"),
-    ("iters", -5, r"allocator.iters=-5 must be an integer >= 0"),
-    ("penalty", -1, r"allocator.penalty=-1 must be a number >= 0"),
-    ("warmup", 1.5, r"allocator.warmup=1.5 must be a number < 1"),
-])
+@pytest.mark.parametrize(
+    "knob, value, message",
+    [
+        ("init", "fcpts", r"allocator.init='fcpts' is not a starting allocation; valid choices: erk, l2norm"),
+        ("loss", "l1", r"allocator.loss='l1'; valid choices: kl, mse, none"),
+        ("kde", "box", r"allocator.kde='box'; valid choices: gaussian, histogram"),
+        ("bandwidth", -1.0, r"allocator.bandwidth=-1.0 must be silverman or a number > 0"),
+        ("iters", -5, r"allocator.iters=-5 must be an integer >= 0"),
+        ("penalty", -1, r"allocator.penalty=-1 must be a number >= 0"),
+        ("warmup", 1.5, r"allocator.warmup=1.5 must be a number < 1"),
+    ],
+)
 def test_bad_knobs_name_the_knob_and_the_choices(knob, value, message):
     with pytest.raises(ConfigError, match=message):
         build_allocator("fcpts", **{knob: value})
@@ -200,9 +219,12 @@ def test_bad_knobs_name_the_knob_and_the_choices(knob, value, message):
 def test_allocation_plot_from_records(tmp_path):
     erk = {"allocation": {"rates": {"conv1": 0.0, "layer1.conv": 0.6, "fc": 0.1}}}
     fcpts = {"sparsity": {"target_per_layer": {"conv1": 0.2, "layer1.conv": 0.7, "fc": 0.0}}}
-    path = plot_layer_allocation({"ERK": rates_from_record(erk), "FCPTS (ERK)": rates_from_record(fcpts)},
-                                 "resnet20, sparsity 70%", tmp_path / "fig4.png",
-                                 layer_order=["conv1", "layer1.conv"])
+    path = plot_layer_allocation(
+        {"ERK": rates_from_record(erk), "FCPTS (ERK)": rates_from_record(fcpts)},
+        "resnet20, sparsity 70%",
+        tmp_path / "fig4.png",
+        layer_order=["conv1", "layer1.conv"],
+    )
     assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no per-layer rates"):
         rates_from_record({"name": "x"})
@@ -232,7 +254,8 @@ def test_train_weights_learns_on_a_copy_and_leaves_the_model_untouched(resnet20)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ctx = _context(model, modules, calib)
     rates = build_allocator("fcpts", iters=2, batch_size=8, train_weights=True).allocate(
-        layer_infos(modules), weights, 0.6, ctx)
+        layer_infos(modules), weights, 0.6, ctx
+    )
     total = sum(w.numel() for w in weights.values())
     assert sum(num_pruned(rates[n], w.numel()) for n, w in weights.items()) == num_pruned(0.6, total)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -245,7 +268,8 @@ def test_kl_falls_back_to_mse_when_outputs_are_not_class_logits():
     weights = {n: m.weight.detach() for n, m in modules.items()}
     ctx = AllocContext(model=net, modules=modules, calib_inputs=torch.randn(16, 1, 8, 8))
     rates = build_allocator("fcpts", init="uniform", iters=3, batch_size=4).allocate(
-        layer_infos(modules), weights, 0.5, ctx)
+        layer_infos(modules), weights, 0.5, ctx
+    )
     assert ctx.report["task_loss"] == "mse" and len(ctx.report["task_loss_trace"]) == 3
     assert sum(num_pruned(rates[n], w.numel()) for n, w in weights.items()) == num_pruned(0.5, 72 + 144)
 
@@ -260,7 +284,7 @@ def test_mse_loss_compares_the_adapters_block_outputs(resnet20):
     try:
         assert taps.names == [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
         x = calib[:8]
-        assert taps.loss(lambda: model(x), lambda: dense(x)).item() == 0.0          # same weights: no error
+        assert taps.loss(lambda: model(x), lambda: dense(x)).item() == 0.0  # same weights: no error
         with torch.no_grad():
             model.layer2[0].conv1.weight.mul_(0.5)
         try:
@@ -268,12 +292,13 @@ def test_mse_loss_compares_the_adapters_block_outputs(resnet20):
         finally:
             with torch.no_grad():
                 model.layer2[0].conv1.weight.mul_(2.0)
-        assert 0.0 < loss < 1.0       # blocks from layer2.0 on differ, each relative to its dense mean square
+        assert 0.0 < loss < 1.0  # blocks from layer2.0 on differ, each relative to its dense mean square
     finally:
         taps.close()
     assert not model.layer1[0]._forward_hooks
     ctx = _context(model, modules, calib)
     ctx.extras["adapter"] = get_adapter("resnet")
     build_allocator("fcpts", loss="mse", iters=2, batch_size=4).allocate(
-        layer_infos(modules), {n: m.weight.detach() for n, m in modules.items()}, 0.7, ctx)
+        layer_infos(modules), {n: m.weight.detach() for n, m in modules.items()}, 0.7, ctx
+    )
     assert ctx.report["task_loss"] == "mse" and all(v > 0 for v in ctx.report["task_loss_trace"])

@@ -1,5 +1,6 @@
 """GEN task: Fréchet distance, diffusion pipelines (tiny LDM / SD, embedded DDPM), exact UNet
 sparsity through the real pipeline, packed block units, and the errors a user can fix."""
+
 from __future__ import annotations
 
 import math
@@ -14,9 +15,14 @@ from ptsbench.record import validate_record
 from ptsbench.run import run
 from ptsbench.tasks.frechet import feature_stats, frechet_distance, frechet_distance_of_features
 
-TINY_GEN = ["task=gen", "dataset=mnist5k_gen", "dataset.num_test=100", "task.num_samples=6", "task.steps=2",
-            "task.sample_batch=6"]
-
+TINY_GEN = [
+    "task=gen",
+    "dataset=mnist5k_gen",
+    "dataset.num_test=100",
+    "task.num_samples=6",
+    "task.steps=2",
+    "task.sample_batch=6",
+]
 
 
 # ---------------------------------------------------------------- Fréchet distance
@@ -45,7 +51,10 @@ def test_frechet_of_shifted_gaussians_matches_the_closed_form():
 
 def test_few_samples_in_many_dimensions_take_the_small_eigen_problem():
     gen = torch.Generator().manual_seed(2)
-    x, y = torch.randn(12, 40, generator=gen, dtype=torch.float64), torch.randn(300, 40, generator=gen, dtype=torch.float64)
+    x, y = (
+        torch.randn(12, 40, generator=gen, dtype=torch.float64),
+        torch.randn(300, 40, generator=gen, dtype=torch.float64),
+    )
     mu_x, s_x = feature_stats(x)
     full = frechet_distance(mu_x, s_x, *feature_stats(y))  # D x D square roots
     assert frechet_distance_of_features(x, y) == pytest.approx(full, rel=1e-6)  # 12 x 12 eigenvalues
@@ -54,7 +63,9 @@ def test_few_samples_in_many_dimensions_take_the_small_eigen_problem():
 def test_frechet_of_sampled_gaussians_approaches_the_closed_form():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(20000, 4, generator=gen, dtype=torch.float64)
-    y = 2 * torch.randn(20000, 4, generator=gen, dtype=torch.float64) + torch.tensor([1.0, 0, 0, 2.0], dtype=torch.float64)
+    y = 2 * torch.randn(20000, 4, generator=gen, dtype=torch.float64) + torch.tensor(
+        [1.0, 0, 0, 2.0], dtype=torch.float64
+    )
     mu, sigma = feature_stats(x)
     assert sigma.shape == (4, 4) and np.allclose(mu, 0, atol=0.05)
     assert frechet_distance_of_features(x, y) == pytest.approx(5.0 + 4.0, rel=0.03)
@@ -101,8 +112,9 @@ def test_packed_blocks_reproduce_the_unpacked_forward(tiny_folders):
     from ptsbench.models import build_model
     from ptsbench.models.adapters._packed import pack
 
-    model = build_model(OmegaConf.create({"source": "diffusers", "arch": "sd", "weights": str(tiny_folders["sd"])}),
-                        0, 3, 16, "x")
+    model = build_model(
+        OmegaConf.create({"source": "diffusers", "arch": "sd", "weights": str(tiny_folders["sd"])}), 0, 3, 16, "x"
+    )
     res = model.get_submodule("unet.down_blocks.1.resnets.0")
     h, temb = torch.randn(2, 32, 4, 4), torch.randn(2, 128)
     torch.testing.assert_close(res(pack(h, temb)), ResnetBlock2D.forward(res, h, temb))
@@ -140,10 +152,22 @@ def test_gen_run_hits_the_exact_rate_over_the_unet(make_cfg, allocator):
 
 
 def test_block_reconstruction_runs_on_captured_sampling_inputs(make_cfg):
-    rec = run(make_cfg(*TINY_GEN, "model=sd", "model.weights=none", "task.guidance_scale=2.0", "allocator=uniform",
-                       "sparsity.rate=0.6", "reconstruction=block", "reconstruction.iters=12",
-                       "reconstruction.batch_size=8", "reconstruction.lr=0.01", "reconstruction.progress=false",
-                       "calib.num_samples=16"))
+    rec = run(
+        make_cfg(
+            *TINY_GEN,
+            "model=sd",
+            "model.weights=none",
+            "task.guidance_scale=2.0",
+            "allocator=uniform",
+            "sparsity.rate=0.6",
+            "reconstruction=block",
+            "reconstruction.iters=12",
+            "reconstruction.batch_size=8",
+            "reconstruction.lr=0.01",
+            "reconstruction.progress=false",
+            "calib.num_samples=16",
+        )
+    )
     assert rec["calibration"]["num_samples"] == 16
     units = rec["reconstruction"]["units"]
     kinds = {u["unit"].rsplit(".", 2)[-2] if u["kind"] == "block" else u["kind"] for u in units}
@@ -171,9 +195,20 @@ def test_fid_with_local_inception_weights_on_an_image_folder(make_cfg, tmp_path)
     torch.save({}, weights)
     torch.manual_seed(0)
     with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None):
-        rec = run(make_cfg("task=gen", "model=ldm", "model.weights=none", "dataset=lsun_churches",
-                           f"dataset.root={tmp_path / 'churches'}", "dataset.img_size=16", "task.num_samples=3",
-                           "task.steps=1", f"task.inception_weights={weights}", "sparsity.rate=0.5"))
+        rec = run(
+            make_cfg(
+                "task=gen",
+                "model=ldm",
+                "model.weights=none",
+                "dataset=lsun_churches",
+                f"dataset.root={tmp_path / 'churches'}",
+                "dataset.img_size=16",
+                "task.num_samples=3",
+                "task.steps=1",
+                f"task.inception_weights={weights}",
+                "sparsity.rate=0.5",
+            )
+        )
     assert rec["task"]["metric"] == "fid" and rec["status"] == "ok"
     assert rec["dense"]["fid"] >= 0 and rec["sparse"]["fid"] >= 0
 

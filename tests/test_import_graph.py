@@ -7,6 +7,7 @@ ptsbench module it names, plus each ancestor package of that module (importing `
 ancestor package (``from . import REGISTRY``) is not an edge: Python has already initialised
 the parent by then.
 """
+
 from __future__ import annotations
 
 import ast
@@ -111,6 +112,9 @@ def test_ptsbench_has_no_import_cycles():
 
 def test_the_data_layer_does_not_import_models():
     graph = import_graph()
-    reaching_up = {m: sorted(t for t in ts if t.startswith("ptsbench.models"))
-                   for m, ts in graph.items() if m.startswith("ptsbench.data")}
+    reaching_up = {
+        m: sorted(t for t in ts if t.startswith("ptsbench.models"))
+        for m, ts in graph.items()
+        if m.startswith("ptsbench.data")
+    }
     assert {m: ts for m, ts in reaching_up.items() if ts} == {}

@@ -1,5 +1,6 @@
 """Sweeps that scale out and resume: joblib and submitit launchers, the aggregation callback,
 one-GPU-per-job claims, and a killed sweep that finishes only its missing runs."""
+
 from __future__ import annotations
 
 import json
@@ -54,17 +55,27 @@ def test_joblib_launcher_runs_a_2x2_sweep_and_the_callback_aggregates(tmp_path):
 def test_submitit_local_launcher_runs_a_2x2_sweep(tmp_path):
     out = tmp_path / "submitit"
     sweep(out, *GRID, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
-    assert list((out / "multirun" / ".submitit").iterdir())   # the jobs really went through submitit
+    assert list((out / "multirun" / ".submitit").iterdir())  # the jobs really went through submitit
     assert_2x2_aggregates(out)
 
 
 @pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep
 def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path):
     out = tmp_path / "resume"
-    cmd = [sys.executable, "-m", "ptsbench.run", "-m", "experiment=demo_alloc", *TINY, "allocator=uniform",
-           "sparsity.rate=0.5,0.6,0.7", f"paths.output_dir={out}"]
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ptsbench.run",
+        "-m",
+        "experiment=demo_alloc",
+        *TINY,
+        "allocator=uniform",
+        "sparsity.rate=0.5,0.6,0.7",
+        f"paths.output_dir={out}",
+    ]
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     records = out / "records"
     try:
         deadline = time.monotonic() + 180
@@ -98,11 +109,11 @@ def test_each_job_claims_a_free_gpu_and_waits_when_all_are_taken(tmp_path):
         waiter = threading.Thread(target=lambda: got.append(_claim_once(gpus, tmp_path)))
         waiter.start()
         time.sleep(0.3)
-        assert not got                       # both GPUs are held: the third job waits
+        assert not got  # both GPUs are held: the third job waits
     waiter.join(timeout=5)
     assert got == ["cuda:0"]
     with claim_device("auto", gpus, tmp_path, start=1) as c:
-        assert c == "cuda:1"                 # jobs start probing at their job number
+        assert c == "cuda:1"  # jobs start probing at their job number
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-3.lock", "gpu-5.lock"]
 
 
@@ -138,13 +149,27 @@ def test_every_case_pairs_model_task_dataset_and_roots(monkeypatch):
         t6 = compose(config_name="config", overrides=["experiment=table6", "model=deit_s"])
     for case, cfg in cfgs.items():
         assert case.startswith(cfg.dataset.name) and cfg.dataset.root == f"/data/{cfg.dataset.name}"
-        assert cfg.task.name == {"imagenet": "cls", "cifar10": "cls", "cifar100": "cls", "coco2017": "det",
-                                 "voc07": "det", "lsun_churches": "gen", "lsun_bedroom": "gen"}[cfg.dataset.name]
+        assert (
+            cfg.task.name
+            == {
+                "imagenet": "cls",
+                "cifar10": "cls",
+                "cifar100": "cls",
+                "coco2017": "det",
+                "voc07": "det",
+                "lsun_churches": "gen",
+                "lsun_bedroom": "gen",
+            }[cfg.dataset.name]
+        )
         if str(cfg.model.weights).startswith("/ckpt"):
             assert case in str(cfg.model.weights)
     assert cfgs["voc07_ssd_mobilenetv1"].task.metric == "map50" and cfgs["lsun_churches_ldm"].task.metric == "fid"
-    assert (t6.model.name, t6.dataset.root, t6.allocator.name, t6.reconstruction.name) == \
-        ("deit_s", "/data/imagenet", "l2norm", "none")
+    assert (t6.model.name, t6.dataset.root, t6.allocator.name, t6.reconstruction.name) == (
+        "deit_s",
+        "/data/imagenet",
+        "l2norm",
+        "none",
+    )
 
 
 def test_launcher_options_compose():
@@ -156,4 +181,4 @@ def test_launcher_options_compose():
         local = compose(config_name="config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.gpus_per_node == 1
     assert local.hydra.launcher._target_.endswith("JoblibLauncher")
-    assert local.hydra.launcher.n_jobs == default_parallel_jobs() >= 1   # no GPU here: one job per 2 cores
+    assert local.hydra.launcher.n_jobs == default_parallel_jobs() >= 1  # no GPU here: one job per 2 cores

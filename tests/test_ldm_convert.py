@@ -4,6 +4,7 @@ The synthetic checkpoints are written from CompVis' architecture (``openaimodel.
 legacy AttentionBlocks, the ``Encoder``/``Decoder`` of its VQ/KL autoencoders): parameter names and
 shapes only, at toy widths. Conversion is strict both ways (every source tensor used, every
 diffusers parameter filled), and the legacy fused-qkv attention is checked numerically."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,7 +35,7 @@ def unet_layout(p) -> dict:
     """openaimodel.UNetModel tensors for params ``p``."""
     s, mc = {}, p["model_channels"]
     emb, ss = 4 * mc, p.get("use_scale_shift_norm", False)
-    attn = [2 ** i in p["attention_resolutions"] for i in range(len(p["channel_mult"]))]
+    attn = [2**i in p["attention_resolutions"] for i in range(len(p["channel_mult"]))]
 
     def res(key, cin, cout):
         _norm(s, f"{key}.in_layers.0", cin)
@@ -141,39 +142,79 @@ def autoencoder_layout(fs) -> dict:
     return s
 
 
-DD = {"double_z": False, "z_channels": 3, "resolution": 32, "in_channels": 3, "out_ch": 3, "ch": 32,
-      "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+DD = {
+    "double_z": False,
+    "z_channels": 3,
+    "resolution": 32,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 32,
+    "ch_mult": [1, 2],
+    "num_res_blocks": 1,
+    "attn_resolutions": [],
+    "dropout": 0.0,
+}
 # toy versions of the LSUN configs: bedrooms LDM-4 (VQ-f4, num_head_channels) and churches LDM-8
 # (KL-f8, fixed num_heads, use_scale_shift_norm, resblock_updown)
 BEDROOMS = {
-    "linear_start": 0.0015, "linear_end": 0.0195, "timesteps": 1000,
-    "unet_config": {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": {
-        "image_size": 8, "in_channels": 3, "out_channels": 3, "model_channels": 32, "attention_resolutions": [2],
-        "num_res_blocks": 1, "channel_mult": [1, 2], "num_head_channels": 16}},
-    "first_stage_config": {"target": "ldm.models.autoencoder.VQModelInterface", "params": {
-        "embed_dim": 3, "n_embed": 16, "ddconfig": DD}},
+    "linear_start": 0.0015,
+    "linear_end": 0.0195,
+    "timesteps": 1000,
+    "unet_config": {
+        "target": "ldm.modules.diffusionmodules.openaimodel.UNetModel",
+        "params": {
+            "image_size": 8,
+            "in_channels": 3,
+            "out_channels": 3,
+            "model_channels": 32,
+            "attention_resolutions": [2],
+            "num_res_blocks": 1,
+            "channel_mult": [1, 2],
+            "num_head_channels": 16,
+        },
+    },
+    "first_stage_config": {
+        "target": "ldm.models.autoencoder.VQModelInterface",
+        "params": {"embed_dim": 3, "n_embed": 16, "ddconfig": DD},
+    },
 }
 CHURCHES = {
-    "linear_start": 0.0015, "linear_end": 0.0155, "timesteps": 1000, "scale_factor": 0.22765929,
-    "unet_config": {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": {
-        "image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 32, "attention_resolutions": [1, 2],
-        "num_res_blocks": 1, "channel_mult": [1, 2, 2], "num_heads": 2, "use_scale_shift_norm": True,
-        "resblock_updown": True}},
-    "first_stage_config": {"target": "ldm.models.autoencoder.AutoencoderKL", "params": {
-        "embed_dim": 4, "ddconfig": {**DD, "double_z": True, "z_channels": 4}}},
+    "linear_start": 0.0015,
+    "linear_end": 0.0155,
+    "timesteps": 1000,
+    "scale_factor": 0.22765929,
+    "unet_config": {
+        "target": "ldm.modules.diffusionmodules.openaimodel.UNetModel",
+        "params": {
+            "image_size": 8,
+            "in_channels": 4,
+            "out_channels": 4,
+            "model_channels": 32,
+            "attention_resolutions": [1, 2],
+            "num_res_blocks": 1,
+            "channel_mult": [1, 2, 2],
+            "num_heads": 2,
+            "use_scale_shift_norm": True,
+            "resblock_updown": True,
+        },
+    },
+    "first_stage_config": {
+        "target": "ldm.models.autoencoder.AutoencoderKL",
+        "params": {"embed_dim": 4, "ddconfig": {**DD, "double_z": True, "z_channels": 4}},
+    },
 }
 
 
 def _write(tmp_path, name, params):
     state = {f"model.diffusion_model.{k}": v for k, v in unet_layout(params["unet_config"]["params"]).items()}
-    state.update({f"first_stage_model.{k}": v
-                  for k, v in autoencoder_layout(params["first_stage_config"]["params"]).items()})
+    state.update(
+        {f"first_stage_model.{k}": v for k, v in autoencoder_layout(params["first_stage_config"]["params"]).items()}
+    )
     state["scale_factor"] = torch.tensor(float(params.get("scale_factor", 1.0)))
     ckpt, cfg = tmp_path / f"{name}.ckpt", tmp_path / f"{name}.yaml"
     # a Lightning checkpoint: tensors under state_dict, next to pickled training state
     torch.save({"epoch": 3, "global_step": 10, "state_dict": state, "callbacks": {"x": [1, 2]}}, ckpt)
-    cfg.write_text(yaml.safe_dump({"model": {"target": "ldm.models.diffusion.ddpm.LatentDiffusion",
-                                             "params": params}}))
+    cfg.write_text(yaml.safe_dump({"model": {"target": "ldm.models.diffusion.ddpm.LatentDiffusion", "params": params}}))
     return ckpt, cfg
 
 
@@ -183,15 +224,18 @@ def test_compvis_ldm_converts_strictly_and_samples(name, params, tmp_path):
     ckpt, cfg = _write(tmp_path, name, params)
     out = tmp_path / f"lsun_{name}_ldm"
     assert main(["--ckpt", str(ckpt), "--config", str(cfg), "--out", str(out)]) == 0
-    model = build_model(OmegaConf.create({"name": "ldm", "arch": "ldm", "source": "diffusers",
-                                          "weights": str(out)}), 0, 3, 32, "lsun")
+    model = build_model(
+        OmegaConf.create({"name": "ldm", "arch": "ldm", "source": "diffusers", "weights": str(out)}), 0, 3, 32, "lsun"
+    )
     dec = model.frozen.decoder
     assert type(dec).__name__ == ("VQModel" if name == "bedrooms" else "AutoencoderKL")
     assert dec.config.scaling_factor == pytest.approx(params.get("scale_factor", 1.0))
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler.from_config(model.scheduler_config)
-    assert float(sched.betas[0]) == pytest.approx(0.0015) and float(sched.betas[-1]) == pytest.approx(params["linear_end"])
+    assert float(sched.betas[0]) == pytest.approx(0.0015) and float(sched.betas[-1]) == pytest.approx(
+        params["linear_end"]
+    )
     with torch.no_grad():
         img = model.sample(1, steps=2, seed=0, batch_size=1)
     assert img.shape == (1, 3, 16, 16) and torch.isfinite(img).all()  # 8x8 latents, one 2x upsampling
@@ -212,14 +256,23 @@ def test_fused_legacy_qkv_splits_per_head(tmp_path):
     torch.manual_seed(0)
     ckpt, cfg = _write(tmp_path, "churches", CHURCHES)
     out = convert(ckpt, cfg, tmp_path / "out")
-    model = build_model(OmegaConf.create({"name": "ldm", "arch": "ldm", "source": "diffusers", "weights": str(out)}),
-                        0, 3, 32, "lsun")
+    model = build_model(
+        OmegaConf.create({"name": "ldm", "arch": "ldm", "source": "diffusers", "weights": str(out)}), 0, 3, 32, "lsun"
+    )
     src = torch.load(ckpt, weights_only=False)["state_dict"]
     pre = "model.diffusion_model.middle_block.1"
     attn = model.unet.mid_block.attentions[0]
     assert attn.heads == 2  # fixed num_heads of the churches config, restored on load
     x = torch.randn(2, 64, 2, 2)
-    want = _legacy_attention(x, src[f"{pre}.qkv.weight"], src[f"{pre}.qkv.bias"], src[f"{pre}.proj_out.weight"],
-                             src[f"{pre}.proj_out.bias"], src[f"{pre}.norm.weight"], src[f"{pre}.norm.bias"], 2)
+    want = _legacy_attention(
+        x,
+        src[f"{pre}.qkv.weight"],
+        src[f"{pre}.qkv.bias"],
+        src[f"{pre}.proj_out.weight"],
+        src[f"{pre}.proj_out.bias"],
+        src[f"{pre}.norm.weight"],
+        src[f"{pre}.norm.bias"],
+        2,
+    )
     with torch.no_grad():
         assert torch.allclose(attn(x), want, atol=1e-5)

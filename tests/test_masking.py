@@ -1,4 +1,5 @@
 """Exact magnitude masks and BN folding (docs/methods.md#prunable-layers-and-masks)."""
+
 from __future__ import annotations
 
 import pytest

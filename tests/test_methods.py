@@ -1,5 +1,6 @@
 """Wanda, SparseGPT and N:M (issue 14, docs/methods.md#decisions): hand-computed scores, an independent OBS
 reference, the conv/Linear equivalence, N:M group counts and exact per-layer counts end to end."""
+
 from __future__ import annotations
 
 import pytest
@@ -112,8 +113,9 @@ def test_conv_via_unfold_equals_the_linear_formulation():
         cols = F.unfold(x, 3, padding=1, stride=2)  # (N, 4*9, L), rows in (channel, kh, kw) order
         per_group = cols.reshape(5, groups, -1, cols.shape[-1])
         h_conv, n_conv = _hessians(lambda conv=conv, x=x: conv(x), {"c": conv})
-        norms = input_sq_norms(nn.Sequential(conv), {"0": conv},
-                               ScoreContext(calib_inputs=x, forward=lambda m, b: m(b)))["0"]
+        norms = input_sq_norms(
+            nn.Sequential(conv), {"0": conv}, ScoreContext(calib_inputs=x, forward=lambda m, b: m(b))
+        )["0"]
         for g in range(groups):
             xg = per_group[:, g].transpose(1, 2).reshape(-1, per_group.shape[2])  # (N*L, cols)
             lin = nn.Linear(xg.shape[1], 6 // groups, bias=False)
@@ -124,8 +126,9 @@ def test_conv_via_unfold_equals_the_linear_formulation():
             torch.testing.assert_close(norms[g], xg.pow(2).sum(0))
             assert n_conv["c"] == n_lin["l"]  # input columns per group
             new_lin, keep_lin, _ = sparsegpt_prune(gemm_weight(lin).detach(), h_lin["l"], 20, blocksize=8)
-            new_conv, keep_conv, _ = sparsegpt_prune(gemm_weight(conv)[g:g + 1].detach(), h_conv["c"][g:g + 1], 20,
-                                                     blocksize=8)
+            new_conv, keep_conv, _ = sparsegpt_prune(
+                gemm_weight(conv)[g : g + 1].detach(), h_conv["c"][g : g + 1], 20, blocksize=8
+            )
             assert torch.equal(keep_lin, keep_conv)
             torch.testing.assert_close(new_lin, new_conv)
 
@@ -154,21 +157,25 @@ def test_two_four_masks_along_the_gemm_input_dim_for_linear_and_conv():
         _assert_nm(transposed, 2, 4)
 
 
-@pytest.mark.parametrize("overrides", [
-    ["sparsity.criterion=wanda", "allocator=erk", "sparsity.rate=0.7"],
-    ["sparsity.criterion=wanda", "sparsity.group=row", "allocator=l2norm", "sparsity.rate=0.6"],
-    ["reconstruction=sparsegpt", "allocator=erk", "sparsity.rate=0.7"],
-    ["reconstruction=sparsegpt", "sparsity.group=row", "sparsity.rate=0.6"],
-    ["sparsity=nm"],
-    ["sparsity=nm", "sparsity.criterion=wanda"],
-    ["sparsity=nm", "reconstruction=sparsegpt", "model=zoo_vit_d64"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["sparsity.criterion=wanda", "allocator=erk", "sparsity.rate=0.7"],
+        ["sparsity.criterion=wanda", "sparsity.group=row", "allocator=l2norm", "sparsity.rate=0.6"],
+        ["reconstruction=sparsegpt", "allocator=erk", "sparsity.rate=0.7"],
+        ["reconstruction=sparsegpt", "sparsity.group=row", "sparsity.rate=0.6"],
+        ["sparsity=nm"],
+        ["sparsity=nm", "sparsity.criterion=wanda"],
+        ["sparsity=nm", "reconstruction=sparsegpt", "model=zoo_vit_d64"],
+    ],
+)
 def test_every_method_keeps_exact_counts_and_zeros(make_cfg, overrides):
     rec = run(make_cfg(*overrides, *FAST))
     sp = rec["sparsity"]
     for name, target in sp["target_per_layer"].items():
-        assert sp["achieved_per_layer"][name] == pytest.approx(num_pruned(target, _numel(rec, name)) / _numel(rec, name),
-                                                               abs=1e-12)
+        assert sp["achieved_per_layer"][name] == pytest.approx(
+            num_pruned(target, _numel(rec, name)) / _numel(rec, name), abs=1e-12
+        )
     if rec["masks"]["pattern"] == "nm":
         dense = rec["masks"]["dense_layers"]
         assert dense and all(sp["achieved_per_layer"][n] == 0 for n in dense)
@@ -190,21 +197,25 @@ def _numel(rec, name):
     arch = rec["config"]["model"]["arch"]
     if arch not in _NUMEL:
         from ptsbench.models.zoo import ZOO_ARCHS
+
         model = ZOO_ARCHS.get(arch)(10, 1, 28)
         _NUMEL[arch] = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     return _NUMEL[arch][name]
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    (["sparsity=nm", "allocator=erk"], "allocator=erk with sparsity=nm.*valid choices with nm: uniform"),
-    (["sparsity=nm", "sparsity.rate=0.7"], "sparsity.rate=0.7 with sparsity=nm n=2 m=4.*sparsity.rate=0.5"),
-    (["sparsity=nm", "sparsity.n=4"], "need integers 0 < n < m"),
-    (["sparsity=nm", "reconstruction=sparsegpt", "reconstruction.blocksize=6"], "reconstruction.blocksize=6"),
-    (["sparsity.criterion=taylor"], "sparsity.criterion='taylor'; valid choices: magnitude, wanda"),
-    (["sparsity.group=column"], "sparsity.group='column'; valid choices: layer, row"),
-    (["reconstruction=sparsegpt", "sparsity.criterion=wanda"], "SparseGPT selects its own masks"),
-    (["reconstruction=sparsegpt", "reconstruction.percdamp=-1"], "reconstruction.percdamp=-1"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["sparsity=nm", "allocator=erk"], "allocator=erk with sparsity=nm.*valid choices with nm: uniform"),
+        (["sparsity=nm", "sparsity.rate=0.7"], "sparsity.rate=0.7 with sparsity=nm n=2 m=4.*sparsity.rate=0.5"),
+        (["sparsity=nm", "sparsity.n=4"], "need integers 0 < n < m"),
+        (["sparsity=nm", "reconstruction=sparsegpt", "reconstruction.blocksize=6"], "reconstruction.blocksize=6"),
+        (["sparsity.criterion=taylor"], "sparsity.criterion='taylor'; valid choices: magnitude, wanda"),
+        (["sparsity.group=column"], "sparsity.group='column'; valid choices: layer, row"),
+        (["reconstruction=sparsegpt", "sparsity.criterion=wanda"], "SparseGPT selects its own masks"),
+        (["reconstruction=sparsegpt", "reconstruction.percdamp=-1"], "reconstruction.percdamp=-1"),
+    ],
+)
 def test_bad_method_knobs_fail_before_any_work(make_cfg, overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         validate_config(make_cfg(*overrides))
@@ -215,29 +226,51 @@ def _record(model, rate, sparse, *, criterion="magnitude", recon="none", pattern
     import json as _json
 
     sp = {"rate": rate, "pattern": pattern, "criterion": criterion, **({"n": 2, "m": 4} if pattern == "nm" else {})}
-    cfg = {"task": {"name": "cls", "metric": "top1"}, "model": {"name": model, "family": "resnet", "size": "20"},
-           "dataset": {"name": "ds"}, "allocator": {"name": "erk"}, "reconstruction": {"name": recon},
-           "sparsity": sp, "calib": {"num_samples": 128}, "seed": 0}
+    cfg = {
+        "task": {"name": "cls", "metric": "top1"},
+        "model": {"name": model, "family": "resnet", "size": "20"},
+        "dataset": {"name": "ds"},
+        "allocator": {"name": "erk"},
+        "reconstruction": {"name": recon},
+        "sparsity": sp,
+        "calib": {"num_samples": 128},
+        "seed": 0,
+    }
     digest = hashlib.sha256(_json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
-    return {"schema_version": 1, "status": "ok", "error": None, "digest": digest, "name": f"{model}-{digest}",
-            "created": "2026-01-01T00:00:00+00:00", "config": cfg, "seed": 0,
-            "choices": {"task": "cls", "model": model, "dataset": "ds", "allocator": "erk", "reconstruction": recon},
-            "calibration": {"num_samples": 128, "seed": 0}, "model": {"name": model, "family": "resnet", "size": "20"},
-            "task": {"name": "cls", "metric": "top1", "higher_is_better": True},
-            "sparsity": {"target": rate, "achieved": 0.45 if pattern == "nm" else rate},
-            "timing": {"allocate": 0.5, "mask": 0.5, "reconstruct": seconds, "total": 9.0},
-            "memory": {"host_peak_mb": 100.0, "device_peak_mb": 0.0},
-            "dense": {"top1": 1.0}, "sparse": {"top1": sparse}}
+    return {
+        "schema_version": 1,
+        "status": "ok",
+        "error": None,
+        "digest": digest,
+        "name": f"{model}-{digest}",
+        "created": "2026-01-01T00:00:00+00:00",
+        "config": cfg,
+        "seed": 0,
+        "choices": {"task": "cls", "model": model, "dataset": "ds", "allocator": "erk", "reconstruction": recon},
+        "calibration": {"num_samples": 128, "seed": 0},
+        "model": {"name": model, "family": "resnet", "size": "20"},
+        "task": {"name": "cls", "metric": "top1", "higher_is_better": True},
+        "sparsity": {"target": rate, "achieved": 0.45 if pattern == "nm" else rate},
+        "timing": {"allocate": 0.5, "mask": 0.5, "reconstruct": seconds, "total": 9.0},
+        "memory": {"host_peak_mb": 100.0, "device_peak_mb": 0.0},
+        "dense": {"top1": 1.0},
+        "sparse": {"top1": sparse},
+    }
 
 
 def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
     from ptsbench.record import write_json_atomic
     from ptsbench.tables import build_tables, load_runs, methods_table
 
-    recs = [_record("m_a", 0.7, 0.50), _record("m_b", 0.7, 0.30),
-            _record("m_a", 0.7, 0.60, criterion="wanda"), _record("m_b", 0.7, 0.40, criterion="wanda"),
-            _record("m_a", 0.7, 0.90, recon="sparsegpt", seconds=3.0),  # m_b has no SparseGPT run
-            _record("m_a", 0.5, 0.80, pattern="nm"), _record("m_a", 0.5, 0.85, recon="sparsegpt", pattern="nm")]
+    recs = [
+        _record("m_a", 0.7, 0.50),
+        _record("m_b", 0.7, 0.30),
+        _record("m_a", 0.7, 0.60, criterion="wanda"),
+        _record("m_b", 0.7, 0.40, criterion="wanda"),
+        _record("m_a", 0.7, 0.90, recon="sparsegpt", seconds=3.0),  # m_b has no SparseGPT run
+        _record("m_a", 0.5, 0.80, pattern="nm"),
+        _record("m_a", 0.5, 0.85, recon="sparsegpt", pattern="nm"),
+    ]
     for r in recs:
         write_json_atomic(tmp_path / f"{r['name']}.json", r)
     runs = load_runs(tmp_path)
@@ -258,8 +291,14 @@ def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
     assert t2.values.loc["ERK", "CLS 70"] == pytest.approx(40)
 
 
-@pytest.mark.parametrize("kw", [dict(dilation=2, padding=2, padding_mode="reflect"), dict(stride=3, padding="valid"),
-                                dict(padding="same", padding_mode="circular")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(dilation=2, padding=2, padding_mode="reflect"),
+        dict(stride=3, padding="valid"),
+        dict(padding="same", padding_mode="circular"),
+    ],
+)
 def test_wanda_norms_without_unfold_equal_the_unfolded_ones(kw):
     from ptsbench.sparsity.gemm import input_slices, input_sq_sums
 

@@ -1,4 +1,5 @@
 """The track metrics (paper Eqs. 2-8, docs/methods.md#track-metrics) against hand-computed and published values."""
+
 from __future__ import annotations
 
 import doctest
@@ -35,8 +36,8 @@ def test_relative_score_inverts_lower_is_better_metrics():
 
 def test_om_alloc_reproduces_paper_table2_uniform_and_fcpts():
     assert round(100 * om_alloc({"cls": 0.7288, "det": 0.8094, "gen": 0.1640}), 2) == 63.59
-    assert round(100 * om_alloc([0.8405, 0.8897, 0.7847]), 2) == 83.94   # L2Norm row
-    assert round(100 * om_alloc([0.9120, 0.9589, 0.8780]), 2) == 91.69   # FCPTS (L2Norm) row
+    assert round(100 * om_alloc([0.8405, 0.8897, 0.7847]), 2) == 83.94  # L2Norm row
+    assert round(100 * om_alloc([0.9120, 0.9589, 0.8780]), 2) == 91.69  # FCPTS (L2Norm) row
 
 
 def test_ms_is_the_quadratic_mean_of_per_rate_means():
@@ -65,18 +66,18 @@ def test_g_size_and_om_robust_by_hand():
 
 def test_om_task_and_om_recon_by_hand():
     assert om_task([1.0, 0.5]) == pytest.approx(math.sqrt(0.625))
-    assert round(100 * om_recon([0.3668, 0.0373, 0.8832]), 2) == 55.26       # paper Table 3, w/ Correction
-    assert round(100 * om_recon([0.3181, 0.6139, 0.8832]), 2) == 64.76       # w/o Correction
+    assert round(100 * om_recon([0.3668, 0.0373, 0.8832]), 2) == 55.26  # paper Table 3, w/ Correction
+    assert round(100 * om_recon([0.3181, 0.6139, 0.8832]), 2) == 64.76  # w/o Correction
 
 
 def test_recon_gain_follows_eqs_3_and_4():
     assert recon_gain(recon=0.70, none=0.40, dense=0.75) == pytest.approx(0.4)
-    assert recon_gain(recon=0.30, none=0.40, dense=0.80) == pytest.approx(-0.125)   # reconstruction hurt
+    assert recon_gain(recon=0.30, none=0.40, dense=0.80) == pytest.approx(-0.125)  # reconstruction hurt
     assert recon_gain(10.0, 30.0, 5.0, higher_is_better=False) == pytest.approx(math.exp(5.0 / -20.0))
     # docs/methods.md#decisions bounds the GEN term: 0 when reconstruction did not lower FID (no inf for R -> 0+)
     assert recon_gain(10.0, 10.0, 5.0, higher_is_better=False) == 0.0
     assert recon_gain(30.01, 30.0, 5.0, higher_is_better=False) == 0.0
-    assert 0.0 < recon_gain(29.99, 30.0, 5.0, higher_is_better=False) < 1e-200          # exp(5 / -0.01), finite
+    assert 0.0 < recon_gain(29.99, 30.0, 5.0, higher_is_better=False) < 1e-200  # exp(5 / -0.01), finite
     assert math.isnan(recon_gain(float("nan"), 30.0, 5.0, higher_is_better=False))
 
 

@@ -4,6 +4,7 @@ preprocessing, folds its BNs, reconstructs at block granularity with the masks i
 mmengine checkpoints whose metadata torch's weights-only unpickler refuses. Its detections equal
 mmdet's test loop on the same images read from disk, and the DET task's mAP equals mmdet's
 CocoMetric. Without OpenMMLab these tests skip, naming `make install-mm`."""
+
 from __future__ import annotations
 
 import collections
@@ -32,8 +33,14 @@ except ConfigError as e:
     MM_MISSING = str(e)
 needs_mm = pytest.mark.skipif(MM_MISSING is not None, reason=str(MM_MISSING))  # the reason names `make install-mm`
 
-CFG = {"name": "mmdet_retinanet_digits", "source": "mmdet", "config": "retinanet_r18_digits.py",
-       "family": "mmdet_retinanet", "weights": "none", "trained_on": "digits_det"}
+CFG = {
+    "name": "mmdet_retinanet_digits",
+    "source": "mmdet",
+    "config": "retinanet_r18_digits.py",
+    "family": "mmdet_retinanet",
+    "weights": "none",
+    "trained_on": "digits_det",
+}
 TASK = DetectionTask(batch_size=8)
 CALIB = {"num_samples": 4, "seed": 0}
 # ResNet-18: stem + 8 BasicBlocks x 2 convs + 3 downsamples; FPN: 3 laterals, 3 outputs, P6, P7; 2 + 2 tower convs + 2
@@ -47,8 +54,9 @@ def _model(**knobs):
 
 
 def _digits(num_test=16):
-    return build_data(OmegaConf.create({"name": "digits_det", "num_train": 64, "num_test": num_test}),
-                      OmegaConf.create(CALIB))
+    return build_data(
+        OmegaConf.create({"name": "digits_det", "num_train": 64, "num_test": num_test}), OmegaConf.create(CALIB)
+    )
 
 
 def test_mmdet_source_without_openmmlab_names_make_install_mm(make_cfg):
@@ -61,8 +69,9 @@ def test_mmdet_source_without_openmmlab_names_make_install_mm(make_cfg):
 @needs_mm
 def test_mmdet_config_errors_name_the_knob(make_cfg):
     with pytest.raises(ConfigError, match=r"model.config='nope.py' is not an mmdet config file.*retinanet_r18_digits"):
-        validate_config(make_cfg("task=det", "dataset=digits_det", "model=mmdet_retinanet_digits",
-                                 "model.config=nope.py"))
+        validate_config(
+            make_cfg("task=det", "dataset=digits_det", "model=mmdet_retinanet_digits", "model.config=nope.py")
+        )
     with pytest.raises(ConfigError, match=r"backbone reads 1-channel images, the dataset has 3"):
         build_model(OmegaConf.create(CFG), 10, 3, 64, "digits_det")
 
@@ -107,8 +116,11 @@ def test_mmdet_retinanet_runs_det_task_folds_bn_and_lists_units_in_order():
         assert len(units) == n_units, granularity
         seen, hooks = [], []
         for u in units:
-            hooks.append(model.get_submodule(u.modules[0]).register_forward_pre_hook(
-                lambda _m, _a, name=u.name: None if name in seen else seen.append(name)))
+            hooks.append(
+                model.get_submodule(u.modules[0]).register_forward_pre_hook(
+                    lambda _m, _a, name=u.name: None if name in seen else seen.append(name)
+                )
+            )
         with torch.no_grad():
             TASK.forward_for_calibration(model, x[:1])
         for h in hooks:
@@ -120,10 +132,21 @@ def test_mmdet_retinanet_runs_det_task_folds_bn_and_lists_units_in_order():
 
 @needs_mm
 def test_cli_run_reconstructs_mmdet_blocks_with_masks_intact(make_cfg):
-    rec = run(make_cfg("task=det", "dataset=digits_det", "dataset.num_test=16", "calib.num_samples=8",
-                       "model=mmdet_retinanet_digits", "allocator=erk", "reconstruction=block",
-                       "reconstruction.iters=3", "reconstruction.batch_size=4", "reconstruction.progress=false",
-                       "sparsity.rate=0.6"))
+    rec = run(
+        make_cfg(
+            "task=det",
+            "dataset=digits_det",
+            "dataset.num_test=16",
+            "calib.num_samples=8",
+            "model=mmdet_retinanet_digits",
+            "allocator=erk",
+            "reconstruction=block",
+            "reconstruction.iters=3",
+            "reconstruction.batch_size=4",
+            "reconstruction.progress=false",
+            "sparsity.rate=0.6",
+        )
+    )
     assert rec["status"] == "ok" and rec["folded_bn"] == 20
     recon = rec["reconstruction"]
     assert recon["adapter"] == "mmdet_retinanet" and recon["unreconstructed_layers"] == []
@@ -145,9 +168,14 @@ def test_mmengine_checkpoint_round_trips_through_model_weights(tmp_path):
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     path = tmp_path / "epoch_12.pth"
-    torch.save({"meta": {"mmdet_version": "3.3.0", "epoch": 12, "cfg": ConfigDict(lr=0.01), "seed": np.int64(3)},
-                "state_dict": {f"module.{k}": v for k, v in model.detector.state_dict().items()},
-                "message_hub": {"log_scalars": {"loss": HistoryBuffer([1.0, 0.5], [1, 1])}}}, path)
+    torch.save(
+        {
+            "meta": {"mmdet_version": "3.3.0", "epoch": 12, "cfg": ConfigDict(lr=0.01), "seed": np.int64(3)},
+            "state_dict": {f"module.{k}": v for k, v in model.detector.state_dict().items()},
+            "message_hub": {"log_scalars": {"loss": HistoryBuffer([1.0, 0.5], [1, 1])}},
+        },
+        path,
+    )
     with pytest.raises(pickle.UnpicklingError):  # why the loader unpickles the metadata inertly
         torch.load(path, weights_only=True)
     loaded = _model(weights=str(path))
@@ -173,8 +201,16 @@ def _write_coco(tmp_path, data):
         images.append({"id": i, "file_name": f"{i}.png", "width": 64, "height": 64})
         for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": label, "bbox": [box[0], box[1], w, h],
-                         "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": label,
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": c, "name": str(c - 1)} for c in range(1, 11)]
     (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return tmp_path / "ann.json"
@@ -194,8 +230,13 @@ def test_detections_and_map_match_mmdet_test_loop_and_coco_metric(tmp_path):
     with torch.no_grad():  # scores near 0.5 instead of the 0.01 prior: 100 detections per canvas to compare
         model.detector.bbox_head.retina_cls.bias.zero_()
     classes = tuple(str(d) for d in range(10))
-    ds = CocoDataset(ann_file=str(ann), data_prefix={"img": str(tmp_path) + "/"}, metainfo={"classes": classes},
-                     pipeline=list(load_config(CFG["config"]).test_pipeline), test_mode=True)
+    ds = CocoDataset(
+        ann_file=str(ann),
+        data_prefix={"img": str(tmp_path) + "/"},
+        metainfo={"classes": classes},
+        pipeline=list(load_config(CFG["config"]).test_pipeline),
+        test_mode=True,
+    )
     metric = CocoMetric(ann_file=str(ann), metric="bbox")
     metric.dataset_meta = ds.metainfo
     ours, theirs = [], []
@@ -224,9 +265,12 @@ def test_detections_and_map_match_mmdet_test_loop_and_coco_metric(tmp_path):
         scores = torch.as_tensor(rng.uniform(0.3, 1.0, len(boxes)), dtype=torch.float32)
         labels = torch.where(torch.as_tensor(rng.uniform(size=len(boxes)) < 0.8), t["labels"], (t["labels"] % 10) + 1)
         near.append({"boxes": boxes, "scores": scores, "labels": labels})
-        metric.results.append(({"img_id": i, "width": 64, "height": 64},  # CocoMetric keeps (gt, prediction)
-                               {"img_id": i, "bboxes": boxes.numpy(), "scores": scores.numpy(),
-                                "labels": (labels - 1).numpy()}))
+        metric.results.append(
+            (
+                {"img_id": i, "width": 64, "height": 64},  # CocoMetric keeps (gt, prediction)
+                {"img_id": i, "bboxes": boxes.numpy(), "scores": scores.numpy(), "labels": (labels - 1).numpy()},
+            )
+        )
     mm = metric.compute_metrics(metric.results)
     mine = mean_average_precision(near, theirs)
     assert mine["map50"] > 0.3

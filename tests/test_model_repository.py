@@ -14,6 +14,7 @@ Every architecture is allocated by all three and masked (about 5 minutes on 2 co
 alone 100 s); PTSBENCH_TEST_QUICK=1 masks only the members of at most MASK_LIMIT prunable
 weights and checks the shape-only uniform/erk allocations on the rest, for quick local loops.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,21 +38,30 @@ from ptsbench.sparsity.masking import apply_masks, masks_for, measure_sparsity, 
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TABLE1 = {  # docs/methods.md#model-repository architecture -> conf/model/<name>.yaml
-    "ResNet-18": "resnet18", "ResNet-32": "cifar_resnet32", "ResNet-34": "resnet34", "ResNet-50": "resnet50",
-    "ResNet-56": "cifar_resnet56", "ResNet-101": "resnet101", "ResNet-152": "resnet152",
+    "ResNet-18": "resnet18",
+    "ResNet-32": "cifar_resnet32",
+    "ResNet-34": "resnet34",
+    "ResNet-50": "resnet50",
+    "ResNet-56": "cifar_resnet56",
+    "ResNet-101": "resnet101",
+    "ResNet-152": "resnet152",
     **{f"RegNetX-{mf}M": f"regnetx_{mf}m" for mf in (200, 400, 600, 800, 1600, 3200, 4000, 6400)},
     **{f"MobileNetV2-x{w}": f"mobilenetv2_x{w}" for w in ("0.5", "0.75", "1.0", "1.4")},
     **{f"MobileNetV3-x{w}": f"mobilenetv3_x{w}" for w in ("0.35", "0.5", "0.75", "1.0", "1.4")},
     **{f"ShuffleNetV2-x{w}": f"shufflenetv2_x{w}" for w in ("0.5", "1.0", "1.5", "2.0")},
-    "VGG-19": "vgg19", "VGG-19 (CIFAR)": "cifar_vgg19",
-    "ViT-B/16": "vit_b16", "ViT-B/32": "vit_b32", "ViT-L/16": "vit_l16",
-    "DeiT-Ti": "deit_ti", "DeiT-S": "deit_s", "DeiT-B": "deit_b",
+    "VGG-19": "vgg19",
+    "VGG-19 (CIFAR)": "cifar_vgg19",
+    "ViT-B/16": "vit_b16",
+    "ViT-B/32": "vit_b32",
+    "ViT-L/16": "vit_l16",
+    "DeiT-Ti": "deit_ti",
+    "DeiT-S": "deit_s",
+    "DeiT-B": "deit_b",
 }
 FAMILIES = {"resnet", "regnetx", "mobilenetv2", "mobilenetv3", "shufflenetv2", "vgg", "vit", "deit"}
 RATE = 0.7
 MASK_LIMIT = 2_500_000
 MASK_ALL = os.environ.get("PTSBENCH_TEST_QUICK") != "1"
-
 
 
 def model_cfg(name: str):
@@ -92,11 +102,17 @@ def check_units_replay(model: nn.Module, units, x: torch.Tensor) -> None:
     """Each unit's chain run alone on its captured input gives one of its last module's outputs."""
     inputs, outputs, handles = {}, defaultdict(list), []
     for name in {u.modules[0] for u in units}:
-        handles.append(model.get_submodule(name).register_forward_pre_hook(
-            lambda _m, args, name=name: inputs.setdefault(name, args[0].clone())))
+        handles.append(
+            model.get_submodule(name).register_forward_pre_hook(
+                lambda _m, args, name=name: inputs.setdefault(name, args[0].clone())
+            )
+        )
     for name in {u.modules[-1] for u in units}:
-        handles.append(model.get_submodule(name).register_forward_hook(
-            lambda _m, _a, out, name=name: outputs[name].append(out.clone())))
+        handles.append(
+            model.get_submodule(name).register_forward_hook(
+                lambda _m, _a, out, name=name: outputs[name].append(out.clone())
+            )
+        )
     try:
         model(x)
     finally:
@@ -174,7 +190,9 @@ def test_local_checkpoints_load_in_torchvision_and_timm_formats(tmp_path):
     cfg = model_cfg("resnet18")
     src = build_model(cfg, 10, 3, 32, "imagenet")
     # a training checkpoint: DDP prefixes, wrapped under "state_dict" beside other entries
-    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 3}, tmp_path / "r18.pth")
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 3}, tmp_path / "r18.pth"
+    )
     cfg.weights = str(tmp_path / "r18.pth")
     torch.manual_seed(1)
     assert _same_weights(src, build_model(cfg, 10, 3, 32, "imagenet"))
@@ -186,7 +204,9 @@ def test_local_checkpoints_load_in_torchvision_and_timm_formats(tmp_path):
     assert _same_weights(src, build_model(deit, 10, 3, 32, "imagenet"))
     # timm's filter adapts the checkpoint to the model as built: position embeddings of 4x4 -> 6x6 patches
     at_96 = build_model(deit, 10, 3, 96, "imagenet")
-    assert at_96.pos_embed.shape[1] == 1 + 36 and torch.equal(at_96.blocks[0].mlp.fc1.weight, src.blocks[0].mlp.fc1.weight)
+    assert at_96.pos_embed.shape[1] == 1 + 36 and torch.equal(
+        at_96.blocks[0].mlp.fc1.weight, src.blocks[0].mlp.fc1.weight
+    )
 
     other = model_cfg("resnet34")
     other.weights = str(tmp_path / "r18.pth")
@@ -200,17 +220,26 @@ def test_missing_checkpoints_say_how_to_point_at_the_weights(tmp_path, make_cfg)
     with pytest.raises(ConfigError, match=r"checkpoint '.*nowhere.pth' not found; .*model.weights=/path/to/ckpt.pt"):
         weights_path(cfg, "imagenet")
     cfg.weights = "timm"
-    with pytest.raises(ConfigError, match="model.weights=timm loads timm's published weights, but model 'resnet18' "
-                                          "is built by model.source=torchvision"):
+    with pytest.raises(
+        ConfigError,
+        match="model.weights=timm loads timm's published weights, but model 'resnet18' "
+        "is built by model.source=torchvision",
+    ):
         weights_path(cfg, "imagenet")
     v2 = OmegaConf.load(CONF / "model" / "mobilenetv2_x0.5.yaml")
     v2.weights = "torchvision"
-    with pytest.raises(ConfigError, match=r"torchvision publishes no weights for 'mobilenetv2_x0.5'.*"
-                                          r"model.weights=/path/to/mobilenetv2_x0.5.pth"):
+    with pytest.raises(
+        ConfigError,
+        match=r"torchvision publishes no weights for 'mobilenetv2_x0.5'.*"
+        r"model.weights=/path/to/mobilenetv2_x0.5.pth",
+    ):
         weights_path(v2, "imagenet")
     # a model whose weights no library publishes must be given them (or weights=none)
-    with pytest.raises(ConfigError, match=r"model.weights is required: no library publishes weights for model "
-                                          r"'cifar_resnet56'; pass a local checkpoint, model.weights=/path/to/"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.weights is required: no library publishes weights for model "
+        r"'cifar_resnet56'; pass a local checkpoint, model.weights=/path/to/",
+    ):
         validate_config(make_cfg("model=cifar_resnet56", "dataset=cifar10", f"dataset.root={tmp_path}"))
 
 
@@ -222,13 +251,18 @@ def test_published_weights_are_read_from_the_local_caches_only(tmp_path, monkeyp
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     r18 = model_cfg("resnet18")
     r18.weights = "torchvision"
-    with pytest.raises(ConfigError, match=r"weights 'ResNet18_Weights.IMAGENET1K_V1' are not in the local cache, and "
-                                          r"PTSBench never downloads. Looked for: .*torch/hub/checkpoints/"
-                                          r"resnet18-f37072fd.pth.*model.weights=/path/to/resnet18-f37072fd.pth"):
+    with pytest.raises(
+        ConfigError,
+        match=r"weights 'ResNet18_Weights.IMAGENET1K_V1' are not in the local cache, and "
+        r"PTSBench never downloads. Looked for: .*torch/hub/checkpoints/"
+        r"resnet18-f37072fd.pth.*model.weights=/path/to/resnet18-f37072fd.pth",
+    ):
         weights_path(r18, "imagenet")
     deit = model_cfg("deit_ti")
     deit.weights = "timm"
-    with pytest.raises(ConfigError, match=r"models--timm--deit_tiny_patch16_224.fb_in1k/snapshots/\*/model.safetensors"):
+    with pytest.raises(
+        ConfigError, match=r"models--timm--deit_tiny_patch16_224.fb_in1k/snapshots/\*/model.safetensors"
+    ):
         weights_path(deit, "imagenet")
 
     # the same files, once in the caches, are found and loaded

@@ -1,4 +1,5 @@
 """The pipeline's small parts: phase timing/attribution and the budget around excluded layers."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,11 +20,14 @@ def test_phases_time_what_completes_and_name_the_one_that_raised():
     assert list(timing) == ["build"] and timing["build"] >= 0.0
 
 
-@pytest.mark.parametrize("rate,total,included,expected", [
-    (0.5, 100, 100, 0.5),     # nothing excluded: the rate itself
-    (0.5, 100, 80, 0.625),    # 20 dense weights still count: 50 zeros among the 80 included
-    (0.0, 100, 10, 0.0),
-])
+@pytest.mark.parametrize(
+    "rate,total,included,expected",
+    [
+        (0.5, 100, 100, 0.5),  # nothing excluded: the rate itself
+        (0.5, 100, 80, 0.625),  # 20 dense weights still count: 50 zeros among the 80 included
+        (0.0, 100, 10, 0.0),
+    ],
+)
 def test_rate_over_included_keeps_the_global_count(rate, total, included, expected):
     inner = rate_over_included(rate, total, included)
     assert inner == pytest.approx(expected)

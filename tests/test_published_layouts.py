@@ -3,6 +3,7 @@ dicts load into the project's SSD ports with the repository's priors. The synthe
 below are written from that repository's architecture (parameter names and shapes of its
 ``MobileNetV1``/``MobileNetV2`` base nets, extras and headers), not from the project's modules, so a
 wrong key map or a wrong shape fails the strict load."""
+
 from __future__ import annotations
 
 import math
@@ -15,15 +16,24 @@ from ptsbench.models import build_model
 from ptsbench.models.detection_pytorch_ssd import pytorch_ssd_priors
 
 VOC_CLASSES = 21  # 20 VOC classes + background, as the published models
-MB1 = [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512)] + [(512, 512)] * 5 \
+MB1 = (
+    [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512)]
+    + [(512, 512)] * 5
     + [(512, 1024), (1024, 1024)]
+)
 MB2_SETTING = [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]
 
 
 def _bn(state, prefix, c):
-    state.update({f"{prefix}.weight": torch.rand(c) + 0.5, f"{prefix}.bias": torch.randn(c),
-                  f"{prefix}.running_mean": torch.randn(c), f"{prefix}.running_var": torch.rand(c) + 0.5,
-                  f"{prefix}.num_batches_tracked": torch.tensor(7)})
+    state.update(
+        {
+            f"{prefix}.weight": torch.rand(c) + 0.5,
+            f"{prefix}.bias": torch.randn(c),
+            f"{prefix}.running_mean": torch.randn(c),
+            f"{prefix}.running_var": torch.rand(c) + 0.5,
+            f"{prefix}.num_batches_tracked": torch.tensor(7),
+        }
+    )
 
 
 def _conv(state, prefix, cout, cin, k, bias=False):
@@ -102,9 +112,11 @@ def test_pytorch_ssd_checkpoint_loads_strictly(arch, layout, tmp_path):
     torch.save(state, path)  # the repository saves a bare state dict
     model = _build(arch, path)  # strict load: a missing or unexpected key raises ConfigError
     own = model.state_dict()
-    assert sum(v.numel() for k, v in own.items() if "num_batches" not in k) == \
-        sum(v.numel() for k, v in state.items() if "num_batches" not in k) - \
-        sum(v.numel() for k, v in state.items() if k.endswith(".0.bias") and "_headers." in k and arch == "mb2_ssd_lite")
+    assert sum(v.numel() for k, v in own.items() if "num_batches" not in k) == sum(
+        v.numel() for k, v in state.items() if "num_batches" not in k
+    ) - sum(
+        v.numel() for k, v in state.items() if k.endswith(".0.bias") and "_headers." in k and arch == "mb2_ssd_lite"
+    )
     # the stem and the first classification header land where the forward pass uses them
     assert torch.equal(own["backbone.stages.0.0.0.weight"], state["base_net.0.0.weight"])
     with torch.no_grad():

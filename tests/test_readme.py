@@ -7,6 +7,7 @@
   pinned to the folder the command names or defaults to, so an aggregation line that reads another
   folder than its sweep wrote fails here as it would for a user (ptsbench-aggregate exits 1 on no runs).
 """
+
 from __future__ import annotations
 
 import os
@@ -68,12 +69,18 @@ def test_the_readme_lines_are_classified_as_documented():
 
 @pytest.mark.slow
 def test_every_readme_command_runs_as_written(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
     for line in bash_lines(README.read_text()):
         command = as_tested(line)
         if command is None:
             continue
-        proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=1800)
-        assert proc.returncode == 0, f"README line `{line}` ran as `{command}`:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800
+        )
+        assert proc.returncode == 0, (
+            f"README line `{line}` ran as `{command}`:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )

@@ -4,6 +4,7 @@ Tiny generated copies of each layout go through the real loaders: labels, the mo
 transform recomputed by hand, calibration draws, the uint8 evaluation cache, the errors that
 tell a user how to point at the data, and one CLI run on a generated ImageNet folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,6 @@ CONF = ROOT / "conf"
 WNIDS = ("n01440764", "n15075141")  # the first and the last ImageNet-1K class: labels 0 and 999
 
 
-
 def make_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for split, n in per_class.items():
@@ -49,8 +49,9 @@ def imagenet_root(tmp_path_factory) -> Path:
 
 
 def imagenet_cfg(root, **extra):
-    return OmegaConf.merge(OmegaConf.load(CONF / "dataset" / "imagenet.yaml"),
-                           {"root": str(root), "num_workers": 0, **extra})
+    return OmegaConf.merge(
+        OmegaConf.load(CONF / "dataset" / "imagenet.yaml"), {"root": str(root), "num_workers": 0, **extra}
+    )
 
 
 def model_cfg(name: str):
@@ -73,7 +74,9 @@ def test_eval_transform_is_the_one_of_the_weights():
 
 
 def test_imagenet_folder_loads_with_wnid_labels_and_the_model_transform(imagenet_root):
-    data = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("resnet18")))
+    data = build_data(
+        imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("resnet18"))
+    )
     assert (data.num_classes, data.in_chans, data.img_size, len(data.test)) == (1000, 3, 32, 6)
     assert sorted({y for _, y in data.test}) == [0, 999]
     # recompute one val image by hand: resize short side to 36, center-crop 32, normalise
@@ -88,7 +91,9 @@ def test_imagenet_folder_loads_with_wnid_labels_and_the_model_transform(imagenet
     assert (x - ref).abs().max() < 0.05  # PIL's and torchvision's antialiased resize round differently
     # calibration: 5 training images drawn with the seed, preprocessed like the test split
     assert data.calib_inputs.shape == (5, 3, 32, 32) and data.calib_inputs.dtype == torch.float32
-    again = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("resnet18")))
+    again = build_data(
+        imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("resnet18"))
+    )
     assert np.array_equal(again.calib_indices, data.calib_indices)
     assert torch.equal(data.calib_inputs[2], data.train[int(data.calib_indices[2])][0])
 
@@ -100,20 +105,34 @@ def test_non_wordnet_class_folders_take_their_sorted_position():
 
 
 def test_eval_cache_is_written_once_and_gives_identical_batches(imagenet_root, tmp_path):
-    plain = build_data(imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("deit_ti")))
-    cached = build_data(imagenet_cfg(imagenet_root, img_size=32, eval_cache=True), CALIB,
-                        preprocess=eval_preprocess(model_cfg("deit_ti")), cache_dir=tmp_path)
+    plain = build_data(
+        imagenet_cfg(imagenet_root, img_size=32), CALIB, preprocess=eval_preprocess(model_cfg("deit_ti"))
+    )
+    cached = build_data(
+        imagenet_cfg(imagenet_root, img_size=32, eval_cache=True),
+        CALIB,
+        preprocess=eval_preprocess(model_cfg("deit_ti")),
+        cache_dir=tmp_path,
+    )
     files = list((tmp_path / "eval").glob("imagenet-val-*.npy"))
     assert len(files) == 2 and cached.meta["eval_cache"] in map(str, files)  # images + labels
     cache_file = Path(cached.meta["eval_cache"])
     mtime = cache_file.stat().st_mtime_ns
-    reused = build_data(imagenet_cfg(imagenet_root, img_size=32, eval_cache=True), CALIB,
-                        preprocess=eval_preprocess(model_cfg("deit_ti")), cache_dir=tmp_path)
+    reused = build_data(
+        imagenet_cfg(imagenet_root, img_size=32, eval_cache=True),
+        CALIB,
+        preprocess=eval_preprocess(model_cfg("deit_ti")),
+        cache_dir=tmp_path,
+    )
     assert reused.meta["eval_cache"] == str(cache_file) and cache_file.stat().st_mtime_ns == mtime
     for (xa, ya), (xb, yb) in zip(plain.test_loader(4), reused.test_loader(4)):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    other = build_data(imagenet_cfg(imagenet_root, img_size=40, eval_cache=True), CALIB,
-                       preprocess=eval_preprocess(model_cfg("deit_ti")), cache_dir=tmp_path)
+    other = build_data(
+        imagenet_cfg(imagenet_root, img_size=40, eval_cache=True),
+        CALIB,
+        preprocess=eval_preprocess(model_cfg("deit_ti")),
+        cache_dir=tmp_path,
+    )
     assert other.meta["eval_cache"] != str(cache_file)  # another transform, another cache
 
 
@@ -121,11 +140,15 @@ def write_cifar(root: Path, name: str, per_file: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     folder, files, key, classes = {
         "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels", 10),
-        "cifar100": ("cifar-100-python", ["train", "test"], "fine_labels", 100)}[name]
+        "cifar100": ("cifar-100-python", ["train", "test"], "fine_labels", 100),
+    }[name]
     (root / folder).mkdir(parents=True)
     for f in files:
-        entry = {"data": rng.integers(0, 256, size=(per_file, 3072), dtype=np.uint8),
-                 key: rng.integers(0, classes, size=per_file).tolist(), "batch_label": f}
+        entry = {
+            "data": rng.integers(0, 256, size=(per_file, 3072), dtype=np.uint8),
+            key: rng.integers(0, classes, size=per_file).tolist(),
+            "batch_label": f,
+        }
         with open(root / folder / f, "wb") as fh:
             pickle.dump(entry, fh)
     return root / folder
@@ -165,25 +188,49 @@ def test_unset_dataset_root_says_how_to_point_at_the_data():
 
 def test_wrong_dataset_roots_name_the_expected_layout(tmp_path, imagenet_root):
     with pytest.raises(ConfigError, match=r"dataset.root='/no/such/imagenet' does not exist.*<root>/val/<class>"):
-        validate_config(compose("model=resnet18", "model.weights=none", "dataset=imagenet",
-                                "dataset.root=/no/such/imagenet"))
+        validate_config(
+            compose("model=resnet18", "model.weights=none", "dataset=imagenet", "dataset.root=/no/such/imagenet")
+        )
     (tmp_path / "only_train" / "train" / "n01440764").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"has no val/ folder of class subfolders"):
-        validate_config(compose("model=resnet18", "model.weights=none", "dataset=imagenet",
-                                f"dataset.root={tmp_path / 'only_train'}"))
-    with pytest.raises(ConfigError, match=r"does not hold the cifar10 batch files; expected <root>/cifar-10-batches-py/"):
-        validate_config(compose("model=cifar_resnet32", "model.weights=none", "dataset=cifar10",
-                                f"dataset.root={tmp_path}"))
+        validate_config(
+            compose(
+                "model=resnet18", "model.weights=none", "dataset=imagenet", f"dataset.root={tmp_path / 'only_train'}"
+            )
+        )
+    with pytest.raises(
+        ConfigError, match=r"does not hold the cifar10 batch files; expected <root>/cifar-10-batches-py/"
+    ):
+        validate_config(
+            compose("model=cifar_resnet32", "model.weights=none", "dataset=cifar10", f"dataset.root={tmp_path}")
+        )
 
 
 @pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep
 def test_cli_runs_resnet18_on_a_generated_imagenet_folder(imagenet_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "ptsbench.run", "model=resnet18", "dataset=imagenet", f"dataset.root={imagenet_root}",
-         "model.weights=none", "dataset.img_size=32", "dataset.num_workers=0", "calib.num_samples=4",
-         "allocator=erk", "sparsity.rate=0.6", "device=cpu", f"paths.output_dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "ptsbench.run",
+            "model=resnet18",
+            "dataset=imagenet",
+            f"dataset.root={imagenet_root}",
+            "model.weights=none",
+            "dataset.img_size=32",
+            "dataset.num_workers=0",
+            "calib.num_samples=4",
+            "allocator=erk",
+            "sparsity.rate=0.6",
+            "device=cpu",
+            f"paths.output_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = (tmp_path / "records").glob("*.json")
     rec = json.loads(path.read_text())

@@ -1,5 +1,6 @@
 """Reconstruction (track 2, docs/methods.md#reconstruction): units per granularity, input semantics, fixed masks,
 error correction (Eq. 1) against a hand-computed example, loss decrease on the embedded data."""
+
 from __future__ import annotations
 
 import copy
@@ -24,9 +25,23 @@ from ptsbench.sparsity.masking import apply_masks, masks_for
 
 
 def recon_cfg(**kw):
-    base = dict(input="sparse", error_correction=False, iters=10, batch_size=16, optimizer="sgd", lr=None,
-                lr_bias=None, momentum=None, offload="auto", amp="auto", cuda_graphs="auto",
-                channels_last="auto", chunk_size=256, seed=0, progress=False)
+    base = dict(
+        input="sparse",
+        error_correction=False,
+        iters=10,
+        batch_size=16,
+        optimizer="sgd",
+        lr=None,
+        lr_bias=None,
+        momentum=None,
+        offload="auto",
+        amp="auto",
+        cuda_graphs="auto",
+        channels_last="auto",
+        chunk_size=256,
+        seed=0,
+        progress=False,
+    )
     return OmegaConf.create({**base, **kw})
 
 
@@ -103,10 +118,22 @@ def test_vit_units_and_deit_alias():
     model = zoo.ZOO_ARCHS.get("small_vit_d64")(10, 1, 28).eval()
     ad = get_adapter("vit")
     assert type(get_adapter("deit")) is type(ad)
-    assert names(ad.units(model, "block")) == ["patch_embed.proj", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "head"]
+    assert names(ad.units(model, "block")) == [
+        "patch_embed.proj",
+        "blocks.0",
+        "blocks.1",
+        "blocks.2",
+        "blocks.3",
+        "head",
+    ]
     layer = ad.units(model, "layer")
-    assert names(layer)[:5] == ["patch_embed.proj", "blocks.0.attn.qkv", "blocks.0.attn.proj",
-                                "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
+    assert names(layer)[:5] == [
+        "patch_embed.proj",
+        "blocks.0.attn.qkv",
+        "blocks.0.attn.proj",
+        "blocks.0.mlp.fc1",
+        "blocks.0.mlp.fc2",
+    ]
     assert layer[3].modules == ("blocks.0.mlp.fc1", "blocks.0.mlp.act")
     assert [u.modules for u in ad.units(model, "single")][3] == ("blocks.0.mlp.fc1",)
     for g in ("single", "layer", "block"):
@@ -158,8 +185,9 @@ def test_units_are_fed_the_documented_tensors(monkeypatch, input_mode):
         return real_train(chain, weights, m, biases, x, y, s, device, progress)
 
     monkeypatch.setattr(granular, "train_unit", spy)
-    RECONSTRUCTORS.get("layer")(sparse, dense, masks, calib, recon_cfg(input=input_mode, iters=30, lr=0.05),
-                                "cpu", adapter=TwoUnitAdapter())
+    RECONSTRUCTORS.get("layer")(
+        sparse, dense, masks, calib, recon_cfg(input=input_mode, iters=30, lr=0.05), "cpu", adapter=TwoUnitAdapter()
+    )
     with torch.no_grad():
         dense_h = dense[1](dense[0](calib))
         after_h = sparse[1](sparse[0](calib))  # layer 0 as reconstructed by unit 1
@@ -182,8 +210,16 @@ def test_sparse_input_without_a_direct_link_runs_the_sparse_prefix():
         assert torch.allclose(x.data, 2 * sparse[1](sparse[0](calib)))
         assert torch.allclose(y.data, dense[2](2 * dense[1](dense[0](calib))))
     assert feeder.shortcuts == 0
-    ref_x, ref_y = unit_tensors(units[1].modules, sparse_m, dense_m, calib, lambda m, x: m(x), "sparse",
-                                torch.device("cpu"), torch.device("cpu"))
+    ref_x, ref_y = unit_tensors(
+        units[1].modules,
+        sparse_m,
+        dense_m,
+        calib,
+        lambda m, x: m(x),
+        "sparse",
+        torch.device("cpu"),
+        torch.device("cpu"),
+    )
     assert torch.equal(ref_x.data, x.data) and torch.allclose(ref_y.data, y.data)
 
 
@@ -202,8 +238,12 @@ def test_error_correction_matches_hand_computed_channels():
     lam0 = (1.25 / 3.1875) ** 0.5
     # channel 1: W_d=[-2,0,2,4] (mean 1, var 5), W_s=[-2,0,0,4] (mean 0.5, var 4.75)
     lam1 = (5.0 / 4.75) ** 0.5
-    w_expected = torch.tensor([[0.0, 0.0, 3 * lam0 + 2.5 - 1.75 * lam0, 4 * lam0 + 2.5 - 1.75 * lam0],
-                               [-2 * lam1 + 1 - 0.5 * lam1, 0.0, 0.0, 4 * lam1 + 1 - 0.5 * lam1]])
+    w_expected = torch.tensor(
+        [
+            [0.0, 0.0, 3 * lam0 + 2.5 - 1.75 * lam0, 4 * lam0 + 2.5 - 1.75 * lam0],
+            [-2 * lam1 + 1 - 0.5 * lam1, 0.0, 0.0, 4 * lam1 + 1 - 0.5 * lam1],
+        ]
+    )
     assert torch.allclose(sparse[0].weight, w_expected, atol=1e-6)
     # bias: b_d + mean(x) . (W_d - W_hat) per row
     shift = 0.5 * (dense[0].weight - w_expected).sum(1)
@@ -215,8 +255,9 @@ def test_error_correction_in_the_engine_equals_the_one_pass_version():
     dense, sparse, masks, calib = toy_pair(seed=1)
     reference = copy.deepcopy(sparse)
     apply_error_correction(reference, dense, masks, calib, lambda m, x: m(x), torch.device("cpu"))
-    rep = RECONSTRUCTORS.get("layer")(sparse, dense, masks, calib, recon_cfg(error_correction=True, iters=0),
-                                      "cpu", adapter=TwoUnitAdapter())
+    rep = RECONSTRUCTORS.get("layer")(
+        sparse, dense, masks, calib, recon_cfg(error_correction=True, iters=0), "cpu", adapter=TwoUnitAdapter()
+    )
     for a, b in zip(sparse.parameters(), reference.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     assert all(u["loss_after"] == u["loss_after_correction"] for u in rep["units"])
@@ -224,10 +265,11 @@ def test_error_correction_in_the_engine_equals_the_one_pass_version():
 
 # ---------------------------------------------------------------- real models: loss down, masks kept
 def zoo_setup(arch: str, rate: float, weights: str = "zoo", n_calib: int = 64):
-    data = build_data(OmegaConf.create({"name": "mnist5k", "num_test": 1000, "split_seed": 0}),
-                      OmegaConf.create({"num_samples": n_calib, "seed": 0}))
-    model = build_model(OmegaConf.create({"arch": arch, "weights": weights, "source": "zoo"}),
-                        10, 1, 28, "mnist5k")
+    data = build_data(
+        OmegaConf.create({"name": "mnist5k", "num_test": 1000, "split_seed": 0}),
+        OmegaConf.create({"num_samples": n_calib, "seed": 0}),
+    )
+    model = build_model(OmegaConf.create({"arch": arch, "weights": weights, "source": "zoo"}), 10, 1, 28, "mnist5k")
     folded(model)
     dense = copy.deepcopy(model)
     for p in dense.parameters():
@@ -238,16 +280,20 @@ def zoo_setup(arch: str, rate: float, weights: str = "zoo", n_calib: int = 64):
     return model, dense, masks, data.calib_inputs
 
 
-@pytest.mark.parametrize("arch,family,granularity,weights,correct", [
-    ("cifar_resnet20", "resnet", "block", "zoo", True),
-    ("small_vit_d64", "vit", "layer", "none", False),
-    ("small_mobilenetv2_x0.5", "mobilenetv2", "single", "none", False),
-])
+@pytest.mark.parametrize(
+    "arch,family,granularity,weights,correct",
+    [
+        ("cifar_resnet20", "resnet", "block", "zoo", True),
+        ("small_vit_d64", "vit", "layer", "none", False),
+        ("small_mobilenetv2_x0.5", "mobilenetv2", "single", "none", False),
+    ],
+)
 def test_reconstruction_lowers_every_unit_loss_and_keeps_the_masks(arch, family, granularity, weights, correct):
     torch.manual_seed(0)
     model, dense, masks, calib = zoo_setup(arch, 0.7, weights)
-    rep = RECONSTRUCTORS.get(granularity)(model, dense, masks, calib, recon_cfg(iters=12, error_correction=correct),
-                                          "cpu", adapter=get_adapter(family))
+    rep = RECONSTRUCTORS.get(granularity)(
+        model, dense, masks, calib, recon_cfg(iters=12, error_correction=correct), "cpu", adapter=get_adapter(family)
+    )
     assert rep["unreconstructed_layers"] == [] and len(rep["units"]) == rep["num_units"]
     for u in rep["units"]:
         if u["loss_before"] > 1e-9:
@@ -261,8 +307,15 @@ def test_reconstruction_lowers_every_unit_loss_and_keeps_the_masks(arch, family,
 def test_pipeline_records_units_and_keeps_achieved_sparsity(make_cfg):
     common = ["allocator=erk", "sparsity.rate=0.8", "calib.num_samples=64"]
     base = run(make_cfg(*common))
-    rec = run(make_cfg(*common, "reconstruction=block", "reconstruction.iters=8", "reconstruction.batch_size=16",
-                       "reconstruction.progress=false"))
+    rec = run(
+        make_cfg(
+            *common,
+            "reconstruction=block",
+            "reconstruction.iters=8",
+            "reconstruction.batch_size=16",
+            "reconstruction.progress=false",
+        )
+    )
     assert rec["choices"]["reconstruction"] == "block"
     assert rec["sparsity"]["zeros"] == base["sparsity"]["zeros"]
     assert rec["sparsity"]["achieved_per_layer"] == base["sparsity"]["achieved_per_layer"]
@@ -272,11 +325,14 @@ def test_pipeline_records_units_and_keeps_achieved_sparsity(make_cfg):
     assert rec["reconstruction"]["input"] == "sparse" and rec["sparse"]["top1"] > base["sparse"]["top1"]
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("reconstruction.input=noisy", "reconstruction.input='noisy'; valid choices: sparse, dense"),
-    ("reconstruction.optimizer=lbfgs", "valid choices: sgd, adam"),
-    ("reconstruction.iters=-1", "reconstruction.iters=-1 must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("reconstruction.input=noisy", "reconstruction.input='noisy'; valid choices: sparse, dense"),
+        ("reconstruction.optimizer=lbfgs", "valid choices: sgd, adam"),
+        ("reconstruction.iters=-1", "reconstruction.iters=-1 must be an integer >= 0"),
+    ],
+)
 def test_bad_reconstruction_knobs_fail_before_any_work(make_cfg, tmp_path, override, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         run(make_cfg("reconstruction=block", override))
@@ -312,8 +368,11 @@ def test_fast_path_knobs_bf16_and_channels_last_run_on_cpu():
 
 @pytest.mark.parametrize("family", ["nosuchnet", "generic"])
 def test_layer_or_block_units_of_an_unknown_family_are_refused_naming_the_known_ones(make_cfg, tmp_path, family):
-    with pytest.raises(ConfigError, match=rf"reconstruction=block needs the block units .* model.family='{family}' "
-                                          r"has no adapter; known families: .*mobilenetv2, .*resnet, .*vit"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"reconstruction=block needs the block units .* model.family='{family}' "
+        r"has no adapter; known families: .*mobilenetv2, .*resnet, .*vit",
+    ):
         run(make_cfg("reconstruction=block", f"model.family={family}"))
     assert not (tmp_path / "out" / "records").exists()
 

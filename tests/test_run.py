@@ -1,4 +1,5 @@
 """The run pipeline end to end: records, skipping, bad input, failures (docs/records.md)."""
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,15 @@ def test_unknown_exclude_glob_names_the_knob(make_cfg, tmp_path):
 
 def test_missing_dataset_root_explains_the_fix(make_cfg):
     with pytest.raises(ConfigError, match=r"dataset.root='/no/such/dir' does not exist; point it at"):
-        run(make_cfg("task=det", "model=zoo_retinanet_digits", "model.weights=none", "dataset=coco2017",
-                     "dataset.root=/no/such/dir"))
+        run(
+            make_cfg(
+                "task=det",
+                "model=zoo_retinanet_digits",
+                "model.weights=none",
+                "dataset=coco2017",
+                "dataset.root=/no/such/dir",
+            )
+        )
 
 
 def test_unknown_allocator_name_lists_valid_choices(make_cfg):
@@ -91,8 +99,12 @@ def test_unknown_group_option_lists_available_options(make_cfg):
 
 
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ptsbench.run", "sparsity.rate=1.2", f"paths.output_dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptsbench.run", "sparsity.rate=1.2", f"paths.output_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "sparsity.rate=1.2 is outside [0, 1)" in proc.stderr
 
@@ -128,15 +140,29 @@ def test_schema_validation_rejects_malformed_records(make_cfg):
 
 @pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep
 def test_cli_multirun_writes_one_record_per_cell_in_override_named_dirs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ptsbench.run", "-m", "allocator=uniform,l2norm",
-                           "sparsity.rate=0.5", "calib.num_samples=32", f"paths.output_dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptsbench.run",
+            "-m",
+            "allocator=uniform,l2norm",
+            "sparsity.rate=0.5",
+            "calib.num_samples=32",
+            f"paths.output_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = sorted(p.name for p in (tmp_path / "records").glob("*.json"))
     assert len(records) == 2 and any("-uniform-" in r for r in records) and any("-l2norm-" in r for r in records)
     subdirs = sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir())
-    assert subdirs == ["allocator=l2norm,calib.num_samples=32,sparsity.rate=0.5",
-                       "allocator=uniform,calib.num_samples=32,sparsity.rate=0.5"]
+    assert subdirs == [
+        "allocator=l2norm,calib.num_samples=32,sparsity.rate=0.5",
+        "allocator=uniform,calib.num_samples=32,sparsity.rate=0.5",
+    ]
 
 
 def test_the_allocator_is_built_once_per_run(make_cfg, monkeypatch):

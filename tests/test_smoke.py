@@ -1,4 +1,5 @@
 """``make smoke``: the paper-table experiments at smoke size on the embedded stand-ins complete and aggregate."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_smoke_runs_every_paper_table_experiment_and_aggregates(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "smoke.py"), "--out", str(tmp_path / "smoke")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "smoke.py"), "--out", str(tmp_path / "smoke")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for experiment in ("table2", "table4", "table3", "table6"):
         assert f"[smoke] experiment={experiment} debug=fast: exit 0 in" in proc.stdout

@@ -1,4 +1,5 @@
 """PTSBench: a post-training sparsity benchmark for vision models."""
+
 from pathlib import Path
 
 __version__ = "0.1.0"

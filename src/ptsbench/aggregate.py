@@ -13,6 +13,7 @@ fatal; ``--strict`` turns them into exit status 3 (for CI).
 
 Formulas: ``ptsbench.metrics``; table rules: the docstrings of ``ptsbench.tables.*``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,8 @@ def _gaps_summary(gaps, failed_runs, limit: int = 20) -> str:
     if len(gaps):
         keys = ["table", "row", "kind", "task", "rate"]
         g = gaps.assign(**{k: gaps[k].map(_cell) for k in keys if k in gaps}).groupby(
-            [k for k in keys if k in gaps], sort=False)
+            [k for k in keys if k in gaps], sort=False
+        )
         lines += ["| table | row | kind | task | rate | runs | models |", "|---|---|---|---|---|--:|---|"]
         for n, (key, grp) in enumerate(g):
             if n == limit:
@@ -65,22 +67,39 @@ def _gaps_summary(gaps, failed_runs, limit: int = 20) -> str:
             lines.append("| " + " | ".join(map(str, key)) + f" | {len(grp)} | {', '.join(models[:3])}{more} |")
     if len(failed_runs):
         lines += ["", f"Failed runs ({len(failed_runs)}):"]
-        lines += [f"- {r['name']}: {r['error'] or 'no metrics in record'}" for _, r in failed_runs.head(limit).iterrows()]
+        lines += [
+            f"- {r['name']}: {r['error'] or 'no metrics in record'}" for _, r in failed_runs.head(limit).iterrows()
+        ]
         if len(failed_runs) > limit:
             lines.append(f"- ... {len(failed_runs) - limit} more in gaps.md")
     return "\n".join(lines) + "\n"
 
 
-def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocator: str = "l2norm",
-              plots: bool = True, echo=print, matched: bool = True, recon_baseline: dict | None = None) -> dict:
+def aggregate(
+    records_dir: str | Path,
+    out_dir: str | Path | None,
+    model_allocator: str = "l2norm",
+    plots: bool = True,
+    echo=print,
+    matched: bool = True,
+    recon_baseline: dict | None = None,
+) -> dict:
     """Build, write (when ``out_dir``) and echo the tables and findings; returns a summary dict."""
     runset = load_runs(records_dir)
-    summary = {"findings": [], "files": runset.files, "runs": len(runset.runs), "ok": len(runset.ok), "failed": len(runset.failed),
-               "duplicates": runset.duplicates, "unreadable": len(runset.unreadable), "gaps": 0, "tables": [],
-               "plots": []}
+    summary = {
+        "findings": [],
+        "files": runset.files,
+        "runs": len(runset.runs),
+        "ok": len(runset.ok),
+        "failed": len(runset.failed),
+        "duplicates": runset.duplicates,
+        "unreadable": len(runset.unreadable),
+        "gaps": 0,
+        "tables": [],
+        "plots": [],
+    }
     if runset.runs.empty:
-        echo(f"no run records under {records_dir}"
-             + "".join(f"\n- unreadable: {u}" for u in runset.unreadable))
+        echo(f"no run records under {records_dir}" + "".join(f"\n- unreadable: {u}" for u in runset.unreadable))
         return summary
     tables, sizes = build_tables(runset, model_allocator, matched, recon_baseline)
     findings = check_findings(tables, paper_methods(runset))
@@ -91,9 +110,11 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
     gaps = gaps_frame(tables)
     summary["gaps"] = len(gaps)
     markdown = "\n".join(to_markdown(t) for t in tables)
-    head = (f"PTSBench tables from {records_dir}: {summary['ok']} ok run(s), {summary['failed']} failed, "
-            f"{summary['duplicates']} duplicate record(s) dropped, {summary['unreadable']} unreadable file(s), "
-            f"{summary['gaps']} gap(s)")
+    head = (
+        f"PTSBench tables from {records_dir}: {summary['ok']} ok run(s), {summary['failed']} failed, "
+        f"{summary['duplicates']} duplicate record(s) dropped, {summary['unreadable']} unreadable file(s), "
+        f"{summary['gaps']} gap(s)"
+    )
     echo(f"\n{head}\n\n{markdown}\n{_gaps_summary(gaps, runset.failed)}")
     echo(findings_markdown(findings))
     if runset.unreadable:  # name them: a truncated or foreign file must be findable
@@ -118,8 +139,10 @@ def aggregate(records_dir: str | Path, out_dir: str | Path | None, model_allocat
 def _plots(runset, sizes, plot_dir: Path) -> list[Path]:
     from .plots.tracks import plot_allocations, plot_rate_curves, plot_size_loss
 
-    made = [plot_size_loss(sizes, plot_dir / "fig5_size_loss.png"),
-            plot_rate_curves(rate_curves(runset), plot_dir / "rate_curves_by_allocator.png")]
+    made = [
+        plot_size_loss(sizes, plot_dir / "fig5_size_loss.png"),
+        plot_rate_curves(rate_curves(runset), plot_dir / "rate_curves_by_allocator.png"),
+    ]
     made += plot_allocations(runset.ok, plot_dir)
     return [p for p in made if p is not None]
 
@@ -128,22 +151,33 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("records_dir", help="directory holding run records (searched recursively)")
     ap.add_argument("--out", default=None, help="directory for the table files (default: RECORDS_DIR/../tables)")
-    ap.add_argument("--model-allocator", default="l2norm",
-                    help="allocator whose no-reconstruction runs feed Tables 4 and 6 (paper: L2Norm); 'all' pools them")
+    ap.add_argument(
+        "--model-allocator",
+        default="l2norm",
+        help="allocator whose no-reconstruction runs feed Tables 4 and 6 (paper: L2Norm); 'all' pools them",
+    )
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    ap.add_argument("--unmatched", action="store_true",
-                    help="pool every run per cell instead of matching rows on common cells; Table 5 then leaves "
-                         "rows that lack cells unranked")
-    ap.add_argument("--recon-baseline", default="", metavar="KNOB=VALUE,...",
-                    help="Table 3 baseline the aspects vary around (default granularity=block,input=sparse,"
-                         "error_correction=false)")
+    ap.add_argument(
+        "--unmatched",
+        action="store_true",
+        help="pool every run per cell instead of matching rows on common cells; Table 5 then leaves "
+        "rows that lack cells unranked",
+    )
+    ap.add_argument(
+        "--recon-baseline",
+        default="",
+        metavar="KNOB=VALUE,...",
+        help="Table 3 baseline the aspects vary around (default granularity=block,input=sparse,error_correction=false)",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 3 when any run failed or a table has gaps")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     records = Path(args.records_dir)
     if not records.is_dir():
-        print(f"error: RECORDS_DIR '{records}' is not a directory; pass the sweep's records folder, "
-              "e.g. outputs/demo/records")
+        print(
+            f"error: RECORDS_DIR '{records}' is not a directory; pass the sweep's records folder, "
+            "e.g. outputs/demo/records"
+        )
         return 2
     try:
         baseline = parse_baseline(args.recon_baseline)
@@ -151,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}")
         return 2
     out = Path(args.out) if args.out else records.parent / "tables"
-    summary = aggregate(records, out, args.model_allocator, plots=not args.no_plots, matched=not args.unmatched,
-                        recon_baseline=baseline)
+    summary = aggregate(
+        records, out, args.model_allocator, plots=not args.no_plots, matched=not args.unmatched, recon_baseline=baseline
+    )
     if not summary["runs"]:
         return 1
     return 3 if args.strict and (summary["failed"] or summary["gaps"]) else 0

@@ -4,6 +4,7 @@ Registries are filled by decorators at import time; auto-importing means adding 
 is adding a file. Submodules must import optional heavy dependencies (diffusers, pycocotools)
 lazily, inside functions, so a missing extra never breaks the import of the package.
 """
+
 from __future__ import annotations
 
 import importlib

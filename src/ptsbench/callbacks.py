@@ -6,6 +6,7 @@ after every job returned). Enable it with ``hydra/callbacks=aggregate`` on the c
 or ``- override /hydra/callbacks: aggregate`` in an experiment's defaults.
 A failing aggregation is logged, never allowed to fail a finished sweep.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,13 @@ log = logging.getLogger("ptsbench")
 
 
 class AggregateTables(Callback):
-    def __init__(self, records_dir: str | None = None, out_dir: str | None = None,
-                 model_allocator: str = "l2norm", plots: bool = True) -> None:
+    def __init__(
+        self,
+        records_dir: str | None = None,
+        out_dir: str | None = None,
+        model_allocator: str = "l2norm",
+        plots: bool = True,
+    ) -> None:
         self.records_dir = records_dir
         self.out_dir = out_dir
         self.model_allocator = model_allocator
@@ -33,5 +39,10 @@ class AggregateTables(Callback):
         try:
             aggregate(records, out, self.model_allocator, plots=self.plots, echo=print)
         except Exception as e:  # noqa: BLE001 - the sweep's records are safe; the tables can be rebuilt
-            log.error("aggregation after the sweep failed (%s: %s); rerun `python -m ptsbench.aggregate %s --out %s`",
-                      type(e).__name__, e, records, out)
+            log.error(
+                "aggregation after the sweep failed (%s: %s); rerun `python -m ptsbench.aggregate %s --out %s`",
+                type(e).__name__,
+                e,
+                records,
+                out,
+            )

@@ -13,6 +13,7 @@ became free (job 3 may start while job 0 still runs). The claimed GPU is used as
 With one GPU (a Slurm job gets its own through ``gpus_per_node: 1``) or none, nothing is
 claimed. On CPU, a joblib job uses its share of the cores instead of all of them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,9 @@ def visible_gpus() -> list[str]:
 
 
 @contextlib.contextmanager
-def claim_device(spec: str, gpus: list[str] | None = None, lock_dir: str | Path | None = None,
-                 start: int = 0, poll_s: float = 2.0) -> Iterator[str]:
+def claim_device(
+    spec: str, gpus: list[str] | None = None, lock_dir: str | Path | None = None, start: int = 0, poll_s: float = 2.0
+) -> Iterator[str]:
     """Yield the device this job should use: ``spec`` itself unless it is 'auto' with several
     GPUs, then 'cuda:N' for a GPU no other job holds (``gpus``: physical ids, default visible)."""
     if spec != "auto":

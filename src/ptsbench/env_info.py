@@ -1,4 +1,5 @@
 """Package versions, git revision and device facts for the run record."""
+
 from __future__ import annotations
 
 import functools
@@ -16,8 +17,13 @@ def git_revision() -> str:
         root = Path(__file__).resolve().parent
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         rev = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -35,6 +41,7 @@ def package_versions() -> dict[str, str]:
         out["ptsbench"] = metadata.version("ptsbench")
     except metadata.PackageNotFoundError:
         from . import __version__
+
         out["ptsbench"] = __version__
     return out
 
@@ -42,9 +49,14 @@ def package_versions() -> dict[str, str]:
 def env_record(device) -> dict:
     import torch
 
-    rec = {"python": platform.python_version(), "platform": platform.platform(),
-           "packages": package_versions(), "git_revision": git_revision(), "device": str(device),
-           "torch_threads": torch.get_num_threads()}
+    rec = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "git_revision": git_revision(),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
     if str(device).startswith("cuda"):
         rec["device_name"] = torch.cuda.get_device_name(device)
     return rec

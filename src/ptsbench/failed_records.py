@@ -6,6 +6,7 @@
   ``error.phase: config`` and the message, so the sweep goes on and its summary and tables
   name the case; a single run still only prints the error and exits 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def write_record(out_path: Path, record: dict) -> Path:
     return out_path
 
 
-def record_config_failure(cfg: DictConfig, overrides: list[str] | None, error: Exception,
-                          choices_of: Callable[[DictConfig], dict]) -> Path | None:
+def record_config_failure(
+    cfg: DictConfig, overrides: list[str] | None, error: Exception, choices_of: Callable[[DictConfig], dict]
+) -> Path | None:
     """A multirun job whose config is refused leaves a ``status: failed`` record (``phase: config``)
     so the sweep can go on and its summary and tables show the case; None when even that fails."""
     try:
@@ -52,20 +54,37 @@ def record_config_failure(cfg: DictConfig, overrides: list[str] | None, error: E
         rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")
         out_path = Path(str(cfg.paths.records_dir)) / rec_io.record_filename(choices, rate_f, digest)
         record = {
-            "schema_version": rec_io.SCHEMA_VERSION, "status": "failed", "digest": digest, "name": out_path.stem,
+            "schema_version": rec_io.SCHEMA_VERSION,
+            "status": "failed",
+            "digest": digest,
+            "name": out_path.stem,
             "error": {"type": type(error).__name__, "message": str(error), "phase": "config"},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "choices": choices,
-            "overrides": list(overrides or []), "config": cfg_dict, "seed": _int_or(cfg.get("seed"), 0),
-            "calibration": {"num_samples": OmegaConf.select(cfg, "calib.num_samples", default=None),
-                            "seed": OmegaConf.select(cfg, "calib.seed", default=None), "indices_digest": None},
-            "model": {"name": OmegaConf.select(cfg, "model.name", default=None),
-                      "arch": OmegaConf.select(cfg, "model.arch", default=None),
-                      "family": OmegaConf.select(cfg, "model.family", default=None),
-                      "size": str(OmegaConf.select(cfg, "model.size", default=None)), "params": None},
-            "task": {"name": OmegaConf.select(cfg, "task.name", default=None),
-                     "metric": OmegaConf.select(cfg, "task.metric", default=None, throw_on_resolution_failure=False),
-                     "higher_is_better": True},
-            "sparsity": {"target": rate}, "timing": {"total": 0.0}, "memory": {}, "env": {},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "choices": choices,
+            "overrides": list(overrides or []),
+            "config": cfg_dict,
+            "seed": _int_or(cfg.get("seed"), 0),
+            "calibration": {
+                "num_samples": OmegaConf.select(cfg, "calib.num_samples", default=None),
+                "seed": OmegaConf.select(cfg, "calib.seed", default=None),
+                "indices_digest": None,
+            },
+            "model": {
+                "name": OmegaConf.select(cfg, "model.name", default=None),
+                "arch": OmegaConf.select(cfg, "model.arch", default=None),
+                "family": OmegaConf.select(cfg, "model.family", default=None),
+                "size": str(OmegaConf.select(cfg, "model.size", default=None)),
+                "params": None,
+            },
+            "task": {
+                "name": OmegaConf.select(cfg, "task.name", default=None),
+                "metric": OmegaConf.select(cfg, "task.metric", default=None, throw_on_resolution_failure=False),
+                "higher_is_better": True,
+            },
+            "sparsity": {"target": rate},
+            "timing": {"total": 0.0},
+            "memory": {},
+            "env": {},
         }
         return write_record(out_path, record)
     except Exception as e:  # noqa: BLE001 - e.g. an unwritable records dir: the logged error must do

@@ -5,14 +5,30 @@ Hydra prints ``hydra.help.template`` (conf/config.yaml), which is ``${ptsbench_h
 resolver builds the text from the config files themselves (each option's first comment line), so
 adding an option documents it here. Options named ``_*`` are building blocks and not listed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-GROUP_ORDER = ("task", "model", "dataset", "allocator", "reconstruction", "sparsity", "calib", "case", "experiment",
-               "debug", "paths", "hydra/launcher", "hydra/callbacks")
-GROUP_NOTES = {"case": "(added with +case=...; needs DATA_ROOT/WEIGHTS_ROOT, or the embedded_* stand-ins)",
-               "experiment": "(a sweep: run with -m)"}
+GROUP_ORDER = (
+    "task",
+    "model",
+    "dataset",
+    "allocator",
+    "reconstruction",
+    "sparsity",
+    "calib",
+    "case",
+    "experiment",
+    "debug",
+    "paths",
+    "hydra/launcher",
+    "hydra/callbacks",
+)
+GROUP_NOTES = {
+    "case": "(added with +case=...; needs DATA_ROOT/WEIGHTS_ROOT, or the embedded_* stand-ins)",
+    "experiment": "(a sweep: run with -m)",
+}
 KNOBS = (
     ("sparsity.rate=0.7", "global, parameter-weighted sparsity in [0, 1)"),
     ("allocator.iters=200", "FCPTS optimisation steps (fcpts_erk, fcpts_l2norm)"),
@@ -78,6 +94,9 @@ def help_text(conf_dir: str | Path) -> str:
     pad = max(len(k) for k, _ in KNOBS) + 2
     out += [f"  {k:<{pad}}{doc}" for k, doc in KNOBS]
     out += ["", "Examples:"] + [f"  {e}" for e in EXAMPLES]
-    out += ["", "More: --cfg job (the composed config), --info, --hydra-help, -sc install=bash (shell completion);",
-            "aggregate records into the paper's tables: python -m ptsbench.aggregate <output_dir>/records --out <dir>"]
+    out += [
+        "",
+        "More: --cfg job (the composed config), --info, --hydra-help, -sc install=bash (shell completion);",
+        "aggregate records into the paper's tables: python -m ptsbench.aggregate <output_dir>/records --out <dir>",
+    ]
     return "\n".join(out).replace("$", "$$") + "\n"

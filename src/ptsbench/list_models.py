@@ -6,6 +6,7 @@ parameter count. Parameters are counted by building the architecture on the ``me
     ptsbench-models              # every model
     ptsbench-models vit deit     # only these families
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,17 @@ from . import config_dir
 
 CONF_DIR = config_dir()
 # dataset -> (classes, channels, image size) of the head and stem a model is built with
-DATASET_SHAPES = {"mnist5k_gen": (10, 1, 28),"imagenet": (1000, 3, 224), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32),
-                  "mnist5k": (10, 1, 28), "digits": (10, 1, 8),
-                  "coco2017": (90, 3, 800), "voc07": (20, 3, 300), "digits_det": (10, 1, 64)}
+DATASET_SHAPES = {
+    "mnist5k_gen": (10, 1, 28),
+    "imagenet": (1000, 3, 224),
+    "cifar10": (10, 3, 32),
+    "cifar100": (100, 3, 32),
+    "mnist5k": (10, 1, 28),
+    "digits": (10, 1, 8),
+    "coco2017": (90, 3, 800),
+    "voc07": (20, 3, 300),
+    "digits_det": (10, 1, 64),
+}
 
 
 def model_configs(conf_dir: Path = CONF_DIR) -> list[DictConfig]:
@@ -68,10 +77,18 @@ def rows(families: list[str] | None = None, with_params: bool = True) -> list[di
         if families and cfg.get("family") not in families:
             continue
         weights = "(local checkpoint required)" if needs_checkpoint(cfg) else str(cfg.get("weights", "none"))
-        out.append({"name": str(cfg.name), "family": str(cfg.get("family")), "size": str(cfg.get("size")),
-                    "source": str(cfg.get("source", "zoo")), "weights": weights, "trained_on": trained_on(cfg),
-                    "tasks": ",".join(str(t) for t in (cfg.get("tasks") or [])),
-                    "params": count_params(cfg) if with_params else None})
+        out.append(
+            {
+                "name": str(cfg.name),
+                "family": str(cfg.get("family")),
+                "size": str(cfg.get("size")),
+                "source": str(cfg.get("source", "zoo")),
+                "weights": weights,
+                "trained_on": trained_on(cfg),
+                "tasks": ",".join(str(t) for t in (cfg.get("tasks") or [])),
+                "params": count_params(cfg) if with_params else None,
+            }
+        )
     return sorted(out, key=lambda r: (r["family"], r["size"], r["name"]))
 
 
@@ -82,8 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     table = rows(args.families or None, with_params=not args.no_params)
     cols = ("name", "family", "size", "tasks", "source", "weights", "trained_on", "params")
-    cells = [[(f"{r[c] / 1e6:.2f}M" if c == "params" and r[c] is not None else str(r[c] or "-")) for c in cols]
-             for r in table]
+    cells = [
+        [(f"{r[c] / 1e6:.2f}M" if c == "params" and r[c] is not None else str(r[c] or "-")) for c in cols]
+        for r in table
+    ]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for row in cells:

@@ -18,13 +18,25 @@ The paper's own Table 2 MS column is not the quadratic mean of its printed per-r
 (Uniform CLS 96.94, 84.52, 65.67, 32.55 gives 74.02, the table says 72.88); docs/methods.md#track-metrics pins
 the rule used here: MS = quadratic mean over rates of the per-rate means.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
 
-__all__ = ["relative_score", "recon_gain", "mean", "quadratic_mean", "ms", "om_alloc", "om_recon",
-           "om_arch", "g_size", "om_robust", "om_task"]
+__all__ = [
+    "relative_score",
+    "recon_gain",
+    "mean",
+    "quadratic_mean",
+    "ms",
+    "om_alloc",
+    "om_recon",
+    "om_arch",
+    "g_size",
+    "om_robust",
+    "om_task",
+]
 
 
 def _finite(values: Mapping[object, float] | Iterable[float]) -> list[float]:

@@ -6,6 +6,7 @@ re-parented (the parent died), it ends the process. Polling rather than ``PR_SET
 that signal fires when the parent *thread* that forked the worker exits (loky forks from a
 manager thread), and it exists only on Linux.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@
 step, so the pipeline reads as its list of phases and a failed record always says where it
 failed (``error.phase``). A phase's time lands in ``timing`` only when it completes.
 """
+
 from __future__ import annotations
 
 import time

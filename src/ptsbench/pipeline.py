@@ -6,6 +6,7 @@ phase (``ptsbench.phases``): its time goes into ``timing``, and a failure names 
 Bad input raises ConfigError before heavy work and writes nothing; any later failure writes a
 ``status: failed`` record carrying the error and no metrics, then re-raises.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,9 +22,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import preflight
+from . import preflight, schemas
 from . import record as rec_io
-from . import schemas
 from .data import DATASETS, build_data
 from .data.base import CalibConfig
 from .env_info import env_record
@@ -79,20 +79,23 @@ def validate_config(cfg: DictConfig) -> Allocator:
     if check_data is not None:  # real datasets check root and its layout, and say what they expect
         check_data(cfg.dataset)
     elif root is not None and not Path(str(root)).expanduser().exists():
-        raise ConfigError(f"dataset.root='{root}' does not exist; point it at the {cfg.dataset.name} "
-                          f"data on this machine, e.g. dataset.root=/data/{cfg.dataset.name}")
+        raise ConfigError(
+            f"dataset.root='{root}' does not exist; point it at the {cfg.dataset.name} "
+            f"data on this machine, e.g. dataset.root=/data/{cfg.dataset.name}"
+        )
     patterns.check_config(cfg)  # criterion, group, N:M and their cross-group constraints
     resolve_device(str(cfg.device))
-    return build_allocator(cfg.allocator.name, **{k: v for k, v in OmegaConf.to_container(cfg.allocator,
-                                                                                          resolve=True).items()
-                                                  if k != "name"})
+    return build_allocator(
+        cfg.allocator.name,
+        **{k: v for k, v in OmegaConf.to_container(cfg.allocator, resolve=True).items() if k != "name"},
+    )
 
 
 REQUIRED_HINTS = {
     "dataset.root": "point it at the {dataset} data on this machine, e.g. dataset.root=/data/{dataset} "
-                    "(conf/dataset/{dataset}.yaml describes the expected layout)",
+    "(conf/dataset/{dataset}.yaml describes the expected layout)",
     "model.weights": "no library publishes weights for model '{model}'; pass a local checkpoint, "
-                     "model.weights=/path/to/{model}.pth, or model.weights=none for random weights",
+    "model.weights=/path/to/{model}.pth, or model.weights=none for random weights",
 }
 
 
@@ -100,8 +103,10 @@ def _check_required_values(cfg: DictConfig) -> None:
     """A required value (``???`` in a config file) left unset is a ConfigError naming the knob."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        names = {"dataset": OmegaConf.select(cfg, "dataset.name", default="dataset"),
-                 "model": OmegaConf.select(cfg, "model.name", default="model")}
+        names = {
+            "dataset": OmegaConf.select(cfg, "dataset.name", default="dataset"),
+            "model": OmegaConf.select(cfg, "model.name", default="model"),
+        }
         hints = [f"{k} is required: " + REQUIRED_HINTS.get(k, f"pass {k}=<value>").format(**names) for k in missing]
         raise ConfigError("; ".join(hints))
 
@@ -228,18 +233,23 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     try:
         with phases("build"):
             adapter = get_adapter(cfg.model.get("family"), cfg.reconstruction.name)  # before any data is read
-            task = TASKS.get(cfg.task.name)(batch_size=int(cfg.eval.batch_size), max_samples=_max_samples(cfg),
-                                            **{k: v for k, v in cfg_dict["task"].items() if k != "name"})
+            task = TASKS.get(cfg.task.name)(
+                batch_size=int(cfg.eval.batch_size),
+                max_samples=_max_samples(cfg),
+                **{k: v for k, v in cfg_dict["task"].items() if k != "name"},
+            )
             record["task"]["higher_is_better"] = task.higher_is_better
-            data = build_data(cfg.dataset, cfg.calib, preprocess=eval_preprocess(cfg.model),
-                              cache_dir=cfg.paths.cache_dir)
+            data = build_data(
+                cfg.dataset, cfg.calib, preprocess=eval_preprocess(cfg.model), cache_dir=cfg.paths.cache_dir
+            )
             record["calibration"]["indices_digest"] = data.meta.get("calib_indices_digest")
             record["calibration"]["num_samples"] = int(len(data.calib_inputs))
             model = build_model(cfg.model, data.num_classes, data.in_chans, data.img_size, data.name).to(device)
             record["model"]["params"] = sum(p.numel() for p in model.parameters())
             exclude = list(cfg.prune.get("exclude", []))
-            keep_dense = (list(adapter.dense_globs) if cfg.prune.get("adapter_dense", True) else []) \
-                + list(cfg.prune.get("keep_dense", []))
+            keep_dense = (list(adapter.dense_globs) if cfg.prune.get("adapter_dense", True) else []) + list(
+                cfg.prune.get("keep_dense", [])
+            )
             prunable_modules(model, exclude)  # checks the exclude globs before any heavy work
 
         with phases("dense_eval"):
@@ -252,18 +262,30 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         with phases("allocate"):
             all_modules = prunable_modules(model, skip=keep_dense)
             modules = prunable_modules(model, exclude, skip=keep_dense)
-            inner_rate = rate_over_included(rate, sum(m.weight.numel() for m in all_modules.values()),
-                                            sum(m.weight.numel() for m in modules.values()))
+            inner_rate = rate_over_included(
+                rate,
+                sum(m.weight.numel() for m in all_modules.values()),
+                sum(m.weight.numel() for m in modules.values()),
+            )
             calib_inputs = data.calib_inputs
             # a run that reads no calibration data gives the same result for every calib.seed
-            record["calibration"]["used"] = bool(allocator.needs_calibration or cfg.reconstruction.name != "none"
-                                                 or patterns.needs_calibration(cfg.sparsity))
+            record["calibration"]["used"] = bool(
+                allocator.needs_calibration
+                or cfg.reconstruction.name != "none"
+                or patterns.needs_calibration(cfg.sparsity)
+            )
             if record["calibration"]["used"]:  # diffusion: captured from sampling
                 calib_inputs = task.calibration_inputs(dense_model, data, device, cfg.calib)
                 record["calibration"]["num_samples"] = int(len(calib_inputs))
-            context = AllocContext(model=model, modules=modules, calib_inputs=calib_inputs, device=device,
-                                   seed=int(cfg.seed), forward=task.forward_for_calibration,
-                                   extras={"dense_model": dense_model, "adapter": adapter})
+            context = AllocContext(
+                model=model,
+                modules=modules,
+                calib_inputs=calib_inputs,
+                device=device,
+                seed=int(cfg.seed),
+                forward=task.forward_for_calibration,
+                extras={"dense_model": dense_model, "adapter": adapter},
+            )
             weights = {n: m.weight.detach() for n, m in modules.items()}
             rates = allocator.allocate(layer_infos(modules), weights, inner_rate, context)
             record["allocation"] = {"rates": rates, **context.report}
@@ -273,27 +295,51 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             if patterns.is_plain_magnitude(cfg.sparsity):
                 masks = masks_for(modules, rates)
             else:
-                masks, selection = patterns.select_masks(cfg.sparsity, modules, rates, ScoreContext(
-                    dense_model=dense_model, calib_inputs=calib_inputs, device=device,
-                    forward=task.forward_for_calibration))
+                masks, selection = patterns.select_masks(
+                    cfg.sparsity,
+                    modules,
+                    rates,
+                    ScoreContext(
+                        dense_model=dense_model,
+                        calib_inputs=calib_inputs,
+                        device=device,
+                        forward=task.forward_for_calibration,
+                    ),
+                )
                 record["masks"].update(selection)
             apply_masks(modules, masks)
 
         with phases("reconstruct"):
             record["reconstruction"] = RECONSTRUCTORS.get(cfg.reconstruction.name)(
-                model, dense_model, masks, calib_inputs, cfg.reconstruction, device, adapter=adapter, task=task,
-                sparsity=cfg.sparsity)
+                model,
+                dense_model,
+                masks,
+                calib_inputs,
+                cfg.reconstruction,
+                device,
+                adapter=adapter,
+                task=task,
+                sparsity=cfg.sparsity,
+            )
             achieved = measure_sparsity(all_modules)
-            record["sparsity"].update({
-                "achieved": achieved["global"], "zeros": achieved["zeros"], "total": achieved["total"],
-                "target_per_layer": rates, "achieved_per_layer": achieved["per_layer"], "excluded": exclude,
-            })
+            record["sparsity"].update(
+                {
+                    "achieved": achieved["global"],
+                    "zeros": achieved["zeros"],
+                    "total": achieved["total"],
+                    "target_per_layer": rates,
+                    "achieved_per_layer": achieved["per_layer"],
+                    "excluded": exclude,
+                }
+            )
 
         with phases("check_weights"):
             bad = non_finite_parameters(model)
             if bad:  # e.g. a diverged reconstruction or a checkpoint holding NaN: no result is reported as ok
-                raise FloatingPointError(f"non-finite values in {len(bad)} tensor(s) of the sparse model: "
-                                         f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+                raise FloatingPointError(
+                    f"non-finite values in {len(bad)} tensor(s) of the sparse model: "
+                    f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}"
+                )
 
         with phases("sparse_eval"):
             record["sparse"] = task.evaluate(model, data, device)
@@ -301,8 +347,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - recorded, then re-raised
-        record["error"] = {"type": type(e).__name__, "message": str(e), "phase": phases.current,
-                           "traceback": traceback.format_exc(limit=8)}
+        record["error"] = {
+            "type": type(e).__name__,
+            "message": str(e),
+            "phase": phases.current,
+            "traceback": traceback.format_exc(limit=8),
+        }
         record.pop("sparse", None)
         record.pop("dense", None)
         raise
@@ -318,31 +368,62 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 def _new_record(cfg, cfg_dict, choices, digest, name, overrides, device) -> dict:
     """The record before any phase ran: what was asked for; ``status: failed`` until the last phase ends."""
     return {
-        "schema_version": rec_io.SCHEMA_VERSION, "status": "failed", "error": None, "digest": digest,
-        "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "choices": choices, "overrides": list(overrides or []), "config": cfg_dict,
-        "seed": int(cfg.seed), "calibration": {"num_samples": int(cfg.calib.num_samples),
-                                               "seed": int(cfg.calib.seed), "indices_digest": None},
-        "model": {"name": cfg.model.name, "arch": cfg.model.get("arch"), "family": cfg.model.get("family"),
-                  "size": str(cfg.model.get("size")), "params": None},
+        "schema_version": rec_io.SCHEMA_VERSION,
+        "status": "failed",
+        "error": None,
+        "digest": digest,
+        "name": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "choices": choices,
+        "overrides": list(overrides or []),
+        "config": cfg_dict,
+        "seed": int(cfg.seed),
+        "calibration": {"num_samples": int(cfg.calib.num_samples), "seed": int(cfg.calib.seed), "indices_digest": None},
+        "model": {
+            "name": cfg.model.name,
+            "arch": cfg.model.get("arch"),
+            "family": cfg.model.get("family"),
+            "size": str(cfg.model.get("size")),
+            "params": None,
+        },
         "task": {"name": cfg.task.name, "metric": cfg.task.metric, "higher_is_better": True},
-        "sparsity": {"target": float(cfg.sparsity.rate)}, "timing": {}, "memory": {}, "env": env_record(device),
+        "sparsity": {"target": float(cfg.sparsity.rate)},
+        "timing": {},
+        "memory": {},
+        "env": env_record(device),
     }
 
 
 def non_finite_parameters(model: torch.nn.Module) -> list[str]:
-    return [n for n, t in [*model.named_parameters(), *model.named_buffers()]
-            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return [
+        n
+        for n, t in [*model.named_parameters(), *model.named_buffers()]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
 
 
 def _log_summary(rec: dict) -> None:
     metric = rec["task"]["metric"]
-    log.info("[done] %-55s dense %s=%.4f sparse=%.4f achieved=%.4f (%.1fs)", rec["name"], metric,
-             rec["dense"][metric], rec["sparse"][metric], rec["sparsity"]["achieved"], rec["timing"]["total"])
+    log.info(
+        "[done] %-55s dense %s=%.4f sparse=%.4f achieved=%.4f (%.1fs)",
+        rec["name"],
+        metric,
+        rec["dense"][metric],
+        rec["sparse"][metric],
+        rec["sparsity"]["achieved"],
+        rec["timing"]["total"],
+    )
 
 
-schemas.store_in_hydra({"allocator": {n: ALLOCATORS.get(n).config for n in ALLOCATORS},
-                        "reconstruction": {"none": RECONSTRUCTORS.get("none").config,
-                                           "unitwise": RECONSTRUCTORS.get("block").config,
-                                           "sparsegpt": RECONSTRUCTORS.get("sparsegpt").config},
-                        "sparsity": patterns.SCHEMAS, "calib": {"default": CalibConfig}})
+schemas.store_in_hydra(
+    {
+        "allocator": {n: ALLOCATORS.get(n).config for n in ALLOCATORS},
+        "reconstruction": {
+            "none": RECONSTRUCTORS.get("none").config,
+            "unitwise": RECONSTRUCTORS.get("block").config,
+            "sparsegpt": RECONSTRUCTORS.get("sparsegpt").config,
+        },
+        "sparsity": patterns.SCHEMAS,
+        "calib": {"default": CalibConfig},
+    }
+)

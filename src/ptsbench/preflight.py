@@ -11,6 +11,7 @@
 - a checkpoint path is a file, not a folder (for sources that load files).
 Each failure is one ConfigError naming the knob, the value and what is valid.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,10 @@ def check_writable(knob: str, value) -> None:
     if probe.exists() and not probe.is_dir():
         raise ConfigError(f"{knob}='{value}' cannot be a folder: '{probe}' is a file; pass a writable folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{knob}='{value}' is not writable ('{probe}' denies this user); pass a writable folder, "
-                          f"e.g. {knob}=$HOME/ptsbench/{Path(str(value)).name or 'out'}")
+        raise ConfigError(
+            f"{knob}='{value}' is not writable ('{probe}' denies this user); pass a writable folder, "
+            f"e.g. {knob}=$HOME/ptsbench/{Path(str(value)).name or 'out'}"
+        )
 
 
 def check_output_dirs(cfg) -> None:
@@ -64,8 +67,10 @@ def check_device(spec: str) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(f"device={spec}: CUDA is not available here; use device=auto or device=cpu")
         if index and int(index) >= torch.cuda.device_count():
-            raise ConfigError(f"device={spec}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}; use device=auto or one of those")
+            raise ConfigError(
+                f"device={spec}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}; use device=auto or one of those"
+            )
         return
     if spec == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -91,8 +96,10 @@ def check_task_fit(cfg) -> None:
         served = _tasks(cfg.get(group))
         if served is not None and task not in served:
             name = cfg[group].get("name")
-            raise ConfigError(f"task={task} does not fit {group}={name}, which serves task {', '.join(served)}; "
-                              f"pick a {group} for task={task} or task={served[0]}")
+            raise ConfigError(
+                f"task={task} does not fit {group}={name}, which serves task {', '.join(served)}; "
+                f"pick a {group} for task={task} or task={served[0]}"
+            )
 
 
 def _int_knob(knob: str, value, low: int, high: int | None, why: str = "") -> int:
@@ -115,22 +122,37 @@ def check_split(cfg) -> None:
                 _int_knob(f"dataset.{knob}", cfg.dataset.get(knob), 1, None)
         return
     size = spec["size"]
-    num_test = _int_knob("dataset.num_test", cfg.dataset.get("num_test"), 1, size - 1,
-                         f" ({name} has {size} images; the rest are the training split)")
+    num_test = _int_knob(
+        "dataset.num_test",
+        cfg.dataset.get("num_test"),
+        1,
+        size - 1,
+        f" ({name} has {size} images; the rest are the training split)",
+    )
     split_seed = _int_knob("dataset.split_seed", cfg.dataset.get("split_seed", 0), 0, None)
     zoo = spec["zoo_split"]
-    if zoo and str(cfg.model.get("weights")) == "zoo" and (split_seed != zoo["split_seed"]
-                                                         or num_test > zoo["num_test"]):
+    if (
+        zoo
+        and str(cfg.model.get("weights")) == "zoo"
+        and (split_seed != zoo["split_seed"] or num_test > zoo["num_test"])
+    ):
         # the test split is perm[:num_test] of the split seed's permutation: with the zoo's seed and at most
         # its num_test, it is a subset of the images the checkpoints never saw
-        raise ConfigError(f"dataset.num_test={num_test} dataset.split_seed={split_seed}: the zoo checkpoints "
-                          f"(model.weights=zoo) were trained on {name} with split_seed={zoo['split_seed']} holding "
-                          f"out {zoo['num_test']} test images, so this split puts their training images into the "
-                          f"test set; use dataset.split_seed={zoo['split_seed']} and dataset.num_test <= "
-                          f"{zoo['num_test']}, or other weights (model.weights=none|<path>)")
+        raise ConfigError(
+            f"dataset.num_test={num_test} dataset.split_seed={split_seed}: the zoo checkpoints "
+            f"(model.weights=zoo) were trained on {name} with split_seed={zoo['split_seed']} holding "
+            f"out {zoo['num_test']} test images, so this split puts their training images into the "
+            f"test set; use dataset.split_seed={zoo['split_seed']} and dataset.num_test <= "
+            f"{zoo['num_test']}, or other weights (model.weights=none|<path>)"
+        )
     if name != "mnist5k_gen":  # its calibration inputs come from sampling, not the training split
-        _int_knob("calib.num_samples", num_samples, 1, size - num_test,
-                  f" ({name} has {size - num_test} training images to calibrate on)")
+        _int_knob(
+            "calib.num_samples",
+            num_samples,
+            1,
+            size - num_test,
+            f" ({name} has {size - num_test} training images to calibrate on)",
+        )
 
 
 def check_weights_file(path: Path | None, knob: str = "model.weights") -> None:

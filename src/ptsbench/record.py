@@ -11,6 +11,7 @@ Schema (``RECORD_SCHEMA`` below is the machine-readable form, checked by ``valid
   achieved_per_layer, excluded}, allocation {...}, reconstruction {...},
   timing {phase: seconds, total}, memory {host_peak_mb, device_peak_mb}, env {...}.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,23 @@ NON_SEMANTIC_KEYS = ("paths", "device", "skip_finished", "hydra")
 
 RECORD_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["schema_version", "status", "digest", "name", "created", "choices", "config",
-                 "seed", "calibration", "model", "task", "sparsity", "timing", "memory", "env"],
+    "required": [
+        "schema_version",
+        "status",
+        "digest",
+        "name",
+        "created",
+        "choices",
+        "config",
+        "seed",
+        "calibration",
+        "model",
+        "task",
+        "sparsity",
+        "timing",
+        "memory",
+        "env",
+    ],
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "status": {"enum": ["ok", "failed"]},

@@ -8,6 +8,7 @@ order=3)``): the tables ask the registry, so a new allocator or family needs no 
 to keep in sync. ``{knob}`` in a label is filled from the entry's config, itself labelled when
 it names another entry (FCPTS with ``init: erk`` -> 'FCPTS (ERK)').
 """
+
 from __future__ import annotations
 
 import re

@@ -8,6 +8,7 @@ exits non-zero (2 for a config error). A parallel job's worker exits when the sw
 Under a parallel launcher each job claims its own GPU
 (``ptsbench.devices``); ``hydra/launcher=parallel`` (joblib) or ``slurm`` (submitit) scale out.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@ same digest): the resolved config without the knobs that change where a run exec
 (``record.NON_SEMANTIC_KEYS``) or only declare things (``DIGEST_IGNORED``), plus the content hash
 of a user weight file (issue 12 item 1).
 """
+
 from __future__ import annotations
 
 from . import record as rec_io

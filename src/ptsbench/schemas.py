@@ -16,6 +16,7 @@ composes for every option: an option ignores a knob it does not use, the run rec
 choices, then the option's own cross-knob rules (``Schema.check``), each failure a one-line
 ConfigError naming the knob, the value and what is valid.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,14 +32,32 @@ from .errors import ConfigError
 UNSET = MISSING  # a knob of another option of the group that nobody set
 
 
-def knob(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None,
-         omit_at_default: bool = False, key: str | None = None, required: bool = False) -> Any:
+def knob(
+    default: Any = MISSING,
+    *,
+    ge=None,
+    gt=None,
+    le=None,
+    lt=None,
+    choices=None,
+    omit_at_default: bool = False,
+    key: str | None = None,
+    required: bool = False,
+) -> Any:
     """A schema field. ``omit_at_default``: a knob added after records existed, left out of the config
     digest while it has its default (which reproduces the old behaviour), so old records keep matching.
     ``key``: the knob's name in the config when it cannot be a Python name (``lambda``).
     ``required``: left unset (``???``) it is an error; any other knob left unset is simply absent."""
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "omit_at_default": omit_at_default,
-            "key": key, "required": required}
+    meta = {
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "choices": choices,
+        "omit_at_default": omit_at_default,
+        "key": key,
+        "required": required,
+    }
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -180,13 +199,21 @@ def check_value(path: str, value, tp, meta: dict) -> None:
             hint = f" (a single entry is written {path}=[{value}])"
         raise ConfigError(f"{path}={_show(value)} must be {_describe(tp)}{hint}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for key, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-                              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        for key, ok, word in (
+            ("ge", lambda v, b: v >= b, ">="),
+            ("gt", lambda v, b: v > b, ">"),
+            ("le", lambda v, b: v <= b, "<="),
+            ("lt", lambda v, b: v < b, "<"),
+        ):
             bound = meta.get(key)
             if bound is not None and not ok(value, bound):
                 kind = "an integer" if tp is int else "a number"
-                words = [str(a) for arg in typing.get_args(tp) if typing.get_origin(arg) is Literal
-                         for a in typing.get_args(arg)]  # e.g. bandwidth: silverman or a number > 0
+                words = [
+                    str(a)
+                    for arg in typing.get_args(tp)
+                    if typing.get_origin(arg) is Literal
+                    for a in typing.get_args(arg)
+                ]  # e.g. bandwidth: silverman or a number > 0
                 raise ConfigError(f"{path}={_show(value)} must be {' or '.join([*words, kind])} {word} {bound}")
 
 
@@ -211,8 +238,9 @@ def split_node(group: str, node: DictConfig) -> tuple[type[Schema], dict, dict]:
 
 
 def unknown_knob(group: str, key: str) -> ConfigError:
-    return ConfigError(f"{group}.{key} is not a knob of any {group} option; valid knobs: "
-                       f"{', '.join(sorted(group_knobs(group)))}")
+    return ConfigError(
+        f"{group}.{key} is not a knob of any {group} option; valid knobs: {', '.join(sorted(group_knobs(group)))}"
+    )
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -233,8 +261,10 @@ def check_params(path: str, cls: type[Schema], params) -> dict:
     fields = fields_of(cls)
     unknown = sorted(str(k) for k in params if str(k) not in fields)
     if unknown:
-        raise ConfigError(f"{path}.{unknown[0]} is not a knob of {path} '{cls.option_name(OmegaConf.create(dict(params)))}'"
-                          f"; valid knobs: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"{path}.{unknown[0]} is not a knob of {path} '{cls.option_name(OmegaConf.create(dict(params)))}'"
+            f"; valid knobs: {', '.join(sorted(fields))}"
+        )
     full = {**defaults_of(cls), **params}
     for name, f in fields.items():
         if full[name] is MISSING or (isinstance(full[name], str) and full[name] == "???"):
@@ -285,8 +315,11 @@ def digest_view(cfg_dict: dict) -> dict:
         except ConfigError:
             continue
         defaults = defaults_of(cls)
-        omit = [k for k, f in fields_of(cls).items() if f.metadata.get("omit_at_default")
-                and k in node and node[k] == defaults[k]]
+        omit = [
+            k
+            for k, f in fields_of(cls).items()
+            if f.metadata.get("omit_at_default") and k in node and node[k] == defaults[k]
+        ]
         if omit:
             out[group] = {k: v for k, v in node.items() if k not in omit}
     return out
@@ -310,8 +343,9 @@ def store_in_hydra(options: dict[str, dict[str, type[Schema]]]) -> None:
     root = {}
     for group, (selector, _) in _GROUPS.items():
         schemas = option_schemas(group)
-        root[group] = union_node(group) if selector is not None or group in options \
-            else defaults_of(next(iter(schemas.values())))
+        root[group] = (
+            union_node(group) if selector is not None or group in options else defaults_of(next(iter(schemas.values())))
+        )
     cs.store(name="ptsbench_schemas", node=root)
     for group, by_key in options.items():
         for key, cls in by_key.items():

@@ -10,6 +10,7 @@ submitit): ``ok`` (a record written during this sweep), ``skipped`` (``ok`` befo
 and says where the tables are or which command builds them. ``ptsbench.run.main`` exits 1 when
 a run failed (``last_failed()``), after every callback has run.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,13 @@ def scan_records(records_dir: Path, since: float | None = None) -> dict[str, lis
             continue
         if isinstance(rec, dict) and rec.get("digest"):
             found.setdefault(rec["digest"], []).append(
-                {"status": rec.get("status"), "name": rec.get("name", path.stem), "error": rec.get("error"),
-                 "mtime": mtime})
+                {
+                    "status": rec.get("status"),
+                    "name": rec.get("name", path.stem),
+                    "error": rec.get("error"),
+                    "mtime": mtime,
+                }
+            )
     return found
 
 
@@ -101,8 +107,9 @@ class SweepReport(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.t0 = time.time()
         self.records_dir = Path(str(config.paths.records_dir))
-        self.finished_before = {d for d, recs in scan_records(self.records_dir).items()
-                                if any(r["status"] == "ok" for r in recs)}
+        self.finished_before = {
+            d for d, recs in scan_records(self.records_dir).items() if any(r["status"] == "ok" for r in recs)
+        }
         self.plan = []
         try:
             jobs = sweep_jobs(config)
@@ -117,8 +124,11 @@ class SweepReport(Callback):
             self.plan.append((job, digest, name))
         skip = bool(OmegaConf.select(config, "skip_finished", default=True))
         done = sum(d in self.finished_before for _, d, _ in self.plan) if skip else 0
-        print(f"[plan] {len(self.plan)} runs: {done} already finished (skipped), {len(self.plan) - done} to run; "
-              f"records -> {self.records_dir}", flush=True)
+        print(
+            f"[plan] {len(self.plan)} runs: {done} already finished (skipped), {len(self.plan) - done} to run; "
+            f"records -> {self.records_dir}",
+            flush=True,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         new = scan_records(self.records_dir, since=self.t0 - 1.0)
@@ -138,11 +148,16 @@ class SweepReport(Callback):
                 last = max(recs, key=lambda r: r["mtime"])
                 (ok.append(last["name"]) if last["status"] == "ok" else failed.append((last["name"], last["error"])))
         _LAST["failed"] = len(failed)
-        lines = [f"[summary] {len(ok)} ok, {len(skipped)} skipped, {len(failed)} failed in "
-                 f"{_duration(time.time() - self.t0)}; records in {self.records_dir}"]
+        lines = [
+            f"[summary] {len(ok)} ok, {len(skipped)} skipped, {len(failed)} failed in "
+            f"{_duration(time.time() - self.t0)}; records in {self.records_dir}"
+        ]
         for name, error in failed[: self.max_listed]:
-            why = "no record written (see the job's log)" if not error else \
-                f"{error.get('phase', '?')}: {error.get('type', 'Error')}: {error.get('message', '')}".strip()
+            why = (
+                "no record written (see the job's log)"
+                if not error
+                else f"{error.get('phase', '?')}: {error.get('type', 'Error')}: {error.get('message', '')}".strip()
+            )
             lines.append(f"  failed: {name} ({why.splitlines()[0] if why else ''})")
         if len(failed) > self.max_listed:
             lines.append(f"  ... and {len(failed) - self.max_listed} more failed runs")

@@ -1,4 +1,5 @@
 """Datasets register themselves by name (``DATASETS``); every submodule is imported."""
+
 from ..autoload import import_submodules
 from ..schemas import register_group
 from .base import DATASETS, CalibConfig, DataBundle

@@ -1,5 +1,6 @@
 """Dataset interface: a bundle with a labelled test split, a training split (for the zoo) and
 unlabelled calibration inputs drawn with a recorded seed."""
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,12 @@ def sample_calibration(num_train: int, num_samples: int, seed: int) -> np.ndarra
     if num_samples < 0:  # a slice [:-5] would take almost all
         raise ConfigError(f"calib.num_samples={num_samples} must be >= 0")
     if num_samples > num_train:  # a small local dataset: all of it, said out loud (the record has the count used)
-        log.warning("[calib] calib.num_samples=%d but the calibration pool has %d images; using all %d",
-                    num_samples, num_train, num_train)
+        log.warning(
+            "[calib] calib.num_samples=%d but the calibration pool has %d images; using all %d",
+            num_samples,
+            num_train,
+            num_train,
+        )
     rng = np.random.default_rng(seed)
     n = min(num_samples, num_train)
     return np.sort(rng.permutation(num_train)[:n])
@@ -59,12 +64,16 @@ def dataset_root(root, dataset: str, layout: str) -> Path:
     """``dataset.root`` as an existing folder, or a ConfigError saying where to point it and what
     layout is expected (raised during config validation, before any heavy work)."""
     if root is None:
-        raise ConfigError(f"dataset.root is required for dataset={dataset}: point it at {dataset} on this machine "
-                          f"(dataset.root=/data/{dataset}), laid out as {layout}")
+        raise ConfigError(
+            f"dataset.root is required for dataset={dataset}: point it at {dataset} on this machine "
+            f"(dataset.root=/data/{dataset}), laid out as {layout}"
+        )
     path = Path(str(root)).expanduser()
     if not path.is_dir():
-        raise ConfigError(f"dataset.root='{path}' does not exist or is not a folder; point it at {dataset} on this "
-                          f"machine, laid out as {layout}")
+        raise ConfigError(
+            f"dataset.root='{path}' does not exist or is not a folder; point it at {dataset} on this "
+            f"machine, laid out as {layout}"
+        )
     return path
 
 

@@ -10,6 +10,7 @@ so a re-packed copy loads too; nothing is downloaded.
 - Calibration: ``calib.num_samples`` training images drawn with ``calib.seed``, unlabelled.
 The split is held in memory as uint8 (30 MB), so ``dataset.eval_cache`` has nothing to cache.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -63,10 +64,20 @@ def _builder(name: str):
         train = Normalized(Uint8Images(train_x, train_y, size), mean, std)
         calib_idx = sample_calibration(len(train_y), int(calib_cfg.num_samples), int(calib_cfg.seed))
         return ImageBundle(
-            name=name, num_classes=num_classes, in_chans=3, img_size=size,
-            test=Normalized(Uint8Images(test_x, test_y, size), mean, std), train=train,
-            calib_inputs=train.normalize(stack_uint8(train.source, calib_idx)), calib_indices=calib_idx,
-            meta={"num_train": len(train_y), "num_test": len(test_y), "calib_indices_digest": indices_digest(calib_idx)})
+            name=name,
+            num_classes=num_classes,
+            in_chans=3,
+            img_size=size,
+            test=Normalized(Uint8Images(test_x, test_y, size), mean, std),
+            train=train,
+            calib_inputs=train.normalize(stack_uint8(train.source, calib_idx)),
+            calib_indices=calib_idx,
+            meta={
+                "num_train": len(train_y),
+                "num_test": len(test_y),
+                "calib_indices_digest": indices_digest(calib_idx),
+            },
+        )
 
     build.takes_context = True
     build.check_config = check_config

@@ -13,6 +13,7 @@ official evaluation. ``dataset.num_test`` keeps the first N images by id (null: 
 Calibration: ``calib.num_samples`` images of ``calib_split`` drawn with ``calib.seed``, resized
 (shorter side) and centre-cropped to ``calib_size`` squares.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,26 +49,44 @@ def coco_targets(instances: dict) -> tuple[list[dict], list[dict], int]:
 def build_coco2017(cfg, calib_cfg) -> DetectionBundle:
     root = dataset_root(cfg.get("root"), "coco2017", LAYOUT)
     split, calib_split = str(cfg.get("split", "val2017")), str(cfg.get("calib_split", "train2017"))
-    ann = require(root / "annotations" / f"instances_{split}.json", "dataset.split",
-                  f"the annotations of split '{split}'", f"expected layout: {LAYOUT}")
-    img_dir = require(root / split, "dataset.split", f"the image folder of split '{split}'",
-                      f"expected layout: {LAYOUT}")
-    calib_dir = require(root / calib_split, "dataset.calib_split", f"the calibration image folder '{calib_split}'",
-                        f"unpack train2017 there or pass dataset.calib_split=val2017 (expected layout: {LAYOUT})")
+    ann = require(
+        root / "annotations" / f"instances_{split}.json",
+        "dataset.split",
+        f"the annotations of split '{split}'",
+        f"expected layout: {LAYOUT}",
+    )
+    img_dir = require(
+        root / split, "dataset.split", f"the image folder of split '{split}'", f"expected layout: {LAYOUT}"
+    )
+    calib_dir = require(
+        root / calib_split,
+        "dataset.calib_split",
+        f"the calibration image folder '{calib_split}'",
+        f"unpack train2017 there or pass dataset.calib_split=val2017 (expected layout: {LAYOUT})",
+    )
     images, targets, num_classes = coco_targets(json.loads(ann.read_text()))
     num_test = cfg.get("num_test")
     if num_test is not None:
-        images, targets = images[:int(num_test)], targets[:int(num_test)]
+        images, targets = images[: int(num_test)], targets[: int(num_test)]
     paths = [img_dir / im["file_name"] for im in images]
     calib_pool = sorted(p for p in calib_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     calib_idx = sample_calibration(len(calib_pool), int(calib_cfg.num_samples), int(calib_cfg.seed))
     size = int(cfg.get("calib_size", 512))
     return DetectionBundle(
-        name="coco2017", num_classes=num_classes, in_chans=3, img_size=size,
-        test=FileDetectionDataset(paths, targets), train=FileDetectionDataset([], []),
-        calib_inputs=calibration_images([calib_pool[i] for i in calib_idx], size), calib_indices=calib_idx,
-        meta={"split": split, "calib_split": calib_split, "num_test": len(paths),
-              "calib_indices_digest": indices_digest(calib_idx)},
+        name="coco2017",
+        num_classes=num_classes,
+        in_chans=3,
+        img_size=size,
+        test=FileDetectionDataset(paths, targets),
+        train=FileDetectionDataset([], []),
+        calib_inputs=calibration_images([calib_pool[i] for i in calib_idx], size),
+        calib_indices=calib_idx,
+        meta={
+            "split": split,
+            "calib_split": calib_split,
+            "num_test": len(paths),
+            "calib_indices_digest": indices_digest(calib_idx),
+        },
     )
 
 

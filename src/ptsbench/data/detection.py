@@ -7,6 +7,7 @@ objects, which the mAP evaluation ignores instead of counting as misses).
 Images of one split may differ in size, so loaders batch them as lists. The calibration inputs
 stay one fixed-size tensor of unlabelled images, as for every task.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ class DetectionBundle(DataBundle):
     """``num_classes`` is the largest foreground label (COCO: 90 category ids, VOC: 20)."""
 
     def test_loader(self, batch_size: int, num_workers: int = 0) -> DataLoader:
-        return DataLoader(self.test, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                          collate_fn=collate_detection)
+        return DataLoader(
+            self.test, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_detection
+        )
 
 
 def make_target(boxes, labels, iscrowd=None) -> dict[str, torch.Tensor]:
@@ -61,7 +63,7 @@ def square_resize(image: torch.Tensor, size: int) -> torch.Tensor:
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
     out = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
     top, left = (nh - size) // 2, (nw - size) // 2
-    return out[:, top:top + size, left:left + size].contiguous()
+    return out[:, top : top + size, left : left + size].contiguous()
 
 
 class FileDetectionDataset(Dataset):

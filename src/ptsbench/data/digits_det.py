@@ -9,6 +9,7 @@ from its test split (the same 4,000/1,000 split as ``mnist5k``), so no test digi
 training. Everything follows from ``seed``; calibration canvases are ``calib.num_samples``
 training canvases drawn with ``calib.seed``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,8 +44,9 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def make_canvases(digits: np.ndarray, labels: np.ndarray, n: int, canvas: int, max_digits: int,
-                  size_range: tuple[int, int], seed: int):
+def make_canvases(
+    digits: np.ndarray, labels: np.ndarray, n: int, canvas: int, max_digits: int, size_range: tuple[int, int], seed: int
+):
     """``n`` canvases (float32 [n, 1, canvas, canvas] in [0, 1]) and their targets."""
     rng = np.random.default_rng(seed)
     images = np.zeros((n, 1, canvas, canvas), dtype=np.float32)
@@ -64,10 +66,13 @@ def make_canvases(digits: np.ndarray, labels: np.ndarray, n: int, canvas: int, m
             else:
                 continue  # no free place left on this canvas
             if side not in resized:
-                resized[side] = F.interpolate(torch.from_numpy(digits), size=(side, side), mode="bilinear",
-                                              align_corners=False).clamp_(0, 1).numpy()
+                resized[side] = (
+                    F.interpolate(torch.from_numpy(digits), size=(side, side), mode="bilinear", align_corners=False)
+                    .clamp_(0, 1)
+                    .numpy()
+                )
             digit = resized[side][k, 0]
-            region = images[i, 0, y0:y0 + side, x0:x0 + side]
+            region = images[i, 0, y0 : y0 + side, x0 : x0 + side]
             np.maximum(region, digit, out=region)
             ys, xs = np.nonzero(digit > INK)
             boxes.append((x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1))
@@ -78,8 +83,9 @@ def make_canvases(digits: np.ndarray, labels: np.ndarray, n: int, canvas: int, m
 
 
 @functools.lru_cache(maxsize=4)
-def digits_det_arrays(canvas: int, max_digits: int, size_range: tuple[int, int], num_train: int,
-                      num_test: int, seed: int):
+def digits_det_arrays(
+    canvas: int, max_digits: int, size_range: tuple[int, int], num_train: int, num_test: int, seed: int
+):
     x, y = load_mnist5k_arrays()
     train_idx, test_idx = fixed_split(len(x), 1000, 0)  # mnist5k's split: test digits stay unseen
     train = make_canvases(x[train_idx], y[train_idx], num_train, canvas, max_digits, size_range, seed)
@@ -91,18 +97,33 @@ def digits_det_arrays(canvas: int, max_digits: int, size_range: tuple[int, int],
 def build_digits_det(cfg, calib_cfg) -> DetectionBundle:
     canvas = int(cfg.get("canvas", 64))
     size_range = tuple(int(v) for v in cfg.get("digit_size", (18, 30)))
-    (xtr, ttr), (xte, tte) = digits_det_arrays(canvas, int(cfg.get("max_digits", 3)), size_range,
-                                               int(cfg.get("num_train", 4000)), int(cfg.get("num_test", 400)),
-                                               int(cfg.get("seed", 0)))
+    (xtr, ttr), (xte, tte) = digits_det_arrays(
+        canvas,
+        int(cfg.get("max_digits", 3)),
+        size_range,
+        int(cfg.get("num_train", 4000)),
+        int(cfg.get("num_test", 400)),
+        int(cfg.get("seed", 0)),
+    )
     calib_idx = sample_calibration(len(xtr), int(calib_cfg.num_samples), int(calib_cfg.seed))
     # canvases stay in [0, 1]: torchvision detectors normalise inside their own transform
     train = torch.from_numpy(xtr)
     return DetectionBundle(
-        name="digits_det", num_classes=10, in_chans=1, img_size=canvas,
-        test=CanvasDataset(torch.from_numpy(xte), tte), train=CanvasDataset(train, ttr),
-        calib_inputs=train[calib_idx].contiguous(), calib_indices=calib_idx,
-        meta={"num_train": len(xtr), "num_test": len(xte), "mean": MNIST_MEAN, "std": MNIST_STD,
-              "calib_indices_digest": indices_digest(calib_idx)},
+        name="digits_det",
+        num_classes=10,
+        in_chans=1,
+        img_size=canvas,
+        test=CanvasDataset(torch.from_numpy(xte), tte),
+        train=CanvasDataset(train, ttr),
+        calib_inputs=train[calib_idx].contiguous(),
+        calib_indices=calib_idx,
+        meta={
+            "num_train": len(xtr),
+            "num_test": len(xte),
+            "mean": MNIST_MEAN,
+            "std": MNIST_STD,
+            "calib_indices_digest": indices_digest(calib_idx),
+        },
     )
 
 

@@ -5,6 +5,7 @@
 - ``digits``: scikit-learn's 1,797 8x8 digits, split 1,297 train / 500 test.
 Calibration inputs are ``calib.num_samples`` training images drawn with ``calib.seed``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,29 +47,54 @@ def _bundle(name, x, y, num_test, split_seed, calib_num, calib_seed, mean, std) 
     calib_rel = sample_calibration(len(train_idx), calib_num, calib_seed)
     calib_idx = train_idx[calib_rel]
     return DataBundle(
-        name=name, num_classes=10, in_chans=1, img_size=x.shape[-1],
+        name=name,
+        num_classes=10,
+        in_chans=1,
+        img_size=x.shape[-1],
         test=tensor_split(xt[test_idx], yt[test_idx]),
         train=tensor_split(xt[train_idx], yt[train_idx]),
         calib_inputs=xt[calib_idx].contiguous(),
         calib_indices=calib_idx,
-        meta={"num_train": len(train_idx), "num_test": len(test_idx),
-              "split_seed": split_seed, "test_indices_digest": indices_digest(test_idx),
-              "calib_indices_digest": indices_digest(calib_idx)},
+        meta={
+            "num_train": len(train_idx),
+            "num_test": len(test_idx),
+            "split_seed": split_seed,
+            "test_indices_digest": indices_digest(test_idx),
+            "calib_indices_digest": indices_digest(calib_idx),
+        },
     )
 
 
 @DATASETS.register("mnist5k")
 def build_mnist5k(cfg, calib_cfg) -> DataBundle:
     x, y = load_mnist5k_arrays()
-    return _bundle("mnist5k", x, y, int(cfg.get("num_test", 1000)), int(cfg.get("split_seed", 0)),
-                   int(calib_cfg.num_samples), int(calib_cfg.seed), MNIST_MEAN, MNIST_STD)
+    return _bundle(
+        "mnist5k",
+        x,
+        y,
+        int(cfg.get("num_test", 1000)),
+        int(cfg.get("split_seed", 0)),
+        int(calib_cfg.num_samples),
+        int(calib_cfg.seed),
+        MNIST_MEAN,
+        MNIST_STD,
+    )
 
 
 @DATASETS.register("digits")
 def build_digits(cfg, calib_cfg) -> DataBundle:
     x, y = load_digits_arrays()
-    return _bundle("digits", x, y, int(cfg.get("num_test", 500)), int(cfg.get("split_seed", 0)),
-                   int(calib_cfg.num_samples), int(calib_cfg.seed), 0.3, 0.35)
+    return _bundle(
+        "digits",
+        x,
+        y,
+        int(cfg.get("num_test", 500)),
+        int(cfg.get("split_seed", 0)),
+        int(calib_cfg.num_samples),
+        int(calib_cfg.seed),
+        0.3,
+        0.35,
+    )
 
 
 build_mnist5k.config = build_digits.config = EmbeddedSplitConfig

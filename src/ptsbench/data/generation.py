@@ -11,6 +11,7 @@ A bundle's ``test`` yields ``(image in [0, 1], 0)``. Its ``calib_inputs`` are em
 calibration inputs are captured from the dense model's own sampling (GenerationTask).
 ``meta`` carries the text ``prompt`` for conditional models; the config carries ``fid_metric``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,11 +58,14 @@ class ImageFolderUnit(Dataset):
 
 def check_lsun(cfg) -> None:
     root = cfg.get("root")
-    path = dataset_root(root, cfg.name, f"a folder of LSUN {cfg.name.split('_', 1)[1]} images (jpg/png/webp, "
-                        "searched recursively)")
+    path = dataset_root(
+        root, cfg.name, f"a folder of LSUN {cfg.name.split('_', 1)[1]} images (jpg/png/webp, searched recursively)"
+    )
     if (path / "data.mdb").exists():
-        raise ConfigError(f"dataset.root='{root}' is an LSUN lmdb export, which needs the `lmdb` package; "
-                          f"export it to image files (LSUN's `python data.py export`) and point dataset.root there")
+        raise ConfigError(
+            f"dataset.root='{root}' is an LSUN lmdb export, which needs the `lmdb` package; "
+            f"export it to image files (LSUN's `python data.py export`) and point dataset.root there"
+        )
 
 
 def _image_paths(root: Path, limit: int) -> list[Path]:
@@ -74,14 +78,23 @@ def build_lsun(cfg, calib_cfg) -> DataBundle:
     root = Path(str(cfg.root)).expanduser()
     paths = _image_paths(root, int(cfg.get("max_images", 10000)))
     if len(paths) < 2:
-        raise ConfigError(f"dataset.root='{cfg.root}' holds {len(paths)} images ({'/'.join(IMAGE_SUFFIXES)}); "
-                          f"FID needs a reference set of at least 2, ideally >= 10,000")
+        raise ConfigError(
+            f"dataset.root='{cfg.root}' holds {len(paths)} images ({'/'.join(IMAGE_SUFFIXES)}); "
+            f"FID needs a reference set of at least 2, ideally >= 10,000"
+        )
     size = int(cfg.get("img_size", 256))
     images = ImageFolderUnit(paths, size)
-    return DataBundle(name=cfg.name, num_classes=0, in_chans=3, img_size=size, test=images, train=images,
-                      calib_inputs=torch.empty(0, 3, size, size), calib_indices=np.zeros(0, np.int64),
-                      meta={"num_test": len(paths),
-                            "prompt": cfg.get("prompt") or LSUN_PROMPTS.get(cfg.name, "")})
+    return DataBundle(
+        name=cfg.name,
+        num_classes=0,
+        in_chans=3,
+        img_size=size,
+        test=images,
+        train=images,
+        calib_inputs=torch.empty(0, 3, size, size),
+        calib_indices=np.zeros(0, np.int64),
+        meta={"num_test": len(paths), "prompt": cfg.get("prompt") or LSUN_PROMPTS.get(cfg.name, "")},
+    )
 
 
 for _name in LSUN_PROMPTS:
@@ -95,13 +108,22 @@ def build_mnist5k_gen(cfg, calib_cfg) -> DataBundle:
     x, y = load_mnist5k_arrays()
     train_idx, test_idx = fixed_split(len(x), int(cfg.get("num_test", 1000)), int(cfg.get("split_seed", 0)))
     xt = torch.from_numpy(x)  # cached arrays are shared: indexing below copies
-    return DataBundle(name="mnist5k_gen", num_classes=10, in_chans=1, img_size=28,
-                      test=tensor_split(xt[test_idx], torch.from_numpy(y[test_idx])),
-                      train=tensor_split(xt[train_idx], torch.from_numpy(y[train_idx])),
-                      calib_inputs=torch.empty(0, 1, 28, 28), calib_indices=np.zeros(0, np.int64),
-                      meta={"num_train": len(train_idx), "num_test": len(test_idx),
-                            "test_indices_digest": indices_digest(test_idx),
-                            "prompt": ""})
+    return DataBundle(
+        name="mnist5k_gen",
+        num_classes=10,
+        in_chans=1,
+        img_size=28,
+        test=tensor_split(xt[test_idx], torch.from_numpy(y[test_idx])),
+        train=tensor_split(xt[train_idx], torch.from_numpy(y[train_idx])),
+        calib_inputs=torch.empty(0, 1, 28, 28),
+        calib_indices=np.zeros(0, np.int64),
+        meta={
+            "num_train": len(train_idx),
+            "num_test": len(test_idx),
+            "test_indices_digest": indices_digest(test_idx),
+            "prompt": "",
+        },
+    )
 
 
 build_mnist5k_gen.config = EmbeddedSplitConfig

@@ -15,6 +15,7 @@ Layout: ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``.
 - ``dataset.eval_cache: true`` decodes the val split once into a uint8 cache under
   ``paths.cache_dir`` (see ``data.images``).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -24,8 +25,10 @@ from ..errors import ConfigError
 from .base import DATASETS, LocalImagesConfig, dataset_root, indices_digest, sample_calibration
 from .images import EvalPreprocess, ImageBundle, ImageFiles, Normalized, cached_uint8, files_digest, stack_uint8
 
-LAYOUT = ("<root>/train/<class>/<image>.JPEG and <root>/val/<class>/<image>.JPEG (ImageFolder; the "
-          "official val images must first be sorted into class folders, e.g. with the usual valprep.sh)")
+LAYOUT = (
+    "<root>/train/<class>/<image>.JPEG and <root>/val/<class>/<image>.JPEG (ImageFolder; the "
+    "official val images must first be sorted into class folders, e.g. with the usual valprep.sh)"
+)
 
 
 def check_config(cfg) -> None:
@@ -43,8 +46,10 @@ def class_to_index(classes: list[str], num_classes: int) -> dict[str, int]:
     if num_classes == len(standard) and all(c in standard for c in classes):
         return {c: standard[c] for c in classes}
     if len(classes) > num_classes:
-        raise ConfigError(f"dataset.root holds {len(classes)} class folders but dataset.num_classes={num_classes}; "
-                          f"set dataset.num_classes to the model's number of outputs")
+        raise ConfigError(
+            f"dataset.root holds {len(classes)} class folders but dataset.num_classes={num_classes}; "
+            f"set dataset.num_classes to the model's number of outputs"
+        )
     return {c: i for i, c in enumerate(sorted(classes))}
 
 
@@ -58,9 +63,11 @@ def image_samples(folder: Path, num_classes: int, index: dict[str, int] | None =
         index = class_to_index(classes, num_classes)
     unknown = sorted(set(classes) - set(index))
     if unknown:
-        raise ConfigError(f"dataset.root: {folder} has class folder(s) {', '.join(unknown[:5])}"
-                          f"{' ...' if len(unknown) > 5 else ''} that train/ does not have, so they have no label; "
-                          f"every val/ class must also be a train/ class ({LAYOUT})")
+        raise ConfigError(
+            f"dataset.root: {folder} has class folder(s) {', '.join(unknown[:5])}"
+            f"{' ...' if len(unknown) > 5 else ''} that train/ does not have, so they have no label; "
+            f"every val/ class must also be a train/ class ({LAYOUT})"
+        )
     try:
         return make_dataset(str(folder), {c: index[c] for c in classes}, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as e:
@@ -97,11 +104,20 @@ def build_imagenet(cfg, calib_cfg, preprocess: EvalPreprocess | None = None, cac
     calib_idx = sample_calibration(len(train_samples), int(calib_cfg.num_samples), int(calib_cfg.seed))
     calib = train.normalize(stack_uint8(train.source, calib_idx, workers))
     meta["calib_indices_digest"] = indices_digest(calib_idx)
-    return ImageBundle(name="imagenet", num_classes=num_classes, in_chans=3, img_size=spec.crop_size,
-                       test=Normalized(test_source, spec.mean, spec.std), train=train, calib_inputs=calib,
-                       calib_indices=calib_idx, meta=meta, loader_workers=loader_workers)
+    return ImageBundle(
+        name="imagenet",
+        num_classes=num_classes,
+        in_chans=3,
+        img_size=spec.crop_size,
+        test=Normalized(test_source, spec.mean, spec.std),
+        train=train,
+        calib_inputs=calib,
+        calib_indices=calib_idx,
+        meta=meta,
+        loader_workers=loader_workers,
+    )
 
 
-build_imagenet.takes_context = True   # receives the model's eval transform (preprocess) and cache_dir
+build_imagenet.takes_context = True  # receives the model's eval transform (preprocess) and cache_dir
 build_imagenet.check_config = check_config
 build_imagenet.config = LocalImagesConfig

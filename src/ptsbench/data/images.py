@@ -7,6 +7,7 @@ That split is what makes the evaluation cache possible: the preprocessed evaluat
 written once as a uint8 ``.npy`` (``dataset.eval_cache: true``, under ``paths.cache_dir``) and
 memory-mapped by every later run of a sweep, so JPEGs are decoded once instead of once per run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,13 @@ class ImageFiles(Dataset):
 
         self.samples = samples
         interp = T.InterpolationMode(preprocess.interpolation)
-        self.transform = T.Compose([T.Resize(preprocess.resize_size, interpolation=interp),
-                                    T.CenterCrop(preprocess.crop_size), T.PILToTensor()])
+        self.transform = T.Compose(
+            [
+                T.Resize(preprocess.resize_size, interpolation=interp),
+                T.CenterCrop(preprocess.crop_size),
+                T.PILToTensor(),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -79,18 +85,19 @@ class Uint8Images(Dataset):
     def _resized(self, x: torch.Tensor) -> torch.Tensor:
         if not self.resize or x.shape[-1] == self.resize:
             return x
-        x = torch.nn.functional.interpolate(x.float(), size=(self.resize, self.resize), mode="bilinear",
-                                            antialias=True, align_corners=False)
+        x = torch.nn.functional.interpolate(
+            x.float(), size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False
+        )
         return x.round_().clamp_(0, 255).byte()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self._resized(torch.from_numpy(np.array(self.images[i:i + 1])))[0], int(self.labels[i])
+        return self._resized(torch.from_numpy(np.array(self.images[i : i + 1])))[0], int(self.labels[i])
 
     def get_batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Many samples in one read: one copy out of the memory map (a slice when consecutive)."""
         idx = np.asarray(indices, dtype=np.int64)
         consecutive = len(idx) > 0 and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx)))
-        rows = self.images[idx[0]:idx[0] + len(idx)] if consecutive else self.images[idx]
+        rows = self.images[idx[0] : idx[0] + len(idx)] if consecutive else self.images[idx]
         return self._resized(torch.from_numpy(np.array(rows))), torch.from_numpy(self.labels[idx])
 
 
@@ -170,7 +177,7 @@ def cached_uint8(source: ImageFiles, cache_file: Path, num_workers: int = 0, bat
         loader = DataLoader(source, batch_size=batch_size, num_workers=num_workers)
         start, labels = 0, []
         for x, y in loader:
-            out[start:start + len(x)] = x.numpy()
+            out[start : start + len(x)] = x.numpy()
             start += len(x)
             labels.append(y)
         out.flush()

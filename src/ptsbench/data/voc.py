@@ -14,6 +14,7 @@ flagged ``iscrowd``, so the evaluation ignores them as VOC's protocol does.
 Calibration: ``calib.num_samples`` images of ``calib_split`` drawn with ``calib.seed``, resized
 and centre-cropped to ``calib_size`` squares.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -23,9 +24,28 @@ from ..errors import ConfigError
 from .base import DATASETS, LocalDetectionConfig, dataset_root, indices_digest, sample_calibration
 from .detection import DetectionBundle, FileDetectionDataset, calibration_images, make_target, require
 
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-               "train", "tvmonitor")
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 LAYOUT = "VOCdevkit/VOC2007/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/<split>.txt}"
 
 
@@ -42,8 +62,9 @@ def parse_voc_xml(path: Path) -> dict:
     for obj in ET.parse(path).getroot().iter("object"):
         name = obj.findtext("name", "").strip()
         if name not in VOC_CLASSES:
-            raise ConfigError(f"dataset=voc07: unknown class '{name}' in {path}; "
-                              f"valid classes: {', '.join(VOC_CLASSES)}")
+            raise ConfigError(
+                f"dataset=voc07: unknown class '{name}' in {path}; valid classes: {', '.join(VOC_CLASSES)}"
+            )
         bb = obj.find("bndbox")
         x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append((x1 - 1, y1 - 1, x2, y2))
@@ -53,8 +74,12 @@ def parse_voc_xml(path: Path) -> dict:
 
 
 def split_ids(year: Path, split: str, knob: str) -> list[str]:
-    f = require(year / "ImageSets" / "Main" / f"{split}.txt", knob, f"the id list of split '{split}'",
-                f"expected layout: {LAYOUT}")
+    f = require(
+        year / "ImageSets" / "Main" / f"{split}.txt",
+        knob,
+        f"the id list of split '{split}'",
+        f"expected layout: {LAYOUT}",
+    )
     return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
 
 
@@ -65,20 +90,34 @@ def build_voc07(cfg, calib_cfg) -> DetectionBundle:
     ids = split_ids(year, split, "dataset.split")
     num_test = cfg.get("num_test")
     if num_test is not None:
-        ids = ids[:int(num_test)]
-    targets = [parse_voc_xml(require(year / "Annotations" / f"{i}.xml", "dataset.root", f"annotation {i}.xml",
-                                     f"expected layout: {LAYOUT}")) for i in ids]
+        ids = ids[: int(num_test)]
+    targets = [
+        parse_voc_xml(
+            require(
+                year / "Annotations" / f"{i}.xml", "dataset.root", f"annotation {i}.xml", f"expected layout: {LAYOUT}"
+            )
+        )
+        for i in ids
+    ]
     paths = [year / "JPEGImages" / f"{i}.jpg" for i in ids]
     pool = split_ids(year, calib_split, "dataset.calib_split")
     calib_idx = sample_calibration(len(pool), int(calib_cfg.num_samples), int(calib_cfg.seed))
     size = int(cfg.get("calib_size", 300))
     return DetectionBundle(
-        name="voc07", num_classes=len(VOC_CLASSES), in_chans=3, img_size=size,
-        test=FileDetectionDataset(paths, targets), train=FileDetectionDataset([], []),
+        name="voc07",
+        num_classes=len(VOC_CLASSES),
+        in_chans=3,
+        img_size=size,
+        test=FileDetectionDataset(paths, targets),
+        train=FileDetectionDataset([], []),
         calib_inputs=calibration_images([year / "JPEGImages" / f"{pool[i]}.jpg" for i in calib_idx], size),
         calib_indices=calib_idx,
-        meta={"split": split, "calib_split": calib_split, "num_test": len(paths),
-              "calib_indices_digest": indices_digest(calib_idx)},
+        meta={
+            "split": split,
+            "calib_split": calib_split,
+            "num_test": len(paths),
+            "calib_indices_digest": indices_digest(calib_idx),
+        },
     )
 
 

@@ -6,6 +6,7 @@ init), ``zoo`` (the checkpoint trained by scripts/train_zoo.py), ``torchvision``
 published weights named by ``model.pretrained``, from the local cache only), or a local
 checkpoint path (:mod:`.checkpoints`). Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ class LibraryModelConfig(ModelConfig):
     image_size: int | None = knob(ge=1)
     min_size: int | None = knob(ge=1)
     max_size: int | None = knob(ge=1)
+
+
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo_checkpoints"
 
 
@@ -75,13 +78,15 @@ def weights_path(cfg, dataset_name: str) -> Path | None:
         if not path.exists():
             raise ConfigError(
                 f"model.weights=zoo: no checkpoint for '{cfg.arch}' on '{dataset_name}' at {path}; "
-                f"train it with `python scripts/train_zoo.py --only {cfg.arch}` or use model.weights=none")
+                f"train it with `python scripts/train_zoo.py --only {cfg.arch}` or use model.weights=none"
+            )
     else:
         path = Path(weights).expanduser()
         if not path.exists():
             raise ConfigError(
                 f"model.weights: checkpoint '{weights}' not found; pass an existing local file "
-                f"(model.weights=/path/to/ckpt.pt), or model.weights=none for random init")
+                f"(model.weights=/path/to/ckpt.pt), or model.weights=none for random init"
+            )
     return path
 
 

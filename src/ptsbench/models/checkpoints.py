@@ -14,6 +14,7 @@ A weight file that is not on this machine is a ConfigError naming where it was l
 how to pass it as a path. Hugging Face offline mode is switched on (unless set by the user), so
 library code that would reach for the Hub fails fast instead of waiting on the network.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -44,8 +45,9 @@ def _torchvision_file(tag: str) -> tuple[Path | None, list[str]]:
     try:
         path = _hub_checkpoint(get_weight(tag).url)
     except ValueError as e:
-        raise ConfigError(f"model.pretrained='{tag}' is not a torchvision weights name ({e}); "
-                          f"e.g. ResNet18_Weights.IMAGENET1K_V1") from None
+        raise ConfigError(
+            f"model.pretrained='{tag}' is not a torchvision weights name ({e}); e.g. ResNet18_Weights.IMAGENET1K_V1"
+        ) from None
     return (path if path.is_file() else None), [str(path)]
 
 
@@ -58,7 +60,7 @@ def _timm_file(tag: str) -> tuple[Path | None, list[str]]:
     looked: list[str] = []
     if pcfg is not None and pcfg.hf_hub_id:
         repo = pcfg.hf_hub_id.split("@")[0]
-        for filename in ([pcfg.hf_hub_filename] if pcfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]):
+        for filename in [pcfg.hf_hub_filename] if pcfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]:
             hit = try_to_load_from_cache(repo, filename)
             if isinstance(hit, str) and Path(hit).is_file():
                 return Path(hit), looked
@@ -75,20 +77,25 @@ def cached_pretrained(cfg, kind: str) -> Path:
     """Local file of the published ``kind`` (torchvision | timm) weights of ``cfg``."""
     source, tag, name = str(cfg.get("source", "zoo")), cfg.get("pretrained"), cfg.get("name", cfg.get("arch"))
     if source != kind:
-        raise ConfigError(f"model.weights={kind} loads {kind}'s published weights, but model '{name}' is built "
-                          f"by model.source={source}; pass a local checkpoint (model.weights=/path/to/ckpt.pth) "
-                          f"or model.weights=none")
+        raise ConfigError(
+            f"model.weights={kind} loads {kind}'s published weights, but model '{name}' is built "
+            f"by model.source={source}; pass a local checkpoint (model.weights=/path/to/ckpt.pth) "
+            f"or model.weights=none"
+        )
     if not tag:
-        raise ConfigError(f"model.weights={kind}: {kind} publishes no weights for '{name}' (model.pretrained is "
-                          f"empty); pass a local checkpoint, model.weights=/path/to/{name}.pth, or "
-                          f"model.weights=none for random weights")
+        raise ConfigError(
+            f"model.weights={kind}: {kind} publishes no weights for '{name}' (model.pretrained is "
+            f"empty); pass a local checkpoint, model.weights=/path/to/{name}.pth, or "
+            f"model.weights=none for random weights"
+        )
     path, looked = (_torchvision_file if kind == "torchvision" else _timm_file)(str(tag))
     if path is None:
         raise ConfigError(
             f"model.weights={kind}: the weights '{tag}' are not in the local cache, and PTSBench never downloads. "
             f"Looked for: {'; '.join(looked) or '(no file is published for this tag)'}. Copy the weight file there "
             f"(TORCH_HOME selects the torch hub cache, HF_HOME the Hugging Face one), or pass it directly: "
-            f"model.weights=/path/to/{Path(looked[0]).name if looked else name + '.pth'}")
+            f"model.weights=/path/to/{Path(looked[0]).name if looked else name + '.pth'}"
+        )
     return path
 
 
@@ -106,14 +113,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         detail = str(e).split("WeightsUnpickler error:")[-1].strip()
         if "Unsupported global" not in detail:  # corrupt bytes, not a pickled Python object
-            raise ConfigError(f"model.weights: {path} is not a readable checkpoint ({_first_line(detail)}); "
-                              f"pass a file written by torch.save or safetensors") from None
-        raise ConfigError(f"model.weights: {path} holds more than tensors, so it is not loaded "
-                          f"(weights_only=True: {_first_line(detail)}); re-save only the weights, "
-                          f"torch.save(model.state_dict(), path)") from None
+            raise ConfigError(
+                f"model.weights: {path} is not a readable checkpoint ({_first_line(detail)}); "
+                f"pass a file written by torch.save or safetensors"
+            ) from None
+        raise ConfigError(
+            f"model.weights: {path} holds more than tensors, so it is not loaded "
+            f"(weights_only=True: {_first_line(detail)}); re-save only the weights, "
+            f"torch.save(model.state_dict(), path)"
+        ) from None
     except Exception as e:  # noqa: BLE001 - truncated or random bytes end in many different errors
-        raise ConfigError(f"model.weights: {path} is not a readable checkpoint ({type(e).__name__}: "
-                          f"{_first_line(e)}); pass a file written by torch.save or safetensors") from None
+        raise ConfigError(
+            f"model.weights: {path} is not a readable checkpoint ({type(e).__name__}: "
+            f"{_first_line(e)}); pass a file written by torch.save or safetensors"
+        ) from None
     while isinstance(state, dict):
         key = next((k for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
         if key is None:
@@ -123,7 +136,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"model.weights: {path} holds no state dict (found {type(state).__name__})")
     for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -150,6 +163,8 @@ def load_state(model: nn.Module, path: Path, cfg) -> None:
         model.load_state_dict(state)
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:600]
-        raise ConfigError(f"model.weights: {path} does not fit model '{cfg.get('name')}' (arch {cfg.get('arch')}, "
-                          f"built for this dataset's classes and channels): {detail}. Pass a checkpoint of this "
-                          f"architecture, or model.weights=none") from None
+        raise ConfigError(
+            f"model.weights: {path} does not fit model '{cfg.get('name')}' (arch {cfg.get('arch')}, "
+            f"built for this dataset's classes and channels): {detail}. Pass a checkpoint of this "
+            f"architecture, or model.weights=none"
+        ) from None

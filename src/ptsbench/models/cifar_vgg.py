@@ -7,6 +7,7 @@ Built on torchvision's ``VGG`` class, so module names (``features.*``, ``classif
 ``vgg`` adapter are shared with the ImageNet model; registered as zoo architecture
 ``cifar_vgg19`` (``model.source: zoo``), like the CIFAR ResNets.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -24,6 +25,12 @@ def cifar_vgg19(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     model = VGG(features, num_classes=num_classes, init_weights=True)
     model.avgpool = nn.AdaptiveAvgPool2d(1)
     model.classifier = nn.Sequential(
-        nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(), nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(512, num_classes))
+        nn.Linear(512, 512),
+        nn.ReLU(True),
+        nn.Dropout(),
+        nn.Linear(512, 512),
+        nn.ReLU(True),
+        nn.Dropout(),
+        nn.Linear(512, num_classes),
+    )
     return model

@@ -11,6 +11,7 @@ Class labels: a dataset numbers its K foreground classes 1..K, and every detecto
 K + 1 classes (index 0 = background for SSD, unused by RetinaNet), so COCO's 90 category ids
 give torchvision's 91-way COCO heads.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -60,8 +61,14 @@ def _retinanet(cfg, num_classes, in_chans, depth: int) -> nn.Module:
     _set_stem(body, in_chans)
     backbone = _resnet_fpn_extractor(body, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
     mean, std = mean_std(in_chans)
-    return RetinaNet(backbone, num_classes, min_size=int(cfg.get("min_size", 800)),
-                     max_size=int(cfg.get("max_size", 1333)), image_mean=mean, image_std=std)
+    return RetinaNet(
+        backbone,
+        num_classes,
+        min_size=int(cfg.get("min_size", 800)),
+        max_size=int(cfg.get("max_size", 1333)),
+        image_mean=mean,
+        image_std=std,
+    )
 
 
 @DET_ARCHS.register("retinanet_resnet18_fpn")
@@ -104,15 +111,24 @@ def small_retinanet_resnet8(cfg, num_classes: int, in_chans: int, img_size: int)
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     fpn = int(cfg.get("fpn_channels", 32))
-    backbone = BackboneWithFPN(SmallResNetBody(in_chans), {"layer2": "0", "layer3": "1"}, [32, 64], fpn,
-                               extra_blocks=LastLevelP6P7(64, fpn))
+    backbone = BackboneWithFPN(
+        SmallResNetBody(in_chans), {"layer2": "0", "layer3": "1"}, [32, 64], fpn, extra_blocks=LastLevelP6P7(64, fpn)
+    )
     anchors = AnchorGenerator(((12, 18), (24, 34), (44, 56), (64, 80)), ((1.0, 2.0),) * 4)
     mean, std = mean_std(in_chans)
     size = int(cfg.get("min_size", img_size))
     # GroupNorm head towers, as torchvision's RetinaNet v2: this small detector trains in minutes
     # with them and stalls without; BN cannot serve, its statistics would mix the pyramid levels
-    head = RetinaNetHead(fpn, anchors.num_anchors_per_location()[0], num_classes,
-                         norm_layer=partial(nn.GroupNorm, 8))
+    head = RetinaNetHead(fpn, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 8))
     # at most 3 digits per canvas: 20 detections per image lose nothing and keep evaluation fast
-    return RetinaNet(backbone, num_classes, min_size=size, max_size=size, image_mean=mean, image_std=std,
-                     anchor_generator=anchors, head=head, detections_per_img=int(cfg.get("detections_per_img", 20)))
+    return RetinaNet(
+        backbone,
+        num_classes,
+        min_size=size,
+        max_size=size,
+        image_mean=mean,
+        image_std=std,
+        anchor_generator=anchors,
+        head=head,
+        detections_per_img=int(cfg.get("detections_per_img", 20)),
+    )

@@ -18,6 +18,7 @@ test loop produces on the same pixels. Labels: mmdet numbers classes 0..K-1; a d
 them 1..K (COCO: category ids), so label ``i`` becomes ``model.label_ids[i]`` (default ``i + 1``;
 COCO's 80 category ids when an 80-class head meets coco2017's 90 ids).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,9 +34,88 @@ from . import MODEL_SOURCES, ModelConfig, weights_path
 CONFIG_DIR = Path(__file__).resolve().parent / "mmdet_configs"
 INSTALL_HINT = "install OpenMMLab with `make install-mm` (mmengine, mmdet 3.3 and an mmcv 2.1 built with its ops)"
 # the 80 COCO category ids in mmdet's class order (label i -> COCO_IDS[i])
-COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
-            33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
-            60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
+COCO_IDS = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    67,
+    70,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+)
 
 
 def require_mm() -> None:
@@ -62,9 +142,11 @@ def config_file(name: str) -> Path:
         for p in (path, path.with_name(path.name + ".py")):
             if p.is_file():
                 return p
-    raise ConfigError(f"model.config='{name}' is not an mmdet config file; pass a path, a file of {CONFIG_DIR} "
-                      f"({', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.py')))}), or a config shipped "
-                      f"with mmdet such as retinanet/retinanet_r18_fpn_1x_coco.py")
+    raise ConfigError(
+        f"model.config='{name}' is not an mmdet config file; pass a path, a file of {CONFIG_DIR} "
+        f"({', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.py')))}), or a config shipped "
+        f"with mmdet such as retinanet/retinanet_r18_fpn_1x_coco.py"
+    )
 
 
 def strip_pretrained(node) -> int:
@@ -136,8 +218,16 @@ class MMDetDetector(nn.Module):
         batch = self.preprocess(list(x))
         cls_scores, bbox_preds = self.detector.bbox_head(self.detector.extract_feat(batch["inputs"]))
         n = x.shape[0]
-        flat = [torch.cat([c.permute(0, 2, 3, 1).reshape(n, -1, c.shape[1] // (b.shape[1] // 4)),
-                           b.permute(0, 2, 3, 1).reshape(n, -1, 4)], dim=-1) for c, b in zip(cls_scores, bbox_preds)]
+        flat = [
+            torch.cat(
+                [
+                    c.permute(0, 2, 3, 1).reshape(n, -1, c.shape[1] // (b.shape[1] // 4)),
+                    b.permute(0, 2, 3, 1).reshape(n, -1, 4),
+                ],
+                dim=-1,
+            )
+            for c, b in zip(cls_scores, bbox_preds)
+        ]
         return torch.cat(flat, dim=1)
 
 
@@ -152,9 +242,11 @@ def _label_ids(cfg, head_classes: int, num_classes: int) -> list[int]:
         return list(range(1, num_classes + 1))
     if head_classes == len(COCO_IDS) and num_classes == 90:
         return list(COCO_IDS)
-    raise ConfigError(f"model.config: the mmdet head predicts {head_classes} classes but the dataset has "
-                      f"{num_classes}; pass model.label_ids=[...] (dataset label of each mmdet class) or a "
-                      f"config whose bbox_head.num_classes is {num_classes}")
+    raise ConfigError(
+        f"model.config: the mmdet head predicts {head_classes} classes but the dataset has "
+        f"{num_classes}; pass model.label_ids=[...] (dataset label of each mmdet class) or a "
+        f"config whose bbox_head.num_classes is {num_classes}"
+    )
 
 
 def _quiet_init(detector: nn.Module) -> None:
@@ -190,8 +282,10 @@ def build_mmdet(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Modul
     mcfg = load_config(str(cfg.config))
     backbone_chans = int(mcfg.model.backbone.get("in_channels", 3))
     if backbone_chans != in_chans:
-        raise ConfigError(f"model.config={cfg.config}: its backbone reads {backbone_chans}-channel images, the "
-                          f"dataset has {in_chans}; pick a config made for this dataset")
+        raise ConfigError(
+            f"model.config={cfg.config}: its backbone reads {backbone_chans}-channel images, the "
+            f"dataset has {in_chans}; pick a config made for this dataset"
+        )
     detector = MODELS.build(mcfg.model)
     _quiet_init(detector)
     path = weights_path(cfg, str(cfg.get("trained_on", "")))
@@ -201,19 +295,23 @@ def build_mmdet(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Modul
         try:
             detector.load_state_dict(read_state_dict_inert(path))
         except RuntimeError as e:
-            raise ConfigError(f"model.weights: {path} does not fit model.config={cfg.config}: "
-                              f"{' '.join(str(e).split())[:600]}") from None
+            raise ConfigError(
+                f"model.weights: {path} does not fit model.config={cfg.config}: {' '.join(str(e).split())[:600]}"
+            ) from None
     head_classes = int(detector.bbox_head.num_classes)
-    return MMDetDetector(detector.eval(), list(mcfg.test_pipeline), _label_ids(cfg, head_classes, num_classes),
-                         in_chans)
+    return MMDetDetector(
+        detector.eval(), list(mcfg.test_pipeline), _label_ids(cfg, head_classes, num_classes), in_chans
+    )
 
 
 def check_mmdet_config(cfg) -> None:
     """Cheap checks before any data is loaded: OpenMMLab importable, config and weights present."""
     require_mm()
     if not cfg.get("config"):
-        raise ConfigError("model.config is required with model.source=mmdet: an mmdet config file or a config "
-                          "shipped with mmdet, e.g. model.config=retinanet/retinanet_r18_fpn_1x_coco.py")
+        raise ConfigError(
+            "model.config is required with model.source=mmdet: an mmdet config file or a config "
+            "shipped with mmdet, e.g. model.config=retinanet/retinanet_r18_fpn_1x_coco.py"
+        )
     config_file(str(cfg.config))
     weights_path(cfg, str(cfg.get("trained_on", "")))
 

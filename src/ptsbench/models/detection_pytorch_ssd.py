@@ -25,6 +25,7 @@ A checkpoint in the repository's key layout (``base_net.*``, ``extras.*``,
 :func:`from_pytorch_ssd` (the biases of mb2-ssd-lite's depthwise head convs, which feed a BN, move
 into that BN's running mean).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,8 +40,14 @@ from .detection_ssd import SSDStages, conv_bn, ssd300_mobilenet_v1
 
 IMAGE_SIZE = 300
 # (feature map size, shrinkage, min box, max box) of mobilenetv1_ssd_config; aspect ratios 2, 3
-SPECS = ((19, 16, 60, 105), (10, 32, 105, 150), (5, 64, 150, 195), (3, 100, 195, 240), (2, 150, 240, 285),
-         (1, 300, 285, 330))
+SPECS = (
+    (19, 16, 60, 105),
+    (10, 32, 105, 150),
+    (5, 64, 150, 195),
+    (3, 100, 195, 240),
+    (2, 150, 240, 285),
+    (1, 300, 285, 330),
+)
 RATIOS = (2, 3)
 MEAN, STD = [127 / 255] * 3, [128 / 255] * 3
 
@@ -67,8 +74,9 @@ class PytorchSSDPriors(nn.Module):
     def __init__(self):
         super().__init__()
         p = pytorch_ssd_priors()
-        self.register_buffer("corners", torch.cat([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], 1),
-                             persistent=False)
+        self.register_buffer(
+            "corners", torch.cat([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], 1), persistent=False
+        )
 
     def num_anchors_per_location(self) -> list[int]:
         return [2 + 2 * len(RATIOS)] * len(SPECS)
@@ -101,8 +109,11 @@ def mb1_ssd(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
 def _linear_bottleneck(cin: int, cout: int, expand: float) -> nn.Sequential:
     """An inverted residual without skip: 1x1 expand, depthwise 3x3 stride 2, linear 1x1 + BN."""
     hidden = round(cin * expand)
-    return nn.Sequential(conv_bn(cin, hidden, 1, act=nn.ReLU6), conv_bn(hidden, hidden, 3, 2, groups=hidden, act=nn.ReLU6),
-                         conv_bn(hidden, cout, 1, act=None))
+    return nn.Sequential(
+        conv_bn(cin, hidden, 1, act=nn.ReLU6),
+        conv_bn(hidden, hidden, 3, 2, groups=hidden, act=nn.ReLU6),
+        conv_bn(hidden, cout, 1, act=None),
+    )
 
 
 @DET_ARCHS.register("mb2_ssd_lite")
@@ -115,15 +126,18 @@ def mb2_ssd_lite(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Modu
     feats = _mobilenet_v2(in_chans).features
     stage0 = nn.Sequential(*feats[:14], feats[14].conv[0])
     stage1 = nn.Sequential(nn.Sequential(*feats[14].conv[1:]), *feats[15:])
-    extras = [_linear_bottleneck(cin, cout, e) for cin, cout, e in
-              ((1280, 512, 0.2), (512, 256, 0.25), (256, 256, 0.5), (256, 64, 0.25))]
+    extras = [
+        _linear_bottleneck(cin, cout, e)
+        for cin, cout, e in ((1280, 512, 0.2), (512, 256, 0.25), (256, 256, 0.5), (256, 64, 0.25))
+    ]
     out_channels = [576, 1280, 512, 256, 256, 64]
     backbone = SSDStages([stage0, stage1, *extras], out_channels)
     head = SSDLiteHead(out_channels, [6] * 6, num_classes, nn.BatchNorm2d)
     head.classification_head.module_list[5] = nn.Conv2d(64, 6 * num_classes, 1)
     head.regression_head.module_list[5] = nn.Conv2d(64, 6 * 4, 1)
-    model = SSD(backbone, PytorchSSDPriors(), (IMAGE_SIZE, IMAGE_SIZE), num_classes, image_mean=MEAN,
-                image_std=STD, head=head)
+    model = SSD(
+        backbone, PytorchSSDPriors(), (IMAGE_SIZE, IMAGE_SIZE), num_classes, image_mean=MEAN, image_std=STD, head=head
+    )
     return _as_pytorch_ssd(model, cfg)
 
 

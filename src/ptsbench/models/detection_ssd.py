@@ -13,6 +13,7 @@ here in the layout of the widely used MobileNet SSD ports:
 Every stage is an ``nn.Sequential`` whose output is one feature map (``SSDStages``), so the SSD
 adapter can list blocks and layers by walking the stages.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -55,18 +56,35 @@ class DepthwiseSeparable(nn.Sequential):
 MOBILENET_V1 = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
 
 
-def _ssd(backbone: SSDStages, head: nn.Module, num_classes: int, in_chans: int, size: int, cfg,
-         scales: list[float] | None = None, max_dets: int = 200, topk: int = 400):
+def _ssd(
+    backbone: SSDStages,
+    head: nn.Module,
+    num_classes: int,
+    in_chans: int,
+    size: int,
+    cfg,
+    scales: list[float] | None = None,
+    max_dets: int = 200,
+    topk: int = 400,
+):
     from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
     from torchvision.models.detection.ssd import SSD
 
     n_maps = len(backbone.out_channels)
     anchors = DefaultBoxGenerator([[2, 3]] * n_maps, min_ratio=0.2, max_ratio=0.95, scales=scales)
     mean, std = mean_std(in_chans)
-    return SSD(backbone, anchors, (size, size), num_classes, image_mean=mean, image_std=std, head=head,
-               score_thresh=float(cfg.get("score_thresh", 0.01)),
-               detections_per_img=int(cfg.get("detections_per_img", max_dets)),
-               topk_candidates=int(cfg.get("topk_candidates", topk)))
+    return SSD(
+        backbone,
+        anchors,
+        (size, size),
+        num_classes,
+        image_mean=mean,
+        image_std=std,
+        head=head,
+        score_thresh=float(cfg.get("score_thresh", 0.01)),
+        detections_per_img=int(cfg.get("detections_per_img", max_dets)),
+        topk_candidates=int(cfg.get("topk_candidates", topk)),
+    )
 
 
 @DET_ARCHS.register("ssd300_mobilenet_v1")
@@ -79,16 +97,19 @@ def ssd300_mobilenet_v1(cfg, num_classes: int, in_chans: int, img_size: int) -> 
         blocks.append(DepthwiseSeparable(cin, cout, stride))
         cin = cout
     # extra stages: 1x1 conv to half width, then a stride-2 3x3 conv (no BN, as the ported model)
-    extras = [nn.Sequential(conv_bn(cin, mid, 1, norm=None), conv_bn(mid, cout, 3, 2, norm=None))
-              for cin, mid, cout in ((1024, 256, 512), (512, 128, 256), (256, 128, 256), (256, 128, 256))]
+    extras = [
+        nn.Sequential(conv_bn(cin, mid, 1, norm=None), conv_bn(mid, cout, 3, 2, norm=None))
+        for cin, mid, cout in ((1024, 256, 512), (512, 128, 256), (256, 128, 256), (256, 128, 256))
+    ]
     out_channels = [512, 1024, 512, 256, 256, 256]
     backbone = SSDStages([nn.Sequential(*blocks[:12]), nn.Sequential(*blocks[12:]), *extras], out_channels)
     head = SSDHead(out_channels, [6] * len(out_channels), num_classes)
     return _ssd(backbone, head, num_classes, in_chans, int(cfg.get("image_size", 300)), cfg)
 
 
-def _ssdlite_mobilenet_v2(mnv2: nn.Module, split: int, extra_channels: list[int], num_classes: int,
-                          norm) -> tuple[SSDStages, nn.Module]:
+def _ssdlite_mobilenet_v2(
+    mnv2: nn.Module, split: int, extra_channels: list[int], num_classes: int, norm
+) -> tuple[SSDStages, nn.Module]:
     """Split torchvision MobileNetV2 ``features`` at the expansion layer of block ``split``."""
     from torchvision.models.detection.ssdlite import SSDLiteHead, _extra_block
 
@@ -97,7 +118,7 @@ def _ssdlite_mobilenet_v2(mnv2: nn.Module, split: int, extra_channels: list[int]
         raise ValueError(f"block {split} has a residual add; the SSDLite split needs a strided block")
     expand = feats[split].conv[0]
     stage0 = nn.Sequential(*feats[:split], expand)
-    stage1 = nn.Sequential(nn.Sequential(*feats[split].conv[1:]), *feats[split + 1:])
+    stage1 = nn.Sequential(nn.Sequential(*feats[split].conv[1:]), *feats[split + 1 :])
     c0, c1 = expand.out_channels, feats[-1].out_channels
     extras, cin = [], c1
     for cout in extra_channels:
@@ -143,5 +164,14 @@ def small_ssdlite_mobilenetv2(cfg, num_classes: int, in_chans: int, img_size: in
     backbone, head = _ssdlite_mobilenet_v2(mnv2, 6, [64], num_classes, SSDLITE_NORM)
     # at most 3 digits per canvas: 20 detections per image and 50 candidates per class lose
     # nothing, and keep a collapsed sparse model (every anchor above the score threshold) fast
-    return _ssd(backbone, head, num_classes, in_chans, int(cfg.get("image_size", img_size)), cfg,
-                scales=[0.2, 0.35, 0.6, 0.85], max_dets=20, topk=50)
+    return _ssd(
+        backbone,
+        head,
+        num_classes,
+        in_chans,
+        int(cfg.get("image_size", img_size)),
+        cfg,
+        scales=[0.2, 0.35, 0.6, 0.85],
+        max_dets=20,
+        topk=50,
+    )

@@ -14,6 +14,7 @@ every device and for the dense and the sparse model.
 ``model.weights``: a local diffusers folder, ``zoo`` (ddpm_digits), or ``none`` (tiny
 random-init pipeline of that arch, for tests).
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,8 +42,16 @@ class _Frozen:
 
 
 class GenerationModel(nn.Module):
-    def __init__(self, unet: nn.Module, scheduler_config: dict, decoder, *, arch: str,
-                 text_encoder: nn.Module | None = None, tokenizer=None):
+    def __init__(
+        self,
+        unet: nn.Module,
+        scheduler_config: dict,
+        decoder,
+        *,
+        arch: str,
+        text_encoder: nn.Module | None = None,
+        tokenizer=None,
+    ):
         super().__init__()
         self.unet = unet
         self.arch = arch
@@ -91,7 +100,7 @@ class GenerationModel(nn.Module):
         n_x = math.prod(self.latent_shape)
         x = packed[:, :n_x].reshape(-1, *self.latent_shape)
         t = packed[:, n_x].round().long()
-        cond = packed[:, n_x + 1:].reshape(-1, *self.cond_shape) if self.conditional else None
+        cond = packed[:, n_x + 1 :].reshape(-1, *self.cond_shape) if self.conditional else None
         return x, t, cond
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
@@ -114,8 +123,9 @@ class GenerationModel(nn.Module):
         key = (prompt, str(self.device))
         if key not in self._prompt_cache:
             tok, enc = self.frozen.tokenizer, self.frozen.text_encoder
-            ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
-                      return_tensors="pt").input_ids
+            ids = tok(
+                [prompt], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+            ).input_ids
             self._prompt_cache[key] = enc(ids.to(self.device))[0]
         return self._prompt_cache[key]
 
@@ -130,9 +140,18 @@ class GenerationModel(nn.Module):
         return (img / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
-    def sample(self, num: int, steps: int, seed: int = 0, batch_size: int = 64, eta: float = 0.0,
-               guidance_scale: float = 1.0, prompt: str = "", capture: list | None = None,
-               decode: bool = True) -> torch.Tensor:
+    def sample(
+        self,
+        num: int,
+        steps: int,
+        seed: int = 0,
+        batch_size: int = 64,
+        eta: float = 0.0,
+        guidance_scale: float = 1.0,
+        prompt: str = "",
+        capture: list | None = None,
+        decode: bool = True,
+    ) -> torch.Tensor:
         """``num`` DDIM samples (images in [0, 1] on the CPU, or final latents if not ``decode``).
 
         ``capture``: a list that receives the packed UNet inputs of every denoising call.
@@ -150,7 +169,7 @@ class GenerationModel(nn.Module):
             uncond = self.prompt_embeddings("") if guidance_scale != 1.0 else None
         out = []
         for start in range(0, num, batch_size):
-            lat = noise[start:start + batch_size].to(dev) * sched.init_noise_sigma
+            lat = noise[start : start + batch_size].to(dev) * sched.init_noise_sigma
             b = len(lat)
             for t in sched.timesteps:
                 inp = sched.scale_model_input(lat, t)
@@ -179,27 +198,41 @@ def _load_folder(folder: Path, arch: str) -> GenerationModel:
     parts = pipe.components
     decoder = parts.get("vqvae") or parts.get("vae")
     if parts.get("unet") is None or decoder is None or parts.get("scheduler") is None:
-        raise ConfigError(f"model.weights='{folder}': a diffusers folder with unet, vae/vqvae and scheduler "
-                          f"is needed; found components {sorted(k for k, v in parts.items() if v is not None)}")
+        raise ConfigError(
+            f"model.weights='{folder}': a diffusers folder with unet, vae/vqvae and scheduler "
+            f"is needed; found components {sorted(k for k, v in parts.items() if v is not None)}"
+        )
     from .ldm_convert import apply_fixed_heads
 
     apply_fixed_heads(parts["unet"], folder)  # a converted CompVis UNet with a fixed head count
     text = parts.get("text_encoder")
     if arch == "sd" and (text is None or parts.get("tokenizer") is None):
-        raise ConfigError(f"model.weights='{folder}': model.arch=sd needs text_encoder and tokenizer; "
-                          f"use model.arch=ldm for an unconditional latent diffusion folder")
-    return GenerationModel(parts["unet"], parts["scheduler"].config, decoder, arch=arch,
-                           text_encoder=text if arch == "sd" else None,
-                           tokenizer=parts.get("tokenizer") if arch == "sd" else None)
+        raise ConfigError(
+            f"model.weights='{folder}': model.arch=sd needs text_encoder and tokenizer; "
+            f"use model.arch=ldm for an unconditional latent diffusion folder"
+        )
+    return GenerationModel(
+        parts["unet"],
+        parts["scheduler"].config,
+        decoder,
+        arch=arch,
+        text_encoder=text if arch == "sd" else None,
+        tokenizer=parts.get("tokenizer") if arch == "sd" else None,
+    )
 
 
 def from_pipeline(pipe, arch: str) -> GenerationModel:
     """Wrap an in-memory diffusers pipeline (LDMPipeline / StableDiffusionPipeline layout)."""
     parts = pipe.components
     cond = arch == "sd"
-    return GenerationModel(parts["unet"], parts["scheduler"].config, parts.get("vqvae") or parts.get("vae"),
-                           arch=arch, text_encoder=parts.get("text_encoder") if cond else None,
-                           tokenizer=parts.get("tokenizer") if cond else None)
+    return GenerationModel(
+        parts["unet"],
+        parts["scheduler"].config,
+        parts.get("vqvae") or parts.get("vae"),
+        arch=arch,
+        text_encoder=parts.get("text_encoder") if cond else None,
+        tokenizer=parts.get("tokenizer") if cond else None,
+    )
 
 
 def check_config(cfg) -> None:
@@ -209,23 +242,31 @@ def check_config(cfg) -> None:
         raise ConfigError(f"model.arch='{arch}' for model.source=diffusers; valid choices: {', '.join(ARCHS)}")
     weights = cfg.get("weights")
     if weights is None:
-        raise ConfigError(f"model.weights is required for model.arch={arch}: a local diffusers folder "
-                          f"(model.weights=/models/{arch}), or model.weights=none for a tiny random-init pipeline")
+        raise ConfigError(
+            f"model.weights is required for model.arch={arch}: a local diffusers folder "
+            f"(model.weights=/models/{arch}), or model.weights=none for a tiny random-init pipeline"
+        )
     weights = str(weights)
     if arch == "ddpm_digits" and weights == "zoo":
         from .diffusion_zoo import zoo_path
 
         if not zoo_path().is_file():
-            raise ConfigError(f"model.weights=zoo: no DDPM checkpoint at {zoo_path()}; train it with "
-                              f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init")
+            raise ConfigError(
+                f"model.weights=zoo: no DDPM checkpoint at {zoo_path()}; train it with "
+                f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init"
+            )
     if arch == "ddpm_digits" or weights == "none":
         return
     if weights == "zoo":
-        raise ConfigError(f"model.weights=zoo exists only for model.arch=ddpm_digits; for arch={arch} pass a local "
-                          f"diffusers folder (model.weights=/models/{arch}) or model.weights=none")
+        raise ConfigError(
+            f"model.weights=zoo exists only for model.arch=ddpm_digits; for arch={arch} pass a local "
+            f"diffusers folder (model.weights=/models/{arch}) or model.weights=none"
+        )
     if not (Path(weights).expanduser() / "model_index.json").is_file():
-        raise ConfigError(f"model.weights='{weights}' is not a local diffusers folder (no model_index.json); "
-                          f"save one with pipe.save_pretrained(folder) and pass model.weights=<folder>")
+        raise ConfigError(
+            f"model.weights='{weights}' is not a local diffusers folder (no model_index.json); "
+            f"save one with pipe.save_pretrained(folder) and pass model.weights=<folder>"
+        )
 
 
 def build_ddpm_digits(weights: str) -> GenerationModel:

@@ -6,6 +6,7 @@ v-prediction target by ``scripts/train_zoo_gen.py`` and sampled with DDIM. It wo
 parameter-free "autoencoder" that plays the role of the VQ/KL autoencoder of a latent diffusion
 model and cuts the UNet's cost on CPU to about a third. Everything the pipeline prunes is the UNet.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,16 +21,26 @@ ARCH = "ddpm_digits"
 DATASET = "mnist5k_gen"
 FOLD, PAD = 2, 2  # 28 + 2*2 = 32 pixels, 2x2 folded into channels -> 4x16x16
 UNET_CONFIG = dict(
-    sample_size=16, in_channels=FOLD * FOLD, out_channels=FOLD * FOLD, layers_per_block=1,
-    block_out_channels=(16, 32, 32), norm_num_groups=8, attention_head_dim=16,
+    sample_size=16,
+    in_channels=FOLD * FOLD,
+    out_channels=FOLD * FOLD,
+    layers_per_block=1,
+    block_out_channels=(16, 32, 32),
+    norm_num_groups=8,
+    attention_head_dim=16,
     down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
 )
 # v-prediction (Salimans & Ho 2022) and trailing DDIM timesteps (sampling starts at t = T-1, Lin et
 # al. 2024): with eps-prediction this short training left grey, grainy backgrounds (fid_digits ~260
 # vs ~18 for v at 1,500 iterations)
-SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
-                        clip_sample=True, timestep_spacing="trailing")
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    prediction_type="v_prediction",
+    clip_sample=True,
+    timestep_spacing="trailing",
+)
 
 
 class PixelFold(nn.Module):
@@ -46,7 +57,7 @@ class PixelFold(nn.Module):
     def decode_to_unit(self, latents: torch.Tensor) -> torch.Tensor:
         x = F.pixel_shuffle(latents, self.fold)
         if self.pad:
-            x = x[..., self.pad:-self.pad, self.pad:-self.pad]
+            x = x[..., self.pad : -self.pad, self.pad : -self.pad]
         return ((x.clamp(-1, 1) + 1) / 2).contiguous()
 
 
@@ -75,7 +86,9 @@ def load_unet(weights: str) -> nn.Module:
     if weights != "none":
         path = zoo_path() if weights == "zoo" else Path(weights).expanduser()
         if not path.is_file():
-            raise ConfigError(f"model.weights={weights}: no DDPM checkpoint at {path}; train it with "
-                              f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init")
+            raise ConfigError(
+                f"model.weights={weights}: no DDPM checkpoint at {path}; train it with "
+                f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init"
+            )
         unet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return unet.eval()

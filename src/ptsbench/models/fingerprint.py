@@ -5,6 +5,7 @@ dense-metric cache key (issue 12 item 1); a path or config alone cannot tell. SH
 bytes, with a fast path: the hash is remembered in ``<cache_dir>/weights_sha256.json`` under the
 file's absolute path, size and modification time (ns), and recomputed only when one changes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,10 @@ def _files(path: Path) -> list[Path]:
 
 def _signature(path: Path) -> str:
     """Names, sizes and mtimes of the file(s): cheap, changes whenever the content is rewritten."""
-    parts = [f"{p.relative_to(path) if p != path else p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}"
-             for p in _files(path)]
+    parts = [
+        f"{p.relative_to(path) if p != path else p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}"
+        for p in _files(path)
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

@@ -9,6 +9,7 @@ unpickler allows (tensors, storages, containers) and turns every other global in
 placeholder that records its arguments and runs nothing; the tensors of ``state_dict`` come out
 intact and the metadata comes out as placeholders, which PTSBench never reads.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -71,11 +72,15 @@ def read_state_dict_inert(path: Path) -> dict[str, torch.Tensor]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=inert)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ConfigError(f"model.weights: {path} is not a readable torch checkpoint ({str(e).splitlines()[0]})") from None
+        raise ConfigError(
+            f"model.weights: {path} is not a readable torch checkpoint ({str(e).splitlines()[0]})"
+        ) from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"model.weights: {path} holds no state_dict of tensors "
-                          f"(found {type(ckpt).__name__} with keys {list(ckpt)[:6] if isinstance(ckpt, dict) else '-'})")
+        raise ConfigError(
+            f"model.weights: {path} holds no state_dict of tensors "
+            f"(found {type(ckpt).__name__} with keys {list(ckpt)[:6] if isinstance(ckpt, dict) else '-'})"
+        )
     if state and all(k.startswith("module.") for k in state):  # saved from a (Distributed)DataParallel wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)

@@ -24,6 +24,7 @@ A fixed head count (``num_heads`` with ``num_head_channels: -1``, churches) has 
 config key: it is written to ``unet/ptsbench.json`` and set on the attention modules on load.
 The latent ``scale_factor`` of the checkpoint becomes the autoencoder's ``scaling_factor``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,36 +41,54 @@ HEADS_FILE = "ptsbench.json"
 
 
 def _attn_levels(p: dict) -> list[bool]:
-    return [2 ** i in set(p.get("attention_resolutions", [])) for i in range(len(p["channel_mult"]))]
+    return [2**i in set(p.get("attention_resolutions", [])) for i in range(len(p["channel_mult"]))]
 
 
 def unet_config(p: dict) -> tuple[dict, int | None]:
     """UNet2DModel kwargs for openaimodel params ``p``, and a fixed head count to set on load (or None)."""
     attn, updown = _attn_levels(p), bool(p.get("resblock_updown", False))
-    plain_down, plain_up = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if updown else ("DownBlock2D", "UpBlock2D")
+    plain_down, plain_up = (
+        ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if updown else ("DownBlock2D", "UpBlock2D")
+    )
     head_ch = int(p.get("num_head_channels", -1))
     cfg = dict(
-        sample_size=int(p["image_size"]), in_channels=int(p["in_channels"]), out_channels=int(p["out_channels"]),
+        sample_size=int(p["image_size"]),
+        in_channels=int(p["in_channels"]),
+        out_channels=int(p["out_channels"]),
         block_out_channels=[int(p["model_channels"]) * int(m) for m in p["channel_mult"]],
         layers_per_block=int(p["num_res_blocks"]),
         down_block_types=["AttnDownBlock2D" if a else plain_down for a in attn],
         up_block_types=["AttnUpBlock2D" if a else plain_up for a in reversed(attn)],
-        downsample_type="resnet" if updown else "conv", upsample_type="resnet" if updown else "conv",
+        downsample_type="resnet" if updown else "conv",
+        upsample_type="resnet" if updown else "conv",
         resnet_time_scale_shift="scale_shift" if p.get("use_scale_shift_norm", False) else "default",
-        attention_head_dim=head_ch if head_ch > 0 else None, attn_norm_num_groups=32, norm_num_groups=32,
-        norm_eps=1e-5, act_fn="silu", flip_sin_to_cos=True, freq_shift=0, downsample_padding=1,
-        time_embedding_type="positional", add_attention=True,
+        attention_head_dim=head_ch if head_ch > 0 else None,
+        attn_norm_num_groups=32,
+        norm_num_groups=32,
+        norm_eps=1e-5,
+        act_fn="silu",
+        flip_sin_to_cos=True,
+        freq_shift=0,
+        downsample_padding=1,
+        time_embedding_type="positional",
+        add_attention=True,
     )
     return cfg, (int(p.get("num_heads", 1)) if head_ch <= 0 else None)
 
 
-RES = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj", "out_layers.0": "norm2",
-       "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
+RES = {
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
+}
 
 
 def _resblock(src: dict, old: str, new: str, out: dict) -> None:
     for k in [k for k in src if k.startswith(old + ".")]:
-        rest = k[len(old) + 1:]
+        rest = k[len(old) + 1 :]
         part, _, leaf = rest.rpartition(".")
         if part not in RES:
             raise ConfigError(f"LDM checkpoint: unexpected ResBlock tensor {k}")
@@ -109,8 +128,13 @@ def convert_unet(state: dict[str, torch.Tensor], p: dict) -> dict[str, torch.Ten
     def heads(ch: int) -> int:
         return ch // head_ch if head_ch > 0 else int(p.get("num_heads", 1))
 
-    for old, new in (("time_embed.0", "time_embedding.linear_1"), ("time_embed.2", "time_embedding.linear_2"),
-                     ("input_blocks.0.0", "conv_in"), ("out.0", "conv_norm_out"), ("out.2", "conv_out")):
+    for old, new in (
+        ("time_embed.0", "time_embedding.linear_1"),
+        ("time_embed.2", "time_embedding.linear_2"),
+        ("input_blocks.0.0", "conv_in"),
+        ("out.0", "conv_norm_out"),
+        ("out.2", "conv_out"),
+    ):
         for leaf in ("weight", "bias"):
             out[f"{new}.{leaf}"] = src.pop(f"{old}.{leaf}")
     idx = 1
@@ -141,7 +165,9 @@ def convert_unet(state: dict[str, torch.Tensor], p: dict) -> dict[str, torch.Ten
                 _sampler(src, f"output_blocks.{idx}.{pos}", f"up_blocks.{up}.upsamplers.0", out, updown)
             idx += 1
     if src:
-        raise ConfigError(f"LDM checkpoint: {len(src)} UNet tensors the config does not explain, e.g. {sorted(src)[:4]}")
+        raise ConfigError(
+            f"LDM checkpoint: {len(src)} UNet tensors the config does not explain, e.g. {sorted(src)[:4]}"
+        )
     return out
 
 
@@ -154,13 +180,21 @@ def convert_first_stage(state: dict[str, torch.Tensor], fs: dict, scale_factor: 
     res = int(dd["resolution"])
     ch = [int(dd["ch"]) * int(m) for m in dd["ch_mult"]]
     attn_res = set(dd.get("attn_resolutions", []))
-    common = dict(in_channels=int(dd["in_channels"]), out_channels=int(dd["out_ch"]), block_out_channels=ch,
-                  layers_per_block=int(dd["num_res_blocks"]), latent_channels=int(dd["z_channels"]),
-                  down_block_types=["AttnDownEncoderBlock2D" if res // 2 ** i in attn_res else "DownEncoderBlock2D"
-                                    for i in range(len(ch))],
-                  up_block_types=["AttnUpDecoderBlock2D" if res // 2 ** i in attn_res else "UpDecoderBlock2D"
-                                  for i in range(len(ch))][::-1],
-                  sample_size=res, scaling_factor=float(scale_factor))
+    common = dict(
+        in_channels=int(dd["in_channels"]),
+        out_channels=int(dd["out_ch"]),
+        block_out_channels=ch,
+        layers_per_block=int(dd["num_res_blocks"]),
+        latent_channels=int(dd["z_channels"]),
+        down_block_types=[
+            "AttnDownEncoderBlock2D" if res // 2**i in attn_res else "DownEncoderBlock2D" for i in range(len(ch))
+        ],
+        up_block_types=[
+            "AttnUpDecoderBlock2D" if res // 2**i in attn_res else "UpDecoderBlock2D" for i in range(len(ch))
+        ][::-1],
+        sample_size=res,
+        scaling_factor=float(scale_factor),
+    )
     fs_state = {k: v for k, v in state.items() if not k.startswith("loss.")}  # the training discriminator
     converted = convert_ldm_vae_checkpoint(fs_state, common)
     if "VQ" in target:
@@ -184,20 +218,27 @@ def convert(ckpt: Path, config: Path, out: Path) -> Path:
 
     params = OmegaConf.to_container(OmegaConf.load(config), resolve=True)["model"]["params"]
     state = read_checkpoint(ckpt)
-    unet_state = {k[len(UNET_PREFIX):]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
-    fs_state = {k[len(FIRST_STAGE_PREFIX):]: v for k, v in state.items() if k.startswith(FIRST_STAGE_PREFIX)}
+    unet_state = {k[len(UNET_PREFIX) :]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
+    fs_state = {k[len(FIRST_STAGE_PREFIX) :]: v for k, v in state.items() if k.startswith(FIRST_STAGE_PREFIX)}
     if not unet_state or not fs_state:
-        raise ConfigError(f"{ckpt}: not a CompVis LatentDiffusion checkpoint (no {UNET_PREFIX}* / {FIRST_STAGE_PREFIX}* tensors)")
+        raise ConfigError(
+            f"{ckpt}: not a CompVis LatentDiffusion checkpoint (no {UNET_PREFIX}* / {FIRST_STAGE_PREFIX}* tensors)"
+        )
     ucfg, fixed_heads = unet_config(params["unet_config"]["params"])
     unet = UNet2DModel(**ucfg)
     unet.load_state_dict(convert_unet(unet_state, params["unet_config"]["params"]), strict=True)
     scale = float(state["scale_factor"]) if "scale_factor" in state else float(params.get("scale_factor", 1.0))
     vqvae, fs_converted = convert_first_stage(fs_state, params["first_stage_config"], scale)
     vqvae.load_state_dict(fs_converted, strict=True)
-    scheduler = DDIMScheduler(num_train_timesteps=int(params.get("timesteps", 1000)), beta_schedule="scaled_linear",
-                              beta_start=float(params.get("linear_start", 0.0015)),
-                              beta_end=float(params.get("linear_end", 0.0195)), clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
+    scheduler = DDIMScheduler(
+        num_train_timesteps=int(params.get("timesteps", 1000)),
+        beta_schedule="scaled_linear",
+        beta_start=float(params.get("linear_start", 0.0015)),
+        beta_end=float(params.get("linear_end", 0.0195)),
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     out.mkdir(parents=True, exist_ok=True)
     LDMPipeline(vqvae=vqvae, unet=unet, scheduler=scheduler).save_pretrained(str(out))
     if fixed_heads is not None:

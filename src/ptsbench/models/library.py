@@ -12,6 +12,7 @@ The published weights named by ``model.pretrained`` also fix the evaluation prep
 (:func:`eval_preprocess`): torchvision's ``Weights.transforms()`` (resize 256 / crop 224 for
 most) and timm's ``resolve_data_config`` (crop_pct, interpolation, mean/std of the weights).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,15 @@ def _replace_stem(model: nn.Module, in_chans: int) -> None:
     name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
     if conv.in_channels == in_chans:
         return
-    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, bias=conv.bias is not None)
+    new = nn.Conv2d(
+        in_chans,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        bias=conv.bias is not None,
+    )
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
@@ -47,8 +55,10 @@ def build_torchvision(cfg, num_classes: int, in_chans: int, img_size: int) -> nn
     try:
         model = torchvision.models.get_model(str(cfg.arch), weights=None, num_classes=num_classes, **_kwargs(cfg))
     except ValueError as e:
-        raise ConfigError(f"model.arch='{cfg.arch}' is not a torchvision classification model ({e}); "
-                          f"see torchvision.models.list_models()") from None
+        raise ConfigError(
+            f"model.arch='{cfg.arch}' is not a torchvision classification model ({e}); "
+            f"see torchvision.models.list_models()"
+        ) from None
     _replace_stem(model, in_chans)
     return model
 
@@ -88,8 +98,9 @@ def check_library_config(cfg) -> None:
         import torchvision
 
         if str(cfg.arch) not in torchvision.models.list_models():
-            raise ConfigError(f"model.arch='{cfg.arch}' is not a torchvision model; "
-                              f"see torchvision.models.list_models()")
+            raise ConfigError(
+                f"model.arch='{cfg.arch}' is not a torchvision model; see torchvision.models.list_models()"
+            )
 
 
 build_torchvision.check_config = check_library_config
@@ -109,12 +120,14 @@ def eval_preprocess(cfg) -> EvalPreprocess:
             return EvalPreprocess()
         dc = resolve_data_config({}, pretrained_cfg=pcfg.to_dict())
         size = int(dc["input_size"][-1])
-        return EvalPreprocess(size, int(math.floor(size / dc["crop_pct"])), str(dc["interpolation"]),
-                              tuple(dc["mean"]), tuple(dc["std"]))
+        return EvalPreprocess(
+            size, int(math.floor(size / dc["crop_pct"])), str(dc["interpolation"]), tuple(dc["mean"]), tuple(dc["std"])
+        )
     if source == "torchvision" and tag:
         from torchvision.models import get_weight
 
         t = get_weight(str(tag)).transforms()
-        return EvalPreprocess(int(t.crop_size[0]), int(t.resize_size[0]), t.interpolation.value,
-                              tuple(t.mean), tuple(t.std))
+        return EvalPreprocess(
+            int(t.crop_size[0]), int(t.resize_size[0]), t.interpolation.value, tuple(t.mean), tuple(t.std)
+        )
     return EvalPreprocess()

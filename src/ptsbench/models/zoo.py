@@ -7,6 +7,7 @@
   at two widths/depths.
 Using the library classes means the adapters for the full-size models serve the zoo too.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
         if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
         self.relu2 = nn.ReLU(inplace=False)
 
     def forward(self, x):
@@ -77,6 +77,7 @@ class CifarResNet(nn.Module):
 def cifar_resnet(depth: int):
     def build(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
         return CifarResNet(depth, num_classes, in_chans)
+
     return build
 
 
@@ -91,11 +92,11 @@ def small_mobilenet_v2(width: float):
     def build(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
         from torchvision.models import MobileNetV2
 
-        m = MobileNetV2(num_classes=num_classes, width_mult=width,
-                        inverted_residual_setting=setting)
+        m = MobileNetV2(num_classes=num_classes, width_mult=width, inverted_residual_setting=setting)
         stem = m.features[0][0]
         m.features[0][0] = nn.Conv2d(in_chans, stem.out_channels, 3, 1, 1, bias=False)
         return m
+
     return build
 
 
@@ -107,9 +108,17 @@ def small_vit(embed_dim: int, depth: int, heads: int, patch: int = 7):
     def build(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
         from timm.models.vision_transformer import VisionTransformer
 
-        return VisionTransformer(img_size=img_size, patch_size=patch, in_chans=in_chans,
-                                 num_classes=num_classes, embed_dim=embed_dim, depth=depth,
-                                 num_heads=heads, mlp_ratio=2.0)
+        return VisionTransformer(
+            img_size=img_size,
+            patch_size=patch,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=heads,
+            mlp_ratio=2.0,
+        )
+
     return build
 
 

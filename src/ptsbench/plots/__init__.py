@@ -1,4 +1,5 @@
 """Matplotlib figures generated from run records (PNG, headless Agg backend)."""
+
 from __future__ import annotations
 
 from pathlib import Path

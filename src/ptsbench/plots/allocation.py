@@ -6,6 +6,7 @@ the allocators of each layer as a black line. Rates come straight from run recor
 dicts with sorted keys, so the model's layer order is passed separately when known
 (``layer_order_from_record``: FCPTS records keep it in ``allocation.layer_order``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,9 @@ def rates_from_record(record: dict) -> dict[str, float]:
     """The per-layer sparsity rates a run record carries (allocation first, then the target)."""
     rates = (record.get("allocation") or {}).get("rates") or (record.get("sparsity") or {}).get("target_per_layer")
     if not rates:
-        raise ValueError(f"record {record.get('name', '?')} has no per-layer rates "
-                         "(allocation.rates / sparsity.target_per_layer)")
+        raise ValueError(
+            f"record {record.get('name', '?')} has no per-layer rates (allocation.rates / sparsity.target_per_layer)"
+        )
     return dict(rates)
 
 
@@ -27,8 +29,9 @@ def layer_order_from_record(record: dict) -> list[str] | None:
     return (record.get("allocation") or {}).get("layer_order")
 
 
-def plot_layer_allocation(rates_by_allocator: dict[str, dict[str, float]], title: str, path: str | Path,
-                          layer_order: list[str] | None = None) -> Path:
+def plot_layer_allocation(
+    rates_by_allocator: dict[str, dict[str, float]], title: str, path: str | Path, layer_order: list[str] | None = None
+) -> Path:
     """Save a PNG of the remaining ratio 1 - s_l per layer for each allocator; returns the path.
 
     rates_by_allocator: label -> {layer name: sparsity rate s_l in [0, 1]}. Layers missing from an

@@ -8,6 +8,7 @@
   at one rate, drawn by ``ptsbench.plots.allocation.plot_layer_allocation`` when that module
   is installed; skipped (with the reason) otherwise.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -81,7 +82,9 @@ def plot_allocations(ok_runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     except (ImportError, AttributeError) as e:
         log.info("per-layer allocation plot skipped: %s", e)
         return []
-    runs = ok_runs[(ok_runs.reconstruction == "none") & ok_runs.per_layer.map(lambda x: isinstance(x, dict) and bool(x))]
+    runs = ok_runs[
+        (ok_runs.reconstruction == "none") & ok_runs.per_layer.map(lambda x: isinstance(x, dict) and bool(x))
+    ]
     paths = []
     for (task, model, dataset), g in runs.groupby(["task", "model", "dataset"], sort=False):
         multi = g.groupby("rate").allocator.nunique()
@@ -91,8 +94,9 @@ def plot_allocations(ok_runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         rate = float(multi.index.max())
         at = g[g.rate == rate].drop_duplicates("allocator")
         at = at.sort_values("allocator", key=lambda s: s.map(lambda a: ALLOCATOR_ORDER.get(a, 99)), kind="stable")
-        rates_by_allocator = {r.allocator: {n: r.per_layer[n] for n in network_order(r.per_layer)}
-                              for _, r in at.iterrows()}
+        rates_by_allocator = {
+            r.allocator: {n: r.per_layer[n] for n in network_order(r.per_layer)} for _, r in at.iterrows()
+        }
         path = Path(out_dir) / f"fig4_allocation_{task}_{model}_{dataset}_s{rate:g}.png"
         try:
             plot_layer_allocation(rates_by_allocator, f"{model} on {dataset}, sparsity {rate:.0%}", path)
@@ -115,8 +119,10 @@ def network_order(names) -> list[str]:
     >>> network_order(["fc", "layer10.conv", "conv1", "layer2.conv", "blocks.0.qkv", "patch_embed.proj"])
     ['conv1', 'patch_embed.proj', 'blocks.0.qkv', 'layer2.conv', 'layer10.conv', 'fc']
     """
+
     def key(name: str):
         top = name.split(".")[0]
         rank = 2 if top in HEADS else 0 if ("." not in name or top in STEMS) else 1
         return rank, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
     return sorted(names, key=key)

@@ -4,6 +4,7 @@ A reconstructor is registered by name and called as
 ``fn(model, dense_model, masks, calib_inputs, cfg, device, adapter=..., task=...) -> report`` where ``report`` goes
 into the run record (per-unit losses before/after, timings).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,6 +11,7 @@ Per output channel c of every masked layer:
 linear the difference is f(W_d - W_c, X_d), measured by hooks on the dense layers while the
 dense model (or a dense unit) runs; a layer without a bias gets one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,10 +56,12 @@ class ErrorCorrection:
         self.names = [n for n in names if n in masks]
         self.layers = {n: model.get_submodule(n) for n in self.names}
         self.dense = {n: dense_model.get_submodule(n) for n in self.names}
-        self.new_weights = {n: corrected_weight(self.dense[n].weight, self.layers[n].weight, masks[n])
-                            for n in self.names}
-        self.sums = {n: torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
-                     for n, w in self.new_weights.items()}
+        self.new_weights = {
+            n: corrected_weight(self.dense[n].weight, self.layers[n].weight, masks[n]) for n in self.names
+        }
+        self.sums = {
+            n: torch.zeros(w.shape[0], dtype=torch.float64, device=w.device) for n, w in self.new_weights.items()
+        }
         self.counts = dict.fromkeys(self.names, 0)
 
     @contextlib.contextmanager
@@ -94,12 +97,19 @@ class ErrorCorrection:
 
 
 @torch.no_grad()
-def apply_error_correction(model: nn.Module, dense_model: nn.Module, masks: dict[str, torch.Tensor],
-                           calib_inputs: torch.Tensor, forward, device: torch.device, names=None,
-                           chunk_size: int = 256) -> dict[str, float]:
+def apply_error_correction(
+    model: nn.Module,
+    dense_model: nn.Module,
+    masks: dict[str, torch.Tensor],
+    calib_inputs: torch.Tensor,
+    forward,
+    device: torch.device,
+    names=None,
+    chunk_size: int = 256,
+) -> dict[str, float]:
     """Correct the masked layers ``names`` (default: all) in one pass of the dense model."""
     ec = ErrorCorrection(model, dense_model, masks, masks if names is None else names)
     with ec.measuring():
         for start in range(0, len(calib_inputs), chunk_size):
-            forward(dense_model, calib_inputs[start:start + chunk_size].to(device))
+            forward(dense_model, calib_inputs[start : start + chunk_size].to(device))
     return ec.apply()

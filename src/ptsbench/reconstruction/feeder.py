@@ -9,6 +9,7 @@ Y = dense unit on dense X); this class only makes them cheaper to get:
   sparse input is the reconstructed previous unit applied to its own sparse input, so the sparse
   model's prefix is not run again. Otherwise the sparse prefix runs, stopped at the unit.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,10 +35,12 @@ def _probe_sizes(model: nn.Module, units, sample: torch.Tensor, forward, device)
     sizes = [0] * len(units)
     handles = []
     for k, u in enumerate(units):
+
         def grab(_m, args, out=None, k=k):
             t = args[0] if out is None else out
             if torch.is_tensor(t):
                 sizes[k] = max(sizes[k], t.numel() * t.element_size())
+
         handles.append(model.get_submodule(u.modules[0]).register_forward_pre_hook(grab))
         handles.append(model.get_submodule(u.modules[-1]).register_forward_hook(grab))
     try:
@@ -49,8 +52,19 @@ def _probe_sizes(model: nn.Module, units, sample: torch.Tensor, forward, device)
 
 
 class UnitFeeder:
-    def __init__(self, model, dense_model, units, calib_inputs, forward, input_mode: str,
-                 device: torch.device, offload, chunk_size: int = 256, channels_last: bool = False):
+    def __init__(
+        self,
+        model,
+        dense_model,
+        units,
+        calib_inputs,
+        forward,
+        input_mode: str,
+        device: torch.device,
+        offload,
+        chunk_size: int = 256,
+        channels_last: bool = False,
+    ):
         self.model, self.dense_model, self.units = model, dense_model, units
         self.calib, self.forward, self.input_mode, self.device = calib_inputs, forward, input_mode, device
         self.kw = dict(chunk_size=chunk_size, channels_last=channels_last)
@@ -74,13 +88,17 @@ class UnitFeeder:
         """Dense inputs of every unit from one forward per chunk (first call of each module)."""
         out: dict[str, CalibTensor] = {}
         seen: dict[str, torch.Tensor] = {}
-        handles = [model.get_submodule(name).register_forward_pre_hook(
-            lambda _m, args, name=name: seen.setdefault(name, args[0])) for name in names]
+        handles = [
+            model.get_submodule(name).register_forward_pre_hook(
+                lambda _m, args, name=name: seen.setdefault(name, args[0])
+            )
+            for name in names
+        ]
         try:
             chunk = self.kw["chunk_size"]
             for start in range(0, len(self.calib), chunk):
                 seen.clear()
-                self.forward(model, self.calib[start:start + chunk].to(self.device, non_blocking=True))
+                self.forward(model, self.calib[start : start + chunk].to(self.device, non_blocking=True))
                 for name, x in seen.items():
                     if name not in out:
                         out[name] = _alloc(len(self.calib), x, self.store, self.kw["channels_last"])
@@ -96,7 +114,9 @@ class UnitFeeder:
         first = unit.modules[0]
         x_dense = self.dense_inputs.pop(first, None)
         if x_dense is None:
-            x_dense = capture_input(self.dense_model, first, self.calib, self.forward, self.device, self.store, **self.kw)
+            x_dense = capture_input(
+                self.dense_model, first, self.calib, self.forward, self.device, self.store, **self.kw
+            )
         dense_chain = UnitChain(self.dense_model, unit.modules)
         if while_target is None:
             y = apply_chunked(dense_chain, x_dense, self.store, self.device, **self.kw)
@@ -117,8 +137,11 @@ class UnitFeeder:
             return None
         unit, x_prev, y_prev = self.prev
         self.prev = None
-        if (y_prev.nhwc != x_dense.nhwc or y_prev.data.shape != x_dense.data.shape
-                or not torch.allclose(y_prev.data, x_dense.data, rtol=1e-5, atol=1e-6)):
+        if (
+            y_prev.nhwc != x_dense.nhwc
+            or y_prev.data.shape != x_dense.data.shape
+            or not torch.allclose(y_prev.data, x_dense.data, rtol=1e-5, atol=1e-6)
+        ):
             return None
         self.shortcuts += 1
         return apply_chunked(UnitChain(self.model, unit.modules), x_prev, self.store, self.device, **self.kw)

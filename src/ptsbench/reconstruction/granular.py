@@ -12,6 +12,7 @@ sampled training losses go into the run record. A unit whose training diverged (
 weight or loss, or a loss above twice the one it started from) gets its pre-training weights back
 and ``diverged: true`` in the record.
 """
+
 from __future__ import annotations
 
 import functools
@@ -85,16 +86,29 @@ def settings_from(cfg, device: torch.device) -> TrainSettings:
     def pick(knob):
         return float(preset[knob] if p[knob] is None else p[knob])
 
-    return TrainSettings(iters=p["iters"], batch_size=p["batch_size"], optimizer=p["optimizer"], lr=pick("lr"),
-                         lr_bias=pick("lr_bias"), momentum=pick("momentum"), amp=_auto(p["amp"], on_cuda),
-                         cuda_graphs=_auto(p["cuda_graphs"], on_cuda), seed=p["seed"])
+    return TrainSettings(
+        iters=p["iters"],
+        batch_size=p["batch_size"],
+        optimizer=p["optimizer"],
+        lr=pick("lr"),
+        lr_bias=pick("lr_bias"),
+        momentum=pick("momentum"),
+        amp=_auto(p["amp"], on_cuda),
+        cuda_graphs=_auto(p["cuda_graphs"], on_cuda),
+        seed=p["seed"],
+    )
 
 
-def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granularity: str,
-                adapter=None, task=None, **_) -> dict:
+def reconstruct(
+    model, dense_model, masks, calib_inputs, cfg, device, *, granularity: str, adapter=None, task=None, **_
+) -> dict:
     """Reconstruct every unit; the knobs were checked by the pipeline's validation (UnitwiseConfig)."""
-    knobs = knobs_of({**(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)),
-                  "name": granularity})
+    knobs = knobs_of(
+        {
+            **(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)),
+            "name": granularity,
+        }
+    )
     device = torch.device(device)
     adapter = adapter or GenericAdapter()
     units = adapter.units(model, granularity)
@@ -102,11 +116,22 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granula
     settings = settings_from(knobs, device)
     correct = knobs["error_correction"]
     progress = knobs["progress"]
-    report = {"name": granularity, "granularity": granularity, "input": knobs["input"],
-              "error_correction": correct, "iters": settings.iters, "batch_size": settings.batch_size,
-              "optimizer": settings.optimizer, "lr": settings.lr, "lr_bias": settings.lr_bias,
-              "amp_bf16": settings.amp, "cuda_graphs": settings.cuda_graphs, "adapter": adapter.family,
-              "num_units": len(units), "units": []}
+    report = {
+        "name": granularity,
+        "granularity": granularity,
+        "input": knobs["input"],
+        "error_correction": correct,
+        "iters": settings.iters,
+        "batch_size": settings.batch_size,
+        "optimizer": settings.optimizer,
+        "lr": settings.lr,
+        "lr_bias": settings.lr_bias,
+        "amp_bf16": settings.amp,
+        "cuda_graphs": settings.cuda_graphs,
+        "adapter": adapter.family,
+        "num_units": len(units),
+        "units": [],
+    }
     uncovered = sorted(set(masks) - {layer for u in units for layer in u.layers})
     report["unreconstructed_layers"] = uncovered
     model.eval()
@@ -118,12 +143,25 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, granula
         with tf32(False):  # exact fp32 targets and reported losses; training turns TF32 on
             if correct and uncovered:  # layers no unit owns still get Eq. 1
                 apply_error_correction(model, dense_model, masks, calib_inputs, forward, device, uncovered)
-            feeder = UnitFeeder(model, dense_model, units, calib_inputs, forward, report["input"], device,
-                                knobs["offload"], knobs["chunk_size"], _auto(knobs["channels_last"], device.type == "cuda"))
+            feeder = UnitFeeder(
+                model,
+                dense_model,
+                units,
+                calib_inputs,
+                forward,
+                report["input"],
+                device,
+                knobs["offload"],
+                knobs["chunk_size"],
+                _auto(knobs["channels_last"], device.type == "cuda"),
+            )
             report["offload"] = feeder.store.type != device.type
             for k, unit in enumerate(units):
-                report["units"].append(_reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder,
-                                                         settings, correct, progress))
+                report["units"].append(
+                    _reconstruct_unit(
+                        k, len(units), unit, model, dense_model, masks, feeder, settings, correct, progress
+                    )
+                )
             report["sparse_input_shortcuts"] = feeder.shortcuts
             report["diverged_units"] = [u["unit"] for u in report["units"] if u.get("diverged")]
     finally:
@@ -139,8 +177,12 @@ def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, setti
     ec = ErrorCorrection(model, dense_model, masks, unit.layers) if correct else None
     x, y = feeder.tensors(unit, ec.measuring() if ec else None)
     chain = UnitChain(model, unit.modules)
-    entry = {"unit": unit.name, "kind": unit.kind, "layers": list(unit.layers),
-             "loss_before": unit_loss(chain, x, y, device, chunk)}
+    entry = {
+        "unit": unit.name,
+        "kind": unit.kind,
+        "layers": list(unit.layers),
+        "loss_before": unit_loss(chain, x, y, device, chunk),
+    }
     if ec is not None:
         ec.apply()
         entry["loss_after_correction"] = unit_loss(chain, x, y, device, chunk)
@@ -148,14 +190,21 @@ def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, setti
     if settings.iters > 0 and layers:
         weights = [m.weight for m in layers]
         biases = [m.bias for m in layers if m.bias is not None]
-        unit_masks = [masks[n] if n in masks else torch.ones_like(m.weight, dtype=torch.bool)
-                      for n, m in zip(unit.layers, layers)]
+        unit_masks = [
+            masks[n] if n in masks else torch.ones_like(m.weight, dtype=torch.bool) for n, m in zip(unit.layers, layers)
+        ]
         for p in weights + biases:
             p.requires_grad_(True)
         if channels_last:
             chain.to(memory_format=torch.channels_last)
-        bar = tqdm(total=settings.iters, desc=f"recon {k + 1}/{n_units} {unit.name}", unit="it",
-                   leave=False, mininterval=1.0, disable=not progress)
+        bar = tqdm(
+            total=settings.iters,
+            desc=f"recon {k + 1}/{n_units} {unit.name}",
+            unit="it",
+            leave=False,
+            mininterval=1.0,
+            disable=not progress,
+        )
         t_train = time.perf_counter()
         before_training = [p.detach().clone() for p in weights + biases]
         try:
@@ -173,7 +222,11 @@ def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, setti
         entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
         start_loss = entry.get("loss_after_correction", entry["loss_before"])
         finite = all(bool(torch.isfinite(p).all()) for p in weights + biases)
-        if not finite or not math.isfinite(entry["loss_after"]) or entry["loss_after"] > EXPLODED * start_loss + LOSS_FLOOR:
+        if (
+            not finite
+            or not math.isfinite(entry["loss_after"])
+            or entry["loss_after"] > EXPLODED * start_loss + LOSS_FLOOR
+        ):
             # diverged (e.g. too large a lr): keep the unit as it was before training, say so in the record
             with torch.no_grad():
                 for p, saved in zip(weights + biases, before_training):

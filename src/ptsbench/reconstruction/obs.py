@@ -16,6 +16,7 @@ count k is spread over groups and column blocks by cumulative rounding (selectio
 each block prunes exactly its share, its k_b lowest saliencies (per row under group=row); so the
 layer loses exactly k weights, each block floor or ceil of its proportional share.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,8 +49,16 @@ def inverse_cholesky(h: torch.Tensor, percdamp: float, dtype=torch.float32) -> t
 
 
 @torch.no_grad()
-def sparsegpt_prune(w: torch.Tensor, h: torch.Tensor, k: int = 0, *, blocksize: int = 128, percdamp: float = 0.01,
-                    group: str = "layer", nm: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+def sparsegpt_prune(
+    w: torch.Tensor,
+    h: torch.Tensor,
+    k: int = 0,
+    *,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    group: str = "layer",
+    nm: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Prune ``w`` (G, R, C) given H (G, C, C): exactly ``k`` weights in total (unstructured) or the
     M-N lowest-saliency weights of every M consecutive columns (``nm=(N, M)``). Returns the updated
     weights (pruned entries exactly 0), the keep-mask and the damping used."""
@@ -59,16 +68,16 @@ def sparsegpt_prune(w: torch.Tensor, h: torch.Tensor, k: int = 0, *, blocksize: 
     prune = torch.zeros_like(w, dtype=torch.bool)
     widths = [min(blocksize, c - i) for i in range(0, c, blocksize)]
     if nm is None:
-        per_group = spread(k, [r * c] * g)                                     # (G,)
+        per_group = spread(k, [r * c] * g)  # (G,)
         if group == "row":
-            per_row = spread(per_group, [c] * r)                               # (G, R)
-            per_block = spread(per_row, widths)                                # (G, R, B)
+            per_row = spread(per_group, [c] * r)  # (G, R)
+            per_block = spread(per_row, widths)  # (G, R, B)
         else:
-            per_block = spread(per_group, widths)                              # (G, B)
+            per_block = spread(per_group, widths)  # (G, B)
     for b, i1 in enumerate(range(0, c, blocksize)):
         i2 = i1 + widths[b]
         w1, u1 = w[:, :, i1:i2].clone(), u[:, i1:i2, i1:i2]
-        d = u1.diagonal(dim1=-2, dim2=-1)                                      # (G, width)
+        d = u1.diagonal(dim1=-2, dim2=-1)  # (G, width)
         q1, err1 = torch.zeros_like(w1), torch.zeros_like(w1)
         p1 = torch.zeros_like(w1, dtype=torch.bool)
         if nm is None:
@@ -79,11 +88,11 @@ def sparsegpt_prune(w: torch.Tensor, h: torch.Tensor, k: int = 0, *, blocksize: 
                 p1 = prune_lowest(sal.reshape(g, -1), per_block[:, b]).reshape(p1.shape)
         for i in range(widths[b]):
             if nm is not None and i % nm[1] == 0:
-                sal = w1[:, :, i:i + nm[1]].pow(2) / d[:, None, i:i + nm[1]].pow(2)
-                p1[:, :, i:i + nm[1]] = prune_lowest(sal.reshape(-1, nm[1]), nm[1] - nm[0]).reshape(sal.shape)
+                sal = w1[:, :, i : i + nm[1]].pow(2) / d[:, None, i : i + nm[1]].pow(2)
+                p1[:, :, i : i + nm[1]] = prune_lowest(sal.reshape(-1, nm[1]), nm[1] - nm[0]).reshape(sal.shape)
             col = w1[:, :, i]
             q = col.masked_fill(p1[:, :, i], 0.0)
-            e = (col - q) / d[:, i].unsqueeze(1)                               # (G, R)
+            e = (col - q) / d[:, i].unsqueeze(1)  # (G, R)
             w1[:, :, i:] -= e.unsqueeze(2) * u1[:, i, i:].unsqueeze(1)
             q1[:, :, i], err1[:, :, i] = q, e
         w[:, :, i1:i2] = q1

@@ -14,6 +14,7 @@ the unit-wise reconstructors do; two extra unit forwards). Recorded per layer: |
 magnitude mask the mask phase left ("error_before") and after SparseGPT, count, damping, seconds.
 Layers no unit covers are pruned last, their inputs captured by a forward of the whole model.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,8 +46,11 @@ class SparseGPTConfig(Schema):
 
 def check_config(cfg) -> dict:
     """The knobs checked against SparseGPTConfig, unset ones at its defaults."""
-    return check_params("reconstruction", SparseGPTConfig,
-                 OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
+    return check_params(
+        "reconstruction",
+        SparseGPTConfig,
+        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg),
+    )
 
 
 @torch.no_grad()
@@ -58,6 +62,7 @@ def _hessians(run_forward, modules: dict) -> tuple[dict, dict]:
         def accumulate(mod, args):
             hs[name], n = add_input_gram(mod, args[0].detach().float(), hs.get(name))
             counts[name] = counts.get(name, 0) + n
+
         return accumulate
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
@@ -71,8 +76,10 @@ def _hessians(run_forward, modules: dict) -> tuple[dict, dict]:
 
 def _call_order(run_one, modules: dict) -> list[str]:
     seen: list[str] = []
-    handles = [m.register_forward_pre_hook(lambda _m, _a, n=n: seen.append(n) if n not in seen else None)
-               for n, m in modules.items()]
+    handles = [
+        m.register_forward_pre_hook(lambda _m, _a, n=n: seen.append(n) if n not in seen else None)
+        for n, m in modules.items()
+    ]
     try:
         run_one()
     finally:
@@ -88,17 +95,30 @@ def _prune_layer(name, module, dense_module, keep, h, n_cols, cfg, nm) -> dict:
     dense = gemm_weight(dense_module).detach().float()
     k = int((~keep).sum())
     before = output_error(dense - w_view.float(), h, n_cols)
-    new, new_keep, damp = sparsegpt_prune(dense, h, k, blocksize=int(cfg.get("blocksize", 128)),
-                                          percdamp=float(cfg.get("percdamp", 0.01)),
-                                          group=str(cfg.get("group", "layer")), nm=nm)
+    new, new_keep, damp = sparsegpt_prune(
+        dense,
+        h,
+        k,
+        blocksize=int(cfg.get("blocksize", 128)),
+        percdamp=float(cfg.get("percdamp", 0.01)),
+        group=str(cfg.get("group", "layer")),
+        nm=nm,
+    )
     w_view.copy_(new.to(w_view.dtype))
     keep.copy_(new_keep.reshape(keep.shape))
-    return {"layer": name, "pruned": k, "error_before": before, "error_after": output_error(dense - new, h, n_cols),
-            "damping": damp, "seconds": round(time.perf_counter() - t0, 4)}
+    return {
+        "layer": name,
+        "pruned": k,
+        "error_before": before,
+        "error_after": output_error(dense - new, h, n_cols),
+        "damping": damp,
+        "seconds": round(time.perf_counter() - t0, 4),
+    }
 
 
-def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter=None, task=None,
-                sparsity=None, **_) -> dict:
+def reconstruct(
+    model, dense_model, masks, calib_inputs, cfg, device, *, adapter=None, task=None, sparsity=None, **_
+) -> dict:
     cfg = check_config(cfg)
     device = torch.device(device)
     adapter = adapter or GenericAdapter()
@@ -113,13 +133,22 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter
     # layers at rate 0 (N:M misfits, dense by allocation) keep their weights: nothing to select
     todo = {n for n, keep in masks.items() if not bool(keep.all())}
     units = [u for u in adapter.units(model, "block") if any(n in todo for n in u.layers)]
-    report = {"name": "sparsegpt", "blocksize": int(cfg.get("blocksize", 128)), "percdamp": float(cfg.get("percdamp", 0.01)),
-              "group": sp_group, "nm": list(nm) if nm else None, "adapter": adapter.family, "num_units": len(units),
-              "units": [], "layers": []}
+    report = {
+        "name": "sparsegpt",
+        "blocksize": int(cfg.get("blocksize", 128)),
+        "percdamp": float(cfg.get("percdamp", 0.01)),
+        "group": sp_group,
+        "nm": list(nm) if nm else None,
+        "adapter": adapter.family,
+        "num_units": len(units),
+        "units": [],
+        "layers": [],
+    }
     model.eval()
     t_start = time.perf_counter()
-    feeder = UnitFeeder(model, dense_model, units, calib_inputs, forward, "sparse", device,
-                        cfg.get("offload", "auto"), chunk)
+    feeder = UnitFeeder(
+        model, dense_model, units, calib_inputs, forward, "sparse", device, cfg.get("offload", "auto"), chunk
+    )
     for unit in units:
         t0 = time.perf_counter()
         x, y = feeder.tensors(unit)
@@ -138,8 +167,18 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter
             hs, counts = _hessians(run_all, {name: layer_mods[name]})
             if name not in hs:
                 continue  # the unit's forward never calls it: handled with the uncovered layers
-            report["layers"].append(_prune_layer(name, layer_mods[name], dense_model.get_submodule(name),
-                                                 masks[name], hs[name], counts[name], cfg_eff, nm))
+            report["layers"].append(
+                _prune_layer(
+                    name,
+                    layer_mods[name],
+                    dense_model.get_submodule(name),
+                    masks[name],
+                    hs[name],
+                    counts[name],
+                    cfg_eff,
+                    nm,
+                )
+            )
             entry["layers"].append(name)
             todo.discard(name)
         if with_unit_loss:
@@ -149,13 +188,25 @@ def reconstruct(model, dense_model, masks, calib_inputs, cfg, device, *, adapter
         del x, y
     report["uncovered_layers"] = sorted(todo)
     for name in [n for n in masks if n in todo]:  # model order; inputs from a whole-model forward
+
         def run_model():
             for s in range(0, len(calib_inputs), chunk):
-                forward(model, calib_inputs[s:s + chunk].to(device))
+                forward(model, calib_inputs[s : s + chunk].to(device))
+
         hs, counts = _hessians(run_model, {name: model.get_submodule(name)})
         if name in hs:
-            report["layers"].append(_prune_layer(name, model.get_submodule(name), dense_model.get_submodule(name),
-                                                 masks[name], hs[name], counts[name], cfg_eff, nm))
+            report["layers"].append(
+                _prune_layer(
+                    name,
+                    model.get_submodule(name),
+                    dense_model.get_submodule(name),
+                    masks[name],
+                    hs[name],
+                    counts[name],
+                    cfg_eff,
+                    nm,
+                )
+            )
             todo.discard(name)
     report["unreached_layers"] = sorted(todo)  # never called by any forward: magnitude mask kept
     report["seconds"] = round(time.perf_counter() - t_start, 3)

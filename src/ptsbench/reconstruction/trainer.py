@@ -12,6 +12,7 @@ never reads a value back to the host (the loss trace is a list of device tensors
 whole step (gather, bf16-autocast forward, fp32 loss, backward, optimiser, re-mask) is captured
 once as a CUDA graph and replayed; on CPU, or when capture fails, the same step runs eagerly.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,10 @@ from torch import nn
 
 from .unit_data import CalibTensor, channel_positions
 
-PRESETS = {"sgd": {"lr": 1e-4, "lr_bias": 1e-4, "momentum": 0.9},
-           "adam": {"lr": 1e-5, "lr_bias": 1e-4, "momentum": 0.0}}
+PRESETS = {
+    "sgd": {"lr": 1e-4, "lr_bias": 1e-4, "momentum": 0.9},
+    "adam": {"lr": 1e-5, "lr_bias": 1e-4, "momentum": 0.0},
+}
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (allocates grads and optimiser state)
 
 
@@ -35,10 +38,10 @@ class TrainSettings:
     lr: float
     lr_bias: float
     momentum: float
-    amp: bool = False          # bf16 autocast of the forward (loss and master weights stay fp32)
+    amp: bool = False  # bf16 autocast of the forward (loss and master weights stay fp32)
     cuda_graphs: bool = False
     seed: int = 0
-    trace_points: int = 10     # training-loss samples kept for the record
+    trace_points: int = 10  # training-loss samples kept for the record
 
 
 def batch_indices(n: int, iters: int, batch_size: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -49,8 +52,9 @@ def batch_indices(n: int, iters: int, batch_size: int, seed: int, device: torch.
     return torch.cat(perms)[:need].view(iters, batch_size).to(device)
 
 
-def make_optimizer(s: TrainSettings, weights: list[nn.Parameter], biases: list[nn.Parameter],
-                   on_cuda: bool) -> torch.optim.Optimizer:
+def make_optimizer(
+    s: TrainSettings, weights: list[nn.Parameter], biases: list[nn.Parameter], on_cuda: bool
+) -> torch.optim.Optimizer:
     groups = [{"params": weights, "lr": s.lr}] + ([{"params": biases, "lr": s.lr_bias}] if biases else [])
     foreach = True if on_cuda else None
     if s.optimizer == "sgd":
@@ -69,16 +73,26 @@ def tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def train_unit(chain: nn.Module, weights: list[nn.Parameter], masks: list[torch.Tensor],
-               biases: list[nn.Parameter], x: CalibTensor, y: CalibTensor, s: TrainSettings,
-               device: torch.device, progress=None) -> dict:
+def train_unit(
+    chain: nn.Module,
+    weights: list[nn.Parameter],
+    masks: list[torch.Tensor],
+    biases: list[nn.Parameter],
+    x: CalibTensor,
+    y: CalibTensor,
+    s: TrainSettings,
+    device: torch.device,
+    progress=None,
+) -> dict:
     """Run ``s.iters`` steps; returns the execution path and the sampled training losses."""
     idx_all = batch_indices(len(x), s.iters, s.batch_size, s.seed, x.data.device)
     inv_positions = 1.0 / (s.batch_size * channel_positions(y.sample_shape))
     on_cuda = device.type == "cuda"
     opt = make_optimizer(s, weights, biases, on_cuda)
     # where the weights are pruned, with the weights' strides (channels_last convs)
-    pruned = [torch.empty_like(w, dtype=torch.bool, requires_grad=False).copy_(~m.bool()) for w, m in zip(weights, masks)]
+    pruned = [
+        torch.empty_like(w, dtype=torch.bool, requires_grad=False).copy_(~m.bool()) for w, m in zip(weights, masks)
+    ]
     trace_every = max(1, s.iters // max(s.trace_points, 1))
     update_every = max(1, s.iters // 200)
     trace: list[tuple[int, torch.Tensor]] = []

@@ -8,6 +8,7 @@
 Both are kept on the device (or on the host, pinned, when ``offload``), 4-D maps optionally in
 NHWC layout so a gathered batch is already channels_last.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,13 +67,20 @@ def _alloc(n: int, sample: torch.Tensor, store: torch.device, channels_last: boo
 
 def _put(dst: CalibTensor, start: int, x: torch.Tensor) -> None:
     # a blocking copy: an offloaded (host) store is read on the host right after capture
-    dst.data[start:start + len(x)].copy_(x.permute(0, 2, 3, 1) if dst.nhwc else x)
+    dst.data[start : start + len(x)].copy_(x.permute(0, 2, 3, 1) if dst.nhwc else x)
 
 
 @torch.no_grad()
-def capture_input(model: nn.Module, module_name: str, calib_inputs: torch.Tensor, forward,
-                  device: torch.device, store: torch.device, chunk_size: int = 256,
-                  channels_last: bool = False) -> CalibTensor:
+def capture_input(
+    model: nn.Module,
+    module_name: str,
+    calib_inputs: torch.Tensor,
+    forward,
+    device: torch.device,
+    store: torch.device,
+    chunk_size: int = 256,
+    channels_last: bool = False,
+) -> CalibTensor:
     """Inputs that ``module_name`` receives when ``forward(model, x)`` runs on the calibration set."""
     seen: list[torch.Tensor] = []
 
@@ -86,12 +94,14 @@ def capture_input(model: nn.Module, module_name: str, calib_inputs: torch.Tensor
         for start in range(0, len(calib_inputs), chunk_size):
             seen.clear()
             try:
-                forward(model, calib_inputs[start:start + chunk_size].to(device, non_blocking=True))
+                forward(model, calib_inputs[start : start + chunk_size].to(device, non_blocking=True))
             except _Reached:
                 pass
             if not seen:
-                raise RuntimeError(f"reconstruction unit input '{module_name}' is never reached by the "
-                                   f"model's forward; the adapter lists a module the model does not run")
+                raise RuntimeError(
+                    f"reconstruction unit input '{module_name}' is never reached by the "
+                    f"model's forward; the adapter lists a module the model does not run"
+                )
             if out is None:
                 out = _alloc(len(calib_inputs), seen[0], store, channels_last)
             _put(out, start, seen[0])
@@ -101,8 +111,14 @@ def capture_input(model: nn.Module, module_name: str, calib_inputs: torch.Tensor
 
 
 @torch.no_grad()
-def apply_chunked(chain: nn.Module, x: CalibTensor, store: torch.device, device: torch.device,
-                  chunk_size: int = 256, channels_last: bool = False) -> CalibTensor:
+def apply_chunked(
+    chain: nn.Module,
+    x: CalibTensor,
+    store: torch.device,
+    device: torch.device,
+    chunk_size: int = 256,
+    channels_last: bool = False,
+) -> CalibTensor:
     """``chain`` applied to every stored sample (fp32, no autocast: targets are exact)."""
     out = None
     for start in range(0, len(x), chunk_size):
@@ -113,10 +129,18 @@ def apply_chunked(chain: nn.Module, x: CalibTensor, store: torch.device, device:
     return out
 
 
-def unit_tensors(unit_modules: tuple[str, ...], model: nn.Module, dense_model: nn.Module,
-                 calib_inputs: torch.Tensor, forward, input_mode: str, device: torch.device,
-                 store: torch.device, chunk_size: int = 256,
-                 channels_last: bool = False) -> tuple[CalibTensor, CalibTensor]:
+def unit_tensors(
+    unit_modules: tuple[str, ...],
+    model: nn.Module,
+    dense_model: nn.Module,
+    calib_inputs: torch.Tensor,
+    forward,
+    input_mode: str,
+    device: torch.device,
+    store: torch.device,
+    chunk_size: int = 256,
+    channels_last: bool = False,
+) -> tuple[CalibTensor, CalibTensor]:
     """(X, Y) for a unit: X from the dense or the sparse model, Y = dense unit on dense X."""
     kw = dict(chunk_size=chunk_size, channels_last=channels_last)
     x_dense = capture_input(dense_model, unit_modules[0], calib_inputs, forward, device, store, **kw)
@@ -137,8 +161,7 @@ def channel_positions(sample_shape: tuple[int, ...]) -> int:
 
 
 @torch.no_grad()
-def unit_loss(chain: nn.Module, x: CalibTensor, y: CalibTensor, device: torch.device,
-              chunk_size: int = 256) -> float:
+def unit_loss(chain: nn.Module, x: CalibTensor, y: CalibTensor, device: torch.device, chunk_size: int = 256) -> float:
     """Squared error summed over channels, averaged over samples and positions (fp32)."""
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(x), chunk_size):

@@ -8,6 +8,7 @@ one column per output position. So a conv is ``groups`` independent GEMMs whose 
 (input channel, kernel position) pairs; a depthwise conv is ``channels`` GEMMs of kH*kW features.
 Everything here works on the batched view (G, rows, cols), G = 1 for a Linear.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,7 +42,7 @@ def input_slices(module: nn.Module, x: torch.Tensor):
         rows = x.reshape(-1, x.shape[-1])
         step = max(1, UNFOLD_BUDGET // rows.shape[1])
         for s in range(0, rows.shape[0], step):
-            yield rows[s:s + step].unsqueeze(0)
+            yield rows[s : s + step].unsqueeze(0)
         return
     g = module.groups
     mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
@@ -52,7 +53,7 @@ def input_slices(module: nn.Module, x: torch.Tensor):
     per_sample = gemm_cols(module) * g * _positions(module, x.shape[-2:])
     step = max(1, UNFOLD_BUDGET // per_sample)
     for s in range(0, x.shape[0], step):
-        xs = F.pad(x[s:s + step], pad, mode=mode) if any(pad) else x[s:s + step]
+        xs = F.pad(x[s : s + step], pad, mode=mode) if any(pad) else x[s : s + step]
         cols = F.unfold(xs, module.kernel_size, dilation=module.dilation, stride=module.stride)
         n, _, positions = cols.shape
         yield cols.reshape(n, g, -1, positions).permute(1, 0, 3, 2).reshape(g, n * positions, -1)
@@ -85,8 +86,14 @@ def input_sq_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
     ho = (sq.shape[1] - dh * (kh - 1) - 1) // sh + 1
     wo = (sq.shape[2] - dw * (kw - 1) - 1) // sw + 1
-    out = torch.stack([sq[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw].sum((1, 2))
-                       for i in range(kh) for j in range(kw)], dim=1)  # (C, kH*kW), (c, kh, kw) order
+    out = torch.stack(
+        [
+            sq[:, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw].sum((1, 2))
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        dim=1,
+    )  # (C, kH*kW), (c, kh, kw) order
     return out.reshape(module.groups, -1)
 
 
@@ -108,7 +115,7 @@ def add_input_gram(module: nn.Module, x: torch.Tensor, h: torch.Tensor | None) -
     step = max(1, UNFOLD_BUDGET // (cols * g * _positions(module, x.shape[-2:])))
     n_cols = 0
     for s in range(0, x.shape[0], step):
-        xs = F.pad(x[s:s + step], pad, mode=mode) if any(pad) else x[s:s + step]
+        xs = F.pad(x[s : s + step], pad, mode=mode) if any(pad) else x[s : s + step]
         unf = F.unfold(xs, module.kernel_size, dilation=module.dilation, stride=module.stride)
         unf = unf.reshape(unf.shape[0], g, cols, unf.shape[-1])
         for sample in unf:

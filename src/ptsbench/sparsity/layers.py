@@ -4,6 +4,7 @@ Every Conv2d (grouped/depthwise included) and Linear weight is prunable, stem an
 included; biases, norms and embeddings stay dense. ``prune.exclude`` globs keep matching layers
 dense; they still count in the global parameter total.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -33,8 +34,9 @@ class LayerInfo:
         return n
 
 
-def prunable_modules(model: nn.Module, exclude: list[str] | tuple[str, ...] = (),
-                     skip: list[str] | tuple[str, ...] = ()) -> dict[str, nn.Module]:
+def prunable_modules(
+    model: nn.Module, exclude: list[str] | tuple[str, ...] = (), skip: list[str] | tuple[str, ...] = ()
+) -> dict[str, nn.Module]:
     """Conv2d/Linear modules by qualified name, minus ``exclude`` globs (user) and ``skip`` globs
     (adapter-declared dense parts, e.g. a diffusion time embedding).
 
@@ -45,8 +47,7 @@ def prunable_modules(model: nn.Module, exclude: list[str] | tuple[str, ...] = ()
         if not any(fnmatch.fnmatchcase(n, pattern) for n in found):
             sample = ", ".join(list(found)[:8])
             raise ConfigError(
-                f"prune.exclude: glob '{pattern}' matches no prunable layer; "
-                f"layer names look like: {sample}, ..."
+                f"prune.exclude: glob '{pattern}' matches no prunable layer; layer names look like: {sample}, ..."
             )
     dropped = tuple(exclude) + tuple(skip)
     return {n: m for n, m in found.items() if not any(fnmatch.fnmatchcase(n, p) for p in dropped)}
@@ -93,8 +94,12 @@ def _traced_pairs(module: nn.Module) -> list[tuple[str, str]] | None:
         if node.op != "call_module" or not isinstance(mods.get(node.target), nn.BatchNorm2d):
             continue
         src = node.args[0]
-        if (isinstance(src, fx.Node) and src.op == "call_module"
-                and isinstance(mods.get(src.target), nn.Conv2d) and len(src.users) == 1):
+        if (
+            isinstance(src, fx.Node)
+            and src.op == "call_module"
+            and isinstance(mods.get(src.target), nn.Conv2d)
+            and len(src.users) == 1
+        ):
             pairs.append((src.target, node.target))
     return pairs
 
@@ -114,8 +119,11 @@ def _trace_keeping_norms(module: nn.Module):
 def _after_norm(bn: nn.Module) -> nn.Module:
     """What is left of a folded BN: Identity, or the dropout/activation a norm-act layer (timm's
     ``BatchNormAct2d``: norm -> drop -> act) applies after normalising."""
-    rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None))
-            if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)]
+    rest = [
+        m
+        for m in (getattr(bn, "drop", None), getattr(bn, "act", None))
+        if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)
+    ]
     return rest[0] if len(rest) == 1 else nn.Sequential(*rest) if rest else nn.Identity()
 
 

@@ -3,6 +3,7 @@
 Layer l at rate s_l loses exactly floor(s_l * N_l) weights: the smallest |w|, ties broken by
 flat index (a stable sort), so the same weights and rate always give the same mask.
 """
+
 from __future__ import annotations
 
 import math

@@ -11,6 +11,7 @@
   ``sparsity.rate`` must be 1 - N/M (the rate of every fitting layer; the achieved global rate,
   lower when layers stay dense, is measured and recorded as always).
 """
+
 from __future__ import annotations
 
 import time
@@ -77,29 +78,39 @@ def check_config(cfg) -> None:
         raise ConfigError(f"sparsity.group={group!r}; valid choices: {', '.join(GROUPS)}")
     recon = cfg.reconstruction.name
     if recon == "sparsegpt" and criterion != "magnitude":
-        raise ConfigError(f"sparsity.criterion={criterion} with reconstruction=sparsegpt: SparseGPT selects "
-                          f"its own masks (OBS saliency); valid choices with sparsegpt: magnitude")
+        raise ConfigError(
+            f"sparsity.criterion={criterion} with reconstruction=sparsegpt: SparseGPT selects "
+            f"its own masks (OBS saliency); valid choices with sparsegpt: magnitude"
+        )
     if pattern != "nm":
         return
     n, m = sp.get("n", 2), sp.get("m", 4)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, m)) or not 0 < n < m:
         raise ConfigError(f"sparsity.n={n!r}, sparsity.m={m!r}: need integers 0 < n < m (e.g. n=2 m=4)")
     if group != "layer":
-        raise ConfigError(f"sparsity.group={group} with sparsity=nm: every M weights are their own group; "
-                          f"valid choices with nm: layer")
+        raise ConfigError(
+            f"sparsity.group={group} with sparsity=nm: every M weights are their own group; "
+            f"valid choices with nm: layer"
+        )
     if cfg.allocator.name not in NM_ALLOCATORS:
-        raise ConfigError(f"allocator={cfg.allocator.name} with sparsity=nm: {n}:{m} fixes every layer's rate at "
-                          f"{1 - n / m:g}, so an allocator that chooses per-layer rates has nothing to choose; "
-                          f"valid choices with nm: {', '.join(NM_ALLOCATORS)}")
+        raise ConfigError(
+            f"allocator={cfg.allocator.name} with sparsity=nm: {n}:{m} fixes every layer's rate at "
+            f"{1 - n / m:g}, so an allocator that chooses per-layer rates has nothing to choose; "
+            f"valid choices with nm: {', '.join(NM_ALLOCATORS)}"
+        )
     rate = Fraction(str(cfg.sparsity.rate))
     if rate != 1 - Fraction(n, m):
-        raise ConfigError(f"sparsity.rate={cfg.sparsity.rate} with sparsity=nm n={n} m={m}: the pattern prunes "
-                          f"exactly {float(1 - Fraction(n, m)):g} of every fitting layer; pass "
-                          f"sparsity.rate={float(1 - Fraction(n, m)):g} or use sparsity=unstructured")
+        raise ConfigError(
+            f"sparsity.rate={cfg.sparsity.rate} with sparsity=nm n={n} m={m}: the pattern prunes "
+            f"exactly {float(1 - Fraction(n, m)):g} of every fitting layer; pass "
+            f"sparsity.rate={float(1 - Fraction(n, m)):g} or use sparsity=unstructured"
+        )
     blocksize = cfg.reconstruction.get("blocksize")
     if recon == "sparsegpt" and blocksize is not None and blocksize % m:
-        raise ConfigError(f"reconstruction.blocksize={blocksize} with sparsity=nm m={m}: the column blocks must "
-                          f"hold whole groups of {m}; pass a multiple of {m}, e.g. reconstruction.blocksize=128")
+        raise ConfigError(
+            f"reconstruction.blocksize={blocksize} with sparsity=nm m={m}: the column blocks must "
+            f"hold whole groups of {m}; pass a multiple of {m}, e.g. reconstruction.blocksize=128"
+        )
 
 
 def needs_calibration(sparsity_cfg) -> bool:
@@ -108,9 +119,11 @@ def needs_calibration(sparsity_cfg) -> bool:
 
 def is_plain_magnitude(sparsity_cfg) -> bool:
     """The docs/methods.md#prunable-layers-and-masks default (unstructured, magnitude, per layer): masking.masks_for does it."""
-    return (sparsity_cfg.get("pattern", "unstructured") == "unstructured"
-            and sparsity_cfg.get("criterion", "magnitude") == "magnitude"
-            and sparsity_cfg.get("group", "layer") == "layer")
+    return (
+        sparsity_cfg.get("pattern", "unstructured") == "unstructured"
+        and sparsity_cfg.get("criterion", "magnitude") == "magnitude"
+        and sparsity_cfg.get("group", "layer") == "layer"
+    )
 
 
 def pattern_rates(sparsity_cfg, modules: dict, rates: dict[str, float]) -> tuple[dict[str, float], dict]:
@@ -140,8 +153,7 @@ def select_masks(sparsity_cfg, modules: dict, rates: dict[str, float], context: 
             masks[name] = nm_keep_mask(scores[name], n, m)
         else:
             masks[name] = keep_mask(scores[name], num_pruned(rate, w.numel()), group)
-    report = {**context.report,
-              "seconds": round(time.perf_counter() - t0, 4)}
+    report = {**context.report, "seconds": round(time.perf_counter() - t0, 4)}
     return masks, report
 
 

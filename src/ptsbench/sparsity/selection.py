@@ -8,6 +8,7 @@ so the count is exact whatever the scores. Comparison groups:
   so every row loses floor or ceil of k_l / rows and the layer total is still exactly k_l;
 - N:M: in every M consecutive weights along the GEMM input dimension the M-N lowest go.
 """
+
 from __future__ import annotations
 
 import torch

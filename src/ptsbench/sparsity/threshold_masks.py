@@ -25,6 +25,7 @@ layer (ds/du = p * 1/p) and the task gradient is the per-weight saliency at the 
   at +t and -t: a Gaussian KDE reflected at 0, binned on a 1,024-point grid once (FFT) and read
   by linear interpolation, or (``kde: histogram``) a normalised histogram with a box-kernel STE.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,14 @@ class _RankThreshold(torch.autograd.Function):
 class FlatLayers:
     """The prunable weights of a model as one flat tensor plus what thresholding needs."""
 
-    def __init__(self, weights: dict[str, torch.Tensor], device, kde: str = "gaussian",
-                 bandwidth: str | float = "silverman", bins: int = 100):
+    def __init__(
+        self,
+        weights: dict[str, torch.Tensor],
+        device,
+        kde: str = "gaussian",
+        bandwidth: str | float = "silverman",
+        bins: int = 100,
+    ):
         self.names = list(weights)
         self.shapes = [tuple(w.shape) for w in weights.values()]
         self.numels = [w.numel() for w in weights.values()]
@@ -86,8 +93,9 @@ class FlatLayers:
         self.lengths = torch.tensor(self.numels, device=device)
         self.kde = kde
         if bandwidth == "silverman":  # normal reference rule on the signed scaled weights
-            bw = torch.stack([1.06 * (w.double() / s).std(unbiased=False) * n ** -0.2
-                              for w, s, n in zip(ws, scale, self.numels)])
+            bw = torch.stack(
+                [1.06 * (w.double() / s).std(unbiased=False) * n**-0.2 for w, s, n in zip(ws, scale, self.numels)]
+            )
         else:
             bw = torch.full((len(ws),), float(bandwidth), dtype=torch.float64, device=device)
         self.bandwidth = bw.clamp_min(1.0 / KDE_GRID)
@@ -117,7 +125,7 @@ class FlatLayers:
 
     def expand(self, per_layer: torch.Tensor) -> torch.Tensor:
         """One value per layer -> one per weight (views + one copy; no host sync)."""
-        return torch.cat([per_layer[i:i + 1].expand(n) for i, n in enumerate(self.numels)])
+        return torch.cat([per_layer[i : i + 1].expand(n) for i, n in enumerate(self.numels)])
 
     def segment_sum(self, per_weight: torch.Tensor) -> torch.Tensor:
         """Sum of a per-weight tensor over each layer (unsafe=True skips validity checks that sync)."""
@@ -196,9 +204,10 @@ def _reflected_kde_on_grid(counts: torch.Tensor, bandwidth: torch.Tensor) -> tor
     circular FFT convolution from wrapping, and the Gaussian's transfer function is analytic.
     """
     n_layers, g = counts.shape
-    signal = torch.cat([counts.flip(1), counts, torch.zeros(n_layers, 2 * g, dtype=counts.dtype,
-                                                             device=counts.device)], 1)
+    signal = torch.cat(
+        [counts.flip(1), counts, torch.zeros(n_layers, 2 * g, dtype=counts.dtype, device=counts.device)], 1
+    )
     freq = torch.fft.rfftfreq(4 * g, d=1.0 / g).to(counts.device)  # cycles per unit of a
     transfer = torch.exp(-2 * math.pi**2 * (freq[None, :] * bandwidth[:, None]) ** 2)
     smoothed = torch.fft.irfft(torch.fft.rfft(signal, dim=1) * transfer, n=4 * g, dim=1)
-    return smoothed[:, g:2 * g].clamp_min(0) * g
+    return smoothed[:, g : 2 * g].clamp_min(0) * g

@@ -3,6 +3,7 @@
 ``build_tables(runset)`` returns them in paper order; ``ptsbench.aggregate`` writes and prints
 them. One module per table; the formulas themselves live in ``ptsbench.metrics``.
 """
+
 from __future__ import annotations
 
 from .allocation import allocation_table, rate_curves
@@ -17,8 +18,9 @@ from .tasks import tasks_table
 __all__ = ["RunSet", "TrackTable", "build_tables", "load_runs", "methods_table", "paper_methods", "rate_curves"]
 
 
-def build_tables(runset: RunSet, model_allocator: str = "l2norm", matched: bool = True,
-                 recon_baseline: dict | None = None):
+def build_tables(
+    runset: RunSet, model_allocator: str = "l2norm", matched: bool = True, recon_baseline: dict | None = None
+):
     """(tables in paper order [2, 3, 6, 4, 5], per-size G_size frame for Fig. 5).
 
     ``matched`` (default): every compared row covers the same cells (``tables.compare``);

@@ -7,6 +7,7 @@ the allocator registry: 'FCPTS (ERK)' is fcpts with init erk). The rows are matc
 ``tables.compare``): every allocator is averaged over the same model x dataset x rate x seed
 cells, whose runs differ only in the allocator subtree.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ def allocation_table(runset: RunSet, matched: bool = True) -> TrackTable:
     failed = runset.failed[runset.failed.reconstruction == "none"]
     rows = allocator_rows(pd.concat([ok, failed]))
     tasks = ordered_tasks(set(ok.task) | set(failed.task))
-    grid = compare_task_rate(ok, "allocator", rows, tasks, "rel", ms, om_alloc, "OM_alloc", table="table2",
-                             matched=matched)
+    grid = compare_task_rate(
+        ok, "allocator", rows, tasks, "rel", ms, om_alloc, "OM_alloc", table="table2", matched=matched
+    )
     values = grid.values
     gaps = coverage_gaps("table2", ok, failed, ["allocator"], COORDS)
     flags = flag_task_rate(values, grid.where, gaps, "allocator", incomplete=not matched)
@@ -44,18 +46,31 @@ def allocation_table(runset: RunSet, matched: bool = True) -> TrackTable:
         notes.append(f"no runs for {', '.join(missing)}: OM_alloc is over the other tasks only")
     if not rows:
         notes.append("no runs with reconstruction=none")
-    notes.append("relative score x100 (A_s/A_dense; A_dense/A_s for lower-is-better metrics); "
-                 "MS = quadratic mean over rates; OM_alloc = quadratic mean over tasks (Eq. 2); "
-                 "± = half-width of the 95% bootstrap interval over the cell's runs (models x seeds)")
+    notes.append(
+        "relative score x100 (A_s/A_dense; A_dense/A_s for lower-is-better metrics); "
+        "MS = quadratic mean over rates; OM_alloc = quadratic mean over tasks (Eq. 2); "
+        "± = half-width of the 95% bootstrap interval over the cell's runs (models x seeds)"
+    )
     notes += grid.notes
     if not matched and grid.unmatched_rows:
-        notes.append(f"--unmatched: {', '.join(sorted(grid.unmatched_rows))} lack some cells ('*'); "
-                     "Table 5 does not rank them")
+        notes.append(
+            f"--unmatched: {', '.join(sorted(grid.unmatched_rows))} lack some cells ('*'); Table 5 does not rank them"
+        )
     notes += held_fixed(grid.used, COMPARED)
     better = {c: "max" for c in values.columns if not values[c].isna().all()}
-    return TrackTable("table2_allocation", "Table 2: sparsity allocation (no reconstruction)",
-                      values, flags, better, notes, gaps, cells=grid.cells, boot=grid.boot, n=grid.n,
-                      unranked=grid.unmatched_rows if not matched else set())
+    return TrackTable(
+        "table2_allocation",
+        "Table 2: sparsity allocation (no reconstruction)",
+        values,
+        flags,
+        better,
+        notes,
+        gaps,
+        cells=grid.cells,
+        boot=grid.boot,
+        n=grid.n,
+        unranked=grid.unmatched_rows if not matched else set(),
+    )
 
 
 def rate_curves(runset: RunSet) -> dict[str, dict[str, dict[float, float]]]:
@@ -65,6 +80,7 @@ def rate_curves(runset: RunSet) -> dict[str, dict[str, dict[float, float]]]:
     order = dict(zip(ok.allocator, ok.allocator_order))
     groups = sorted(ok.groupby(["task", "allocator"]), key=lambda kv: (kv[0][0], order.get(kv[0][1], (99,))))
     for (task, alloc), g in groups:
-        out.setdefault(task, {})[alloc] = {float(r): float(v) for r, v in g.groupby("rate").rel.mean().items()
-                                          if not math.isnan(v)}
+        out.setdefault(task, {})[alloc] = {
+            float(r): float(v) for r, v in g.groupby("rate").rel.mean().items() if not math.isnan(v)
+        }
     return out

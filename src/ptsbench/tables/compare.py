@@ -21,6 +21,7 @@ difference of two rows' bootstrap draws is the bootstrap of their paired differe
 Table 5 and findings.md). MS and OM intervals come from the same draws, pushed through the
 quadratic means. The point values are the paper's formulas (``ptsbench.metrics``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,15 +41,27 @@ BOOTSTRAP = 2000
 ALPHA = 0.05
 KEY = ("model", "dataset", "rate", "seed_key", "rest")
 # config knobs that never change a result, or that are the cell's own coordinates
-NEUTRAL = ("eval.", "reconstruction.progress", "skip_finished", "device", "paths.", "hydra.", "sparsity.rate",
-           "seed", "calib.seed")
+NEUTRAL = (
+    "eval.",
+    "reconstruction.progress",
+    "skip_finished",
+    "device",
+    "paths.",
+    "hydra.",
+    "sparsity.rate",
+    "seed",
+    "calib.seed",
+)
 
 
 def rest_key(knobs: dict, compared: Sequence[str]) -> str:
     """Digest of the flat config ``knobs`` minus the compared knobs (prefixes) and the neutral ones."""
     drop = (*NEUTRAL, *compared)
-    kept = {k: v for k, v in knobs.items() if not any(k == d or k.startswith(d if d.endswith(".") else d + ".")
-                                                       for d in drop)}
+    kept = {
+        k: v
+        for k, v in knobs.items()
+        if not any(k == d or k.startswith(d if d.endswith(".") else d + ".") for d in drop)
+    }
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -106,6 +119,7 @@ def _keys(frame: pd.DataFrame, cols: Sequence[str]) -> list[tuple]:
 @dataclass
 class Grid:
     """A compared task x rate layout: values x100, their tidy cells and bootstrap draws (x100)."""
+
     values: pd.DataFrame
     where: dict[str, tuple]
     cells: list[dict] = field(default_factory=list)
@@ -116,9 +130,20 @@ class Grid:
     used: pd.DataFrame | None = None
 
 
-def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tasks: Sequence[str], value_col: str,
-                      summary: Callable, overall: Callable, overall_name: str, *, table: str, matched: bool = True,
-                      key_cols: Sequence[str] = KEY) -> Grid:
+def compare_task_rate(
+    runs: pd.DataFrame,
+    row_col: str,
+    rows: Sequence[str],
+    tasks: Sequence[str],
+    value_col: str,
+    summary: Callable,
+    overall: Callable,
+    overall_name: str,
+    *,
+    table: str,
+    matched: bool = True,
+    key_cols: Sequence[str] = KEY,
+) -> Grid:
     """The Table 2/3 layout (per task: one column per rate, then MS; then the overall column)."""
     runs = runs[np.isfinite(runs[value_col].astype(float))] if len(runs) else runs
     columns, where, data, boot, n_of, models_of = [], {}, {r: {} for r in rows}, {}, {}, {}
@@ -134,8 +159,11 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
         if matched and len(t):
             dropped = {r: len(keys[r] - common) for r in present if keys[r] - common}
             if dropped:
-                notes.append(f"{task_label(task)}: matched on the {len(common)} cell(s) every row has; left out "
-                             + ", ".join(f"{r} {k}" for r, k in dropped.items()) + " run(s)")
+                notes.append(
+                    f"{task_label(task)}: matched on the {len(common)} cell(s) every row has; left out "
+                    + ", ".join(f"{r} {k}" for r, k in dropped.items())
+                    + " run(s)"
+                )
             t = t[[k in common for k in _keys(t, key_cols)]]
         used_parts.append(t)
         rates = sorted(t.rate.dropna().unique())
@@ -162,8 +190,14 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
             data[r][ms_col] = summary(per_rate) if per_rate else math.nan
             boot[(r, ms_col)] = boot_qmean(per_boot)
             n_of[(r, ms_col)] = len(g)
-            min_n[(r, ms_col)] = min((n_of[(r, f"{task_label(task)} {rate_label(x)}")] for x in rates
-                                      if n_of[(r, f"{task_label(task)} {rate_label(x)}")]), default=0)
+            min_n[(r, ms_col)] = min(
+                (
+                    n_of[(r, f"{task_label(task)} {rate_label(x)}")]
+                    for x in rates
+                    if n_of[(r, f"{task_label(task)} {rate_label(x)}")]
+                ),
+                default=0,
+            )
             models_of[(r, ms_col)] = sorted(set(g.model))
     columns.append(overall_name)
     active = [r for r in rows if any(not math.isnan(data[r].get(f"{task_label(t)} MS", math.nan)) for t in tasks)]
@@ -180,15 +214,25 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
         n_of[(r, overall_name)] = sum(n_of[(r, f"{task_label(t)} MS")] for t in use)
         min_n[(r, overall_name)] = min((min_n[(r, f"{task_label(t)} MS")] for t in use), default=0)
         models_of[(r, overall_name)] = sorted({m for t in use for m in models_of[(r, f"{task_label(t)} MS")]})
-    missing = [task_label(t) for t in tasks if t not in common_tasks and any(
-        not math.isnan(data[r][f"{task_label(t)} MS"]) for r in rows)]
+    missing = [
+        task_label(t)
+        for t in tasks
+        if t not in common_tasks and any(not math.isnan(data[r][f"{task_label(t)} MS"]) for r in rows)
+    ]
     if matched and missing and common_tasks:
-        notes.append(f"{overall_name} over {', '.join(task_label(t) for t in common_tasks)} only: "
-                     f"not every row has {', '.join(missing)}")
+        notes.append(
+            f"{overall_name} over {', '.join(task_label(t) for t in common_tasks)} only: "
+            f"not every row has {', '.join(missing)}"
+        )
     values = pd.DataFrame.from_dict(data, orient="index", columns=columns).astype(float) * 100.0
     values.index.name = row_col
-    grid = Grid(values, where, unmatched_rows=unmatched, notes=notes,
-                used=pd.concat(used_parts) if used_parts else runs.iloc[:0])
+    grid = Grid(
+        values,
+        where,
+        unmatched_rows=unmatched,
+        notes=notes,
+        used=pd.concat(used_parts) if used_parts else runs.iloc[:0],
+    )
     for (r, col), draws in boot.items():
         if n_of[(r, col)] == 0:
             continue
@@ -197,9 +241,20 @@ def compare_task_rate(runs: pd.DataFrame, row_col: str, rows: Sequence[str], tas
         grid.n[(r, col)] = 1 if single else n_of[(r, col)]
         lo, hi = interval(draws * 100.0) if not single else (math.nan, math.nan)
         task, rate = where.get(col, (None, None))
-        grid.cells.append({"table": table, "row": r, "task": task_label(task) if task else "all",
-                           "column": col, "rate": rate, "value": values.at[r, col], "n": n_of[(r, col)],
-                           "ci_low": lo, "ci_high": hi, "models": ";".join(models_of[(r, col)])})
+        grid.cells.append(
+            {
+                "table": table,
+                "row": r,
+                "task": task_label(task) if task else "all",
+                "column": col,
+                "rate": rate,
+                "value": values.at[r, col],
+                "n": n_of[(r, col)],
+                "ci_low": lo,
+                "ci_high": hi,
+                "models": ";".join(models_of[(r, col)]),
+            }
+        )
     return grid
 
 
@@ -211,8 +266,13 @@ def paired_difference(boot: dict, a, b, column: str) -> tuple[float, float]:
     return interval(da - db)
 
 
-def match_rates(runs: pd.DataFrame, row_col: str, matched: bool = True, unit_cols=("model", "dataset"),
-                key_cols=("rate", "seed_key")) -> tuple[pd.DataFrame, set, list[str]]:
+def match_rates(
+    runs: pd.DataFrame,
+    row_col: str,
+    matched: bool = True,
+    unit_cols=("model", "dataset"),
+    key_cols=("rate", "seed_key"),
+) -> tuple[pd.DataFrame, set, list[str]]:
     """Tables 4 and 6: rows (tasks, families) pool different models, so they are matched on
     (rate, seed) only: a row covers the keys every one of its models has, and all rows are cut
     to the keys they all cover. Returns (runs kept, rows lacking some keys, notes)."""
@@ -225,15 +285,21 @@ def match_rates(runs: pd.DataFrame, row_col: str, matched: bool = True, unit_col
         cover[row] = set.intersection(*per_unit)
     union = set().union(*cover.values())
     common = set.intersection(*cover.values())
-    unmatched = {row for row, c in cover.items() if c != union or any(
-        set(_keys(u, key_cols)) != c for _, u in runs[runs[row_col] == row].groupby(list(unit_cols)))}
+    unmatched = {
+        row
+        for row, c in cover.items()
+        if c != union
+        or any(set(_keys(u, key_cols)) != c for _, u in runs[runs[row_col] == row].groupby(list(unit_cols)))
+    }
     if not matched:
         return runs, unmatched, []
     kept = runs[[k in common for k in _keys(runs, key_cols)]]
     notes = []
     if len(kept) < len(runs):
-        notes.append(f"matched on the {len(common)} (rate, seed) pair(s) every row and model has; "
-                     f"{len(runs) - len(kept)} run(s) outside them left out")
+        notes.append(
+            f"matched on the {len(common)} (rate, seed) pair(s) every row and model has; "
+            f"{len(runs) - len(kept)} run(s) outside them left out"
+        )
     return kept, unmatched, notes
 
 
@@ -245,14 +311,27 @@ def cell(runs: pd.DataFrame, value_col: str, tag: str) -> tuple[float, np.ndarra
     return mean(vals), boot_mean(vals, tag), len(vals), sorted(set(runs.model))
 
 
-def tidy(table: str, row, task: str, column: str, rate, value: float, draws: np.ndarray | None, n: int,
-         models: Sequence[str]) -> dict:
+def tidy(
+    table: str, row, task: str, column: str, rate, value: float, draws: np.ndarray | None, n: int, models: Sequence[str]
+) -> dict:
     lo, hi = interval(draws) if n >= 2 else (math.nan, math.nan)
-    return {"table": table, "row": row, "task": task, "column": column, "rate": rate, "value": value, "n": n,
-            "ci_low": lo, "ci_high": hi, "models": ";".join(models)}
+    return {
+        "table": table,
+        "row": row,
+        "task": task,
+        "column": column,
+        "rate": rate,
+        "value": value,
+        "n": n,
+        "ci_low": lo,
+        "ci_high": hi,
+        "models": ";".join(models),
+    }
 
 
-def held_fixed(runs: pd.DataFrame, compared: Sequence[str], coords: Sequence[str] = ("model.", "dataset.", "task.")) -> list[str]:
+def held_fixed(
+    runs: pd.DataFrame, compared: Sequence[str], coords: Sequence[str] = ("model.", "dataset.", "task.")
+) -> list[str]:
     """Notes naming the knobs a comparison holds fixed (one value over all its runs) and those
     that vary between its cells besides the compared knob (model, dataset, task, rate, seeds)."""
     if runs is None or runs.empty:
@@ -265,11 +344,18 @@ def held_fixed(runs: pd.DataFrame, compared: Sequence[str], coords: Sequence[str
 
     def shown(k):
         return not any(k == d or k.startswith(d if d.endswith(".") else d + ".") for d in skip)
+
     n = len(runs)
-    fixed = [f"{k}={next(iter(v))}" for k, v in sorted(values.items())
-             if shown(k) and len(v) == 1 and sum(k in (kn or {}) for kn in runs.knobs) == n]
-    varying = [f"{k} ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})" for k, v in sorted(values.items())
-               if shown(k) and (len(v) > 1 or sum(k in (kn or {}) for kn in runs.knobs) < n)]
+    fixed = [
+        f"{k}={next(iter(v))}"
+        for k, v in sorted(values.items())
+        if shown(k) and len(v) == 1 and sum(k in (kn or {}) for kn in runs.knobs) == n
+    ]
+    varying = [
+        f"{k} ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})"
+        for k, v in sorted(values.items())
+        if shown(k) and (len(v) > 1 or sum(k in (kn or {}) for kn in runs.knobs) < n)
+    ]
     out = [f"held fixed: {', '.join(fixed)}" if fixed else "held fixed: (none besides the cell coordinates)"]
     if varying:
         out.append(f"varies between cells (never between the rows of one cell): {'; '.join(varying)}")

@@ -8,6 +8,7 @@ are paired across matched rows (``tables.compare``). Verdict: 'holds' when the i
 above 0, 'fails' when it lies below, 'not enough runs' when it spans 0 or a row has no value.
 An ``order`` finding holds when every neighbour pair does, fails when any pair fails.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -100,8 +101,11 @@ def check_finding(spec: dict, tables: dict[str, TrackTable], runs=None) -> Verdi
             return out
         me = have[rows[0]]
         pts = np.stack([sign * o[1] for o in others.values()]) if _all_same_len(me, others) else None
-        best_other = max(others, key=lambda k: sign * others[k][0]) if kind == "best" else \
-            min(others, key=lambda k: sign * others[k][0])
+        best_other = (
+            max(others, key=lambda k: sign * others[k][0])
+            if kind == "best"
+            else min(others, key=lambda k: sign * others[k][0])
+        )
         if kind == "best":
             margin = sign * me[0] - max(sign * o[0] for o in others.values())
             draws = sign * me[1] - pts.max(0) if pts is not None else np.full(1, margin)
@@ -128,8 +132,13 @@ def check_finding(spec: dict, tables: dict[str, TrackTable], runs=None) -> Verdi
             v, ci = _verdict(margin, draws)
             verdicts.append((v, margin, ci))
             parts.append(f"{a} vs {b}: {margin:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] {v}")
-        out.verdict = FAILS if any(v == FAILS for v, _, _ in verdicts) else \
-            HOLDS if all(v == HOLDS for v, _, _ in verdicts) else UNKNOWN
+        out.verdict = (
+            FAILS
+            if any(v == FAILS for v, _, _ in verdicts)
+            else HOLDS
+            if all(v == HOLDS for v, _, _ in verdicts)
+            else UNKNOWN
+        )
         worst = min(verdicts, key=lambda x: x[1])
         out.margin, out.ci = worst[1], worst[2]
         out.detail = "; ".join(parts) if len(parts) > 1 else ""
@@ -179,10 +188,15 @@ def check_findings(tables: list[TrackTable], runset=None, path: str | Path = FIN
 
 def findings_markdown(verdicts: list[Verdict]) -> str:
     counts = {v: sum(x.verdict == v for x in verdicts) for v in (HOLDS, FAILS, UNKNOWN)}
-    lines = ["### The paper's findings on these runs", "",
-             f"{counts[HOLDS]} hold, {counts[FAILS]} fail, {counts[UNKNOWN]} have not enough runs "
-             "(margin in points x100, positive = as the paper says; 95% bootstrap interval).", "",
-             "| § | finding | verdict | margin | 95% CI | detail |", "|---|---|---|--:|---|---|"]
+    lines = [
+        "### The paper's findings on these runs",
+        "",
+        f"{counts[HOLDS]} hold, {counts[FAILS]} fail, {counts[UNKNOWN]} have not enough runs "
+        "(margin in points x100, positive = as the paper says; 95% bootstrap interval).",
+        "",
+        "| § | finding | verdict | margin | 95% CI | detail |",
+        "|---|---|---|--:|---|---|",
+    ]
     for v in verdicts:
         margin = "" if math.isnan(v.margin) else f"{v.margin:+.2f}"
         ci = "" if math.isnan(v.ci[0]) else f"[{v.ci[0]:+.2f}, {v.ci[1]:+.2f}]"

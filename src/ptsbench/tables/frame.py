@@ -6,6 +6,7 @@ its relative score (docs/methods.md#track-metrics: A_s/A_dense, or A_dense/A_s f
 Failed runs stay in the frame (status 'failed', no score) so tables can name the gap; files
 that are not run records, or not JSON, are counted and skipped, never fatal.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,6 +28,7 @@ TASK_ORDER = ("cls", "det", "gen")  # the paper's three tasks; always shown, as 
 @dataclass
 class RunSet:
     """All runs found under a records directory, plus what was skipped on the way."""
+
     runs: pd.DataFrame
     files: int = 0
     unreadable: list[str] = field(default_factory=list)
@@ -130,29 +132,41 @@ def run_row(rec: dict, path: str = "") -> dict:
     allocation = rec.get("allocation") or {}
     err = rec.get("error") or {}
     return {
-        "digest": rec.get("digest"), "name": rec.get("name", Path(path).stem), "path": path,
-        "status": "ok" if ok else "failed", "created": rec.get("created", ""),
+        "digest": rec.get("digest"),
+        "name": rec.get("name", Path(path).stem),
+        "path": path,
+        "status": "ok" if ok else "failed",
+        "created": rec.get("created", ""),
         "error": f"{err.get('type', '')}: {err.get('message', '')}".strip(": ") if not ok else "",
-        "task": str(task.get("name", choices.get("task", "?"))), "metric": metric, "higher_is_better": hib,
+        "task": str(task.get("name", choices.get("task", "?"))),
+        "metric": metric,
+        "higher_is_better": hib,
         "model": str(model.get("name", choices.get("model", "?"))),
         "family": str(model.get("family") or model.get("name") or "?"),
         "arch": family_label(str(model.get("family") or model.get("name") or "?")),
-        "size": str(model.get("size")), "params": model.get("params"),
+        "size": str(model.get("size")),
+        "params": model.get("params"),
         "dataset": str(choices.get("dataset", (cfg.get("dataset") or {}).get("name", "?"))),
-        "allocator": allocator_label(alloc_cfg, alloc_name), "allocator_name": alloc_name,
+        "allocator": allocator_label(alloc_cfg, alloc_name),
+        "allocator_name": alloc_name,
         "allocator_order": ALLOCATORS.order(alloc_name, alloc_cfg),
-        "reconstruction": recon, "granularity": granularity,
+        "reconstruction": recon,
+        "granularity": granularity,
         "criterion": str(sparsity_cfg.get("criterion", "magnitude")),
         "pattern": str(sparsity_cfg.get("pattern", "unstructured")),
         "input": recon_cfg.get("input") if recon != "none" else None,
         "error_correction": _as_bool(recon_cfg.get("error_correction")) if recon != "none" else None,
         "rate": float((rec.get("sparsity") or {}).get("target", math.nan)),
-        "seed": seed, "calib_seed": calib_seed, "seed_key": f"{seed}/{calib_seed}",
+        "seed": seed,
+        "calib_seed": calib_seed,
+        "seed_key": f"{seed}/{calib_seed}",
         "seed_free": not _reads_calibration(rec, alloc_name, recon),
         "calib": (rec.get("calibration") or {}).get("num_samples"),
-        "dense": float(dense) if ok else math.nan, "sparse": float(sparse) if ok else math.nan,
+        "dense": float(dense) if ok else math.nan,
+        "sparse": float(sparse) if ok else math.nan,
         "rel": relative_score(sparse, dense, hib) if ok else math.nan,
-        "baseline_key": _baseline_key(cfg), "baseline_key_seedless": _baseline_key_seedless(cfg),
+        "baseline_key": _baseline_key(cfg),
+        "baseline_key_seedless": _baseline_key_seedless(cfg),
         "per_layer": (rec.get("sparsity") or {}).get("target_per_layer"),
         "init_per_layer": allocation.get("init_rates"),
         "knobs": flat_knobs(cfg),
@@ -181,9 +195,12 @@ def load_runs(records_dir: str | Path) -> RunSet:
     runs = pd.DataFrame(rows, columns=list(run_row({"digest": "", "status": "failed"}).keys()))
     n = len(runs)
     if n:
-        runs = (runs.assign(_ok=runs.status == "ok")
-                .sort_values(["_ok", "created"], ascending=[False, False], kind="stable")
-                .drop_duplicates("digest").drop(columns="_ok")
-                .sort_values(["task", "model", "allocator", "reconstruction", "rate"], kind="stable")
-                .reset_index(drop=True))
+        runs = (
+            runs.assign(_ok=runs.status == "ok")
+            .sort_values(["_ok", "created"], ascending=[False, False], kind="stable")
+            .drop_duplicates("digest")
+            .drop(columns="_ok")
+            .sort_values(["task", "model", "allocator", "reconstruction", "rate"], kind="stable")
+            .reset_index(drop=True)
+        )
     return RunSet(runs=runs, files=len(files), unreadable=unreadable, duplicates=n - len(runs))

@@ -15,6 +15,7 @@ is not part of a cell: runs that read no calibration data (Magnitude with a data
 allocator) match whatever size the other methods used. Other reconstruction variants (input,
 error correction, granularity) belong to Table 3 and are not rows here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,10 +56,14 @@ def method_of(rec: dict) -> dict | None:
         label += " (row)"
     nm = sp.get("pattern", "unstructured") == "nm"
     timing, memory = rec.get("timing") or {}, rec.get("memory") or {}
-    return {"method": label, "setting": f"{sp.get('n', 2)}:{sp.get('m', 4)}" if nm else None,
-            "achieved": (rec.get("sparsity") or {}).get("achieved", math.nan),
-            "time_s": sum(float(timing.get(p, 0.0)) for p in ("allocate", "mask", "reconstruct")),
-            "host_mb": memory.get("host_peak_mb", math.nan), "device_mb": memory.get("device_peak_mb", math.nan)}
+    return {
+        "method": label,
+        "setting": f"{sp.get('n', 2)}:{sp.get('m', 4)}" if nm else None,
+        "achieved": (rec.get("sparsity") or {}).get("achieved", math.nan),
+        "time_s": sum(float(timing.get(p, 0.0)) for p in ("allocate", "mask", "reconstruct")),
+        "host_mb": memory.get("host_peak_mb", math.nan),
+        "device_mb": memory.get("device_peak_mb", math.nan),
+    }
 
 
 def _method_runs(runset: RunSet) -> pd.DataFrame:
@@ -94,8 +99,16 @@ def methods_table(runset: RunSet) -> TrackTable:
         common = set.intersection(*cells)
         for m, have in zip(methods, cells):  # a cell another method ran but this one did not
             for cell in sorted(set.union(*cells) - have):
-                gaps.append({"table": "methods", "row": f"{task_label(task)} {setting} {m}", "kind": "missing",
-                             "task": task, "error": "", **dict(zip(CELL, cell))})
+                gaps.append(
+                    {
+                        "table": "methods",
+                        "row": f"{task_label(task)} {setting} {m}",
+                        "kind": "missing",
+                        "task": task,
+                        "error": "",
+                        **dict(zip(CELL, cell)),
+                    }
+                )
         dropped = len(set.union(*cells) - common)
         if dropped:
             notes.append(f"{task_label(task)} {setting}: {dropped} cell(s) left out (not run by every method)")
@@ -107,16 +120,36 @@ def methods_table(runset: RunSet) -> TrackTable:
             sel = keyed[keyed.method == m]
             label = (task_label(task), setting, m)
             group.append(label)
-            values.append((label, [100 * sel.rel.mean(), 100 * (sel.rel.mean() - base), sel.time_s.mean(),
-                                   sel.host_mb.max(), sel.device_mb.max(), 100 * sel.achieved.mean(),
-                                   float(sel._cell.nunique())]))
+            values.append(
+                (
+                    label,
+                    [
+                        100 * sel.rel.mean(),
+                        100 * (sel.rel.mean() - base),
+                        sel.time_s.mean(),
+                        sel.host_mb.max(),
+                        sel.device_mb.max(),
+                        100 * sel.achieved.mean(),
+                        float(sel._cell.nunique()),
+                    ],
+                )
+            )
         groups.append(group)
     index = pd.MultiIndex.from_tuples([v[0] for v in values], names=["task", "setting", "method"])
     frame = pd.DataFrame([v[1] for v in values], index=index, columns=columns)
-    notes.insert(0, "score: E(A_s/A_dense) x100 over the matched cells (GEN: A_dense/A_s); time: allocate + mask + "
-                    "reconstruct phases; N:M settings keep layers whose input dimension does not fit dense (achieved %)")
-    return TrackTable("methods", "Methods: score and cost of each method (issue 14)", frame,
-                      pd.DataFrame("", index=frame.index, columns=frame.columns),
-                      better={"score": "max", "gain vs Magnitude": "max", "time s": "min"},
-                      notes=notes, gaps=gaps, groups=groups,
-                      digits={"time s": 2, "host peak MB": 0, "device peak MB": 0, "achieved %": 1, "cells": 0})
+    notes.insert(
+        0,
+        "score: E(A_s/A_dense) x100 over the matched cells (GEN: A_dense/A_s); time: allocate + mask + "
+        "reconstruct phases; N:M settings keep layers whose input dimension does not fit dense (achieved %)",
+    )
+    return TrackTable(
+        "methods",
+        "Methods: score and cost of each method (issue 14)",
+        frame,
+        pd.DataFrame("", index=frame.index, columns=frame.columns),
+        better={"score": "max", "gain vs Magnitude": "max", "time s": "min"},
+        notes=notes,
+        gaps=gaps,
+        groups=groups,
+        digits={"time s": 2, "host peak MB": 0, "device peak MB": 0, "achieved %": 1, "cells": 0},
+    )

@@ -7,6 +7,7 @@ are rows computed on unmatched cells (``--unmatched``): a ranking compares like 
 not at all. Between two neighbours, '≈' replaces ',' when the 95% bootstrap interval of their
 difference (paired over the matched cells) contains 0: that order is not significant.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,26 +53,49 @@ def ranking_table(t2: TrackTable, t3: TrackTable, t4: TrackTable, t6: TrackTable
     several = len(datasets) > 1
     tracks: list[tuple[str, tuple, int]] = [("Sparsity allocation (OM_alloc)", _rank(t2, "OM_alloc", False), 2)]
     for aspect, (_, choices, _) in ASPECTS.items():
-        tracks.append((f"Reconstruction: {aspect} (OM_recon)",
-                       _rank(t3, "OM_recon", False, [label for _, label in choices]), 2))
-    tracks += [("Neural architecture (OM_arch)", _rank(t6, "OM_arch", False, several_datasets=several), 2),
-               ("Model size robustness (OM_robust, lower is better)",
-                _rank(t6, "OM_robust", True, several_datasets=several), 3),
-               ("Different tasks (OM_task)", _rank(t4, "OM_task", False), 2)]
+        tracks.append(
+            (f"Reconstruction: {aspect} (OM_recon)", _rank(t3, "OM_recon", False, [label for _, label in choices]), 2)
+        )
+    tracks += [
+        ("Neural architecture (OM_arch)", _rank(t6, "OM_arch", False, several_datasets=several), 2),
+        (
+            "Model size robustness (OM_robust, lower is better)",
+            _rank(t6, "OM_robust", True, several_datasets=several),
+            3,
+        ),
+        ("Different tasks (OM_task)", _rank(t4, "OM_task", False), 2),
+    ]
     text, notes = {}, []
     for name, (ranked, left_out), d in tracks:
-        parts = [("" if i == 0 else (SAME if same else ", ")) + f"{label} ({score:.{d}f})"
-                 for i, (label, score, same) in enumerate(ranked)]
+        parts = [
+            ("" if i == 0 else (SAME if same else ", ")) + f"{label} ({score:.{d}f})"
+            for i, (label, score, same) in enumerate(ranked)
+        ]
         text[name] = "".join(parts) if parts else math.nan
         if left_out:
             notes.append(f"{name}: not ranked, computed on unmatched cells: {', '.join(left_out)}")
     values = pd.DataFrame({"Results (best to worst)": pd.Series(text, dtype=object)})
     values.index.name = "track"
     flags = pd.DataFrame("", index=values.index, columns=values.columns)
-    long = pd.DataFrame([{"track": name, "rank": i + 1, "entry": label, "score": score, "tied_with_previous": same}
-                         for name, (ranked, _), _ in tracks for i, (label, score, same) in enumerate(ranked)],
-                        columns=["track", "rank", "entry", "score", "tied_with_previous"])
-    notes = ["tracks without any scored row show '—'; '≈': the 95% interval of the difference to the previous "
-             "entry contains 0 (not significant)"] + notes
-    return TrackTable("table5_ranking", "Table 5: overall ranking per track (best to worst)", values, flags,
-                      {}, notes, [], csv_frame=long)
+    long = pd.DataFrame(
+        [
+            {"track": name, "rank": i + 1, "entry": label, "score": score, "tied_with_previous": same}
+            for name, (ranked, _), _ in tracks
+            for i, (label, score, same) in enumerate(ranked)
+        ],
+        columns=["track", "rank", "entry", "score", "tied_with_previous"],
+    )
+    notes = [
+        "tracks without any scored row show '—'; '≈': the 95% interval of the difference to the previous "
+        "entry contains 0 (not significant)"
+    ] + notes
+    return TrackTable(
+        "table5_ranking",
+        "Table 5: overall ranking per track (best to worst)",
+        values,
+        flags,
+        {},
+        notes,
+        [],
+        csv_frame=long,
+    )

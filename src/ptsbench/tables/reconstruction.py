@@ -13,6 +13,7 @@ block. Rows are matched within an aspect (``tables.compare``); per task, the gai
 are averaged, MS = their quadratic mean, OM_recon = the quadratic mean over tasks. Compare rows
 only within one aspect (paper §5.1.2).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,11 +27,17 @@ from .frame import RunSet, ordered_tasks
 
 # aspect -> (run column, [(value, row label)], config knobs the aspect varies)
 ASPECTS = {
-    "error correction": ("error_correction", [(True, "w/ Correction"), (False, "w/o Correction")],
-                         ("reconstruction.error_correction",)),
+    "error correction": (
+        "error_correction",
+        [(True, "w/ Correction"), (False, "w/o Correction")],
+        ("reconstruction.error_correction",),
+    ),
     "input": ("input", [("sparse", "Sparse Input"), ("dense", "Dense Input")], ("reconstruction.input",)),
-    "granularity": ("granularity", [("single", "Single"), ("layer", "Layer-wise"), ("block", "Block-wise")],
-                    ("reconstruction.name", "reconstruction.granularity")),
+    "granularity": (
+        "granularity",
+        [("single", "Single"), ("layer", "Layer-wise"), ("block", "Block-wise")],
+        ("reconstruction.name", "reconstruction.granularity"),
+    ),
 }
 ASPECT_COLS = [a[0] for a in ASPECTS.values()]
 DEFAULT_BASELINE = {"granularity": "block", "input": "sparse", "error_correction": False}
@@ -76,8 +83,16 @@ def paired_gains(runset: RunSet) -> tuple[pd.DataFrame, list[dict]]:
             if not math.isfinite(gain):
                 cause = ("non-finite", f"gain term {gain} (sparse {run['sparse']}, none {base}, dense {run['dense']})")
         if cause:
-            gaps.append({"table": "table3", "row": run.reconstruction, "kind": cause[0], "error": cause[1],
-                         "reconstruction": run.reconstruction, **{c: run[c] for c in [*COORDS, *ASPECT_COLS]}})
+            gaps.append(
+                {
+                    "table": "table3",
+                    "row": run.reconstruction,
+                    "kind": cause[0],
+                    "error": cause[1],
+                    "reconstruction": run.reconstruction,
+                    **{c: run[c] for c in [*COORDS, *ASPECT_COLS]},
+                }
+            )
             gain = math.nan
         gains.append(gain)
         deltas.append(delta)
@@ -105,8 +120,9 @@ def reconstruction_table(runset: RunSet, matched: bool = True, baseline: dict | 
         failed_a = _at_baseline(failed[failed[col].isin(labels)], col, baseline)
         failed_a = failed_a.assign(technique=failed_a[col].map(labels))
         rows = [label for _, label in choices]  # all techniques listed; one without runs is a gap
-        grid = compare_task_rate(ok_a, "technique", rows, tasks, "gain", ms, om_recon, "OM_recon",
-                                 table=f"table3|{aspect}", matched=matched)
+        grid = compare_task_rate(
+            ok_a, "technique", rows, tasks, "gain", ms, om_recon, "OM_recon", table=f"table3|{aspect}", matched=matched
+        )
         aspect_gaps = coverage_gaps("table3", ok_a, failed_a, ["technique"], COORDS)
         gaps += aspect_gaps
         parts.append(grid.values)
@@ -122,10 +138,12 @@ def reconstruction_table(runset: RunSet, matched: bool = True, baseline: dict | 
     values = pd.concat(parts) if parts else pd.DataFrame()
     flags = pd.concat(flag_parts).reindex(columns=values.columns, fill_value="") if parts else pd.DataFrame()
     values.index.name = "technique"
-    head = ["R = A_{s,r} - A_s against the run's reconstruction=none twin (Eq. 3); cells: E(R/A_dense) x100; "
-            "GEN (lower-is-better) term exp(A_dense/R) when R < 0, 0 when R >= 0 (docs/methods.md#decisions bound of Eq. 4's "
-            "exp(A/R), which is inf for a tiny worsening); OM_recon = quadratic mean of the tasks' MS (Eq. 4); "
-            "± = half-width of the 95% bootstrap interval; compare rows within one aspect only"]
+    head = [
+        "R = A_{s,r} - A_s against the run's reconstruction=none twin (Eq. 3); cells: E(R/A_dense) x100; "
+        "GEN (lower-is-better) term exp(A_dense/R) when R < 0, 0 when R >= 0 (docs/methods.md#decisions bound of Eq. 4's "
+        "exp(A/R), which is inf for a tiny worsening); OM_recon = quadratic mean of the tasks' MS (Eq. 4); "
+        "± = half-width of the 95% bootstrap interval; compare rows within one aspect only"
+    ]
     lower = recon[~recon.higher_is_better.astype(bool)]
     if len(lower):
         worse = int((lower.R >= 0).sum())
@@ -138,7 +156,17 @@ def reconstruction_table(runset: RunSet, matched: bool = True, baseline: dict | 
     if values.empty or values.isna().all().all():
         head.append("no reconstructed runs")
     better = {c: "max" for c in values.columns if not values[c].isna().all()}
-    return TrackTable("table3_reconstruction", "Table 3: reconstruction techniques (gain over no reconstruction)",
-                      values, flags, better, head + notes, twin_gaps + gaps,
-                      groups=[[label for _, label in choices] for _, choices, _ in ASPECTS.values()],
-                      cells=cells, boot=boot, n=n_of, unranked=unranked)
+    return TrackTable(
+        "table3_reconstruction",
+        "Table 3: reconstruction techniques (gain over no reconstruction)",
+        values,
+        flags,
+        better,
+        head + notes,
+        twin_gaps + gaps,
+        groups=[[label for _, label in choices] for _, choices, _ in ASPECTS.values()],
+        cells=cells,
+        boot=boot,
+        n=n_of,
+        unranked=unranked,
+    )

@@ -7,6 +7,7 @@ mark the best value of each column in bold, like the paper's colour marks. The C
 numbers (empty = no value); ``tableN_*_cells.csv`` has one row per cell (table, row, task,
 column, rate, value, n, ci_low, ci_high, models); flags and gaps go to gaps.csv.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,9 +74,17 @@ def _index_names(table: TrackTable) -> list[str]:
 
 def to_markdown(table: TrackTable) -> str:
     head = _index_names(table) + [str(c) for c in table.values.columns]
-    lines = [f"### {table.title}", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] * len(_index_names(table))
-                            + ["---" if table.values[c].dtype == object else "--:" for c in table.values.columns]) + "|"]
+    lines = [
+        f"### {table.title}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|"
+        + "|".join(
+            ["---"] * len(_index_names(table))
+            + ["---" if table.values[c].dtype == object else "--:" for c in table.values.columns]
+        )
+        + "|",
+    ]
     for label, cells in _cells(table, ("**", "**"), MISSING, "*", " ± "):
         lines.append("| " + " | ".join(label + cells) + " |")
     if table.values.empty:
@@ -84,14 +93,14 @@ def to_markdown(table: TrackTable) -> str:
     lines += [f"- {n}" for n in table.notes]
     n_gaps = len(table.gaps)
     if n_gaps:
-        lines.append(f"- {n_gaps} gap(s): runs missing or failed ('*' marks cells averaged over fewer runs); "
-                     "see gaps.md")
+        lines.append(
+            f"- {n_gaps} gap(s): runs missing or failed ('*' marks cells averaged over fewer runs); see gaps.md"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _tex(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("—", "--")):
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("—", "--")):
         s = s.replace(a, b)
     return s
 
@@ -100,11 +109,14 @@ def to_latex(table: TrackTable) -> str:
     n_idx = len(_index_names(table))
     head = [_tex(h) for h in _index_names(table) + [str(c) for c in table.values.columns]]
     spec = "l" * n_idx + ("p{12cm}" if table.key.startswith("table5") else "r" * len(table.values.columns))
-    lines = [f"% {table.title}", r"\begin{tabular}{" + spec + "}", r"\toprule", " & ".join(head) + r" \\",
-             r"\midrule"]
+    lines = [f"% {table.title}", r"\begin{tabular}{" + spec + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
     for label, cells in _cells(table, (r"\textbf{", "}"), "--", "$^*$"):
-        lines.append(" & ".join([_tex(x) for x in label] + [c if c.startswith(r"\textbf") or "$" in c else _tex(c)
-                                                          for c in cells]) + r" \\")
+        lines.append(
+            " & ".join(
+                [_tex(x) for x in label] + [c if c.startswith(r"\textbf") or "$" in c else _tex(c) for c in cells]
+            )
+            + r" \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -122,7 +134,8 @@ def write_table(table: TrackTable, out_dir: Path) -> list[Path]:
     paths = [out_dir / f"{table.key}.{ext}" for ext in ("md", "csv", "tex")]
     paths[0].write_text(to_markdown(table))
     (table.csv_frame if table.csv_frame is not None else table.values).to_csv(
-        paths[1], index=table.csv_frame is None, float_format="%.4f")
+        paths[1], index=table.csv_frame is None, float_format="%.4f"
+    )
     paths[2].write_text(to_latex(table))
     if table.cells:
         paths.append(out_dir / f"{table.key}_cells.csv")

@@ -1,4 +1,5 @@
 """Tasks register themselves by name (``TASKS``); every submodule is imported."""
+
 from ..autoload import import_submodules
 from ..schemas import register_group
 from .base import TASKS, Task

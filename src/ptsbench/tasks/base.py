@@ -1,4 +1,5 @@
 """Task interface: (model, data) -> metrics. Each task names its primary metric and direction."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Classification task: top-1 accuracy (docs/methods.md#tasks-and-metrics)."""
+
 from __future__ import annotations
 
 import torch

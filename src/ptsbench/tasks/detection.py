@@ -13,6 +13,7 @@ the dataset's ``metric``, ``map`` for COCO, ``map50`` for VOC07 and digits_det).
 ``forward_for_calibration`` runs the detector up to its raw head outputs (no anchor decoding,
 no NMS) and returns one tensor ``[N, anchors, classes + 4]`` for allocators and reconstruction.
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,12 +57,28 @@ class MeanAP:
             crowd = t.get("iscrowd", torch.zeros(len(t["labels"]), dtype=torch.int64))
             for box, label, c in zip(t["boxes"].tolist(), t["labels"].tolist(), crowd.tolist()):
                 xywh = _xywh(box)
-                self.gts.append({"id": len(self.gts) + 1, "image_id": image_id, "bbox": xywh, "category_id": label,
-                                 "area": xywh[2] * xywh[3], "iscrowd": int(c)})
+                self.gts.append(
+                    {
+                        "id": len(self.gts) + 1,
+                        "image_id": image_id,
+                        "bbox": xywh,
+                        "category_id": label,
+                        "area": xywh[2] * xywh[3],
+                        "iscrowd": int(c),
+                    }
+                )
             for box, score, label in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
                 xywh = _xywh(box)
-                self.dets.append({"id": len(self.dets) + 1, "image_id": image_id, "bbox": xywh, "score": score,
-                                  "category_id": label, "area": xywh[2] * xywh[3]})
+                self.dets.append(
+                    {
+                        "id": len(self.dets) + 1,
+                        "image_id": image_id,
+                        "bbox": xywh,
+                        "score": score,
+                        "category_id": label,
+                        "area": xywh[2] * xywh[3],
+                    }
+                )
 
     def compute(self) -> dict[str, float]:
         import contextlib
@@ -97,8 +114,10 @@ def _check_detection_data(data) -> None:
     from ..data.detection import DetectionBundle
 
     if not isinstance(data, DetectionBundle):
-        raise ConfigError(f"task=det needs a detection dataset, got dataset={data.name}; "
-                          f"use dataset=digits_det, dataset=coco2017 or dataset=voc07")
+        raise ConfigError(
+            f"task=det needs a detection dataset, got dataset={data.name}; "
+            f"use dataset=digits_det, dataset=coco2017 or dataset=voc07"
+        )
 
 
 def _input_pixels(model: nn.Module, data) -> int:

@@ -14,6 +14,7 @@ generated images in Inception's 2,048-d space) and S_1 = X^T X / (n_1 - 1) for t
 features X, the non-zero eigenvalues of S_1 S_2 are those of X S_2 X^T / (n_1 - 1), an
 n_1 x n_1 matrix: the same trace from a far smaller eigen-problem.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,9 @@ def _sym_sqrt(mat: np.ndarray) -> np.ndarray:
     return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     centered1: np.ndarray | None = None) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, centered1: np.ndarray | None = None
+) -> float:
     """Squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (>= 0).
 
     ``centered1``: the centred features sigma1 was computed from; used when they are fewer

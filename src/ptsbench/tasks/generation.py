@@ -14,6 +14,7 @@ diffusion models, Q-Diffusion/PTQ4DM); N = ``calib.num_samples`` of them, drawn 
 ``calib.seed``, are packed one row per (sample, step). ``forward_for_calibration`` is the UNet's
 noise prediction on such rows.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,13 +61,26 @@ class GenerationTask(Task):
     metric = "fid"
     higher_is_better = False
 
-    def __init__(self, batch_size: int = 256, metric: str = "fid", num_samples: int = 1000, steps: int = 50,
-                 eta: float = 0.0, seed: int = 0, sample_batch: int = 50, guidance_scale: float = 1.0,
-                 prompt: str | None = None, inception_weights: str | None = None, **params):
+    def __init__(
+        self,
+        batch_size: int = 256,
+        metric: str = "fid",
+        num_samples: int = 1000,
+        steps: int = 50,
+        eta: float = 0.0,
+        seed: int = 0,
+        sample_batch: int = 50,
+        guidance_scale: float = 1.0,
+        prompt: str | None = None,
+        inception_weights: str | None = None,
+        **params,
+    ):
         super().__init__(batch_size, **params)
         if metric not in METRICS:
-            raise ConfigError(f"task.metric='{metric}' for task=gen; valid choices: {', '.join(METRICS)} "
-                              f"(fid: Inception features; fid_digits: the embedded digit classifier)")
+            raise ConfigError(
+                f"task.metric='{metric}' for task=gen; valid choices: {', '.join(METRICS)} "
+                f"(fid: Inception features; fid_digits: the embedded digit classifier)"
+            )
         self.metric = metric
         self.num_samples = _positive_int("num_samples", num_samples, 2)
         self.steps = _positive_int("steps", steps)
@@ -77,8 +91,10 @@ class GenerationTask(Task):
 
     def _check_model(self, model) -> None:
         if not hasattr(model, "sample") or not hasattr(model, "unet"):
-            raise ConfigError("task=gen needs a diffusion model: model.source=diffusers "
-                              "(e.g. model=zoo_ddpm_digits, model=ldm, model=sd)")
+            raise ConfigError(
+                "task=gen needs a diffusion model: model.source=diffusers "
+                "(e.g. model=zoo_ddpm_digits, model=ldm, model=sd)"
+            )
 
     def _sampling(self, data) -> dict:
         prompt = self.prompt if self.prompt is not None else data.meta.get("prompt", "")
@@ -105,8 +121,9 @@ class GenerationTask(Task):
         images = model.sample(num_samples, self.steps, seed=self.seed, **self._sampling(data))
         feats = self.features(images, device).double().numpy()
         mu, sigma = feature_stats(feats)
-        value = frechet_distance(mu, sigma, *self.reference_stats(data, images.shape[-2:], device),
-                                 centered1=feats - mu)
+        value = frechet_distance(
+            mu, sigma, *self.reference_stats(data, images.shape[-2:], device), centered1=feats - mu
+        )
         return {self.metric: value, "num_samples": num_samples, "steps": self.steps, "seed": self.seed}
 
     @torch.no_grad()
@@ -117,8 +134,14 @@ class GenerationTask(Task):
         sampling = self._sampling(data)
         per_traj = self.steps * (2 if sampling["guidance_scale"] != 1.0 and model.conditional else 1)
         captured: list[torch.Tensor] = []
-        model.eval().sample(math.ceil(n / per_traj), self.steps, seed=CALIB_NOISE_OFFSET + int(calib_cfg.seed),
-                            capture=captured, decode=False, **sampling)
+        model.eval().sample(
+            math.ceil(n / per_traj),
+            self.steps,
+            seed=CALIB_NOISE_OFFSET + int(calib_cfg.seed),
+            capture=captured,
+            decode=False,
+            **sampling,
+        )
         rows = torch.cat(captured)
         return rows[torch.from_numpy(sample_calibration(len(rows), n, int(calib_cfg.seed)))].contiguous()
 

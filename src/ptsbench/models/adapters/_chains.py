@@ -6,6 +6,7 @@ behind by BN folding) joins it; at ``layer`` granularity the activation after th
 activation. Nested ``nn.Sequential`` containers (torchvision's ``Conv2dNormActivation``) are
 flattened, so ``features.1.conv.0.0`` and ``features.1.conv.0.2`` land in one chain.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -14,8 +15,19 @@ from ...sparsity.layers import PRUNABLE_TYPES
 from .base import Unit, block_unit, unit_mode
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity)
-ACT_TYPES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.PReLU, nn.ELU,
-             nn.Hardtanh, nn.Tanh, nn.Mish)
+ACT_TYPES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardswish,
+    nn.SiLU,
+    nn.GELU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.Hardtanh,
+    nn.Tanh,
+    nn.Mish,
+)
 
 
 def sequential_leaves(model: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:

@@ -12,6 +12,7 @@ are packed on the fly, so a capture hook registered later sees the packed tensor
 ``block(packed)`` alone reproduces the block's output: the block becomes an ordinary unit.
 Module names and parameters are unchanged; the hook lives on the module, so deep copies keep it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,14 +45,14 @@ def pack(h: torch.Tensor, side: torch.Tensor | None) -> torch.Tensor:
 def unpack(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     digits = [int(v) for v in packed[0, -HEADER:].tolist()]
     head = [256 * hi + lo for hi, lo in zip(digits[0::2], digits[1::2])]
-    h_shape, side_shape = head[1:1 + head[0]], head[5:5 + head[4]]
+    h_shape, side_shape = head[1 : 1 + head[0]], head[5 : 5 + head[4]]
     n_h = int(torch.tensor(h_shape).prod()) if h_shape else 1
     b = packed.shape[0]
     h = packed[:, :n_h].reshape(b, *h_shape)
     if not head[4]:
         return h, None
     n_side = int(torch.tensor(side_shape).prod())
-    return h, packed[:, n_h:n_h + n_side].reshape(b, *side_shape)
+    return h, packed[:, n_h : n_h + n_side].reshape(b, *side_shape)
 
 
 def is_packed_call(args, kwargs) -> bool:
@@ -68,8 +69,10 @@ def _pack_pre_hook(module, args, kwargs):
     rest = [a for i, a in enumerate(args) if i not in (0, pos)]
     leftover = [k for k, v in kwargs.items() if k != name and v not in (None, {}, False)]
     if rest or leftover:
-        raise RuntimeError(f"{type(module).__name__} called with inputs the packed entry cannot carry: "
-                           f"{leftover or f'{len(rest)} extra positional'}")
+        raise RuntimeError(
+            f"{type(module).__name__} called with inputs the packed entry cannot carry: "
+            f"{leftover or f'{len(rest)} extra positional'}"
+        )
     return (pack(h, side),), {}
 
 

@@ -10,6 +10,7 @@ Adapters list units explicitly; ``GenericAdapter`` (every prunable layer a ``sin
 serves a model without a registered family at ``single`` granularity only: ``layer``/``block``
 units of an unknown family are a ConfigError naming the known families, never a silent fall-back.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ ADAPTERS: Registry[type[ModelAdapter]] = Registry("model adapter", "model.family
 class Unit:
     name: str
     modules: tuple[str, ...]  # qualified module names, applied in order
-    layers: tuple[str, ...]   # prunable layers inside the unit (the weights it trains)
-    kind: str                 # single | layer | block
+    layers: tuple[str, ...]  # prunable layers inside the unit (the weights it trains)
+    kind: str  # single | layer | block
 
 
 class ModelAdapter:
@@ -86,9 +87,11 @@ class GenericAdapter(ModelAdapter):
 
 def unknown_family_message(family: str | None, granularity: str) -> str:
     known = ", ".join(n for n in ADAPTERS.names() if n != "generic")
-    return (f"reconstruction={granularity} needs the {granularity} units of the model, but model.family={family!r} "
-            f"has no adapter; known families: {known}. Use reconstruction=single (every layer its own unit), "
-            f"set model.family, or add an adapter (docs/extending.md)")
+    return (
+        f"reconstruction={granularity} needs the {granularity} units of the model, but model.family={family!r} "
+        f"has no adapter; known families: {known}. Use reconstruction=single (every layer its own unit), "
+        f"set model.family, or add an adapter (docs/extending.md)"
+    )
 
 
 def get_adapter(family: str | None, granularity: str | None = None) -> ModelAdapter:

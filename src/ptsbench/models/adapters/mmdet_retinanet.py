@@ -14,6 +14,7 @@ with torchvision's attribute names (``conv1``/``bn1``/``relu``, ``layerN.i.convK
   seeing the first pyramid level the shared towers run on; at ``layer`` granularity each tower
   ConvModule (conv [+ norm] + ReLU) and the two final convs; at ``single`` every conv alone.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -62,8 +63,9 @@ def _head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
         for i in range(len(getattr(head, tower))):
             chain = conv_module_chain(model, f"{prefix}.{tower}.{i}", with_act)
             units.append(Unit(chain[0], chain, (chain[0],), kind))
-    units.extend(Unit(f"{prefix}.{final}", (f"{prefix}.{final}",), (f"{prefix}.{final}",), kind)
-                 for _, final in branches)
+    units.extend(
+        Unit(f"{prefix}.{final}", (f"{prefix}.{final}",), (f"{prefix}.{final}",), kind) for _, final in branches
+    )
     return units
 
 
@@ -73,5 +75,8 @@ class MMDetRetinaNetAdapter(ModelAdapter):
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         _, kind = self.mode(granularity)
-        return (_body_units(model, f"{PREFIX}.backbone", granularity) + _fpn_units(model, f"{PREFIX}.neck", kind)
-                + _head_units(model, f"{PREFIX}.bbox_head", granularity))
+        return (
+            _body_units(model, f"{PREFIX}.backbone", granularity)
+            + _fpn_units(model, f"{PREFIX}.neck", kind)
+            + _head_units(model, f"{PREFIX}.bbox_head", granularity)
+        )

@@ -8,6 +8,7 @@ Units (docs/methods.md#reconstruction, paper §2.3.3):
   (no activation, by design of the architecture); the classifier Linear.
 - ``single``: every Conv+BN (BN folded) and the classifier Linear, before any activation.
 """
+
 from __future__ import annotations
 
 from torch import nn

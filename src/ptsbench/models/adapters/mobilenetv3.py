@@ -11,6 +11,7 @@ Units (docs/methods.md#reconstruction, paper §2.3.3):
   its conv receives, the pooled features); classifier Linear (+ Hardswish).
 - ``single``: every conv (BN folded) and Linear, before any activation.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -13,6 +13,7 @@ Units (docs/methods.md#reconstruction, paper §2.3.3):
   output is taken before the activation), and ``head.fc``.
 Units are listed in execution order (the shortcut conv runs after the third conv in timm).
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -45,8 +46,12 @@ def conv_norm_act(model: nn.Module, prefix: str, with_act: bool) -> Unit | None:
 def regnet_blocks(model: nn.Module) -> list[str]:
     from timm.models.regnet import RegStage
 
-    return [f"{sname}.{bname}" for sname, stage in model.named_children() if isinstance(stage, RegStage)
-            for bname, _ in stage.named_children()]
+    return [
+        f"{sname}.{bname}"
+        for sname, stage in model.named_children()
+        if isinstance(stage, RegStage)
+        for bname, _ in stage.named_children()
+    ]
 
 
 @ADAPTERS.register("regnetx", label="RegNetX", order=1)

@@ -8,6 +8,7 @@ Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``single``: every conv+bn (BN folded into the conv, so the Identity it left) and ``fc``.
 Units are listed in execution order so ``input=sparse`` sees already-reconstructed predecessors.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -37,8 +38,7 @@ def _block_chains(model: nn.Module, prefix: str, with_act: bool) -> list[tuple[s
 
 
 def resnet_blocks(model: nn.Module) -> list[str]:
-    return [f"{stage}.{i}" for stage in STAGES if hasattr(model, stage)
-            for i in range(len(getattr(model, stage)))]
+    return [f"{stage}.{i}" for stage in STAGES if hasattr(model, stage) for i in range(len(getattr(model, stage)))]
 
 
 @ADAPTERS.register("resnet", label="ResNet", order=0)

@@ -14,6 +14,7 @@ Units (docs/methods.md#reconstruction, paper §2.3.3), in execution order, so ``
 The towers are shared by all pyramid levels; a unit sees the first level the head runs on
 (the finest, about 3/4 of all anchor positions), which is what its calibration input captures.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -76,5 +77,8 @@ class RetinaNetAdapter(ModelAdapter):
 
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         _, kind = self.mode(granularity)
-        return (_body_units(model, "backbone.body", granularity) + _fpn_units(model, "backbone.fpn", kind)
-                + head_units(model, "head", granularity))
+        return (
+            _body_units(model, "backbone.body", granularity)
+            + _fpn_units(model, "backbone.fpn", kind)
+            + head_units(model, "head", granularity)
+        )

@@ -12,6 +12,7 @@ Units (docs/methods.md#reconstruction, paper §2.3.3):
   execution order (``branch1`` runs first), the stem, ``conv5`` and ``fc``.
 - ``single``: every conv (BN folded) and ``fc``, before any activation.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -13,6 +13,7 @@ Their backbone is ``SSDStages``: stages run in turn, each ending in one feature 
   an SSD predictor (one 3x3 conv) a ``layer`` unit.
 ``layer`` granularity splits blocks into Conv+BN+activation chains, ``single`` into convs.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -17,6 +17,7 @@ Units (docs/methods.md#reconstruction), in the order the UNet first runs them:
   *before* each conv, inside its block, so there is no conv+activation chain to fuse).
 Units made only of dense-by-default layers are left out (they keep their dense weights).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -43,6 +44,7 @@ def execution_order(model: nn.Module, root: str = "unet") -> list[str]:
             if full not in seen:
                 seen.add(full)
                 order.append(full)
+
         handles.append(mod.register_forward_pre_hook(first_call))
     try:
         model(model.example_input(1))

@@ -10,6 +10,7 @@ Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``layer``: every Conv+BN+ReLU in ``features``; classifier Linear+ReLU (the last alone).
 - ``single``: every conv (BN folded) and Linear, before the activation.
 """
+
 from __future__ import annotations
 
 from torch import nn

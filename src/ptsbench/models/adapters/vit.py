@@ -9,6 +9,7 @@ Units (docs/methods.md#reconstruction, paper §2.3.3):
 - ``single``: every Linear/Conv alone (fc1 before its GELU).
 The LayerNorms, class token and position embedding stay dense and are not trained.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -33,7 +34,7 @@ def _outside_blocks(model: nn.Module) -> tuple[list[str], list[str]]:
 def _in_block_units(model: nn.Module, block: str, with_act: bool) -> list[Unit]:
     units = []
     for layer in prunable_in(model, block):
-        local = layer[len(block) + 1:]
+        local = layer[len(block) + 1 :]
         chain = (layer,)
         if with_act and local in ACT_AFTER and hasattr(model.get_submodule(block), "mlp"):
             chain = (layer, f"{block}.{ACT_AFTER[local]}")

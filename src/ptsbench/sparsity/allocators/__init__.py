@@ -1,4 +1,5 @@
 """Allocators register themselves by name (``ALLOCATORS``); every submodule is imported."""
+
 from ...autoload import import_submodules
 from ...schemas import register_group
 from .base import ALLOCATORS, Allocator, AllocContext, build_allocator

@@ -4,6 +4,7 @@ The rate an allocator receives is already the rate over the layers it is given (
 layers have been taken out of the budget by the caller), so every allocator satisfies
 sum_l s_l * N_l = rate * sum_l N_l over its own layers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -51,8 +52,13 @@ class Allocator:
         """``params``: the allocator's knobs without ``name``; unset ones take the schema's defaults."""
         self.params = check_params("allocator", self.config, {"name": self.name, **params})
 
-    def allocate(self, layers: list[LayerInfo], weights: dict[str, torch.Tensor], rate: float,
-                 context: AllocContext | None = None) -> dict[str, float]:
+    def allocate(
+        self,
+        layers: list[LayerInfo],
+        weights: dict[str, torch.Tensor],
+        rate: float,
+        context: AllocContext | None = None,
+    ) -> dict[str, float]:
         raise NotImplementedError
 
 

@@ -5,6 +5,7 @@ product of dims) ** power. eps is solved so that the kept parameters equal (1 - 
 total. A layer whose density would exceed 1 is made dense, taken out of the budget, and eps
 is solved again until no density exceeds 1.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -26,6 +26,7 @@ In rank space every layer gets a usable gradient at step 0, including one the in
 dense (ERK's stem, downsample and classifier layers); with the sigmoid thresholds of docs/methods.md#allocators such
 a layer's gradient was scaled by t (1 - t) ~ 1e-4 and it stayed dense.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,7 +63,9 @@ class FCPTSConfig(AllocatorConfig):
     batch_size: int = knob(64, ge=1)
     lr: float = knob(0.01, gt=0)  # cosine-decayed to 0 over iters
     momentum: float = knob(0.9, ge=0)
-    lambda_: float = knob(1.0, ge=0, key="lambda")  # initial value of the dual variable of S(t) = S* (docs/methods.md#decisions)
+    lambda_: float = knob(
+        1.0, ge=0, key="lambda"
+    )  # initial value of the dual variable of S(t) = S* (docs/methods.md#decisions)
     lambda_lr: float = knob(0.1, ge=0)  # dual ascent: lambda += lambda_lr / (lr sum_l (N_l/N)^2) * (S* - S(t))
     penalty: float = knob(1.0, ge=0)  # augmented-Lagrangian step: fraction of the gap |S(t) - S*| closed per step
     warmup: float = knob(0.25, ge=0, lt=1)  # fraction of iters before S(t) is held to S*
@@ -78,8 +81,10 @@ class FCPTSConfig(AllocatorConfig):
     @classmethod
     def check(cls, node, path):
         if node.init == "fcpts" or node.init not in ALLOCATORS:
-            raise ConfigError(f"{path}.init='{node.init}' is not a starting allocation; valid choices: "
-                              f"{', '.join(n for n in ALLOCATORS.names() if n != 'fcpts')}")
+            raise ConfigError(
+                f"{path}.init='{node.init}' is not a starting allocation; valid choices: "
+                f"{', '.join(n for n in ALLOCATORS.names() if n != 'fcpts')}"
+            )
 
     @classmethod
     def option_name(cls, node):
@@ -149,8 +154,10 @@ class FCPTSAllocator(Allocator):
     def allocate(self, layers, weights, rate, context=None):
         p = self.p
         if context is None or context.calib_inputs is None:
-            raise ConfigError("allocator=fcpts learns from calibration images; run it through the pipeline "
-                              "(it passes calib.num_samples images) or give an AllocContext with calib_inputs")
+            raise ConfigError(
+                "allocator=fcpts learns from calibration images; run it through the pipeline "
+                "(it passes calib.num_samples images) or give an AllocContext with calib_inputs"
+            )
         names = [layer.name for layer in layers]
         init_rates = build_allocator(p["init"]).allocate(layers, weights, rate, None)
         device = context.device
@@ -172,25 +179,40 @@ class FCPTSAllocator(Allocator):
         rates = {n: rate_for_count(k, m) for n, k, m in zip(names, final, flat.numels)}
         total = sum(flat.numels)
         s_trace = traces["sparsity"]
-        after = s_trace[int(len(s_trace) * p["warmup"]):] if s_trace else []
-        context.report.update({
-            "init": p["init"], "layer_order": names, "init_rates": init_rates, "iters": p["iters"],
-            "task_loss": self.loss if p["iters"] else None,
-            "learn_time_s": round(learn_s, 3),
-            "learned_rates": {n: k / m for n, k, m in zip(names, learned, flat.numels)},
-            "init_thresholds": dict(zip(names, init_t.tolist())),
-            "learned_thresholds": dict(zip(names, learned_t.tolist())),
-            "learned_global_rate": sum(learned) / total, "init_global_rate": sum(init_counts) / total,
-            "dual_step": traces["dual_step"], "warmup": p["warmup"],
-            "max_abs_sparsity_error_after_warmup": max((abs(v - rate) for v in after), default=None),
-            "trace_iters": _subsample(list(range(len(s_trace))), p["trace_points"]),
-            "sparsity_trace": _subsample(s_trace, p["trace_points"]),
-            "lambda_trace": _subsample(traces["lambda"], p["trace_points"]),
-            "control_loss_trace": _subsample([abs(v - rate) for v in s_trace], p["trace_points"]),
-            "task_loss_trace": _subsample(traces["task"], p["trace_points"]),
-        })
-        log.info("[fcpts] init=%s: learned %d layer thresholds in %.2fs (%d iters); S(t)=%.4f before "
-                 "projection, target %.4f", p["init"], len(names), learn_s, p["iters"], sum(learned) / total, rate)
+        after = s_trace[int(len(s_trace) * p["warmup"]) :] if s_trace else []
+        context.report.update(
+            {
+                "init": p["init"],
+                "layer_order": names,
+                "init_rates": init_rates,
+                "iters": p["iters"],
+                "task_loss": self.loss if p["iters"] else None,
+                "learn_time_s": round(learn_s, 3),
+                "learned_rates": {n: k / m for n, k, m in zip(names, learned, flat.numels)},
+                "init_thresholds": dict(zip(names, init_t.tolist())),
+                "learned_thresholds": dict(zip(names, learned_t.tolist())),
+                "learned_global_rate": sum(learned) / total,
+                "init_global_rate": sum(init_counts) / total,
+                "dual_step": traces["dual_step"],
+                "warmup": p["warmup"],
+                "max_abs_sparsity_error_after_warmup": max((abs(v - rate) for v in after), default=None),
+                "trace_iters": _subsample(list(range(len(s_trace))), p["trace_points"]),
+                "sparsity_trace": _subsample(s_trace, p["trace_points"]),
+                "lambda_trace": _subsample(traces["lambda"], p["trace_points"]),
+                "control_loss_trace": _subsample([abs(v - rate) for v in s_trace], p["trace_points"]),
+                "task_loss_trace": _subsample(traces["task"], p["trace_points"]),
+            }
+        )
+        log.info(
+            "[fcpts] init=%s: learned %d layer thresholds in %.2fs (%d iters); S(t)=%.4f before "
+            "projection, target %.4f",
+            p["init"],
+            len(names),
+            learn_s,
+            p["iters"],
+            sum(learned) / total,
+            rate,
+        )
         return rates
 
     def learn(self, rank, flat: FlatLayers, rate: float, context) -> dict:
@@ -205,7 +227,7 @@ class FCPTSAllocator(Allocator):
         for q in params:
             q.requires_grad_(False)  # no .grad left on the model; only the ranks learn
         share = flat.numel_t / flat.numel_t.sum()
-        share_sq = float((share ** 2).sum())
+        share_sq = float((share**2).sum())
         dual_step = float(p["lambda_lr"]) / (float(p["lr"]) * share_sq)  # gap -> lambda, in units of one lr step
         taps = None
         try:
@@ -213,15 +235,20 @@ class FCPTSAllocator(Allocator):
             calib = context.calib_inputs.to(device)
             batch = min(p["batch_size"], len(calib))
             # batch indices drawn up front: the loop below never syncs with the host
-            idx = torch.stack([torch.randperm(len(calib), generator=gen)[:batch] for _ in range(iters)]).to(device) \
-                if iters else None
+            idx = (
+                torch.stack([torch.randperm(len(calib), generator=gen)[:batch] for _ in range(iters)]).to(device)
+                if iters
+                else None
+            )
             wrapper = _Forward(model, context.forward)
             teacher = self._teacher_outputs(context, calib, idx) if p["loss"] != "none" and iters else None
             self.loss = p["loss"]
             if teacher is not None and self.loss == "kl" and teacher.dim() != 2:
                 # KL needs (batch, classes) logits; detection heads and noise predictions get block MSE
-                log.info("[fcpts] outputs of shape %s are not (batch, classes) logits: task loss = block-output MSE",
-                         tuple(teacher.shape[1:]))
+                log.info(
+                    "[fcpts] outputs of shape %s are not (batch, classes) logits: task loss = block-output MSE",
+                    tuple(teacher.shape[1:]),
+                )
                 self.loss = "mse"
             if teacher is not None and self.loss == "mse":
                 taps = BlockTaps(model, self._dense(context), context.extras.get("adapter"))
@@ -253,7 +280,8 @@ class FCPTSAllocator(Allocator):
                     if taps is not None:
                         task_loss = taps.loss(
                             lambda masked=masked, x=x: functional_call(wrapper, masked, (x,), strict=False),
-                            lambda x=x: wrapper.fn(taps.dense, x) if wrapper.fn else taps.dense(x))
+                            lambda x=x: wrapper.fn(taps.dense, x) if wrapper.fn else taps.dense(x),
+                        )
                     else:
                         out = functional_call(wrapper, masked, (x,), strict=False)
                         task_loss = self._task_loss(out, teacher[idx[i]], T)
@@ -272,8 +300,12 @@ class FCPTSAllocator(Allocator):
                     gap = rate - torch.dot(share, rank)
                     lam += dual_step * gap
                     _penalty_step(rank, share, float(p["penalty"]) * gap)
-            return {"sparsity": s_trace.tolist(), "lambda": l_trace.tolist(),
-                    "task": task.tolist() if has_task else [], "dual_step": dual_step}
+            return {
+                "sparsity": s_trace.tolist(),
+                "lambda": l_trace.tolist(),
+                "task": task.tolist() if has_task else [],
+                "dual_step": dual_step,
+            }
         finally:
             if taps is not None:
                 taps.close()
@@ -291,8 +323,11 @@ class FCPTSAllocator(Allocator):
     def _task_loss(self, out, target, T):
         if self.loss == "mse":
             return F.mse_loss(out, target)
-        return F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(target / T, 1), log_target=True,
-                        reduction="batchmean") * T * T
+        return (
+            F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(target / T, 1), log_target=True, reduction="batchmean")
+            * T
+            * T
+        )
 
     @torch.no_grad()
     def _teacher_outputs(self, context, calib, idx):
@@ -330,20 +365,25 @@ class BlockTaps:
         self.names: list[str] = []
         if adapter is not None:
             try:
-                self.names = [u.modules[0] for u in adapter.units(model, "block") if u.kind == "block"
-                              and len(u.modules) == 1]
+                self.names = [
+                    u.modules[0] for u in adapter.units(model, "block") if u.kind == "block" and len(u.modules) == 1
+                ]
             except Exception as e:  # noqa: BLE001 - an adapter that cannot list blocks: final outputs
                 log.info("[fcpts] no block units (%s): MSE on the final outputs", e)
         self.sparse_out: dict[str, torch.Tensor] = {}
         self.dense_out: dict[str, torch.Tensor] = {}
-        self.handles = [m.get_submodule(n).register_forward_hook(self._hook(store, n))
-                        for m, store in ((model, self.sparse_out), (dense, self.dense_out)) for n in self.names]
+        self.handles = [
+            m.get_submodule(n).register_forward_hook(self._hook(store, n))
+            for m, store in ((model, self.sparse_out), (dense, self.dense_out))
+            for n in self.names
+        ]
 
     @staticmethod
     def _hook(store, name):
         def hook(_module, _inputs, output):
             if torch.is_tensor(output):
                 store[name] = output
+
         return hook
 
     def loss(self, run_sparse, run_dense) -> torch.Tensor:
@@ -352,8 +392,11 @@ class BlockTaps:
         with torch.no_grad():
             run_dense()
         run_sparse()
-        terms = [F.mse_loss(self.sparse_out[n], d) / d.pow(2).mean().clamp_min(1e-12)
-                 for n, d in self.dense_out.items() if n in self.sparse_out]
+        terms = [
+            F.mse_loss(self.sparse_out[n], d) / d.pow(2).mean().clamp_min(1e-12)
+            for n, d in self.dense_out.items()
+            if n in self.sparse_out
+        ]
         return torch.stack(terms).mean()
 
     def close(self) -> None:

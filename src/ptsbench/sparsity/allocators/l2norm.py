@@ -8,6 +8,7 @@ The global k-th score is found by bisection over per-layer sorted scores, never 
 one concatenated tensor of the whole model; ties at the threshold are shared out in layer
 order so the count is exact.
 """
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 
 Rule: every prunable layer gets the global rate, s_l = S.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ A criterion maps each layer to a score tensor shaped like its weight (low = prun
 selection (sparsity/selection.py) keeps the count exact. Criteria register by name for
 ``sparsity.criterion``; every submodule is imported.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

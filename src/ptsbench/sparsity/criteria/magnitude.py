@@ -1,4 +1,5 @@
 """Magnitude criterion (docs/methods.md#prunable-layers-and-masks): score |w|; the smallest magnitudes are pruned first."""
+
 from __future__ import annotations
 
 from . import CRITERIA, Criterion

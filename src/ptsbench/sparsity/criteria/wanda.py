@@ -11,6 +11,7 @@ inputs so the criterion is independent of the reconstruction that follows and co
 (the sequential, sparse-input variant is what ``reconstruction=sparsegpt`` does). A layer the
 forward never calls (no inputs seen) falls back to |w| and is listed in the record.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,13 +29,14 @@ def input_sq_norms(model, modules: dict, context: ScoreContext) -> dict[str, tor
         def accumulate(mod, args):
             s = input_sq_sums(mod, args[0].detach().float())
             sums[name] = sums[name] + s if name in sums else s
+
         return accumulate
 
     handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in modules]
     try:
         x_all = context.calib_inputs
         for start in range(0, len(x_all), context.chunk_size):
-            context.forward(model, x_all[start:start + context.chunk_size].to(context.device))
+            context.forward(model, x_all[start : start + context.chunk_size].to(context.device))
     finally:
         for h in handles:
             h.remove()
