@@ -143,10 +143,20 @@ def test_paper_table_experiments_compose(experiment):
 def test_every_case_pairs_model_task_dataset_and_roots(monkeypatch):
     monkeypatch.setenv("DATA_ROOT", "/data")
     monkeypatch.setenv("WEIGHTS_ROOT", "/ckpt")
-    cases = sorted(p.stem for p in (ROOT / "conf" / "case").glob("*.yaml"))
+    all_cases = sorted(p.stem for p in (ROOT / "conf" / "case").glob("*.yaml"))
+    # embedded_* stand-ins (debug=fast smoke runs) read the shipped digits, not DATA_ROOT
+    embedded = [c for c in all_cases if c.startswith("embedded_")]
+    cases = [c for c in all_cases if c not in embedded]
+    assert embedded == ["embedded_cls", "embedded_det", "embedded_gen"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfgs = {c: compose(config_name="config", overrides=["experiment=table2", f"+case={c}"]) for c in cases}
+        stand_ins = {c: compose(config_name="config", overrides=["experiment=table2", f"+case={c}"]) for c in embedded}
         t6 = compose(config_name="config", overrides=["experiment=table6", "model=deit_s"])
+    assert {c: (cfg.task.name, cfg.model.weights, cfg.dataset.get("root")) for c, cfg in stand_ins.items()} == {
+        "embedded_cls": ("cls", "zoo", None),
+        "embedded_det": ("det", "zoo", None),
+        "embedded_gen": ("gen", "zoo", None),
+    }
     for case, cfg in cfgs.items():
         assert case.startswith(cfg.dataset.name) and cfg.dataset.root == f"/data/{cfg.dataset.name}"
         assert (
