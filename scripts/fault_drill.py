@@ -263,14 +263,19 @@ def missing_checkpoint_sweep(d: Drill, out: Path) -> Result:
 
 
 def ok_never_replaced(d: Drill, out: Path) -> Result:
-    p1 = d.cli(out, "sparsity.rate=0.5")
+    """Re-run an ok config (skip_finished=false) so that it fails at run time with the same digest: its dense
+    cache entry (paths are outside the digest) is made a folder, so writing it fails after validation."""
+    p1 = d.cli(out, "sparsity.rate=0.5", cache=False)
     before = {p.name: p.read_bytes() for p in (out / "records").glob("*.json")}
-    d.cli(out, "sparsity.rate=0.5", "skip_finished=false", "device=mps", multirun=True)
+    for c in (out / "cache" / "dense").glob("*.json"):
+        c.unlink()
+        c.mkdir()
+    p2 = d.cli(out, "sparsity.rate=0.5", "skip_finished=false", cache=False)
     after = {p.name: p.read_bytes() for p in (out / "records").glob("*.json")}
     kept = all(after.get(k) == v for k, v in before.items())
     beside = [k for k in after if k.endswith(".failed.json")]
-    ok = p1.returncode == 0 and len(before) == 1 and kept and len(beside) == 1
-    return Result(ok, f"ok record unchanged={kept}, failure beside it={beside[:1]}")
+    ok = p1.returncode == 0 and p2.returncode == 1 and len(before) == 1 and kept and len(beside) == 1
+    return Result(ok, f"rc={p2.returncode}, ok record unchanged={kept}, failure beside it={beside[:1]}")
 
 
 def unwritable(d: Drill, out: Path) -> Result:
@@ -478,7 +483,7 @@ CASES = [
     ),
     Case("6.single-run-config-error", "single run exits 2", refused("sparsity.rate=1.5", names=("sparsity.rate",))),
     Case("6.table2-missing-checkpoint", "missing checkpoint recorded failed, sweep goes on", missing_checkpoint_sweep),
-    Case("7.ok-never-replaced", "failed re-run (device=mps) written beside the ok record", ok_never_replaced),
+    Case("7.ok-never-replaced", "a failed re-run of an ok config is written beside it", ok_never_replaced),
     Case("8.unwritable-records-dir", "refused at validation (rc 2)", unwritable),
     Case("9.orphaned-workers", "parallel workers exit after kill -9 of the sweep's parent", orphans),
     Case("10.ptsbench-models", "lists every model, marks local-checkpoint ones, unet filter works", list_models),
