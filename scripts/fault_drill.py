@@ -425,9 +425,6 @@ def aggregate_names_unreadable(d: Drill, out: Path) -> Result:
     )
 
 
-# issue 12 item 4 (and the _unitwise refusal) is done through typed config schemas by another change
-SCHEMAS = "typed config schemas (helper `schemas`, issue 12 item 4)"
-
 CASES = [
     Case("1.stale-dense-score", "replacing the weight file changes dense score and digest; sha recorded", stale_dense),
     Case("2.diverged-reconstruction", "diverged units restored + diverged:true; pruned weights 0, no NaN", diverged),
@@ -449,29 +446,25 @@ CASES = [
         "4.erk-power-negative",
         "refused",
         refused("allocator=erk", "allocator.power=-1", names=("allocator.power",)),
-        SCHEMAS,
     ),
-    Case("4.pattern-nm", "refused or really N:M", refused("sparsity.pattern=nm", names=("sparsity.pattern",)), SCHEMAS),
-    Case("4.fold-bn-abc", "refused", refused("prune.fold_bn=abc", names=("prune.fold_bn",)), SCHEMAS),
+    Case("4.pattern-nm", "refused or really N:M", refused("sparsity.pattern=nm", names=("sparsity.pattern",))),
+    Case("4.fold-bn-abc", "refused", refused("prune.fold_bn=abc", names=("prune.fold_bn",))),
     Case(
         "4.lambda-negative",
         "refused",
         refused("allocator=fcpts_erk", "allocator.lambda=-1", "allocator.iters=2", names=("allocator.lambda",)),
-        SCHEMAS,
     ),
     Case(
         "4.power-abc",
         "refused before the dense eval",
         refused("allocator=erk", "allocator.power=abc", names=("allocator.power",)),
-        SCHEMAS,
     ),
-    Case("4.seed-abc", "refused", refused("seed=abc", names=("seed",)), SCHEMAS),
-    Case("4.eval-batch-negative", "refused", refused("eval.batch_size=-1", names=("eval.batch_size",)), SCHEMAS),
+    Case("4.seed-abc", "refused", refused("seed=abc", names=("seed",))),
+    Case("4.eval-batch-negative", "refused", refused("eval.batch_size=-1", names=("eval.batch_size",))),
     Case(
         "4.exclude-string",
         "refused as not a list",
         refused("prune.exclude=fc", names=("prune.exclude", "list")),
-        SCHEMAS,
     ),
     Case("5.imagefolder-val-subset", "val/ labelled with train/'s class map", imagefolder_labels),
     Case("5.imagefolder-unknown-class", "a val/ class unknown to train/ refused", imagefolder_unknown),
@@ -508,7 +501,6 @@ CASES = [
         "12.reconstruction-_unitwise",
         "refused",
         refused("reconstruction=_unitwise", names=("reconstruction",)),
-        SCHEMAS,
     ),
     Case("13.record-path-printed", "record path printed; record group-readable", record_path_printed),
     Case("13.aggregate-unreadable", "ptsbench-aggregate names the unreadable file", aggregate_names_unreadable),

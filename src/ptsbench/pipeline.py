@@ -60,6 +60,7 @@ def validate_config(cfg: DictConfig) -> Allocator:
     """Cheap checks of every knob, run before any data or model is touched: one schema check per group
     (types, ranges, choices: ``ptsbench.schemas``), then the checks that need files or span groups.
     Returns the allocator (built from its checked knobs), so a run builds it once."""
+    patterns.check_pattern_option(cfg.sparsity)
     cfg, _ = schemas.without_foreign(cfg)
     _check_required_values(cfg)
     for knob, kind in (("seed", int), ("device", str), ("skip_finished", bool)):
@@ -210,6 +211,7 @@ def record_identity(cfg: DictConfig) -> tuple[dict, dict, str, Path]:
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Run one PTS configuration and return its record (also written under paths.records_dir)."""
     t_start = time.perf_counter()
+    patterns.check_pattern_option(cfg.sparsity)  # before the unset N:M knobs are dropped as another option's
     cfg, not_applicable = schemas.without_foreign(cfg)  # knobs of other options: recorded, not used
     allocator = validate_config(cfg)
     cfg_dict, choices, digest, out_path = record_identity(cfg)

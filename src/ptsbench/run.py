@@ -91,7 +91,8 @@ def main() -> None:
     A knob no option of its group knows fails first, naming the valid ones (Hydra would only say
     "Key 'iterz' is not in struct")."""
     try:
-        schemas.check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+        own_configs_only = not any(a.split("=")[0] in ("-cd", "--config-dir", "-cp", "--config-path") for a in sys.argv)
+        schemas.check_overrides([a for a in sys.argv[1:] if not a.startswith("-")], options=own_configs_only)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -243,16 +243,35 @@ def unknown_knob(group: str, key: str) -> ConfigError:
     )
 
 
-def check_overrides(overrides: list[str]) -> None:
+def check_overrides(overrides: list[str], options: bool = True) -> None:
     """Refuse ``group.knob=value`` overrides whose knob no option of the group knows, naming the valid ones
-    (Hydra alone would say only "Key 'iterz' is not in struct")."""
+    (Hydra alone would say only "Key 'iterz' is not in struct"), and, with ``options``, ``group=option``
+    overrides naming no runnable option. Pass ``options=False`` when other config trees are searched
+    (``hydra.searchpath``, ``--config-dir``): their options are not ours to list."""
+    options = options and not any("searchpath" in o for o in overrides)
     for text in overrides:
         head = text.split("=", 1)[0]
         if "=" not in text or head.startswith(("+", "~", "hydra.")):
             continue
+        if options:
+            check_group_options(head, text.split("=", 1)[1])
         group, _, rest = head.partition(".")
         if group in _GROUPS and rest and rest.split(".")[0] not in group_knobs(group):
             raise unknown_knob(group, rest.split(".")[0])
+
+
+def check_group_options(group: str, value: str) -> None:
+    """``group=a,b``: every option is a runnable config file of that group (private ``_*`` files are schema
+    parts, not options), so a typo or ``reconstruction=_unitwise`` is one line naming the valid choices."""
+    from . import config_dir
+
+    folder = config_dir() / group
+    if "." in group or "/" in group or not folder.is_dir() or "(" in value:
+        return  # a knob, a hydra/* group, or a sweep function such as range(...): Hydra parses those
+    valid = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+    for option in value.split(","):
+        if option not in valid and option != "null":
+            raise ConfigError(f"{group}={option}: no such {group} option; valid choices: {', '.join(valid)}")
 
 
 def check_params(path: str, cls: type[Schema], params) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
+from omegaconf import OmegaConf
 
 from ..errors import ConfigError
 from ..schemas import Schema, knob, register_group
@@ -62,6 +63,16 @@ class NMConfig(UnstructuredConfig):
 
 
 SCHEMAS = {"unstructured": UnstructuredConfig, "nm": NMConfig}
+
+
+def check_pattern_option(sp) -> None:
+    """``sparsity.pattern=nm`` typed on the unstructured option leaves the N:M knobs unset (``???``): the
+    option is the pattern, so say ``sparsity=nm`` instead of guessing n and m for the user."""
+    if sp.get("pattern") == "nm" and (OmegaConf.is_missing(sp, "n") or OmegaConf.is_missing(sp, "m")):
+        raise ConfigError(
+            "sparsity.pattern=nm is not a knob to set: the sparsity option is the pattern; pass sparsity=nm "
+            f"(with sparsity.n / sparsity.m); valid choices: sparsity={' | sparsity='.join(PATTERNS)}"
+        )
 
 
 def check_config(cfg) -> None:
