@@ -127,6 +127,10 @@ def test_every_group_option_composes_and_validates(stand_ins, group, option):
             if model_pairing(model, data)[1] == f"dataset={option}":
                 overrides = [f"model={model}", *model_pairing(model, data)]
                 break
+        else:  # no published weights were trained on it (LSUN bedroom): a model of the task it serves
+            task = str(OmegaConf.load(CONF / "dataset" / f"{option}.yaml").tasks[0])
+            model = {"cls": "resnet18", "det": "retinanet_r18", "gen": "ldm"}[task]
+            overrides += [f"task={task}", f"model={model}"]
     elif group == "task":
         overrides += {
             "cls": [],
