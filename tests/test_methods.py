@@ -11,11 +11,11 @@ from torch import nn
 from ptsbench.errors import ConfigError
 from ptsbench.pipeline import validate_config
 from ptsbench.reconstruction.obs import output_error, sparsegpt_prune
-from ptsbench.reconstruction.sparsegpt import _hessians
+from ptsbench.reconstruction.sparsegpt import _hessians, _paired_grams, dense_target_weight
 from ptsbench.run import run
 from ptsbench.sparsity.criteria import ScoreContext
 from ptsbench.sparsity.criteria.wanda import Wanda, input_sq_norms
-from ptsbench.sparsity.gemm import gemm_weight
+from ptsbench.sparsity.gemm import add_cross_gram, gemm_weight
 from ptsbench.sparsity.masking import magnitude_mask, num_pruned
 from ptsbench.sparsity.selection import keep_mask, nm_keep_mask
 
@@ -131,6 +131,44 @@ def test_conv_via_unfold_equals_the_linear_formulation():
             )
             assert torch.equal(keep_lin, keep_conv)
             torch.testing.assert_close(new_lin, new_conv)
+
+
+def test_dense_target_minimises_the_asymmetric_objective():
+    """reconstruction.target=dense: W' = W_d C H^-1 turns ||W_d X_d - W X_s||^2 into const + ||(W' - W) X_s||^2,
+    so SparseGPT on W' beats the reference (W_d on X_s) on the dense layer's output; with X_d = X_s, W' = W_d."""
+    for seed in range(3):
+        torch.manual_seed(seed)
+        w = torch.randn(12, 32, dtype=torch.float64)
+        x_d = _correlated_inputs(300, 32, 200 + seed).double()
+        # the sparse model's input: upstream pruning damped some features and added noise
+        x_s = x_d * torch.linspace(0.5, 1.0, 32, dtype=torch.float64) + 0.1 * torch.randn_like(x_d)
+        h, c = (x_s.T @ x_s)[None], (x_d.T @ x_s)[None]
+        w_target = dense_target_weight(w[None], h, c, percdamp=0.0).double()
+        for probe in (torch.zeros_like(w), torch.randn_like(w)):  # the identity, for any W
+            lhs = (x_d @ w.T - x_s @ probe.T).pow(2).sum() - (x_d @ w.T - x_s @ w_target[0].T).pow(2).sum()
+            torch.testing.assert_close(lhs, ((x_s @ (w_target[0] - probe).T).pow(2).sum()), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(dense_target_weight(w[None], h, h, percdamp=0.0).double(), w[None])
+        k = 32 * 12 * 7 // 10
+        ref, ref_keep, _ = sparsegpt_prune(w[None], h, k, blocksize=16)
+        asym, asym_keep, _ = sparsegpt_prune(w_target, h, k, blocksize=16)
+        assert int((~ref_keep).sum()) == int((~asym_keep).sum()) == k and bool((asym[~asym_keep] == 0).all())
+        dense_out = x_d @ w.T
+        assert (dense_out - x_s @ asym[0].T).pow(2).sum() < (dense_out - x_s @ ref[0].T).pow(2).sum()
+
+
+def test_paired_grams_pair_the_dense_and_sparse_inputs_of_a_conv():
+    torch.manual_seed(0)
+    conv, dense_conv = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+    x_s, x_d = torch.randn(6, 3, 5, 5), torch.randn(6, 3, 5, 5)
+    h, c, n = _paired_grams(
+        lambda i: conv(x_s[3 * i : 3 * i + 3]), lambda i: dense_conv(x_d[3 * i : 3 * i + 3]), 2, conv, dense_conv
+    )
+    cols_s = F.unfold(x_s, 3, padding=1).transpose(1, 2).reshape(-1, 27)
+    cols_d = F.unfold(x_d, 3, padding=1).transpose(1, 2).reshape(-1, 27)
+    torch.testing.assert_close(h[0], cols_s.T @ cols_s, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(c[0], cols_d.T @ cols_s, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(add_cross_gram(conv, x_s, x_s, None), h, rtol=1e-4, atol=1e-4)
+    assert n == 6 * 25
 
 
 def _assert_nm(weight: torch.Tensor, n: int, m: int):

@@ -81,6 +81,7 @@ class UnitFeeder:
         if sum(sizes) * n <= 0.25 * store_free:
             self.dense_inputs = self._capture_all(dense_model, [u.modules[0] for u in units])
         self.prev = None  # (unit, sparse X, dense Y) of the last unit served, for the shortcut
+        self.dense_x: CalibTensor | None = None  # dense X of the last unit served
         self.shortcuts = 0
 
     @torch.no_grad()
@@ -130,6 +131,7 @@ class UnitFeeder:
             if x is None:
                 x = capture_input(self.model, first, self.calib, self.forward, self.device, self.store, **self.kw)
         self.prev = (unit, x, y)
+        self.dense_x = x_dense  # the asymmetric SparseGPT target reads it
         return x, y
 
     def _from_previous(self, x_dense: CalibTensor) -> CalibTensor | None:

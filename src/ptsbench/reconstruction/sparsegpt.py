@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..models.adapters import GenericAdapter
 from ..schemas import Schema, check_params, knob
-from ..sparsity.gemm import add_input_gram, gemm_weight
+from ..sparsity.gemm import add_cross_gram, add_input_gram, gemm_weight
 from . import RECONSTRUCTORS
 from .feeder import UnitFeeder
 from .obs import output_error, sparsegpt_prune
@@ -42,6 +42,9 @@ class SparseGPTConfig(Schema):
     chunk_size: int = knob(256, ge=1)  # samples per forward when accumulating H
     offload: bool | str = knob("auto", choices=("auto", True, False))  # cached unit inputs on the host
     unit_loss: bool = knob(False)  # also record each block's loss to its dense output before/after (2 forwards)
+    # what the pruned layer must reproduce: "sparse" = the dense weights on the sparse model's input
+    # (reference), "dense" = the dense layer's output on the dense model's input (asymmetric)
+    target: str = knob("sparse", choices=("sparse", "dense"))
 
 
 def check_config(cfg) -> dict:
@@ -74,6 +77,43 @@ def _hessians(run_forward, modules: dict) -> tuple[dict, dict]:
     return hs, counts
 
 
+@torch.no_grad()
+def _paired_grams(run_sparse, run_dense, n_chunks: int, module, dense_module) -> tuple:
+    """H = X_s X_s^T, C = X_d X_s^T and the column count for one layer, from chunk-by-chunk forwards
+    of the sparse (``run_sparse(i)``) and the dense (``run_dense(i)``) model on the same samples;
+    the k-th call of the dense layer pairs with the k-th call of the sparse one."""
+    h = c = None
+    count = 0
+    for i in range(n_chunks):
+        seen = {"s": [], "d": []}
+        hs = module.register_forward_pre_hook(lambda _m, a: seen["s"].append(a[0].detach().float()))
+        hd = dense_module.register_forward_pre_hook(lambda _m, a: seen["d"].append(a[0].detach().float()))
+        try:
+            run_sparse(i)
+            run_dense(i)
+        finally:
+            hs.remove()
+            hd.remove()
+        for xs, xd in zip(seen["s"], seen["d"], strict=True):
+            h, n = add_input_gram(module, xs, h)
+            c = add_cross_gram(module, xd, xs, c)
+            count += n
+    return h, c, count
+
+
+def dense_target_weight(w_dense: torch.Tensor, h: torch.Tensor, c: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """W' = W_d C (H + damp I)^-1 (G, R, cols): the unpruned weight whose output on the sparse input
+    best matches the dense layer's output on the dense input. Since W' is that least-squares
+    solution, ||W_d X_d - W X_s||^2 = const + ||(W' - W) X_s||^2 for every W, so SparseGPT on W' with
+    the same H minimises the asymmetric objective (GPTAQ, Li et al. 2025, for quantisation)."""
+    h = h.double().clone()
+    diag = h.diagonal(dim1=-2, dim2=-1)
+    diag[diag == 0] = 1.0
+    h += torch.eye(h.shape[-1], dtype=h.dtype, device=h.device) * (percdamp * diag.mean(-1, keepdim=True)).unsqueeze(-1)
+    rhs = torch.bmm(w_dense.double(), c.double())  # (G, R, cols)
+    return torch.linalg.solve(h, rhs.transpose(1, 2)).transpose(1, 2).float()
+
+
 def _call_order(run_one, modules: dict) -> list[str]:
     seen: list[str] = []
     handles = [
@@ -89,14 +129,15 @@ def _call_order(run_one, modules: dict) -> list[str]:
 
 
 @torch.no_grad()
-def _prune_layer(name, module, dense_module, keep, h, n_cols, cfg, nm) -> dict:
+def _prune_layer(name, module, dense_module, keep, h, n_cols, cfg, nm, cross=None) -> dict:
     t0 = time.perf_counter()
     w_view = gemm_weight(module)
     dense = gemm_weight(dense_module).detach().float()
     k = int((~keep).sum())
     before = output_error(dense - w_view.float(), h, n_cols)
+    start = dense if cross is None else dense_target_weight(dense, h, cross, float(cfg.get("percdamp", 0.01)))
     new, new_keep, damp = sparsegpt_prune(
-        dense,
+        start,
         h,
         k,
         blocksize=int(cfg.get("blocksize", 128)),
@@ -130,6 +171,7 @@ def reconstruct(
     cfg_eff = {**{k: cfg.get(k) for k in ("blocksize", "percdamp") if cfg.get(k) is not None}, "group": sp_group}
     chunk = int(cfg.get("chunk_size", 256))
     with_unit_loss = bool(cfg.get("unit_loss", False))
+    dense_target = cfg.get("target", "sparse") == "dense"
     # layers at rate 0 (N:M misfits, dense by allocation) keep their weights: nothing to select
     todo = {n for n, keep in masks.items() if not bool(keep.all())}
     units = [u for u in adapter.units(model, "block") if any(n in todo for n in u.layers)]
@@ -139,6 +181,7 @@ def reconstruct(
         "percdamp": float(cfg.get("percdamp", 0.01)),
         "group": sp_group,
         "nm": list(nm) if nm else None,
+        "target": "dense" if dense_target else "sparse",
         "adapter": adapter.family,
         "num_units": len(units),
         "units": [],
@@ -163,9 +206,21 @@ def reconstruct(
                 chain(x.chunk(s, s + chunk).to(device))
 
         order = _call_order(lambda chain=chain, x=x: chain(x.chunk(0, 1).to(device)), layer_mods)
+        n_chunks = -(-len(x) // chunk)
+        dense_chain, x_dense = UnitChain(dense_model, unit.modules), feeder.dense_x
         for name in order:
-            hs, counts = _hessians(run_all, {name: layer_mods[name]})
-            if name not in hs:
+            if dense_target:
+                h, cross, count = _paired_grams(
+                    lambda i, chain=chain, x=x: chain(x.chunk(i * chunk, (i + 1) * chunk).to(device)),
+                    lambda i, chain=dense_chain, x=x_dense: chain(x.chunk(i * chunk, (i + 1) * chunk).to(device)),
+                    n_chunks,
+                    layer_mods[name],
+                    dense_model.get_submodule(name),
+                )
+            else:
+                hs, counts = _hessians(run_all, {name: layer_mods[name]})
+                h, cross, count = hs.get(name), None, counts.get(name)
+            if h is None:
                 continue  # the unit's forward never calls it: handled with the uncovered layers
             report["layers"].append(
                 _prune_layer(
@@ -173,10 +228,11 @@ def reconstruct(
                     layer_mods[name],
                     dense_model.get_submodule(name),
                     masks[name],
-                    hs[name],
-                    counts[name],
+                    h,
+                    count,
                     cfg_eff,
                     nm,
+                    cross,
                 )
             )
             entry["layers"].append(name)
@@ -185,7 +241,7 @@ def reconstruct(
             entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         report["units"].append(entry)
-        del x, y
+        del x, y, x_dense
     report["uncovered_layers"] = sorted(todo)
     for name in [n for n in masks if n in todo]:  # model order; inputs from a whole-model forward
 
@@ -193,18 +249,29 @@ def reconstruct(
             for s in range(0, len(calib_inputs), chunk):
                 forward(model, calib_inputs[s : s + chunk].to(device))
 
-        hs, counts = _hessians(run_model, {name: model.get_submodule(name)})
-        if name in hs:
+        if dense_target:
+            h, cross, count = _paired_grams(
+                lambda i: forward(model, calib_inputs[i * chunk : (i + 1) * chunk].to(device)),
+                lambda i: forward(dense_model, calib_inputs[i * chunk : (i + 1) * chunk].to(device)),
+                -(-len(calib_inputs) // chunk),
+                model.get_submodule(name),
+                dense_model.get_submodule(name),
+            )
+        else:
+            hs, counts = _hessians(run_model, {name: model.get_submodule(name)})
+            h, cross, count = hs.get(name), None, counts.get(name)
+        if h is not None:
             report["layers"].append(
                 _prune_layer(
                     name,
                     model.get_submodule(name),
                     dense_model.get_submodule(name),
                     masks[name],
-                    hs[name],
-                    counts[name],
+                    h,
+                    count,
                     cfg_eff,
                     nm,
+                    cross,
                 )
             )
             todo.discard(name)

@@ -122,3 +122,17 @@ def add_input_gram(module: nn.Module, x: torch.Tensor, h: torch.Tensor | None) -
             h.baddbmm_(sample, sample.transpose(1, 2))
         n_cols += unf.shape[0] * unf.shape[-1]
     return h, n_cols
+
+
+def add_cross_gram(
+    module: nn.Module, x_left: torch.Tensor, x_right: torch.Tensor, c: torch.Tensor | None
+) -> torch.Tensor:
+    """c + X_left X_right^T over paired GEMM inputs (same samples, same positions; (G, cols, cols)).
+    The asymmetric SparseGPT target needs it with X_left the dense model's and X_right the sparse
+    model's input of the same layer."""
+    g, cols = num_groups(module), gemm_cols(module)
+    if c is None:
+        c = torch.zeros(g, cols, cols, device=x_right.device, dtype=torch.float32)
+    for left, right in zip(input_slices(module, x_left), input_slices(module, x_right), strict=True):
+        c.baddbmm_(left.transpose(1, 2), right)
+    return c
