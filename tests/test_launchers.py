@@ -192,3 +192,50 @@ def test_launcher_options_compose():
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.gpus_per_node == 1
     assert local.hydra.launcher._target_.endswith("JoblibLauncher")
     assert local.hydra.launcher.n_jobs == default_parallel_jobs() >= 1  # no GPU here: one job per 2 cores
+
+
+def test_batch_expand_is_the_sweep_hydra_would_launch():
+    from ptsbench import batch
+
+    jobs = batch.expand("demo_alloc", ["allocator=erk", "calib.seed=0,1", "++reconstruction.iters=20"])
+    # the experiment sweeps 7 models x 3 allocators x 2 rates; allocator=erk replaces its allocator sweep
+    assert len(jobs) == 7 * 2 * 2
+    assert all(
+        j[0] == "experiment=demo_alloc" and "allocator=erk" in j and "++reconstruction.iters=20" in j for j in jobs
+    )
+    assert {next(o for o in j if o.startswith("model=")) for j in jobs} >= {"model=zoo_resnet20", "model=zoo_vit_d96"}
+    assert len({tuple(j) for j in jobs}) == len(jobs)
+    assert jobs[0][1:] == [
+        "model=zoo_resnet20",
+        "allocator=erk",
+        "sparsity.rate=0.5",
+        "calib.seed=0",
+        "++reconstruction.iters=20",
+    ]
+
+
+@pytest.mark.slow  # a sweep, then a worker pool
+def test_batch_jobs_write_the_records_a_multirun_writes(tmp_path):
+    from ptsbench import batch
+
+    out = tmp_path / "sweep"
+    sweep(out, *GRID)
+    before = {p.name: json.loads(p.read_text())["digest"] for p in (out / "records").glob("*.json")}
+    jobs = [
+        [*TINY, f"allocator={a}", f"sparsity.rate={r}", f"paths.output_dir={out}"]
+        for a in ("uniform", "l2norm")
+        for r in (0.5, 0.7)
+    ]
+    bad = [*TINY, "allocator=erk", "sparsity.rate=0.5", "prune.exclude=fc", f"paths.output_dir={out}"]
+    lines = []
+    counts = batch.run_jobs([*jobs, bad], n_jobs=2, log=lines.append)
+    # same config, same digest and file: every multirun job is found finished; the bad one fails alone
+    assert counts == {"skipped": 4, "failed": 1}, lines
+    after = {p.name: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
+    assert {n: after[n]["digest"] for n in before} == before
+    failed = [r for r in after.values() if r["status"] == "failed"]
+    assert (
+        len(failed) == 1
+        and failed[0]["error"]["phase"] == "config"
+        and "prune.exclude" in failed[0]["error"]["message"]
+    )
