@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from omegaconf import OmegaConf  # noqa: E402
 
 from ptsbench.data import build_data  # noqa: E402
+from ptsbench.data.digits_det import export_coco  # noqa: E402
 from ptsbench.models import build_model  # noqa: E402
 from ptsbench.tasks.detection import DetectionTask  # noqa: E402
 
@@ -75,31 +76,11 @@ def mmdet_map(model, data, workdir: Path) -> dict:
     from mmdet.datasets import CocoDataset
     from mmdet.evaluation import CocoMetric
     from mmengine.dataset import pseudo_collate
-    from PIL import Image
 
     from ptsbench.models.detection_mmdet import load_config
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    images, anns = [], []
-    for i in range(len(data.test)):
-        img, target = data.test[i]
-        Image.fromarray(img.mul(255).round().clamp(0, 255).to(torch.uint8)[0].numpy()).save(workdir / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "width": img.shape[-1], "height": img.shape[-2]})
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
-            w, h = box[2] - box[0], box[3] - box[1]
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": i,
-                    "category_id": label,
-                    "bbox": [box[0], box[1], w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
-    cats = [{"id": c, "name": str(c - 1)} for c in range(1, data.num_classes + 1)]
-    ann = workdir / "instances_test.json"
-    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    ann = export_coco(data.test, data.num_classes, workdir)
+    cats = json.loads(ann.read_text())["categories"]
     ds = CocoDataset(
         ann_file=str(ann),
         data_prefix={"img": str(workdir) + "/"},

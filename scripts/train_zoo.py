@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from omegaconf import OmegaConf  # noqa: E402
 
 from ptsbench.data import build_data  # noqa: E402
-from ptsbench.models import ZOO_DIR, zoo, zoo_checkpoint_path  # noqa: E402
+from ptsbench.models import save_zoo_checkpoint, zoo, zoo_checkpoint_path  # noqa: E402
 from ptsbench.tasks.classification import top1_accuracy  # noqa: E402
 
 # arch -> (epochs, peak lr, batch); AdamW + one-cycle, +-2 px random shifts. ViTs get small
@@ -76,7 +76,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = build_data(OmegaConf.create({"name": "mnist5k"}), OmegaConf.create({"num_samples": 1024, "seed": 0}))
-    ZOO_DIR.mkdir(parents=True, exist_ok=True)
     for arch in args.only or list(RECIPES):
         path = zoo_checkpoint_path(arch, "mnist5k")
         meta_path = path.with_suffix(".json")
@@ -89,21 +88,8 @@ def main() -> None:
         epochs, lr, batch = RECIPES[arch]
         model = train_one(arch, data, epochs, lr, batch)
         acc = top1_accuracy(model, data.test_loader(500))
-        torch.save(model.state_dict(), path)
-        meta_path.write_text(
-            json.dumps(
-                {
-                    "arch": arch,
-                    "dataset": "mnist5k",
-                    "top1": acc,
-                    "epochs": epochs,
-                    "lr": lr,
-                    "batch": batch,
-                    "train_seconds": round(time.time() - t0, 1),
-                },
-                indent=1,
-            )
-        )
+        meta = {"top1": acc, "epochs": epochs, "lr": lr, "batch": batch}
+        save_zoo_checkpoint(model.state_dict(), arch, "mnist5k", {**meta, "train_seconds": round(time.time() - t0, 1)})
         print(f"{arch}: dense test top-1 {100 * acc:.2f}% ({time.time() - t0:.0f}s) -> {path.name}", flush=True)
 
 

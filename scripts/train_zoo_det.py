@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from omegaconf import OmegaConf  # noqa: E402
 
 from ptsbench.data import build_data  # noqa: E402
-from ptsbench.models import ZOO_DIR, zoo_checkpoint_path  # noqa: E402
+from ptsbench.models import save_zoo_checkpoint, zoo_checkpoint_path  # noqa: E402
 from ptsbench.models.detection import DET_ARCHS  # noqa: E402
 from ptsbench.tasks.detection import DetectionTask  # noqa: E402
 
@@ -72,28 +72,12 @@ def train_and_save(arch: str, threads: int) -> None:
     data = build_data(
         OmegaConf.load(ROOT / "conf" / "dataset" / f"{DATASET}.yaml"), OmegaConf.create({"num_samples": 64, "seed": 0})
     )
-    ZOO_DIR.mkdir(parents=True, exist_ok=True)
-    path = zoo_checkpoint_path(arch, DATASET)
     t0 = time.time()
     epochs, lr, clip = RECIPES[arch]
     model = train_one(arch, data, epochs, lr, clip)
     metrics = DetectionTask(batch_size=500).evaluate(model, data, torch.device("cpu"))
-    torch.save(model.state_dict(), path)
-    path.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "arch": arch,
-                "dataset": DATASET,
-                **metrics,
-                "epochs": epochs,
-                "lr": lr,
-                "clip": clip,
-                "threads": threads,
-                "train_seconds": round(time.time() - t0, 1),
-            },
-            indent=1,
-        )
-    )
+    meta = {**metrics, "epochs": epochs, "lr": lr, "clip": clip, "threads": threads}
+    path = save_zoo_checkpoint(model.state_dict(), arch, DATASET, {**meta, "train_seconds": round(time.time() - t0, 1)})
     print(
         f"{arch}: dense test mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f} "
         f"({time.time() - t0:.0f}s) -> {path.name}",

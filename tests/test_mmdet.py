@@ -8,7 +8,6 @@ CocoMetric. Without OpenMMLab these tests skip, naming `make install-mm`."""
 from __future__ import annotations
 
 import collections
-import json
 import pickle
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ptsbench.data import build_data
+from ptsbench.data.digits_det import export_coco
 from ptsbench.errors import ConfigError
 from ptsbench.models import build_model
 from ptsbench.models.adapters import get_adapter
@@ -188,34 +188,6 @@ def test_mmengine_checkpoint_round_trips_through_model_weights(tmp_path):
         _model(weights=str(tmp_path / "bad.pth"))
 
 
-def _write_coco(tmp_path, data):
-    """The digits_det test canvases as PNG files (uint8, as the DET task's mmdet wrapper quantises them)
-    and a COCO annotation file."""
-    from PIL import Image
-
-    images, anns = [], []
-    for i in range(len(data.test)):
-        img, target = data.test[i]
-        pixels = img.mul(255).round().clamp(0, 255).to(torch.uint8)[0].numpy()
-        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "width": 64, "height": 64})
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
-            w, h = box[2] - box[0], box[3] - box[1]
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": i,
-                    "category_id": label,
-                    "bbox": [box[0], box[1], w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
-    cats = [{"id": c, "name": str(c - 1)} for c in range(1, 11)]
-    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    return tmp_path / "ann.json"
-
-
 @needs_mm
 def test_detections_and_map_match_mmdet_test_loop_and_coco_metric(tmp_path):
     from mmdet.datasets import CocoDataset
@@ -225,7 +197,7 @@ def test_detections_and_map_match_mmdet_test_loop_and_coco_metric(tmp_path):
     from ptsbench.models.detection_mmdet import load_config
 
     data = _digits(num_test=8)
-    ann = _write_coco(tmp_path, data)
+    ann = export_coco(data.test, 10, tmp_path, "ann.json")  # PNGs as the mmdet wrapper quantises them
     model = _model()
     with torch.no_grad():  # scores near 0.5 instead of the 0.01 prior: 100 detections per canvas to compare
         model.detector.bbox_head.retina_cls.bias.zero_()

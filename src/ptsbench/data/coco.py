@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from .base import DATASETS, LocalDetectionConfig, dataset_root, indices_digest, sample_calibration
-from .detection import DetectionBundle, FileDetectionDataset, calibration_images, make_target, require
+from .base import DATASETS, LocalDetectionConfig, dataset_root, sample_calibration
+from .detection import DetectionBundle, file_detection_bundle, make_target, require
 
 LAYOUT = "ROOT/annotations/instances_<split>.json, ROOT/<split>/*.jpg, ROOT/<calib_split>/*.jpg"
 
@@ -72,21 +72,8 @@ def build_coco2017(cfg, calib_cfg) -> DetectionBundle:
     calib_pool = sorted(p for p in calib_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     calib_idx = sample_calibration(len(calib_pool), int(calib_cfg.num_samples), int(calib_cfg.seed))
     size = int(cfg.get("calib_size", 512))
-    return DetectionBundle(
-        name="coco2017",
-        num_classes=num_classes,
-        in_chans=3,
-        img_size=size,
-        test=FileDetectionDataset(paths, targets),
-        train=FileDetectionDataset([], []),
-        calib_inputs=calibration_images([calib_pool[i] for i in calib_idx], size),
-        calib_indices=calib_idx,
-        meta={
-            "split": split,
-            "calib_split": calib_split,
-            "num_test": len(paths),
-            "calib_indices_digest": indices_digest(calib_idx),
-        },
+    return file_detection_bundle(
+        "coco2017", num_classes, paths, targets, [calib_pool[i] for i in calib_idx], calib_idx, size, split, calib_split
     )
 
 

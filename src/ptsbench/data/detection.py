@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError
-from .base import DataBundle
+from .base import DataBundle, indices_digest
 
 
 def collate_detection(batch):
@@ -87,3 +87,36 @@ def require(path: Path, knob: str, what: str, hint: str) -> Path:
     if not path.exists():
         raise ConfigError(f"{knob}: {what} not found at {path}; {hint}")
     return path
+
+
+def file_detection_bundle(
+    name: str,
+    num_classes: int,
+    paths: list[Path],
+    targets: list[dict],
+    calib_paths: list[Path],
+    calib_idx: list[int],
+    size: int,
+    split: str,
+    calib_split: str,
+) -> DetectionBundle:
+    """The bundle of a detection set read from files (COCO, VOC): test images with their targets,
+    calibration images resized to ``size``, and the meta every record keeps (splits, test size,
+    calibration indices' digest)."""
+
+    return DetectionBundle(
+        name=name,
+        num_classes=num_classes,
+        in_chans=3,
+        img_size=size,
+        test=FileDetectionDataset(paths, targets),
+        train=FileDetectionDataset([], []),
+        calib_inputs=calibration_images(calib_paths, size),
+        calib_indices=calib_idx,
+        meta={
+            "split": split,
+            "calib_split": calib_split,
+            "num_test": len(paths),
+            "calib_indices_digest": indices_digest(calib_idx),
+        },
+    )

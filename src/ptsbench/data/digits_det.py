@@ -128,3 +128,38 @@ def build_digits_det(cfg, calib_cfg) -> DetectionBundle:
 
 
 build_digits_det.config = DigitsDetConfig
+
+
+def export_coco(dataset, num_classes: int, folder, ann_name: str = "instances_test.json"):
+    """Write ``dataset``'s (image, target) pairs as PNG files (uint8, as the mmdet wrapper quantises
+    its inputs) and one COCO annotation file into ``folder``, for tools that read COCO from disk
+    (mmdet's own test loop and CocoMetric). Category ids are the labels 1..``num_classes`` (0 is the
+    background), named after the digit (label - 1). Returns the annotation file's path."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(len(dataset)):
+        img, target = dataset[i]
+        Image.fromarray(img.mul(255).round().clamp(0, 255).to(torch.uint8)[0].numpy()).save(folder / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": img.shape[-1], "height": img.shape[-2]})
+        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": label,
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+    cats = [{"id": c, "name": str(c - 1)} for c in range(1, num_classes + 1)]
+    ann = folder / ann_name
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return ann

@@ -21,8 +21,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import DATASETS, LocalDetectionConfig, dataset_root, indices_digest, sample_calibration
-from .detection import DetectionBundle, FileDetectionDataset, calibration_images, make_target, require
+from .base import DATASETS, LocalDetectionConfig, dataset_root, sample_calibration
+from .detection import DetectionBundle, file_detection_bundle, make_target, require
 
 VOC_CLASSES = (
     "aeroplane",
@@ -103,21 +103,9 @@ def build_voc07(cfg, calib_cfg) -> DetectionBundle:
     pool = split_ids(year, calib_split, "dataset.calib_split")
     calib_idx = sample_calibration(len(pool), int(calib_cfg.num_samples), int(calib_cfg.seed))
     size = int(cfg.get("calib_size", 300))
-    return DetectionBundle(
-        name="voc07",
-        num_classes=len(VOC_CLASSES),
-        in_chans=3,
-        img_size=size,
-        test=FileDetectionDataset(paths, targets),
-        train=FileDetectionDataset([], []),
-        calib_inputs=calibration_images([year / "JPEGImages" / f"{pool[i]}.jpg" for i in calib_idx], size),
-        calib_indices=calib_idx,
-        meta={
-            "split": split,
-            "calib_split": calib_split,
-            "num_test": len(paths),
-            "calib_indices_digest": indices_digest(calib_idx),
-        },
+    calib_paths = [year / "JPEGImages" / f"{pool[i]}.jpg" for i in calib_idx]
+    return file_detection_bundle(
+        "voc07", len(VOC_CLASSES), paths, targets, calib_paths, calib_idx, size, split, calib_split
     )
 
 

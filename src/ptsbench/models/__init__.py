@@ -55,6 +55,20 @@ def zoo_checkpoint_path(arch: str, dataset: str) -> Path:
     return ZOO_DIR / f"{arch}__{dataset}.pt"
 
 
+def save_zoo_checkpoint(state_dict: dict, arch: str, dataset: str, meta: dict) -> Path:
+    """Write a zoo checkpoint and, beside it, its metadata (.json: arch, dataset, then ``meta``:
+    the dense score and the recipe that trained it). Returns the checkpoint's path."""
+    import json
+
+    import torch
+
+    path = zoo_checkpoint_path(arch, dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, path)
+    path.with_suffix(".json").write_text(json.dumps({"arch": arch, "dataset": dataset, **meta}, indent=1))
+    return path
+
+
 @MODEL_SOURCES.register("zoo")
 def _build_zoo(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     return zoo.ZOO_ARCHS.get(cfg.arch)(num_classes, in_chans, img_size)
