@@ -6,13 +6,14 @@
    Block reconstruction is timed for a few iterations per unit; its cost at the demo's 40 and the
    paper's 20,000 iterations is extrapolated from the measured per-iteration time plus the
    measured fixed cost (capturing inputs/targets, losses), and printed as such. The ratio line
-   is block / SparseGPT, both measured in this run. CPU always (``--cpu-images``, default 32:
-   on a shared 2-core box 128 take many minutes); CUDA too when present (128 images, the issue's count).
+   is block / SparseGPT, both measured in this run. Also SparseGPT with ``target=dense`` (one extra
+   dense forward and cross-Gram per layer). CPU always, CUDA too when present, 128 images each
+   (the issue's count; SparseGPT ~70 s on an idle 2-core box).
 2. CUDA only: y = x W^T through ``torch.sparse.to_sparse_semi_structured`` (a 2:4 weight, fp16)
    vs the dense fp16 GEMM, per layer shape of a ViT-B/16 (MLP 768->3072, 3072->768; attention
    qkv 768->2304 and proj 768->768) at 197 tokens x 64 images; prints "skipped: no CUDA" elsewhere.
 
-    python scripts/bench_sparsegpt.py [--cpu-images 32] [--block-iters 1] [--threads 2]
+    python scripts/bench_sparsegpt.py [--cpu-images 128] [--block-iters 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ def bench_recon(device: torch.device, n_images: int, block_iters: int) -> None:
         f"{device.type:4s} resnet18 224x224 {n_images} images | SparseGPT: {t_sgpt:7.1f} s total, "
         f"{1000 * t_sgpt / len(layers):7.1f} ms per layer ({len(layers)} layers; OBS solve alone {obs_ms:.1f} ms "
         f"per layer, the rest is forwards and H = X X^T) | layer output error / {gain:.1f} vs magnitude",
+        flush=True,
+    )
+    model, dense, masks = _pruned_resnet18(device)
+    dense_cfg = OmegaConf.merge(sgpt_cfg, {"target": "dense"})
+    _, t_dense = _timed(
+        lambda: RECONSTRUCTORS.get("sparsegpt")(model, dense, masks, calib, dense_cfg, device, adapter=adapter), device
+    )
+    print(
+        f"{device.type:4s} SparseGPT target=dense: {t_dense:7.1f} s total, {1000 * t_dense / len(layers):7.1f} ms "
+        f"per layer = {t_dense / t_sgpt:.2f}x the reference (one more dense forward and C = X_d X_s^T per layer)",
         flush=True,
     )
 
@@ -154,9 +165,9 @@ def _cuda_ms(fn, reps: int = 50) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--cpu-images", type=int, default=32, help="calibration images on CPU (CUDA: 128, the issue's count)"
+        "--cpu-images", type=int, default=128, help="calibration images on CPU (CUDA: 128, the issue's count)"
     )
-    ap.add_argument("--block-iters", type=int, default=1, help="measured block iterations per unit on CPU (CUDA: 50)")
+    ap.add_argument("--block-iters", type=int, default=2, help="measured block iterations per unit on CPU (CUDA: 50)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -56,15 +56,30 @@ def check_config(cfg) -> dict:
     )
 
 
+class _Reached(Exception):
+    """Raised by a Hessian hook to end a forward once the only layer it serves has seen its input."""
+
+
+def _until_reached(fn, *args):
+    try:
+        fn(*args)
+    except _Reached:
+        pass
+
+
 @torch.no_grad()
-def _hessians(run_forward, modules: dict) -> tuple[dict, dict]:
-    """H (G, C, C) and input-column counts of ``modules`` over one pass of ``run_forward()``."""
+def _hessians(run_forward, modules: dict, stop: bool = False) -> tuple[dict, dict]:
+    """H (G, C, C) and input-column counts of ``modules`` over one pass of ``run_forward()``.
+    ``stop``: the (single, called-once) layer's hook ends each forward right after it, so the rest of
+    the unit is not computed; ``run_forward`` then calls each chunk through ``_until_reached``."""
     hs, counts = {}, {}
 
     def hook(name):
         def accumulate(mod, args):
             hs[name], n = add_input_gram(mod, args[0].detach().float(), hs.get(name))
             counts[name] = counts.get(name, 0) + n
+            if stop:
+                raise _Reached
 
         return accumulate
 
@@ -78,19 +93,29 @@ def _hessians(run_forward, modules: dict) -> tuple[dict, dict]:
 
 
 @torch.no_grad()
-def _paired_grams(run_sparse, run_dense, n_chunks: int, module, dense_module) -> tuple:
+def _paired_grams(run_sparse, run_dense, n_chunks: int, module, dense_module, stop: bool = False) -> tuple:
     """H = X_s X_s^T, C = X_d X_s^T and the column count for one layer, from chunk-by-chunk forwards
     of the sparse (``run_sparse(i)``) and the dense (``run_dense(i)``) model on the same samples;
-    the k-th call of the dense layer pairs with the k-th call of the sparse one."""
+    the k-th call of the dense layer pairs with the k-th call of the sparse one. ``stop``: as in
+    ``_hessians``, each forward ends at the (called-once) layer."""
     h = c = None
     count = 0
+
+    def grab(into):
+        def hook(_m, a):
+            into.append(a[0].detach().float())
+            if stop:
+                raise _Reached
+
+        return hook
+
     for i in range(n_chunks):
         seen = {"s": [], "d": []}
-        hs = module.register_forward_pre_hook(lambda _m, a: seen["s"].append(a[0].detach().float()))
-        hd = dense_module.register_forward_pre_hook(lambda _m, a: seen["d"].append(a[0].detach().float()))
+        hs = module.register_forward_pre_hook(grab(seen["s"]))
+        hd = dense_module.register_forward_pre_hook(grab(seen["d"]))
         try:
-            run_sparse(i)
-            run_dense(i)
+            _until_reached(run_sparse, i)
+            _until_reached(run_dense, i)
         finally:
             hs.remove()
             hd.remove()
@@ -114,10 +139,12 @@ def dense_target_weight(w_dense: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
     return torch.linalg.solve(h, rhs.transpose(1, 2)).transpose(1, 2).float()
 
 
-def _call_order(run_one, modules: dict) -> list[str]:
-    seen: list[str] = []
+def _call_order(run_one, modules: dict) -> tuple[list[str], set[str]]:
+    """The layers in the order one forward first calls them (never-called ones last), and those it
+    calls exactly once (their Hessian forwards may stop at them)."""
+    calls: dict[str, int] = {}
     handles = [
-        m.register_forward_pre_hook(lambda _m, _a, n=n: seen.append(n) if n not in seen else None)
+        m.register_forward_pre_hook(lambda _m, _a, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
         for n, m in modules.items()
     ]
     try:
@@ -125,7 +152,7 @@ def _call_order(run_one, modules: dict) -> list[str]:
     finally:
         for h in handles:
             h.remove()
-    return seen + [n for n in modules if n not in seen]
+    return list(calls) + [n for n in modules if n not in calls], {n for n, k in calls.items() if k == 1}
 
 
 @torch.no_grad()
@@ -203,9 +230,9 @@ def reconstruct(
 
         def run_all(chain=chain, x=x):
             for s in range(0, len(x), chunk):
-                chain(x.chunk(s, s + chunk).to(device))
+                _until_reached(chain, x.chunk(s, s + chunk).to(device))
 
-        order = _call_order(lambda chain=chain, x=x: chain(x.chunk(0, 1).to(device)), layer_mods)
+        order, once = _call_order(lambda chain=chain, x=x: chain(x.chunk(0, 1).to(device)), layer_mods)
         n_chunks = -(-len(x) // chunk)
         dense_chain, x_dense = UnitChain(dense_model, unit.modules), feeder.dense_x
         for name in order:
@@ -216,9 +243,10 @@ def reconstruct(
                     n_chunks,
                     layer_mods[name],
                     dense_model.get_submodule(name),
+                    stop=name in once,
                 )
             else:
-                hs, counts = _hessians(run_all, {name: layer_mods[name]})
+                hs, counts = _hessians(run_all, {name: layer_mods[name]}, stop=name in once)
                 h, cross, count = hs.get(name), None, counts.get(name)
             if h is None:
                 continue  # the unit's forward never calls it: handled with the uncovered layers
