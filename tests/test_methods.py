@@ -3,6 +3,9 @@ reference, the conv/Linear equivalence, N:M group counts and exact per-layer cou
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -259,7 +262,9 @@ def test_bad_method_knobs_fail_before_any_work(make_cfg, overrides, needle):
         validate_config(make_cfg(*overrides))
 
 
-def _record(model, rate, sparse, *, criterion="magnitude", recon="none", pattern="unstructured", seconds=1.0):
+def _record(
+    model, rate, sparse, *, criterion="magnitude", recon="none", pattern="unstructured", seconds=1.0, calib_seed=0
+):
     import hashlib
     import json as _json
 
@@ -271,7 +276,7 @@ def _record(model, rate, sparse, *, criterion="magnitude", recon="none", pattern
         "allocator": {"name": "erk"},
         "reconstruction": {"name": recon},
         "sparsity": sp,
-        "calib": {"num_samples": 128},
+        "calib": {"num_samples": 128, "seed": calib_seed},
         "seed": 0,
     }
     digest = hashlib.sha256(_json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
@@ -285,7 +290,7 @@ def _record(model, rate, sparse, *, criterion="magnitude", recon="none", pattern
         "config": cfg,
         "seed": 0,
         "choices": {"task": "cls", "model": model, "dataset": "ds", "allocator": "erk", "reconstruction": recon},
-        "calibration": {"num_samples": 128, "seed": 0},
+        "calibration": {"num_samples": 128, "seed": calib_seed},
         "model": {"name": model, "family": "resnet", "size": "20"},
         "task": {"name": "cls", "metric": "top1", "higher_is_better": True},
         "sparsity": {"target": rate, "achieved": 0.45 if pattern == "nm" else rate},
@@ -327,6 +332,29 @@ def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
     # Table 2 (allocation) sees only the magnitude unstructured runs: ERK at 70 = mean(50, 30)
     (t2, *_), _ = build_tables(runs)
     assert t2.values.loc["ERK", "CLS 70"] == pytest.approx(40)
+
+
+def test_methods_table_cells_are_per_calibration_seed_with_intervals(tmp_path):
+    from ptsbench.record import write_json_atomic
+    from ptsbench.tables import load_runs, methods_table
+    from ptsbench.tables.render import to_markdown
+
+    recs = [_record(m, 0.7, 0.2) for m in ("m_a", "m_b")]  # magnitude + ERK reads no calibration data
+    recs += [
+        _record(m, 0.7, acc, recon="sparsegpt", calib_seed=s)
+        for (m, s), acc in {("m_a", 0): 0.90, ("m_a", 1): 0.80, ("m_b", 0): 0.70, ("m_b", 1): 0.60}.items()
+    ]
+    for r in recs:
+        write_json_atomic(tmp_path / f"{r['name']}.json", r)
+    table = methods_table(load_runs(tmp_path))
+    v = table.values
+    # 2 models x 2 calibration seeds; each magnitude run stands for both seeds of its model
+    assert v.loc[("CLS", "70", "SparseGPT"), "cells"] == v.loc[("CLS", "70", "Magnitude"), "cells"] == 4
+    assert v.loc[("CLS", "70", "SparseGPT"), "score"] == pytest.approx(75)
+    assert table.n[(("CLS", "70", "SparseGPT"), "score")] == 4 and not table.gaps
+    lo, hi = np.percentile(table.boot[(("CLS", "70", "SparseGPT"), "score")], [2.5, 97.5])
+    assert 60 <= lo < 75 < hi <= 90
+    assert re.search(r"\| (\*\*)?75\.00(\*\*)? ± \d+\.\d\d \|", to_markdown(table))
 
 
 @pytest.mark.parametrize(

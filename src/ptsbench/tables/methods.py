@@ -11,7 +11,8 @@ per run), the process's peak host memory (max MB; a sweep worker's high-water ma
 bound when a worker ran several jobs) and device memory, and the number of cells.
 
 Matched (docs/methods.md#decisions): in one (task, setting) every method is averaged over the same cells, a cell
-being (model, dataset, rate, allocator, seed) with an ok run for every method of the group;
+being (model, dataset, rate, allocator, seed and calibration seed) with an ok run for every method of the group
+(a run that reads no calibration data stands for every calibration seed, as in Tables 2 and 3);
 cells some method lacks are left out, counted in a note and listed as gaps. The calibration size
 is not part of a cell: runs that read no calibration data (Magnitude with a data-free
 allocator) match whatever size the other methods used. Other reconstruction variants (input,
@@ -27,11 +28,13 @@ import math
 import pandas as pd
 
 from .base import TrackTable
+from .compare import cell as cell_stats
+from .compare import expand_seed_free
 from .frame import RunSet, task_label
 
 METHOD_ORDER = ("Magnitude", "Magnitude + Block", "Wanda", "SparseGPT")
 PAPER_ROWS = ("Magnitude", "Magnitude + Block")
-CELL = ("model", "dataset", "rate", "allocator", "seed")
+CELL = ("model", "dataset", "rate", "allocator", "seed_key")
 
 
 def paper_methods(runset: RunSet) -> RunSet:
@@ -77,7 +80,9 @@ def _method_runs(runset: RunSet) -> pd.DataFrame:
             continue
         if info is not None:
             setting = info.pop("setting") or f"{run.rate * 100:g}"
-            rows.append({**{c: getattr(run, c) for c in (*CELL, "task", "rel")}, "setting": setting, **info})
+            rows.append(
+                {**{c: getattr(run, c) for c in (*CELL, "task", "rel", "seed_free")}, "setting": setting, **info}
+            )
     return pd.DataFrame(rows)
 
 
@@ -93,8 +98,11 @@ def methods_table(runset: RunSet) -> TrackTable:
     if runs.empty:
         frame = pd.DataFrame(columns=columns)
         return TrackTable("methods", "Methods: score and cost of each method (issue 14)", frame, frame.copy())
+    boot, n_runs = {}, {}
     for (task, setting), grp in runs.groupby(["task", "setting"], sort=True):
         methods = sorted(grp.method.unique(), key=_order)
+        # a run that reads no calibration data stands for every calibration seed of its partners
+        grp = expand_seed_free(grp.assign(_row=grp.method + "|" + grp.allocator.astype(str)), "_row")
         if ":" not in setting and set(methods) <= set(PAPER_ROWS):
             continue  # the paper's own methods only: Tables 2 and 3 show them
         cells = [set(map(tuple, grp[grp.method == m][list(CELL)].astype(str).values)) for m in methods]
@@ -126,6 +134,8 @@ def methods_table(runset: RunSet) -> TrackTable:
             sel = keyed[keyed.method == m]
             label = (task_label(task), setting, m)
             group.append(label)
+            _, draws, n, _ = cell_stats(sel, "rel", f"methods|{task}|{setting}")
+            boot[(label, "score")], n_runs[(label, "score")] = 100 * draws, n
             values.append(
                 (
                     label,
@@ -145,8 +155,10 @@ def methods_table(runset: RunSet) -> TrackTable:
     frame = pd.DataFrame([v[1] for v in values], index=index, columns=columns)
     notes.insert(
         0,
-        "score: E(A_s/A_dense) x100 over the matched cells (GEN: A_dense/A_s); time: allocate + mask + "
-        "reconstruct phases; N:M settings keep layers whose input dimension does not fit dense (achieved %)",
+        "score: E(A_s/A_dense) x100 over the matched cells (GEN: A_dense/A_s), ± = half-width of the 95% "
+        "bootstrap interval over its runs (models x calibration seeds); cells: model x rate x allocator x seed; "
+        "time: allocate + mask + reconstruct phases; N:M settings keep layers whose input dimension does not "
+        "fit dense (achieved %)",
     )
     return TrackTable(
         "methods",
@@ -158,4 +170,6 @@ def methods_table(runset: RunSet) -> TrackTable:
         gaps=gaps,
         groups=groups,
         digits={"time s": 2, "host peak MB": 0, "device peak MB": 0, "achieved %": 1, "cells": 0},
+        boot=boot,
+        n=n_runs,
     )
