@@ -19,6 +19,8 @@ from torch import nn
 
 from .unit_data import CalibTensor, UnitChain, _alloc, _put, apply_chunked, capture_input
 
+PROBE = 16  # samples on which a caller without targets has the shortcut verified
+
 
 def _free_bytes(device: torch.device) -> int:
     if device.type == "cuda":
@@ -64,9 +66,15 @@ class UnitFeeder:
         offload,
         chunk_size: int = 256,
         channels_last: bool = False,
+        targets: bool = True,
     ):
         self.model, self.dense_model, self.units = model, dense_model, units
         self.calib, self.forward, self.input_mode, self.device = calib_inputs, forward, input_mode, device
+        # a caller that reads neither Y nor the dense X (targets=False, input=sparse) gets Y from the
+        # first PROBE samples only: enough to verify the next unit's shortcut, since whether one
+        # unit feeds the next is a property of the graph, not of the data
+        self.targets = targets or input_mode == "dense"
+        self.dense_calib = calib_inputs if self.targets else calib_inputs[:PROBE]
         self.kw = dict(chunk_size=chunk_size, channels_last=channels_last)
         n = len(calib_inputs)
         sizes = _probe_sizes(dense_model, units, calib_inputs[:1], forward, device)
@@ -79,13 +87,13 @@ class UnitFeeder:
         store_free = _free_bytes(self.store) if offload else free
         self.dense_inputs: dict[str, CalibTensor] = {}
         if sum(sizes) * n <= 0.25 * store_free:
-            self.dense_inputs = self._capture_all(dense_model, [u.modules[0] for u in units])
+            self.dense_inputs = self._capture_all(dense_model, [u.modules[0] for u in units], self.dense_calib)
         self.prev = None  # (unit, sparse X, dense Y) of the last unit served, for the shortcut
         self.dense_x: CalibTensor | None = None  # dense X of the last unit served
         self.shortcuts = 0
 
     @torch.no_grad()
-    def _capture_all(self, model, names: list[str]) -> dict[str, CalibTensor]:
+    def _capture_all(self, model, names: list[str], calib: torch.Tensor) -> dict[str, CalibTensor]:
         """Dense inputs of every unit from one forward per chunk (first call of each module)."""
         out: dict[str, CalibTensor] = {}
         seen: dict[str, torch.Tensor] = {}
@@ -97,12 +105,12 @@ class UnitFeeder:
         ]
         try:
             chunk = self.kw["chunk_size"]
-            for start in range(0, len(self.calib), chunk):
+            for start in range(0, len(calib), chunk):
                 seen.clear()
-                self.forward(model, self.calib[start : start + chunk].to(self.device, non_blocking=True))
+                self.forward(model, calib[start : start + chunk].to(self.device, non_blocking=True))
                 for name, x in seen.items():
                     if name not in out:
-                        out[name] = _alloc(len(self.calib), x, self.store, self.kw["channels_last"])
+                        out[name] = _alloc(len(calib), x, self.store, self.kw["channels_last"])
                     _put(out[name], start, x)
         finally:
             for h in handles:
@@ -111,12 +119,13 @@ class UnitFeeder:
 
     def tensors(self, unit, while_target=None) -> tuple[CalibTensor, CalibTensor]:
         """(X, Y) for ``unit``; ``while_target`` (a context manager) is active while the dense
-        unit computes Y, so hooks on its layers see the dense inputs."""
+        unit computes Y, so hooks on its layers see the dense inputs. Under targets=False, Y (and
+        ``dense_x``) cover the first PROBE samples only."""
         first = unit.modules[0]
         x_dense = self.dense_inputs.pop(first, None)
         if x_dense is None:
             x_dense = capture_input(
-                self.dense_model, first, self.calib, self.forward, self.device, self.store, **self.kw
+                self.dense_model, first, self.dense_calib, self.forward, self.device, self.store, **self.kw
             )
         dense_chain = UnitChain(self.dense_model, unit.modules)
         if while_target is None:
@@ -139,10 +148,11 @@ class UnitFeeder:
             return None
         unit, x_prev, y_prev = self.prev
         self.prev = None
+        x_seen = x_dense.data[: len(y_prev)]
         if (
             y_prev.nhwc != x_dense.nhwc
-            or y_prev.data.shape != x_dense.data.shape
-            or not torch.allclose(y_prev.data, x_dense.data, rtol=1e-5, atol=1e-6)
+            or y_prev.data.shape != x_seen.shape
+            or not torch.allclose(y_prev.data, x_seen, rtol=1e-5, atol=1e-6)
         ):
             return None
         self.shortcuts += 1

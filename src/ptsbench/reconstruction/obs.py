@@ -9,7 +9,9 @@ the same row absorb the error optimally for the remaining features F_j = {j, j+1
 All the [H_F^-1] rows come from one upper Cholesky factor U of H^-1 (fp32, as the reference) (row j of U is row j of
 H_{F_j}^-1 divided by its sqrt diagonal). Masks are chosen per block of ``blocksize`` columns on
 the weights updated so far, by the OBS saliency w^2 / U_jj^2 (= w^2 / [H_F^-1]_jj); N:M groups
-are chosen when the block reaches them.
+are chosen when the block reaches them. Once a block's (or N:M group's) mask is fixed, its
+column-by-column updates are a triangular system per row, solved at once (_block_update) instead
+of a Python loop over columns: same arithmetic, ~10x fewer kernel launches.
 
 Exact counts (unlike the reference, which thresholds each block at the same quantile): the layer's
 count k is spread over groups and column blocks by cumulative rounding (selection.spread), and
@@ -78,27 +80,50 @@ def sparsegpt_prune(
         i2 = i1 + widths[b]
         w1, u1 = w[:, :, i1:i2].clone(), u[:, i1:i2, i1:i2]
         d = u1.diagonal(dim1=-2, dim2=-1)  # (G, width)
-        q1, err1 = torch.zeros_like(w1), torch.zeros_like(w1)
-        p1 = torch.zeros_like(w1, dtype=torch.bool)
         if nm is None:
             sal = w1.pow(2) / d.unsqueeze(1).pow(2)
             if group == "row":
-                p1 = prune_lowest(sal.reshape(g * r, -1), per_block[:, :, b].reshape(-1)).reshape(p1.shape)
+                p1 = prune_lowest(sal.reshape(g * r, -1), per_block[:, :, b].reshape(-1)).reshape(w1.shape)
             else:
-                p1 = prune_lowest(sal.reshape(g, -1), per_block[:, b]).reshape(p1.shape)
-        for i in range(widths[b]):
-            if nm is not None and i % nm[1] == 0:
-                sal = w1[:, :, i : i + nm[1]].pow(2) / d[:, None, i : i + nm[1]].pow(2)
-                p1[:, :, i : i + nm[1]] = prune_lowest(sal.reshape(-1, nm[1]), nm[1] - nm[0]).reshape(sal.shape)
-            col = w1[:, :, i]
-            q = col.masked_fill(p1[:, :, i], 0.0)
-            e = (col - q) / d[:, i].unsqueeze(1)  # (G, R)
-            w1[:, :, i:] -= e.unsqueeze(2) * u1[:, i, i:].unsqueeze(1)
-            q1[:, :, i], err1[:, :, i] = q, e
+                p1 = prune_lowest(sal.reshape(g, -1), per_block[:, b]).reshape(w1.shape)
+            # the block's mask is fixed, so its column-by-column updates are one triangular solve
+            q1, err1 = _block_update(w1, u1, p1)
+        else:  # N:M picks each group's mask on the weights the earlier groups updated
+            q1, err1 = torch.empty_like(w1), torch.empty_like(w1)
+            p1 = torch.zeros_like(w1, dtype=torch.bool)
+            for i in range(0, widths[b], nm[1]):
+                j = min(i + nm[1], widths[b])
+                sal = w1[:, :, i:j].pow(2) / d[:, None, i:j].pow(2)
+                p1[:, :, i:j] = prune_lowest(sal.reshape(-1, j - i), nm[1] - nm[0]).reshape(sal.shape)
+                q1[:, :, i:j], err1[:, :, i:j] = _block_update(w1[:, :, i:j], u1[:, i:j, i:j], p1[:, :, i:j])
+                w1[:, :, j:] -= torch.bmm(err1[:, :, i:j], u1[:, i:j, j:])
         w[:, :, i1:i2] = q1
         prune[:, :, i1:i2] = p1
         w[:, :, i2:] -= torch.bmm(err1, u[:, i1:i2, i2:])
     return w, ~prune, damp
+
+
+SOLVE_BUDGET = 2**24  # elements of the per-row triangular systems solved at once
+
+
+def _block_update(w1: torch.Tensor, u1: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The column-by-column OBS updates of one block with its mask ``p1`` (G, R, B) already chosen:
+    column i's error e_i = p_i w_i / U_ii is taken on w_i as updated by the earlier columns,
+    w_i = w0_i - sum_{k<i} e_k U_ki. So e solves, per row, the lower-triangular system
+    p_i (U^T e)_i + (1 - p_i) e_i = p_i w0_i; kept columns keep w0 - (e U_strict). Returns the
+    block's final weights (pruned ones exactly 0) and the errors e for the lazy update of the rest."""
+    g, r, width = w1.shape
+    lower = u1.transpose(1, 2)  # (G, B, B)
+    pf = p1.to(w1.dtype)
+    err = torch.empty_like(w1)
+    step = max(1, SOLVE_BUDGET // (width * width * g))
+    for s in range(0, r, step):
+        p = pf[:, s : s + step]  # (G, r', B)
+        system = lower.unsqueeze(1) * p.unsqueeze(-1) + torch.diag_embed(1 - p)
+        rhs = (w1[:, s : s + step] * p).unsqueeze(-1)
+        err[:, s : s + step] = torch.linalg.solve_triangular(system, rhs, upper=False).squeeze(-1)
+    final = w1 - torch.bmm(err, torch.triu(u1, diagonal=1))
+    return final.masked_fill(p1, 0.0), err
 
 
 def output_error(delta: torch.Tensor, h: torch.Tensor, n: int) -> float:

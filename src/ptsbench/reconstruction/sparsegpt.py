@@ -217,7 +217,16 @@ def reconstruct(
     model.eval()
     t_start = time.perf_counter()
     feeder = UnitFeeder(
-        model, dense_model, units, calib_inputs, forward, "sparse", device, cfg.get("offload", "auto"), chunk
+        model,
+        dense_model,
+        units,
+        calib_inputs,
+        forward,
+        "sparse",
+        device,
+        cfg.get("offload", "auto"),
+        chunk,
+        targets=with_unit_loss or dense_target,  # otherwise only the sparse X is read
     )
     for unit in units:
         t0 = time.perf_counter()
