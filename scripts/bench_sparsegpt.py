@@ -9,7 +9,10 @@
    is block / SparseGPT, both measured in this run. Also SparseGPT with ``target=dense`` (one extra
    dense forward and cross-Gram per layer). CPU always, CUDA too when present, 128 images each
    (the issue's count; SparseGPT ~70 s on an idle 2-core box).
-2. CUDA only: y = x W^T through ``torch.sparse.to_sparse_semi_structured`` (a 2:4 weight, fp16)
+2. SparseGPT's Hessian H = X X^T of each stride-1 3x3 conv shape of ResNet-18 at 224x224: the
+   per-lag path (sparsity/conv_gram.py, what SparseGPT runs) against the im2col GEMM it replaced
+   (the naive baseline), same inputs, same run; ratio and max relative difference.
+3. CUDA only: y = x W^T through ``torch.sparse.to_sparse_semi_structured`` (a 2:4 weight, fp16)
    vs the dense fp16 GEMM, per layer shape of a ViT-B/16 (MLP 768->3072, 3072->768; attention
    qkv 768->2304 and proj 768->768) at 197 tokens x 64 images; prints "skipped: no CUDA" elsewhere.
 
@@ -121,6 +124,28 @@ def bench_recon(device: torch.device, n_images: int, block_iters: int) -> None:
         )
 
 
+def bench_hessian(device: torch.device, n_images: int) -> None:
+    from ptsbench.sparsity.conv_gram import lag_gram
+    from ptsbench.sparsity.gemm import input_slices
+
+    def im2col_gram(conv, x):
+        return sum(torch.bmm(s.transpose(1, 2), s) for s in input_slices(conv, x))
+
+    for channels, size in ((64, 56), (128, 28), (256, 14), (512, 7)):
+        conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device)
+        x = torch.randn(n_images, channels, size, size, device=device)
+        ref, t_ref = _timed(lambda conv=conv, x=x: im2col_gram(conv, x), device)
+        _, t_ref = _timed(lambda conv=conv, x=x: im2col_gram(conv, x), device)  # warm
+        got, t_lag = _timed(lambda conv=conv, x=x: lag_gram(conv, x), device)
+        _, t_lag = _timed(lambda conv=conv, x=x: lag_gram(conv, x), device)
+        rel = ((got - ref).abs().max() / ref.abs().max()).item()
+        print(
+            f"{device.type:4s} Hessian 3x3 conv {channels}ch {size}x{size} x{n_images} | im2col {1000 * t_ref:8.1f} ms | "
+            f"per-lag {1000 * t_lag:8.1f} ms | {t_ref / t_lag:5.2f}x | max rel diff {rel:.1e}",
+            flush=True,
+        )
+
+
 def bench_semi_structured(tokens: int = 197 * 64) -> None:
     from torch.sparse import to_sparse_semi_structured
 
@@ -172,9 +197,11 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     bench_recon(torch.device("cpu"), args.cpu_images, args.block_iters)
+    bench_hessian(torch.device("cpu"), 64)
     if torch.cuda.is_available():
         print(f"device: {torch.cuda.get_device_name()}")
         bench_recon(torch.device("cuda"), 128, 50)
+        bench_hessian(torch.device("cuda"), 128)
         bench_semi_structured()
     else:
         print("GPU SparseGPT-vs-block and 2:4 speed-up (to_sparse_semi_structured): skipped: no CUDA")

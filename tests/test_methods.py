@@ -44,9 +44,10 @@ def test_wanda_scores_and_masks_on_a_hand_computed_2x4_layer():
     assert magnitude_mask(lin.weight, 0.25).tolist() == [[False, True, True, True], [False, True, True, True]]
 
 
-def _reference_sparsegpt(w, h, k, blocksize, percdamp):
-    """OBS pruning without Cholesky tricks or lazy blocks: explicit inverses of H restricted to the
-    not-yet-processed columns, every later column updated at once (float64)."""
+def _reference_sparsegpt(w, h, k, blocksize, percdamp, nm=None):
+    """OBS pruning without Cholesky tricks, lazy blocks or triangular solves: explicit inverses of
+    H restricted to the not-yet-processed columns, column by column, every later column updated at
+    once (float64). N:M: each group of M columns is chosen when the loop reaches it."""
     w, h = w.double().clone(), h.double().clone()
     c = w.shape[1]
     h += percdamp * h.diagonal().mean() * torch.eye(c, dtype=h.dtype)
@@ -56,11 +57,17 @@ def _reference_sparsegpt(w, h, k, blocksize, percdamp):
         i2 = min(i1 + blocksize, c)
         k_b = (k * i2) // c - (k * i1) // c
         diag = torch.tensor([torch.linalg.inv(h[j:, j:])[0, 0].item() for j in range(i1, i2)], dtype=h.dtype)
-        sal = w[:, i1:i2].pow(2) / diag
-        flat = sorted(range(sal.numel()), key=lambda t: (sal.flatten()[t].item(), t))[:k_b]
-        for t in flat:
-            prune[t // (i2 - i1), i1 + t % (i2 - i1)] = True
+        if nm is None:
+            sal = w[:, i1:i2].pow(2) / diag
+            flat = sorted(range(sal.numel()), key=lambda t: (sal.flatten()[t].item(), t))[:k_b]
+            for t in flat:
+                prune[t // (i2 - i1), i1 + t % (i2 - i1)] = True
         for j in range(i1, i2):
+            if nm is not None and (j - i1) % nm[1] == 0:
+                for r in range(w.shape[0]):
+                    sal = [(w[r, t].item() ** 2 / diag[t - i1].item(), t) for t in range(j, j + nm[1])]
+                    for _, t in sorted(sal)[: nm[1] - nm[0]]:
+                        prune[r, t] = True
             hinv = torch.linalg.inv(h[j:, j:])
             for r in range(w.shape[0]):
                 if prune[r, j]:
@@ -84,6 +91,18 @@ def test_sparsegpt_equals_an_independent_obs_reference():
     ref_w, ref_keep = _reference_sparsegpt(w, h, k, 5, 0.01)
     assert torch.equal(keep[0], ref_keep)
     assert int((~keep).sum()) == k and bool((new[0][~keep[0]] == 0).all())
+    torch.testing.assert_close(new[0].double(), ref_w, atol=1e-5, rtol=0)
+
+
+def test_sparsegpt_two_four_equals_the_column_by_column_reference():
+    torch.manual_seed(3)
+    w = torch.randn(5, 16)
+    x = _correlated_inputs(300, 16, 4)
+    h = x.T @ x
+    new, keep, _ = sparsegpt_prune(w[None], h[None], blocksize=8, percdamp=0.01, nm=(2, 4))
+    ref_w, ref_keep = _reference_sparsegpt(w, h, 0, 8, 0.01, nm=(2, 4))
+    assert torch.equal(keep[0], ref_keep)
+    assert bool(((~keep[0]).reshape(5, 4, 4).sum(-1) == 2).all())
     torch.testing.assert_close(new[0].double(), ref_w, atol=1e-5, rtol=0)
 
 
@@ -372,3 +391,66 @@ def test_wanda_norms_without_unfold_equal_the_unfolded_ones(kw):
     x = torch.randn(3, 4, 11, 10)
     unfolded = sum(xs.pow(2).sum(1) for xs in input_slices(conv, x))
     torch.testing.assert_close(input_sq_sums(conv, x), unfolded)
+
+
+def _im2col_gram(conv, x_left, x_right):
+    from ptsbench.sparsity.gemm import input_slices
+
+    return sum(
+        left.transpose(1, 2) @ right
+        for left, right in zip(input_slices(conv, x_left), input_slices(conv, x_right), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=5, padding=2, dilation=2),
+        dict(kernel_size=3, padding=0),
+        dict(kernel_size=(3, 1), padding=(1, 0)),
+        dict(kernel_size=3, padding=1, groups=2),
+        dict(kernel_size=3, padding=1, groups=6),
+        dict(kernel_size=4, padding="same"),
+        dict(kernel_size=1),
+        dict(kernel_size=3, padding=2),
+        dict(kernel_size=(2, 5), padding=(3, 1), dilation=(2, 1)),
+    ],
+)
+@pytest.mark.parametrize("hw", [(9, 7), (2, 2)])
+def test_lag_gram_equals_the_im2col_gram(kw, hw, monkeypatch):
+    """The per-lag Hessian (no im2col) is the same sum as the im2col one, symmetric and cross,
+    down to float64 rounding, border windows and maps smaller than the kernel included."""
+    from ptsbench.sparsity import conv_gram
+    from ptsbench.sparsity.conv_gram import applies, lag_gram
+    from ptsbench.sparsity.gemm import add_input_gram
+
+    monkeypatch.setattr(conv_gram, "MIN_POSITIONS", 0)  # small inputs take the lag path too
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, **kw).double()
+    x, y = torch.randn(3, 6, *hw, dtype=torch.float64), torch.randn(3, 6, *hw, dtype=torch.float64)
+    if not applies(conv, x):
+        with pytest.raises(RuntimeError):  # the only reason to refuse: no output position at all
+            conv(x)
+        return
+    torch.testing.assert_close(lag_gram(conv, x), _im2col_gram(conv, x, x), rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(lag_gram(conv, x, y), _im2col_gram(conv, x, y), rtol=1e-12, atol=1e-10)
+    with monkeypatch.context() as m:  # the entry point takes the lag path
+        m.setattr(conv_gram, "lag_gram", lambda *a: lag_gram(*a).mul(2))
+        h, count = add_input_gram(conv, x, None)
+    torch.testing.assert_close(h, 2 * _im2col_gram(conv, x, x), rtol=1e-12, atol=1e-10)
+    assert count == 3 * conv(x).shape[-2] * conv(x).shape[-1]
+
+
+@pytest.mark.parametrize(
+    "kw, n", [(dict(stride=2, padding=1), 40), (dict(padding=1, padding_mode="reflect"), 40), (dict(padding=1), 2)]
+)
+def test_convs_outside_the_lag_gram_keep_the_im2col_path(kw, n):
+    from ptsbench.sparsity.conv_gram import applies
+    from ptsbench.sparsity.gemm import add_input_gram
+
+    conv = nn.Conv2d(4, 4, 3, **kw).double()
+    x = torch.randn(n, 4, 8, 8, dtype=torch.float64)
+    assert not applies(conv, x)
+    torch.testing.assert_close(add_input_gram(conv, x, None)[0], _im2col_gram(conv, x, x))

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import conv_gram
+
 UNFOLD_BUDGET = 2**25  # unfolded elements per slice (128 MB fp32): im2col of a big map in pieces
 
 
@@ -99,17 +101,21 @@ def input_sq_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def add_input_gram(module: nn.Module, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, int]:
     """h + X X^T over the GEMM inputs of ``x`` (h: (G, cols, cols) or None) and the number of input
-    columns added. Convs multiply each slice's im2col block, gathered as (G, cols, samples x positions),
-    by its transpose."""
+    columns added. Stride-1 zero-padded convs go through conv_gram.lag_gram (the same sum, one GEMM
+    per kernel lag); other convs multiply each slice's im2col block, gathered as
+    (G, cols, samples x positions), by its transpose."""
     g, cols = num_groups(module), gemm_cols(module)
     if h is None:
-        h = torch.zeros(g, cols, cols, device=x.device, dtype=torch.float32)
+        h = torch.zeros(g, cols, cols, device=x.device, dtype=x.dtype)
     if not isinstance(module, nn.Conv2d):
         rows = x.reshape(-1, x.shape[-1])
         h[0].addmm_(rows.T, rows)
         return h, rows.shape[0]
     if x.dim() == 3:
         x = x.unsqueeze(0)
+    if conv_gram.applies(module, x):  # stride-1 convs: per-lag GEMMs, no im2col (2-5x faster)
+        h += conv_gram.lag_gram(module, x)
+        return h, x.shape[0] * _positions(module, x.shape[-2:])
     mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
     pad = module._reversed_padding_repeated_twice
     step = max(1, UNFOLD_BUDGET // (cols * g * _positions(module, x.shape[-2:])))
@@ -134,7 +140,11 @@ def add_cross_gram(
     model's input of the same layer."""
     g, cols = num_groups(module), gemm_cols(module)
     if c is None:
-        c = torch.zeros(g, cols, cols, device=x_right.device, dtype=torch.float32)
+        c = torch.zeros(g, cols, cols, device=x_right.device, dtype=x_right.dtype)
+    if isinstance(module, nn.Conv2d) and x_left.dim() == 3:
+        x_left, x_right = x_left.unsqueeze(0), x_right.unsqueeze(0)
+    if conv_gram.applies(module, x_right):
+        return c.add_(conv_gram.lag_gram(module, x_left, x_right))
     for left, right in zip(input_slices(module, x_left), input_slices(module, x_right), strict=True):
         c.baddbmm_(left.transpose(1, 2), right)
     return c
