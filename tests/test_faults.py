@@ -24,9 +24,10 @@ from ptsbench.errors import ConfigError
 from ptsbench.failed_records import write_record
 from ptsbench.models import zoo, zoo_checkpoint_path
 from ptsbench.models.fingerprint import weights_sha256
-from ptsbench.pipeline import run, run_digest, validate_config
+from ptsbench.pipeline import run, validate_config
 from ptsbench.reconstruction.trainer import TrainSettings, train_unit
 from ptsbench.reconstruction.unit_data import CalibTensor
+from ptsbench.run_identity import run_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["dataset.num_test=100", "calib.num_samples=32", "eval.batch_size=100"]

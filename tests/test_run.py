@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
-from ptsbench import pipeline
+from ptsbench import pipeline, validation
 from ptsbench.errors import ConfigError
 from ptsbench.record import validate_record
 from ptsbench.run import run
@@ -167,7 +167,7 @@ def test_cli_multirun_writes_one_record_per_cell_in_override_named_dirs(tmp_path
 
 def test_the_allocator_is_built_once_per_run(make_cfg, monkeypatch):
     built = []
-    real = pipeline.build_allocator
-    monkeypatch.setattr(pipeline, "build_allocator", lambda name, **kw: built.append(name) or real(name, **kw))
+    real = validation.build_allocator
+    monkeypatch.setattr(validation, "build_allocator", lambda name, **kw: built.append(name) or real(name, **kw))
     rec = run(make_cfg("allocator=erk", "sparsity.rate=0.6", *FAST))
     assert rec["status"] == "ok" and built == ["erk"]

@@ -10,155 +10,40 @@ Bad input raises ConfigError before heavy work and writes nothing; any later fai
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
-import resource
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import preflight, schemas
 from . import record as rec_io
-from .data import DATASETS, build_data
+from . import schemas
+from .data import build_data
 from .data.base import CalibConfig
-from .env_info import env_record
 from .errors import ConfigError
 from .failed_records import write_record
-from .models import MODEL_SOURCES, build_model, weights_path
+from .models import build_model
 from .models.adapters import get_adapter
-from .models.fingerprint import weights_sha256
 from .models.library import eval_preprocess
 from .phases import Phases
 from .reconstruction import RECONSTRUCTORS
-from .run_identity import run_digest
+from .run_identity import record_identity, stable_digest, weights_identity
+from .run_record import log_summary, new_record, peak_memory
 from .sparsity import patterns
-from .sparsity.allocators import ALLOCATORS, Allocator, AllocContext, build_allocator
+from .sparsity.allocators import ALLOCATORS, AllocContext
 from .sparsity.budget import rate_over_included
 from .sparsity.criteria import ScoreContext
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from .sparsity.masking import apply_masks, masks_for, measure_sparsity
 from .tasks import TASKS
+from .validation import group_choices, resolve_device, validate_config
+
+__all__ = ["group_choices", "record_identity", "run", "validate_config"]
 
 log = logging.getLogger("ptsbench")
-
-GROUPS = ("task", "model", "dataset", "allocator", "reconstruction", "sparsity", "calib")
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    preflight.check_device(spec)
-    return torch.device(spec)
-
-
-def validate_config(cfg: DictConfig) -> Allocator:
-    """Cheap checks of every knob, run before any data or model is touched: one schema check per group
-    (types, ranges, choices: ``ptsbench.schemas``), then the checks that need files or span groups.
-    Returns the allocator (built from its checked knobs), so a run builds it once."""
-    patterns.check_pattern_option(cfg.sparsity)
-    cfg, _ = schemas.without_foreign(cfg)
-    _check_required_values(cfg)
-    for knob, kind in (("seed", int), ("device", str), ("skip_finished", bool)):
-        schemas.check_value(knob, cfg.get(knob), kind, {})
-    for group in schemas.groups():
-        schemas.check_group(group, cfg[group])
-    preflight.check_task_fit(cfg)
-    preflight.check_output_dirs(cfg)
-    model_source = MODEL_SOURCES.get(cfg.model.get("source", "zoo"))
-    if getattr(model_source, "check_config", None) is not None:
-        model_source.check_config(cfg.model)
-    if not getattr(model_source, "loads_weights", False):  # the weight file is on this machine (never downloaded)
-        preflight.check_weights_file(weights_path(cfg.model, cfg.dataset.name))
-    preflight.check_split(cfg)
-    root = cfg.dataset.get("root")
-    check_data = getattr(DATASETS.get(cfg.dataset.name), "check_config", None)
-    if check_data is not None:  # real datasets check root and its layout, and say what they expect
-        check_data(cfg.dataset)
-    elif root is not None and not Path(str(root)).expanduser().exists():
-        raise ConfigError(
-            f"dataset.root='{root}' does not exist; point it at the {cfg.dataset.name} "
-            f"data on this machine, e.g. dataset.root=/data/{cfg.dataset.name}"
-        )
-    patterns.check_config(cfg)  # criterion, group, N:M and their cross-group constraints
-    resolve_device(str(cfg.device))
-    return build_allocator(
-        cfg.allocator.name,
-        **{k: v for k, v in OmegaConf.to_container(cfg.allocator, resolve=True).items() if k != "name"},
-    )
-
-
-REQUIRED_HINTS = {
-    "dataset.root": "point it at the {dataset} data on this machine, e.g. dataset.root=/data/{dataset} "
-    "(conf/dataset/{dataset}.yaml describes the expected layout)",
-    "model.weights": "no library publishes weights for model '{model}'; pass a local checkpoint, "
-    "model.weights=/path/to/{model}.pth, or model.weights=none for random weights",
-}
-
-
-def _check_required_values(cfg: DictConfig) -> None:
-    """A required value (``???`` in a config file) left unset is a ConfigError naming the knob."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        names = {
-            "dataset": OmegaConf.select(cfg, "dataset.name", default="dataset"),
-            "model": OmegaConf.select(cfg, "model.name", default="model"),
-        }
-        hints = [f"{k} is required: " + REQUIRED_HINTS.get(k, f"pass {k}=<value>").format(**names) for k in missing]
-        raise ConfigError("; ".join(hints))
-
-
-def group_choices(cfg: DictConfig) -> dict[str, str]:
-    """The option picked in each group: Hydra's own record of it when Hydra composed this run, else the
-    option's schema's guess from the node (``run(cfg)`` called directly, as the tests do)."""
-    picked = _hydra_choices()
-    out = {}
-    for g in GROUPS:
-        node = cfg.get(g)
-        if picked.get(g):
-            out[g] = str(picked[g])
-        elif node is None:
-            out[g] = "?"
-        else:
-            try:
-                out[g] = schemas.schema_for(g, node).option_name(node)
-            except ConfigError:
-                out[g] = str(node.get("name", "?"))
-    return out
-
-
-def _hydra_choices() -> dict:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    return dict(HydraConfig.get().runtime.choices)
-
-
-def _stable_digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def weights_identity(cfg: DictConfig) -> tuple[str | None, bool]:
-    """(SHA-256 of the weight file or folder, whether it is a user path) or (None, False) for random
-    init. The zoo and library weights are named by the config; a user path is not, so only its hash
-    enters the run digest (zoo and library runs keep their digests)."""
-    weights = str(cfg.model.get("weights", "none"))
-    if weights in ("none", "None"):
-        return None, False
-    if getattr(MODEL_SOURCES.get(cfg.model.get("source", "zoo")), "loads_weights", False):
-        if weights in ("zoo", "torchvision", "timm"):
-            return None, False  # the source reads its own fixed files
-        path = Path(weights).expanduser()
-    else:
-        path = weights_path(cfg.model, cfg.dataset.name)
-    if path is None or not path.exists():
-        return None, False
-    return weights_sha256(path, cfg.paths.get("cache_dir")), weights not in ("zoo", "torchvision", "timm")
 
 
 def _dense_metrics(cfg, task, model, data, device, weights_hash: str | None) -> dict:
@@ -167,7 +52,7 @@ def _dense_metrics(cfg, task, model, data, device, weights_hash: str | None) -> 
     keyed["weights_sha256"] = weights_hash
     if _max_samples(cfg) is not None:  # a test-split prefix scores differently (absent: the keys of full-split runs)
         keyed["eval.max_samples"] = _max_samples(cfg)
-    key = _stable_digest(keyed)
+    key = stable_digest(keyed)
     path = Path(cfg.paths.cache_dir) / "dense" / f"{cfg.model.name}-{cfg.dataset.name}-{key}.json"
     if cfg.eval.get("dense_cache", True) and path.exists():
         try:
@@ -190,24 +75,6 @@ def _max_samples(cfg) -> int | None:
     return n
 
 
-def _peak_memory(device) -> dict:
-    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    dev = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
-    return {"host_peak_mb": round(host, 1), "device_peak_mb": round(dev, 1)}
-
-
-def record_identity(cfg: DictConfig) -> tuple[dict, dict, str, Path]:
-    """(resolved config, group choices, digest, record path) of the run ``cfg`` describes; the sweep
-    plan (``ptsbench.sweep_report``) uses it to tell finished runs before they start."""
-    choices = group_choices(cfg)
-    cfg, _ = schemas.without_foreign(cfg)  # each group's own knobs; those of other options stay out
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
-    weights_hash, user_weights = weights_identity(cfg)
-    digest = run_digest(schemas.digest_view(cfg_dict), weights_hash if user_weights else None)
-    out_path = Path(cfg.paths.records_dir) / rec_io.record_filename(choices, float(cfg.sparsity.rate), digest)
-    return cfg_dict, choices, digest, out_path
-
-
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Run one PTS configuration and return its record (also written under paths.records_dir)."""
     t_start = time.perf_counter()
@@ -228,7 +95,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
-    record = _new_record(cfg, cfg_dict, choices, digest, name, overrides, device)
+    record = new_record(cfg, cfg_dict, choices, digest, name, overrides, device)
     record["not_applicable"] = not_applicable
     record["model"]["weights_sha256"] = weights_hash
     phases = Phases(record["timing"])
@@ -361,39 +228,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     finally:
         if record["status"] == "ok" or record["error"] is not None:
             record["timing"]["total"] = round(time.perf_counter() - t_start, 4)
-            record["memory"] = _peak_memory(device)
+            record["memory"] = peak_memory(device)
             write_record(out_path, record)
-    _log_summary(record)
+    log_summary(record)
     return record
-
-
-def _new_record(cfg, cfg_dict, choices, digest, name, overrides, device) -> dict:
-    """The record before any phase ran: what was asked for; ``status: failed`` until the last phase ends."""
-    return {
-        "schema_version": rec_io.SCHEMA_VERSION,
-        "status": "failed",
-        "error": None,
-        "digest": digest,
-        "name": name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "choices": choices,
-        "overrides": list(overrides or []),
-        "config": cfg_dict,
-        "seed": int(cfg.seed),
-        "calibration": {"num_samples": int(cfg.calib.num_samples), "seed": int(cfg.calib.seed), "indices_digest": None},
-        "model": {
-            "name": cfg.model.name,
-            "arch": cfg.model.get("arch"),
-            "family": cfg.model.get("family"),
-            "size": str(cfg.model.get("size")),
-            "params": None,
-        },
-        "task": {"name": cfg.task.name, "metric": cfg.task.metric, "higher_is_better": True},
-        "sparsity": {"target": float(cfg.sparsity.rate)},
-        "timing": {},
-        "memory": {},
-        "env": env_record(device),
-    }
 
 
 def non_finite_parameters(model: torch.nn.Module) -> list[str]:
@@ -402,19 +240,6 @@ def non_finite_parameters(model: torch.nn.Module) -> list[str]:
         for n, t in [*model.named_parameters(), *model.named_buffers()]
         if t.is_floating_point() and not bool(torch.isfinite(t).all())
     ]
-
-
-def _log_summary(rec: dict) -> None:
-    metric = rec["task"]["metric"]
-    log.info(
-        "[done] %-55s dense %s=%.4f sparse=%.4f achieved=%.4f (%.1fs)",
-        rec["name"],
-        metric,
-        rec["dense"][metric],
-        rec["sparse"][metric],
-        rec["sparsity"]["achieved"],
-        rec["timing"]["total"],
-    )
 
 
 schemas.store_in_hydra(

@@ -1,5 +1,5 @@
 """Checks of a config against this machine and the data's real sizes, run by
-``pipeline.validate_config`` before any data or model is loaded (issue 12).
+``validation.validate_config`` before any data or model is loaded (issue 12).
 
 - the folders a run writes to (records, cache, outputs) are writable now, not after the run;
 - ``device`` names a device this machine has;
@@ -83,7 +83,7 @@ def _tasks(node) -> list[str] | None:
     # `tasks:` (conf/model/*.yaml, conf/dataset/*.yaml) may be absent (older or user configs) or a single
     # name. NOTE for the typed model/dataset schemas: declare it as an optional field, e.g.
     # `tasks: Optional[List[str]] = None`, so a user config without it still composes; it is left out of the
-    # run digest (pipeline.DIGEST_IGNORED), so declaring it changes no record.
+    # run digest (run_identity.DIGEST_IGNORED), so declaring it changes no record.
     value = node.get("tasks") if node is not None else None
     if value is None:
         return None

@@ -83,7 +83,7 @@ def job_identity(config: DictConfig, overrides: list[str]) -> tuple[str, str]:
     """(digest, record name) the job's run will have: its config composed as the launcher will."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from .pipeline import record_identity
+    from .run_identity import record_identity
 
     job_cfg = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
     with open_dict(job_cfg):
