@@ -8,7 +8,7 @@
    measured fixed cost (capturing inputs/targets, losses), and printed as such. The ratio line
    is block / SparseGPT, both measured in this run. Also SparseGPT with ``target=dense`` (one extra
    dense forward and cross-Gram per layer). CPU always, CUDA too when present, 128 images each
-   (the issue's count; SparseGPT ~70 s on an idle 2-core box).
+   (the issue's count; SparseGPT ~32 s on an idle 2-core box).
 2. SparseGPT's Hessian H = X X^T of each stride-1 3x3 conv shape of ResNet-18 at 224x224: the
    per-lag path (sparsity/conv_gram.py, what SparseGPT runs) against the im2col GEMM it replaced
    (the naive baseline), same inputs, same run; ratio and max relative difference.
