@@ -10,6 +10,7 @@ Bad input raises ConfigError before heavy work and writes nothing; any later fai
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from .models.adapters import get_adapter
 from .models.library import eval_preprocess
 from .phases import Phases
 from .reconstruction import RECONSTRUCTORS
-from .run_identity import record_identity, stable_digest, weights_identity
+from .run_identity import record_identity, weights_identity
 from .run_record import log_summary, new_record, peak_memory
 from .sparsity import patterns
 from .sparsity.allocators import ALLOCATORS, AllocContext
@@ -52,7 +53,7 @@ def _dense_metrics(cfg, task, model, data, device, weights_hash: str | None) -> 
     keyed["weights_sha256"] = weights_hash
     if _max_samples(cfg) is not None:  # a test-split prefix scores differently (absent: the keys of full-split runs)
         keyed["eval.max_samples"] = _max_samples(cfg)
-    key = stable_digest(keyed)
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = Path(cfg.paths.cache_dir) / "dense" / f"{cfg.model.name}-{cfg.dataset.name}-{key}.json"
     if cfg.eval.get("dense_cache", True) and path.exists():
         try:

@@ -6,8 +6,6 @@ of a user weight file (issue 12 item 1). ``record_identity`` gives a config's di
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,10 +31,6 @@ def run_digest(cfg_dict: dict, weights_hash: str | None = None) -> str:
     if weights_hash is not None:
         view["weights_sha256"] = weights_hash
     return rec_io.config_digest(view)
-
-
-def stable_digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def weights_identity(cfg: DictConfig) -> tuple[str | None, bool]:

@@ -73,8 +73,7 @@ class UnitFeeder:
         # a caller that reads neither Y nor the dense X (targets=False, input=sparse) gets Y from the
         # first PROBE samples only: enough to verify the next unit's shortcut, since whether one
         # unit feeds the next is a property of the graph, not of the data
-        self.targets = targets or input_mode == "dense"
-        self.dense_calib = calib_inputs if self.targets else calib_inputs[:PROBE]
+        self.dense_calib = calib_inputs if targets or input_mode == "dense" else calib_inputs[:PROBE]
         self.kw = dict(chunk_size=chunk_size, channels_last=channels_last)
         n = len(calib_inputs)
         sizes = _probe_sizes(dense_model, units, calib_inputs[:1], forward, device)

@@ -11,7 +11,7 @@ H_{F_j}^-1 divided by its sqrt diagonal). Masks are chosen per block of ``blocks
 the weights updated so far, by the OBS saliency w^2 / U_jj^2 (= w^2 / [H_F^-1]_jj); N:M groups
 are chosen when the block reaches them. Once a block's (or N:M group's) mask is fixed, its
 column-by-column updates are a triangular system per row, solved 16 columns at a time
-(_block_update) instead of a Python loop over columns: same arithmetic, far fewer kernel launches.
+(_walk_block) instead of a Python loop over columns: same arithmetic, far fewer kernel launches.
 
 Exact counts (unlike the reference, which thresholds each block at the same quantile): the layer's
 count k is spread over groups and column blocks by cumulative rounding (selection.spread), and
@@ -78,7 +78,7 @@ def sparsegpt_prune(
             per_block = spread(per_group, widths)  # (G, B)
     for b, i1 in enumerate(range(0, c, blocksize)):
         i2 = i1 + widths[b]
-        w1, u1 = w[:, :, i1:i2].clone(), u[:, i1:i2, i1:i2]
+        w1, u1 = w[:, :, i1:i2], u[:, i1:i2, i1:i2]  # _walk_block updates a copy
         d = u1.diagonal(dim1=-2, dim2=-1)  # (G, width)
         if nm is None:
             sal = w1.pow(2) / d.unsqueeze(1).pow(2)
@@ -86,43 +86,42 @@ def sparsegpt_prune(
                 p1 = prune_lowest(sal.reshape(g * r, -1), per_block[:, :, b].reshape(-1)).reshape(w1.shape)
             else:
                 p1 = prune_lowest(sal.reshape(g, -1), per_block[:, b]).reshape(w1.shape)
-            # the block's mask is fixed, so its column-by-column updates are one triangular solve
-            q1, err1 = _block_update(w1, u1, p1)
+            # the block's mask is fixed up front; its updates are walked SUB_BLOCK columns at a time
+            q1, err1, _ = _walk_block(w1, u1, SUB_BLOCK, lambda _w, i, j, p1=p1: p1[:, :, i:j])
         else:  # N:M picks each group's mask on the weights the earlier groups updated
-            q1, err1 = torch.empty_like(w1), torch.empty_like(w1)
-            p1 = torch.zeros_like(w1, dtype=torch.bool)
-            for i in range(0, widths[b], nm[1]):
-                j = min(i + nm[1], widths[b])
-                sal = w1[:, :, i:j].pow(2) / d[:, None, i:j].pow(2)
-                p1[:, :, i:j] = prune_lowest(sal.reshape(-1, j - i), nm[1] - nm[0]).reshape(sal.shape)
-                q1[:, :, i:j], err1[:, :, i:j] = _block_update(w1[:, :, i:j], u1[:, i:j, i:j], p1[:, :, i:j])
-                w1[:, :, j:] -= torch.bmm(err1[:, :, i:j], u1[:, i:j, j:])
+
+            def pick(w_group, i, j, d=d):
+                sal = w_group.pow(2) / d[:, None, i:j].pow(2)
+                return prune_lowest(sal.reshape(-1, j - i), nm[1] - nm[0]).reshape(sal.shape)
+
+            q1, err1, p1 = _walk_block(w1, u1, nm[1], pick)
         w[:, :, i1:i2] = q1
         prune[:, :, i1:i2] = p1
         w[:, :, i2:] -= torch.bmm(err1, u[:, i1:i2, i2:])
     return w, ~prune, damp
 
 
-SUB_BLOCK = 16  # columns per triangular solve; wider blocks are walked in these steps, lazily updated
+SUB_BLOCK = 16  # columns per triangular solve of an unstructured block, lazily updated in between
 SOLVE_BUDGET = 2**24  # elements of the per-row triangular systems solved at once
 
 
-def _block_update(w1: torch.Tensor, u1: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The column-by-column OBS updates of one block with its mask ``p1`` (G, R, B) already chosen.
-    Returns the block's final weights (pruned ones exactly 0) and the errors e for the lazy update
-    of the columns after it. Walked SUB_BLOCK columns at a time: each step is one triangular solve
-    per row (_solve_columns), then one GEMM carries its errors to the rest of the block (the
-    per-row systems of a whole 128-column block would cost R x 128^2 to build)."""
+def _walk_block(w1: torch.Tensor, u1: torch.Tensor, step: int, pick) -> tuple[torch.Tensor, ...]:
+    """The column-by-column OBS updates of one block (G, R, B), ``step`` columns at a time: each
+    step's mask is ``pick(w, i, j)`` on the weights the earlier steps updated (N:M chooses there;
+    an unstructured block returns its slice of the mask chosen up front), then one triangular solve
+    per row (_solve_columns) and one GEMM carry its errors to the rest of the block (per-row systems
+    of a whole 128-column block would cost R x 128^2 to build). Returns the block's final weights
+    (pruned ones exactly 0), the errors e for the lazy update of the columns after it, and the mask."""
     width = w1.shape[-1]
-    if width <= SUB_BLOCK:
-        return _solve_columns(w1, u1, p1)
     w1 = w1.clone()
     final, err = torch.empty_like(w1), torch.empty_like(w1)
-    for i in range(0, width, SUB_BLOCK):
-        j = min(i + SUB_BLOCK, width)
-        final[:, :, i:j], err[:, :, i:j] = _solve_columns(w1[:, :, i:j], u1[:, i:j, i:j], p1[:, :, i:j])
+    mask = torch.zeros_like(w1, dtype=torch.bool)
+    for i in range(0, width, step):
+        j = min(i + step, width)
+        mask[:, :, i:j] = pick(w1[:, :, i:j], i, j)
+        final[:, :, i:j], err[:, :, i:j] = _solve_columns(w1[:, :, i:j], u1[:, i:j, i:j], mask[:, :, i:j])
         w1[:, :, j:] -= torch.bmm(err[:, :, i:j], u1[:, i:j, j:])
-    return final, err
+    return final, err, mask
 
 
 def _solve_columns(w1: torch.Tensor, u1: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,13 +40,21 @@ def applies(module: nn.Module, x: torch.Tensor) -> bool:
         return False
     if tuple(module.stride) != (1, 1) or x.shape[0] * x.shape[2] * x.shape[3] < MIN_POSITIONS:
         return False
-    return all(n > 0 for n in _out_size(module, x.shape[-2:]))
+    return all(n > 0 for n in out_size(module, x.shape[-2:]))
 
 
-def _out_size(module: nn.Conv2d, hw) -> tuple[int, int]:
-    left, right, top, bottom = module._reversed_padding_repeated_twice
-    (kh, kw), (dh, dw) = module.kernel_size, module.dilation
-    return hw[0] + top + bottom - dh * (kh - 1), hw[1] + left + right - dw * (kw - 1)
+def out_size(module: nn.Conv2d, hw) -> tuple[int, int]:
+    """Output rows and columns of ``module`` on an (H, W) input (0 where the kernel does not fit)."""
+    pads = module._reversed_padding_repeated_twice  # (left, right, top, bottom), 'same' included
+    return tuple(
+        max(
+            0,
+            (size + pads[2 - 2 * i] + pads[3 - 2 * i] - module.dilation[i] * (module.kernel_size[i] - 1) - 1)
+            // module.stride[i]
+            + 1,
+        )
+        for i, size in enumerate(hw)
+    )
 
 
 def _excluded(size: int, pad_before: int, out: int, k: int, dil: int) -> tuple[list[int], list[list[int]]]:
@@ -87,7 +95,7 @@ def _lag_gram(module: nn.Conv2d, xl: torch.Tensor, xr: torch.Tensor | None) -> t
     cg = c // g
     (kh, kw), (dh, dw) = module.kernel_size, module.dilation
     left_pad, _, top_pad, _ = module._reversed_padding_repeated_twice
-    ho, wo = _out_size(module, (hgt, wid))
+    ho, wo = out_size(module, (hgt, wid))
     rows, ex_r = _excluded(hgt, top_pad, ho, kh, dh)
     cols, ex_c = _excluded(wid, left_pad, wo, kw, dw)
     ex_rt = torch.tensor(ex_r, dtype=xl.dtype, device=xl.device).reshape(kh, len(rows))

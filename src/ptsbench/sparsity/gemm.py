@@ -62,13 +62,8 @@ def input_slices(module: nn.Module, x: torch.Tensor):
 
 
 def _positions(module: nn.Conv2d, hw) -> int:
-    pads = module._reversed_padding_repeated_twice  # (left, right, top, bottom)
-    out = 1
-    for i, size in enumerate(hw):
-        padded = size + pads[2 - 2 * i] + pads[3 - 2 * i]
-        span = module.dilation[i] * (module.kernel_size[i] - 1) + 1
-        out *= max(0, (padded - span) // module.stride[i] + 1)
-    return max(out, 1)
+    ho, wo = conv_gram.out_size(module, hw)
+    return max(ho * wo, 1)
 
 
 def input_sq_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
