@@ -1,0 +1,43 @@
+"""What does not change a run's result: the one list, each entry with its reason.
+
+Every other knob can change a score, so it separates table cells (``eval.*`` and ``dataset.*``
+included) and enters the run's digest. An entry names a knob, or a whole subtree when it ends
+with ``.``. ``in_digest``: the knob still enters the config digest, so that the records written
+before it was known to be neutral keep their names (a re-run finds them and skips).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Neutral:
+    knob: str  # a dotted knob, or a subtree ending in "."
+    why: str
+    in_digest: bool = False
+
+
+NEUTRAL: tuple[Neutral, ...] = (
+    Neutral("paths.", "where records, caches and run folders are written"),
+    Neutral("hydra.", "Hydra's own settings: launcher, run and sweep folders, logging"),
+    Neutral("device", "where a run executes; the same computation up to float rounding on every device"),
+    Neutral("skip_finished", "whether a finished run is skipped, not what a run computes"),
+    Neutral("model.tasks", "declares the tasks a model serves; checked before a run, never computed with"),
+    Neutral("dataset.tasks", "declares the tasks a dataset serves; checked before a run, never computed with"),
+    Neutral("reconstruction.progress", "a progress bar on the terminal", in_digest=True),
+    Neutral("eval.dense_cache", "whether the dense score is read from the cache; the score is the same", in_digest=True),
+)
+
+
+def is_neutral(knob: str) -> bool:
+    """Whether the dotted ``knob`` (``reconstruction.progress``, ``paths.records_dir``) changes no result."""
+    return any(knob == n.knob or (n.knob.endswith(".") and knob.startswith(n.knob)) for n in NEUTRAL)
+
+
+def digest_excluded(knob: str) -> bool:
+    """Whether ``knob`` stays out of the config digest (neutral, and not kept there for old records)."""
+    return any(
+        not n.in_digest and (knob == n.knob or knob == n.knob.rstrip(".") or knob.startswith(n.knob.rstrip(".") + "."))
+        for n in NEUTRAL
+    )
