@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from ptsbench.sparsity.threshold_masks import FlatLayers
+from ptsbench.sparsity.allocators.fcpts_thresholds import FlatLayers
 
 
 def naive_masks(theta, mags, bandwidths):
@@ -85,7 +85,7 @@ def bench_gpu_resnet18(iters: int, device: str) -> None:
 
     from ptsbench.sparsity.allocators import AllocContext, build_allocator
     from ptsbench.sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
-    from ptsbench.sparsity.masking import num_pruned
+    from ptsbench.sparsity.selection import num_pruned
 
     dev = torch.device(device)
     torch.manual_seed(0)

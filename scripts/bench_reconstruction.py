@@ -30,7 +30,7 @@ from ptsbench.reconstruction.feeder import UnitFeeder  # noqa: E402
 from ptsbench.reconstruction.trainer import PRESETS, TrainSettings, train_unit  # noqa: E402
 from ptsbench.reconstruction.unit_data import UnitChain, channel_positions  # noqa: E402
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules  # noqa: E402
-from ptsbench.sparsity.masking import apply_masks, masks_for  # noqa: E402
+from ptsbench.sparsity.selection import apply_masks, magnitude_masks  # noqa: E402
 
 
 def sync(device):
@@ -61,7 +61,7 @@ def bench_model(label, model, family, in_shape, n_calib, batch_size, iters, devi
     for p in dense.parameters():
         p.requires_grad_(False)
     modules = prunable_modules(model)
-    masks = masks_for(modules, dict.fromkeys(modules, 0.7))
+    masks = magnitude_masks(modules, dict.fromkeys(modules, 0.7))
     apply_masks(modules, masks)
     units = get_adapter(family).units(model, "block")
     calib = torch.randn(n_calib, *in_shape)

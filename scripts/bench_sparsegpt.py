@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ptsbench.models.adapters import get_adapter  # noqa: E402
 from ptsbench.reconstruction import RECONSTRUCTORS  # noqa: E402
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules  # noqa: E402
-from ptsbench.sparsity.masking import apply_masks, masks_for  # noqa: E402
+from ptsbench.sparsity.selection import apply_masks, magnitude_masks  # noqa: E402
 from ptsbench.sparsity.selection import nm_keep_mask  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def _pruned_resnet18(device):
     fold_batchnorm(model)
     dense = copy.deepcopy(model).requires_grad_(False)
     modules = prunable_modules(model)
-    masks = masks_for(modules, dict.fromkeys(modules, 0.7))
+    masks = magnitude_masks(modules, dict.fromkeys(modules, 0.7))
     apply_masks(modules, masks)
     return model, dense, masks
 

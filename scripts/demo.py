@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a plain checkout without `make install` still runs
 
-from ptsbench import batch, schemas  # noqa: E402
+from ptsbench import batch  # noqa: E402
+from ptsbench.config.groups import check_overrides  # noqa: E402
 from ptsbench.errors import ConfigError  # noqa: E402
 
 SEEDS = "calib.seed=0,1"
@@ -113,7 +114,7 @@ def main() -> int:
     jobs = [[*job, out] for job in plan_jobs(plan)]
     try:
         for job in jobs:
-            schemas.check_overrides(job)
+            check_overrides(job)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import ptsbench.pipeline  # noqa: F401  registers the config schemas in Hydra's ConfigStore
+from ptsbench.config import register
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -16,6 +16,7 @@ CONF = str(ROOT / "conf")
 # One torch thread for the whole suite: the tests run many small ops, where a second OpenMP
 # thread only adds spin-waits (2-20x slower on a shared 2-core machine).
 torch.set_num_threads(1)
+register()  # the schema nodes and resolvers the config files name (as the entry points do)
 
 
 def compose_cfg(overrides: list[str], out_dir: Path):

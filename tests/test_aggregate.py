@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from ptsbench.aggregate import aggregate, main
-from ptsbench.record import record_filename, write_json_atomic
+from ptsbench.identity import record_filename
+from ptsbench.records import write_json_atomic
 from ptsbench.tables import build_tables, load_runs
 from ptsbench.tables.reconstruction import paired_gains
 

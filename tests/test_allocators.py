@@ -12,7 +12,7 @@ from ptsbench.models import zoo
 from ptsbench.sparsity.allocators import ALLOCATORS, build_allocator
 from ptsbench.sparsity.allocators.erk import erk_densities
 from ptsbench.sparsity.layers import LayerInfo, fold_batchnorm, layer_infos, prunable_modules
-from ptsbench.sparsity.masking import apply_masks, masks_for, measure_sparsity
+from ptsbench.sparsity.selection import apply_masks, magnitude_masks, measure_sparsity
 
 
 def test_uniform_gives_every_layer_the_global_rate():
@@ -71,7 +71,7 @@ def test_global_rate_within_one_weight_per_layer(name, rate):
     for arch in ("cifar_resnet20", "small_vit_d64"):
         model, modules = _zoo_modules(arch)
         rates = build_allocator(name).allocate(layer_infos(modules), {n: m.weight for n, m in modules.items()}, rate)
-        apply_masks(modules, masks_for(modules, rates))
+        apply_masks(modules, magnitude_masks(modules, rates))
         got = measure_sparsity(modules)
         want = math.floor(rate * got["total"])
         assert abs(got["zeros"] - want) <= len(modules), (arch, got["zeros"], want)

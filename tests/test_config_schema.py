@@ -14,10 +14,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ptsbench import record as rec_io
-from ptsbench import schemas
+from ptsbench.config.groups import check_overrides, split_node
+from ptsbench.config.spec import group_choices, identity_of, resolve
 from ptsbench.errors import ConfigError
-from ptsbench.pipeline import group_choices, run, validate_config
+from ptsbench.pipeline import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -30,8 +30,7 @@ def compose_cfg(*overrides: str):
 
 
 def digest_of(cfg) -> str:
-    clean, _ = schemas.without_foreign(cfg)
-    return rec_io.config_digest(schemas.digest_view(OmegaConf.to_container(clean, resolve=True)))
+    return identity_of(cfg).digest
 
 
 # --- issue 12 item 4: each unchecked knob fails in validation with knob, value and what is valid
@@ -69,7 +68,7 @@ BAD_KNOBS = [
 @pytest.mark.parametrize("overrides, message", BAD_KNOBS, ids=[" ".join(o) for o, _ in BAD_KNOBS])
 def test_bad_knob_is_one_line_naming_knob_value_and_valid(overrides, message):
     with pytest.raises(ConfigError) as err:
-        validate_config(compose_cfg(*overrides))
+        resolve(compose_cfg(*overrides))
     assert str(err.value) == message
 
 
@@ -123,7 +122,7 @@ def test_prune_knobs_are_declared_and_typed():
         "keep_dense": [],
     }
     with pytest.raises(ConfigError, match=r"prune.keep_dense='x\*' must be a list of strings"):
-        validate_config(compose_cfg("prune.keep_dense=x*"))
+        resolve(compose_cfg("prune.keep_dense=x*"))
 
 
 def test_digests_of_existing_runs_are_unchanged():
@@ -160,14 +159,14 @@ def test_group_swept_with_a_knob_of_one_option_composes_for_every_option(group, 
     used_by = []
     for option in options:
         cfg = compose_cfg(f"{group}={option}", knob)
-        clean, dropped = schemas.without_foreign(cfg)
-        schemas.check_group(group, clean[group])
-        if key in dropped:  # not this option's knob: ignored, recorded, out of the digest
-            assert str(dropped[key]) == value and key.split(".")[1] not in clean[group]
+        _, own, dropped = split_node(group, cfg[group])
+        name = key.split(".")[1]
+        if name in dropped:  # not this option's knob: ignored, recorded, out of the digest
+            assert str(dropped[name]) == value and name not in own
             assert digest_of(cfg) == digest_of(compose_cfg(f"{group}={option}"))
         else:
             used_by.append(option)
-            assert str(OmegaConf.select(clean, key)) == value
+            assert str(own[name]) == value
     assert used_by and len(used_by) < len(options)
 
 
@@ -210,8 +209,8 @@ def test_knob_unknown_to_every_option_names_the_valid_ones():
         match=r"^reconstruction.iterz is not a knob of any reconstruction option; "
         r"valid knobs: amp, batch_size, blocksize, .*iters, ",
     ):
-        schemas.check_overrides(["reconstruction=single,layer", "reconstruction.iterz=5"])
-    schemas.check_overrides(["reconstruction=single", "reconstruction.iters=5", "+foo=1", "hydra.job.chdir=false"])
+        check_overrides(["reconstruction=single,layer", "reconstruction.iterz=5"])
+    check_overrides(["reconstruction=single", "reconstruction.iters=5", "+foo=1", "hydra.job.chdir=false"])
 
 
 # --- issue 16 item 3: records name the option picked

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf, open_dict
 
 import ptsbench.run  # noqa: F401 - registers the resolver conf/hydra/launcher/parallel.yaml uses
 from ptsbench.errors import ConfigError
-from ptsbench.pipeline import validate_config
+from ptsbench.config.spec import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SWEPT_ELSEWHERE = {"hydra", "experiment", "case"}  # composed by their own tests below
@@ -102,7 +102,7 @@ def validate_as_shipped_then_with_weights(overrides: list[str], out: Path, weigh
     """Valid as shipped, or refused only for want of a local checkpoint (named), then valid with one."""
     cfg = cfg if cfg is not None else compose_cfg(overrides, out)
     try:
-        validate_config(cfg)
+        resolve(cfg)
         return
     except ConfigError as e:
         if str(e).startswith(OPTIONAL_EXTRAS):  # an extra this machine lacks is named, with its install command
@@ -112,7 +112,7 @@ def validate_as_shipped_then_with_weights(overrides: list[str], out: Path, weigh
         cfg.model.weights = stand_in_weights(cfg, weights)
         if cfg.task.name == "gen" and cfg.model.source == "diffusers":
             cfg.task.inception_weights = str(weights / "pt_inception-2015-12-05-6726825d.pth")
-    validate_config(cfg)
+    resolve(cfg)
 
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])

@@ -18,10 +18,10 @@ from ptsbench.data.digits_det import make_canvases
 from ptsbench.errors import ConfigError
 from ptsbench.models import build_model, zoo_checkpoint_path
 from ptsbench.models.adapters import get_adapter
-from ptsbench.record import validate_record
+from ptsbench.records import validate_record
 from ptsbench.run import run
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
-from ptsbench.sparsity.masking import apply_masks, masks_for
+from ptsbench.sparsity.selection import apply_masks, magnitude_masks
 from ptsbench.tasks.detection import DetectionTask, mean_average_precision
 
 CALIB = {"num_samples": 4, "seed": 0}
@@ -74,7 +74,7 @@ def test_detector_builds_offline_runs_dense_and_masked(arch, family, in_chans, k
     fold_batchnorm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # every BN folded
     modules = prunable_modules(model)
-    masks = masks_for(modules, {n: 0.7 for n in modules})
+    masks = magnitude_masks(modules, {n: 0.7 for n in modules})
     apply_masks(modules, masks)
     for name, m in modules.items():
         assert int((m.weight == 0).sum()) >= math.floor(0.7 * m.weight.numel() + 1e-9), name

@@ -24,7 +24,8 @@ from ptsbench.errors import ConfigError
 from ptsbench.failed_records import write_record
 from ptsbench.models import zoo, zoo_checkpoint_path
 from ptsbench.models.fingerprint import weights_sha256
-from ptsbench.pipeline import run, validate_config
+from ptsbench.config.spec import resolve
+from ptsbench.pipeline import run
 from ptsbench.reconstruction.trainer import TrainSettings, train_unit
 from ptsbench.reconstruction.unit_data import CalibTensor
 from ptsbench.run_identity import run_digest
@@ -157,12 +158,12 @@ def test_a_model_with_a_nan_weight_is_never_ok(make_cfg, tmp_path):
 )
 def test_split_and_calibration_knobs_out_of_range_are_refused(make_cfg, overrides, knob):
     with pytest.raises(ConfigError, match=knob.replace(".", r"\.")):
-        validate_config(make_cfg(*overrides))
+        resolve(make_cfg(*overrides))
 
 
 def test_zoo_test_split_stays_inside_the_images_the_zoo_never_saw(make_cfg):
-    validate_config(make_cfg("dataset.num_test=200"))  # a subset of the held-out 1000
-    validate_config(make_cfg("dataset.split_seed=1", "model.weights=none"))  # other weights: any split
+    resolve(make_cfg("dataset.num_test=200"))  # a subset of the held-out 1000
+    resolve(make_cfg("dataset.split_seed=1", "model.weights=none"))  # other weights: any split
 
 
 def test_calibration_count_on_a_real_dataset_is_never_negative_and_never_silently_short(caplog):
@@ -192,7 +193,7 @@ KNOBS = [
 
 def _refused(make_cfg, overrides) -> str | None:
     try:
-        validate_config(make_cfg(*overrides))
+        resolve(make_cfg(*overrides))
     except ConfigError as e:
         return str(e)
     except Exception as e:  # noqa: BLE001 - a typed schema refusing the value at composition counts
@@ -304,7 +305,7 @@ def test_write_record_replaces_a_failed_record_with_an_ok_one(tmp_path):
 def test_unwritable_output_folders_are_refused_before_any_work(make_cfg, tmp_path, knob):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match=knob.replace(".", r"\.")):
-        validate_config(make_cfg(f"{knob}={tmp_path / 'afile' / 'sub'}"))
+        resolve(make_cfg(f"{knob}={tmp_path / 'afile' / 'sub'}"))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
@@ -312,7 +313,7 @@ def test_read_only_records_folder_is_refused(make_cfg, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
     with pytest.raises(ConfigError, match="not writable"):
-        validate_config(make_cfg(f"paths.records_dir={ro / 'records'}"))
+        resolve(make_cfg(f"paths.records_dir={ro / 'records'}"))
 
 
 # ---- 9. parallel workers exit with their parent -------------------------------------------------------------
@@ -387,7 +388,7 @@ def test_ptsbench_models_lists_every_model_and_marks_local_checkpoints(capsys):
 )
 def test_task_mismatch_is_a_config_error_naming_both(make_cfg, overrides, names):
     with pytest.raises(ConfigError) as e:
-        validate_config(make_cfg(*overrides))
+        resolve(make_cfg(*overrides))
     assert all(n in str(e.value) for n in names)
 
 
@@ -406,7 +407,7 @@ def test_unavailable_or_unknown_device_is_refused(make_cfg, device):
     if device == "cuda:7" and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
     with pytest.raises(ConfigError, match=f"device={device}"):
-        validate_config(make_cfg(f"device={device}"))
+        resolve(make_cfg(f"device={device}"))
 
 
 def test_corrupt_checkpoint_is_a_config_error_naming_the_file(make_cfg, tmp_path):
@@ -417,7 +418,7 @@ def test_corrupt_checkpoint_is_a_config_error_naming_the_file(make_cfg, tmp_path
 
 def test_checkpoint_path_that_is_a_folder_is_refused_at_validation(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="is a folder"):
-        validate_config(make_cfg(f"model.weights={tmp_path}"))
+        resolve(make_cfg(f"model.weights={tmp_path}"))
 
 
 def test_corrupt_dense_cache_is_named_and_recomputed(make_cfg, tmp_path, caplog):

@@ -13,10 +13,11 @@ from ptsbench.errors import ConfigError
 from ptsbench.plots.allocation import plot_layer_allocation, rates_from_record
 from ptsbench.run import run
 from ptsbench.sparsity.allocators import AllocContext, build_allocator
-from ptsbench.sparsity.allocators.fcpts import FCPTSAllocator, project_counts, rate_for_count
+from ptsbench.sparsity.allocators._fcpts_learning import learn
+from ptsbench.sparsity.allocators.fcpts import project_counts, rate_for_count
 from ptsbench.sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
-from ptsbench.sparsity.masking import num_pruned
-from ptsbench.sparsity.threshold_masks import FlatLayers
+from ptsbench.sparsity.selection import num_pruned
+from ptsbench.sparsity.allocators.fcpts_thresholds import FlatLayers
 
 FAST = ["calib.num_samples=64", "allocator.iters=4", "allocator.batch_size=8", "dataset.num_test=200"]
 
@@ -166,9 +167,9 @@ def test_control_loss_alone_drives_the_global_rate_to_the_target():
     flat = FlatLayers({n: m.weight for n, m in modules.items()}, torch.device("cpu"))
     start = [num_pruned(0.3, n) for n in flat.numels]  # far from the target 0.7
     rank = (torch.tensor(start, dtype=torch.float64) / flat.numel_t).requires_grad_()
-    alloc = FCPTSAllocator(loss="none", iters=20, lr=0.1)
+    alloc = build_allocator("fcpts", loss="none", iters=20, lr=0.1)
     ctx = AllocContext(model=layers, modules=modules, calib_inputs=torch.zeros(4, 64))
-    traces = alloc.learn(rank, flat, 0.7, ctx)
+    traces = learn(alloc.config, rank, flat, 0.7, ctx)
     achieved = sum(flat.pruned_counts(flat.thresholds_at(rank.detach()).detach())) / sum(flat.numels)
     assert traces["sparsity"][0] == pytest.approx(0.3, abs=0.01) and traces["task"] == []
     assert abs(traces["sparsity"][1] - 0.7) < 0.005 and abs(achieved - 0.7) < 0.005

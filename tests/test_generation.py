@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ptsbench.errors import ConfigError
-from ptsbench.record import validate_record
+from ptsbench.records import validate_record
 from ptsbench.run import run
 from ptsbench.tasks.frechet import feature_stats, frechet_distance, frechet_distance_of_features
 

@@ -8,7 +8,7 @@ import torch
 from ptsbench.errors import ConfigError
 from ptsbench.models import zoo
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
-from ptsbench.sparsity.masking import magnitude_mask, num_pruned
+from ptsbench.sparsity.selection import magnitude_mask, num_pruned
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 0.7, 0.73, 0.999])

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptsbench.errors import ConfigError
-from ptsbench.pipeline import validate_config
+from ptsbench.config.spec import resolve
 from ptsbench.reconstruction.obs import output_error, sparsegpt_prune
 from ptsbench.reconstruction.sparsegpt import _hessians, _paired_grams, dense_target_weight
 from ptsbench.run import run
 from ptsbench.sparsity.criteria import ScoreContext
 from ptsbench.sparsity.criteria.wanda import Wanda, input_sq_norms
 from ptsbench.sparsity.gemm import add_cross_gram, gemm_weight
-from ptsbench.sparsity.masking import magnitude_mask, num_pruned
+from ptsbench.sparsity.selection import magnitude_mask, num_pruned
 from ptsbench.sparsity.selection import keep_mask, nm_keep_mask
 
 FAST = ["calib.num_samples=64"]
@@ -278,7 +278,7 @@ def _numel(rec, name):
 )
 def test_bad_method_knobs_fail_before_any_work(make_cfg, overrides, needle):
     with pytest.raises(ConfigError, match=needle):
-        validate_config(make_cfg(*overrides))
+        resolve(make_cfg(*overrides))
 
 
 def _record(
@@ -321,7 +321,7 @@ def _record(
 
 
 def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
-    from ptsbench.record import write_json_atomic
+    from ptsbench.records import write_json_atomic
     from ptsbench.tables import build_tables, load_runs, methods_table
 
     recs = [
@@ -354,7 +354,7 @@ def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
 
 
 def test_methods_table_cells_are_per_calibration_seed_with_intervals(tmp_path):
-    from ptsbench.record import write_json_atomic
+    from ptsbench.records import write_json_atomic
     from ptsbench.tables import load_runs, methods_table
     from ptsbench.tables.render import to_markdown
 

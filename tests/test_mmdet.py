@@ -21,7 +21,7 @@ from ptsbench.errors import ConfigError
 from ptsbench.models import build_model
 from ptsbench.models.adapters import get_adapter
 from ptsbench.models.detection_mmdet import require_mm
-from ptsbench.pipeline import validate_config
+from ptsbench.config.spec import resolve
 from ptsbench.run import run
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
 from ptsbench.tasks.detection import DetectionTask, mean_average_precision
@@ -63,13 +63,13 @@ def test_mmdet_source_without_openmmlab_names_make_install_mm(make_cfg):
     if MM_MISSING is None:
         pytest.skip("OpenMMLab is installed (the error path needs it absent)")
     with pytest.raises(ConfigError, match=r"make install-mm"):
-        validate_config(make_cfg("task=det", "dataset=digits_det", "model=mmdet_retinanet_digits"))
+        resolve(make_cfg("task=det", "dataset=digits_det", "model=mmdet_retinanet_digits"))
 
 
 @needs_mm
 def test_mmdet_config_errors_name_the_knob(make_cfg):
     with pytest.raises(ConfigError, match=r"model.config='nope.py' is not an mmdet config file.*retinanet_r18_digits"):
-        validate_config(
+        resolve(
             make_cfg("task=det", "dataset=digits_det", "model=mmdet_retinanet_digits", "model.config=nope.py")
         )
     with pytest.raises(ConfigError, match=r"backbone reads 1-channel images, the dataset has 3"):

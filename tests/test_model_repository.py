@@ -31,10 +31,10 @@ from ptsbench.errors import ConfigError
 from ptsbench.list_models import count_params
 from ptsbench.models import build_model, weights_path
 from ptsbench.models.adapters import GRANULARITIES, GenericAdapter, get_adapter
-from ptsbench.pipeline import validate_config
+from ptsbench.config.spec import resolve
 from ptsbench.sparsity.allocators import build_allocator
 from ptsbench.sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
-from ptsbench.sparsity.masking import apply_masks, masks_for, measure_sparsity, num_pruned
+from ptsbench.sparsity.selection import apply_masks, magnitude_masks, measure_sparsity, num_pruned
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TABLE1 = {  # docs/methods.md#model-repository architecture -> conf/model/<name>.yaml
@@ -137,7 +137,7 @@ def check_allocation(modules: dict[str, nn.Module], mask: bool) -> None:
         assert abs(sum(counts.values()) - math.floor(RATE * n_total)) <= len(infos), allocator
         if not mask:
             continue
-        apply_masks(modules, masks_for(modules, rates))
+        apply_masks(modules, magnitude_masks(modules, rates))
         achieved = measure_sparsity(modules)
         assert {n: round(r * modules[n].weight.numel()) for n, r in achieved["per_layer"].items()} == counts
         assert abs(achieved["global"] - RATE) <= len(infos) / n_total, allocator
@@ -240,7 +240,7 @@ def test_missing_checkpoints_say_how_to_point_at_the_weights(tmp_path, make_cfg)
         match=r"model.weights is required: no library publishes weights for model "
         r"'cifar_resnet56'; pass a local checkpoint, model.weights=/path/to/",
     ):
-        validate_config(make_cfg("model=cifar_resnet56", "dataset=cifar10", f"dataset.root={tmp_path}"))
+        resolve(make_cfg("model=cifar_resnet56", "dataset=cifar10", f"dataset.root={tmp_path}"))
 
 
 def test_published_weights_are_read_from_the_local_caches_only(tmp_path, monkeypatch):

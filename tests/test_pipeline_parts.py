@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from ptsbench.errors import ConfigError
-from ptsbench.phases import Phases
+from ptsbench.timing import PhaseTimer
 from ptsbench.sparsity.budget import rate_over_included
 
 
 def test_phases_time_what_completes_and_name_the_one_that_raised():
     timing: dict[str, float] = {}
-    phases = Phases(timing)
+    phases = PhaseTimer(timing)
     with phases("build"):
         pass
     with pytest.raises(ValueError), phases("allocate"):

@@ -24,7 +24,7 @@ from ptsbench.data import build_data
 from ptsbench.data.imagenet import class_to_index
 from ptsbench.errors import ConfigError
 from ptsbench.models.library import eval_preprocess
-from ptsbench.pipeline import validate_config
+from ptsbench.config.spec import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -183,17 +183,17 @@ def compose(*overrides):
 
 def test_unset_dataset_root_says_how_to_point_at_the_data():
     with pytest.raises(ConfigError, match=r"dataset.root is required: .*dataset.root=/data/imagenet"):
-        validate_config(compose("model=resnet18", "model.weights=none", "dataset=imagenet"))
+        resolve(compose("model=resnet18", "model.weights=none", "dataset=imagenet"))
 
 
 def test_wrong_dataset_roots_name_the_expected_layout(tmp_path, imagenet_root):
     with pytest.raises(ConfigError, match=r"dataset.root='/no/such/imagenet' does not exist.*<root>/val/<class>"):
-        validate_config(
+        resolve(
             compose("model=resnet18", "model.weights=none", "dataset=imagenet", "dataset.root=/no/such/imagenet")
         )
     (tmp_path / "only_train" / "train" / "n01440764").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"has no val/ folder of class subfolders"):
-        validate_config(
+        resolve(
             compose(
                 "model=resnet18", "model.weights=none", "dataset=imagenet", f"dataset.root={tmp_path / 'only_train'}"
             )
@@ -201,7 +201,7 @@ def test_wrong_dataset_roots_name_the_expected_layout(tmp_path, imagenet_root):
     with pytest.raises(
         ConfigError, match=r"does not hold the cifar10 batch files; expected <root>/cifar-10-batches-py/"
     ):
-        validate_config(
+        resolve(
             compose("model=cifar_resnet32", "model.weights=none", "dataset=cifar10", f"dataset.root={tmp_path}")
         )
 

@@ -21,7 +21,7 @@ from ptsbench.reconstruction.feeder import UnitFeeder
 from ptsbench.reconstruction.unit_data import capture_input, unit_tensors
 from ptsbench.run import run
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
-from ptsbench.sparsity.masking import apply_masks, masks_for
+from ptsbench.sparsity.selection import apply_masks, magnitude_masks
 
 
 def recon_cfg(**kw):
@@ -169,7 +169,7 @@ def toy_pair(seed=0):
     dense = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     sparse = copy.deepcopy(dense)
     modules = prunable_modules(sparse)
-    masks = masks_for(modules, {"0": 0.5, "2": 0.5})
+    masks = magnitude_masks(modules, {"0": 0.5, "2": 0.5})
     apply_masks(modules, masks)
     return dense, sparse, masks, torch.randn(40, 4)
 
@@ -275,7 +275,7 @@ def zoo_setup(arch: str, rate: float, weights: str = "zoo", n_calib: int = 64):
     for p in dense.parameters():
         p.requires_grad_(False)
     modules = prunable_modules(model)
-    masks = masks_for(modules, dict.fromkeys(modules, rate))
+    masks = magnitude_masks(modules, dict.fromkeys(modules, rate))
     apply_masks(modules, masks)
     return model, dense, masks, data.calib_inputs
 

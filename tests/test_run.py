@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
-from ptsbench import pipeline, validation
+from ptsbench.config import spec
+from ptsbench.sparsity import mask_phase
 from ptsbench.errors import ConfigError
-from ptsbench.record import validate_record
+from ptsbench.records import validate_record
 from ptsbench.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,10 +111,10 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
 
 
 def test_failure_midway_writes_a_failed_record_without_metrics(make_cfg, tmp_path, monkeypatch):
-    def broken_masks(modules, rates):
+    def broken_masks(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(pipeline, "masks_for", broken_masks)
+    monkeypatch.setattr(mask_phase, "select_masks", broken_masks)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run(make_cfg("sparsity.rate=0.5", *FAST))
     rec = json.loads(next((tmp_path / "out" / "records").glob("*.json")).read_text())
@@ -165,9 +166,16 @@ def test_cli_multirun_writes_one_record_per_cell_in_override_named_dirs(tmp_path
     ]
 
 
-def test_the_allocator_is_built_once_per_run(make_cfg, monkeypatch):
-    built = []
-    real = validation.build_allocator
-    monkeypatch.setattr(validation, "build_allocator", lambda name, **kw: built.append(name) or real(name, **kw))
-    rec = run(make_cfg("allocator=erk", "sparsity.rate=0.6", *FAST))
-    assert rec["status"] == "ok" and built == ["erk"]
+def test_a_user_weight_file_is_hashed_once_per_run(make_cfg, monkeypatch, tmp_path):
+    import torch
+
+    from ptsbench.models import zoo_checkpoint_path
+
+    weights = tmp_path / "w.pt"
+    torch.save(torch.load(zoo_checkpoint_path("cifar_resnet20", "mnist5k"), weights_only=True), weights)
+    hashed = []
+    real = spec.weights_sha256
+    monkeypatch.setattr(spec, "weights_sha256", lambda path, cache=None: hashed.append(path) or real(path, cache))
+    rec = run(make_cfg(f"model.weights={weights}", "sparsity.rate=0.6", *FAST))
+    assert rec["status"] == "ok" and len(hashed) == 1
+    assert rec["model"]["weights_sha256"] == real(weights)

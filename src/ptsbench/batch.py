@@ -31,8 +31,9 @@ def expand(experiment: str, overrides: list[str]) -> list[list[str]]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from . import run as _entry  # noqa: F401  registers the schemas and the config resolvers
+    from .config import register
 
+    register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
@@ -51,9 +52,10 @@ def _init_worker(threads: int | None) -> None:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from . import run as _entry  # noqa: F401  registers the config resolvers
+    from .config import register
     from .orphans import exit_with_parent
 
+    register()
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     if threads:
         torch.set_num_threads(threads)
@@ -71,9 +73,9 @@ def run_job(overrides: list[str], threads: int | None = None) -> tuple[str, str,
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from .config.failures import record_config_failure
     from .errors import ConfigError
-    from .failed_records import record_config_failure
-    from .pipeline import group_choices, run
+    from .pipeline import run
 
     t0 = time.perf_counter()
     cfg = None
@@ -87,7 +89,7 @@ def run_job(overrides: list[str], threads: int | None = None) -> tuple[str, str,
         return status, str(record.get("name", "")), time.perf_counter() - t0
     except ConfigError as e:
         if cfg is not None:
-            record_config_failure(cfg, overrides, e, choices_of=group_choices)
+            record_config_failure(cfg, overrides, e)
         return "failed", f"{' '.join(overrides)}: config error: {e}", time.perf_counter() - t0
     except Exception as e:  # noqa: BLE001  one bad job must not end the batch
         return "failed", f"{' '.join(overrides)}: {type(e).__name__}: {e}", time.perf_counter() - t0

@@ -1,14 +1,22 @@
-"""What does not change a run's result: the one list, each entry with its reason.
+"""What names a run, and what does not change its result.
 
-Every other knob can change a score, so it separates table cells (``eval.*`` and ``dataset.*``
-included) and enters the run's digest. An entry names a knob, or a whole subtree when it ends
-with ``.``. ``in_digest``: the knob still enters the config digest, so that the records written
-before it was known to be neutral keep their names (a re-run finds them and skips).
+``NEUTRAL`` is the one list of knobs that change no result, each with its reason. Every other knob
+can change a score, so it separates table cells (``eval.*`` and ``dataset.*`` included) and enters
+the run's digest. An entry names a knob, or a whole subtree when it ends with ``.``. ``in_digest``:
+the knob still enters the config digest, so that the records written before it was known to be
+neutral keep their names (a re-run finds them and skips).
+
+The digest (:func:`config_digest`) is the SHA-256 of the resolved config without the knobs left out
+of it, plus the content hash of a user's weight file (a path alone does not tell a replaced file
+apart); a record is named by its group choices, rate and digest (:func:`record_filename`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -41,3 +49,30 @@ def digest_excluded(knob: str) -> bool:
         not n.in_digest and (knob == n.knob or knob == n.knob.rstrip(".") or knob.startswith(n.knob.rstrip(".") + "."))
         for n in NEUTRAL
     )
+
+
+def without_excluded(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` (a nested config) without the knobs :func:`digest_excluded` leaves out."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if digest_excluded(key):
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if not digest_excluded(f"{key}.{k}")}
+        out[key] = value
+    return out
+
+
+def config_digest(cfg: dict[str, Any], weights_sha256: str | None = None) -> str:
+    """The run digest: SHA-256 of the config's JSON (sorted keys) without the excluded knobs, with the
+    content hash of a user weight file when there is one."""
+    view = without_excluded(cfg)
+    if weights_sha256 is not None:
+        view["weights_sha256"] = weights_sha256
+    blob = json.dumps(view, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def record_filename(choices: dict, rate: float, digest: str) -> str:
+    parts = [choices.get(k, "?") for k in ("task", "model", "dataset", "allocator", "reconstruction")]
+    return "-".join(str(p).replace("/", "_") for p in parts) + f"-s{rate:g}-{digest[:12]}.json"

@@ -1,25 +1,227 @@
-"""Phases of a run: each one timed into the record, and the one an error escaped from named.
+"""The phases of one run, as functions of the resolved ``RunSpec`` and the run's state (``ptsbench.pipeline``
+calls them in order and times each into the record).
 
-``with phases("allocate"): ...`` replaces a ``phase = ...`` assignment plus a timer tick per
-step, so the pipeline reads as its list of phases and a failed record always says where it
-failed (``error.phase``). A phase's time lands in ``timing`` only when it completes.
+- ``build``: the task, the data (preprocessed as the model's weights expect) and the model;
+- ``dense_metrics``: the dense model's score, cached per (task, model, dataset, weights content);
+- ``fold_bn``: BatchNorm folded into the convs, and the frozen dense copy the later phases compare to;
+- ``allocate``: the allocator's per-layer rates (calibration inputs drawn only when something reads them);
+- ``mask``: the pattern x criterion x group masks at those rates (``sparsity.mask_phase``), applied;
+- ``reconstruct``: the reconstruction option (a mask-selecting one, SparseGPT, runs right after ``mask``);
+- ``reconstruct_and_measure``: the unit-wise reconstruction, then the achieved sparsity counted in zeros.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import copy
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config.spec import RunSpec
+from .data import build_data
+from .data.base import DataBundle
+from .models import build_model
+from .models.adapters import ModelAdapter, get_adapter
+from .models.library import eval_preprocess
+from .reconstruction import RECONSTRUCTORS
+from .records import RunRecord, write_json_atomic
+from .records.env import env_record
+from .registry import Entry
+from .sparsity import mask_phase
+from .sparsity.allocators import ALLOCATORS, AllocContext
+from .sparsity.budget import rate_over_included
+from .sparsity.criteria import ScoreContext
+from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
+from .sparsity.selection import apply_masks, measure_sparsity
+from .tasks import TASKS, Task
+
+log = logging.getLogger("ptsbench")
 
 
-class Phases:
-    def __init__(self, timing: dict[str, float]) -> None:
-        self.timing = timing
-        self.current: str | None = None  # the phase running now, or the one that raised
+@dataclass
+class RunState:
+    """What the phases hand on: built in ``build``, completed by the phases after it."""
 
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        self.current = name
-        t0 = time.perf_counter()
-        yield
-        self.timing[name] = round(time.perf_counter() - t0, 4)
+    device: torch.device
+    task: Task
+    data: DataBundle
+    model: nn.Module
+    adapter: ModelAdapter
+    keep_dense: list[str]
+    dense_model: nn.Module | None = None
+    modules: dict[str, nn.Module] = field(default_factory=dict)  # the layers the allocator prunes
+    all_modules: dict[str, nn.Module] = field(default_factory=dict)  # every prunable layer (excluded ones too)
+    calib_inputs: torch.Tensor | None = None
+    rates: dict[str, float] = field(default_factory=dict)  # per layer, as the sparsity pattern imposes them
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    selector: Entry | None = None  # a reconstruction that selects the masks itself (SparseGPT)
+
+
+def start_record(spec: RunSpec, device: torch.device) -> RunRecord:
+    """The record before any phase ran: what was asked for (``status: failed`` until the last phase ends)."""
+    ident, model = spec.identity, spec.model
+    record = RunRecord.start(
+        digest=ident.digest,
+        name=ident.name,
+        choices=ident.choices,
+        config=ident.config,
+        overrides=list(spec.overrides),
+        seed=spec.seed,
+        calib=(spec.calib.num_samples, spec.calib.seed),
+        model={"name": model.name, "arch": model.arch, "family": model.family, "size": str(model.size)},
+        task=(spec.task.name, spec.task.metric),
+        rate=spec.rate,
+        env=env_record(device),
+    )
+    record.not_applicable = dict(ident.not_applicable)
+    record.model["weights_sha256"] = ident.weights_sha256
+    return record
+
+
+def build(spec: RunSpec, device: torch.device, record: RunRecord) -> RunState:
+    adapter = get_adapter(spec.model.family, spec.reconstruction.name)  # before any data is read
+    task = TASKS.get(spec.task.name)(spec.task, spec.eval)
+    record.task["higher_is_better"] = task.higher_is_better
+    data = build_data(spec.dataset, spec.calib, preprocess=eval_preprocess(spec.model), cache_dir=spec.paths.cache_dir)
+    record.calibration["indices_digest"] = data.meta.get("calib_indices_digest")
+    record.calibration["num_samples"] = int(len(data.calib_inputs))
+    model = build_model(spec.model, data.num_classes, data.in_chans, data.img_size, data.name).to(device)
+    record.model["params"] = sum(p.numel() for p in model.parameters())
+    keep_dense = (list(adapter.dense_globs) if spec.prune.adapter_dense else []) + list(spec.prune.keep_dense)
+    prunable_modules(model, spec.prune.exclude)  # checks the exclude globs before any heavy work
+    return RunState(device, task, data, model, adapter, keep_dense)
+
+
+def dense_metrics(spec: RunSpec, state: RunState) -> dict:
+    """The dense model's metrics, cached under ``paths.cache_dir/dense``: the key follows the task,
+    model and dataset knobs and the weights' content, not the path that names them."""
+    config = spec.identity.config
+    keyed: dict[str, Any] = {k: config[k] for k in ("task", "model", "dataset")}
+    keyed["weights_sha256"] = spec.identity.weights_sha256
+    if spec.eval.max_samples is not None:  # a test-split prefix scores differently (absent: full-split keys)
+        keyed["eval.max_samples"] = spec.eval.max_samples
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = spec.paths.cache_dir / "dense" / f"{spec.model.name}-{spec.dataset.name}-{key}.json"
+    if spec.eval.dense_cache and path.exists():
+        try:
+            cached = json.loads(path.read_text())
+            if isinstance(cached, dict) and spec.task.metric in cached:
+                return cached
+            log.warning("[cache] %s holds no %s; evaluating the dense model again", path, spec.task.metric)
+        except (OSError, ValueError) as e:
+            log.warning("[cache] %s is unreadable (%s); evaluating the dense model again", path, type(e).__name__)
+    metrics = state.task.evaluate(state.model, state.data, state.device)
+    if spec.eval.dense_cache:
+        write_json_atomic(path, metrics)
+    return metrics
+
+
+def fold_bn(spec: RunSpec, state: RunState, record: RunRecord) -> None:
+    record.folded_bn = len(fold_batchnorm(state.model) if spec.prune.fold_bn else [])
+    state.dense_model = copy.deepcopy(state.model).eval().requires_grad_(False)
+
+
+def reads_calibration(spec: RunSpec) -> bool:
+    """Whether the run reads calibration data (else its result is the same for every calib.seed)."""
+    return bool(
+        ALLOCATORS.trait(spec.allocator.name, "needs_calibration", False)
+        or spec.reconstruction.name != "none"
+        or mask_phase.needs_calibration(spec.sparsity)
+    )
+
+
+def allocate(spec: RunSpec, state: RunState, record: RunRecord) -> dict[str, float]:
+    model, exclude = state.model, spec.prune.exclude
+    state.all_modules = prunable_modules(model, skip=state.keep_dense)
+    state.modules = prunable_modules(model, exclude, skip=state.keep_dense)
+    inner_rate = rate_over_included(
+        spec.rate,
+        sum(m.weight.numel() for m in state.all_modules.values()),
+        sum(m.weight.numel() for m in state.modules.values()),
+    )
+    state.calib_inputs = state.data.calib_inputs
+    record.calibration["used"] = reads_calibration(spec)
+    if record.calibration["used"]:  # diffusion: captured from sampling
+        state.calib_inputs = state.task.calibration_inputs(state.dense_model, state.data, state.device, spec.calib)
+        record.calibration["num_samples"] = int(len(state.calib_inputs))
+    context = AllocContext(
+        model=model,
+        modules=state.modules,
+        calib_inputs=state.calib_inputs,
+        device=state.device,
+        seed=spec.seed,
+        forward=state.task.forward_for_calibration,
+        extras={"dense_model": state.dense_model, "adapter": state.adapter},
+    )
+    allocator = ALLOCATORS.get(spec.allocator.name)(spec.allocator)
+    weights = {n: m.weight.detach() for n, m in state.modules.items()}
+    rates = allocator.allocate(layer_infos(state.modules), weights, inner_rate, context)
+    record.allocation = {"rates": rates, **context.report}
+    return rates
+
+
+def mask(spec: RunSpec, state: RunState, rates: dict[str, float], record: RunRecord) -> None:
+    """Exact masks at the pattern's rates, applied; a mask-selecting reconstruction is noted for later."""
+    state.rates, record.masks = mask_phase.pattern_rates(spec.sparsity, state.modules, rates)
+    context = ScoreContext(
+        dense_model=state.dense_model,
+        calib_inputs=state.calib_inputs,
+        device=state.device,
+        forward=state.task.forward_for_calibration,
+    )
+    state.masks, selection = mask_phase.select_masks(spec.sparsity, state.modules, state.rates, context)
+    record.masks.update(selection)
+    apply_masks(state.modules, state.masks)
+    entry = RECONSTRUCTORS.entry(spec.reconstruction.name)
+    state.selector = entry if entry.trait("selects_masks", False) else None
+
+
+def reconstruct(spec: RunSpec, state: RunState, entry: Entry) -> dict:
+    return entry.obj(
+        state.model,
+        state.dense_model,
+        state.masks,
+        state.calib_inputs,
+        spec.reconstruction,
+        state.device,
+        adapter=state.adapter,
+        task=state.task,
+        sparsity=spec.sparsity,
+    )
+
+
+def reconstruct_and_measure(spec: RunSpec, state: RunState, record: RunRecord) -> None:
+    """The unit-wise reconstruction (none for a mask-selecting one: it ran already), then the achieved
+    sparsity, counted in exact zeros over every prunable layer."""
+    if state.selector is None:
+        record.reconstruction = reconstruct(spec, state, RECONSTRUCTORS.entry(spec.reconstruction.name))
+    achieved = measure_sparsity(state.all_modules)
+    record.sparsity.update(
+        {
+            "achieved": achieved["global"],
+            "zeros": achieved["zeros"],
+            "total": achieved["total"],
+            "target_per_layer": state.rates,
+            "achieved_per_layer": achieved["per_layer"],
+            "excluded": list(spec.prune.exclude),
+        }
+    )
+
+
+def check_finite(model: nn.Module) -> None:
+    """A diverged reconstruction or a checkpoint holding NaN: no such result is reported as ok."""
+    bad = [
+        n
+        for n, t in [*model.named_parameters(), *model.named_buffers()]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise FloatingPointError(
+            f"non-finite values in {len(bad)} tensor(s) of the sparse model: "
+            f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}"
+        )

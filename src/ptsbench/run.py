@@ -12,30 +12,28 @@ Under a parallel launcher each job claims its own GPU
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from . import config_dir, schemas
-from .devices import claim_device, cpu_threads_per_job, default_parallel_jobs
+from . import config_dir
+from .config import register
+from .config.failures import record_config_failure
+from .config.groups import check_overrides
+from .config.preflight import check_device
+from .devices import claim_device, cpu_threads_per_job
 from .errors import ConfigError
-from .failed_records import record_config_failure
-from .help import help_text
 from .orphans import exit_with_parent
-from .pipeline import group_choices, run
-from .preflight import check_device
-from .sweep_report import defer_summary, last_failed, print_deferred_summary
+from .pipeline import run
+from .sweep_report import OUTCOME_ENV, read_outcome
 
 __all__ = ["main", "run"]
-
-CONF_DIR = str(config_dir())
-# used by conf/hydra/launcher/parallel.yaml; registered at import so launcher workers have it too
-OmegaConf.register_new_resolver("ptsbench_parallel_jobs", default_parallel_jobs, replace=True)
-# hydra.help.template (conf/config.yaml): --help lists the groups and options from the config files
-OmegaConf.register_new_resolver("ptsbench_help", lambda: help_text(CONF_DIR), replace=True)
 
 
 def _limit_cpu_threads(hc) -> None:
@@ -49,8 +47,9 @@ def _limit_cpu_threads(hc) -> None:
             torch.set_num_threads(threads)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> dict | None:
+    register()  # a launcher's worker process starts here, not in main()
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -76,7 +75,7 @@ def hydra_main(cfg: DictConfig) -> dict | None:
             raise SystemExit(2) from None
         # one bad case must not end the sweep (nor, under joblib, kill its sibling jobs)
         logging.getLogger("ptsbench").error("[failed] %s: config error: %s", job_name, e)
-        record_config_failure(cfg, list(hc.overrides.task), e, choices_of=group_choices)
+        record_config_failure(cfg, list(hc.overrides.task), e)
         return None
     except Exception as e:  # noqa: BLE001
         logging.getLogger("ptsbench").error("[failed] %s: %s: %s", job_name, type(e).__name__, e)
@@ -85,24 +84,34 @@ def hydra_main(cfg: DictConfig) -> dict | None:
         return None
 
 
-def main() -> None:
-    """The console entry: Hydra's run or multirun, then exit 1 if the sweep summary counted a failed run
-    (checked here, after every callback, so the tables of a partly failed sweep are still written).
-    A knob no option of its group knows fails first, naming the valid ones (Hydra would only say
-    "Key 'iterz' is not in struct")."""
+def cli() -> int:
+    """Hydra's run or multirun; returns the exit status: 2 for a refused config, 1 when the sweep summary
+    counted a failed run (after every callback, so the tables of a partly failed sweep are still written;
+    the summary, handed back through ``$PTSBENCH_SWEEP_OUTCOME``, is printed last). A knob no option of its
+    group knows fails first, naming the valid ones (Hydra would only say "Key 'iterz' is not in struct")."""
     try:
         own_configs_only = not any(a.split("=")[0] in ("-cd", "--config-dir", "-cp", "--config-path") for a in sys.argv)
-        schemas.check_overrides([a for a in sys.argv[1:] if not a.startswith("-")], options=own_configs_only)
+        check_overrides([a for a in sys.argv[1:] if not a.startswith("-")], options=own_configs_only)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    defer_summary()
-    try:
-        hydra_main()
-    finally:
-        print_deferred_summary()
-    if last_failed():
-        raise SystemExit(1)
+        return 2
+    register()
+    with tempfile.TemporaryDirectory(prefix="ptsbench-sweep-") as tmp:
+        outcome_file = Path(tmp) / "outcome.json"
+        os.environ[OUTCOME_ENV] = str(outcome_file)
+        try:
+            hydra_main()
+        finally:
+            os.environ.pop(OUTCOME_ENV, None)
+            outcome = read_outcome(outcome_file)
+            if outcome.summary:
+                print(outcome.summary, flush=True)
+    return 1 if outcome.failed else 0
+
+
+def main() -> None:
+    """The console entry (``ptsbench-run``)."""
+    raise SystemExit(cli())
 
 
 if __name__ == "__main__":

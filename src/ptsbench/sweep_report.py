@@ -7,38 +7,50 @@ many already have an ``ok`` record (they are skipped) and where the records go.
 ``on_multirun_end`` reads what the records say, whatever launcher ran the jobs (basic, joblib,
 submitit): ``ok`` (a record written during this sweep), ``skipped`` (``ok`` before it started),
 ``failed`` (a failed record, or none at all), names the failed runs with their phase and error,
-and says where the tables are or which command builds them. ``ptsbench.run.main`` exits 1 when
-a run failed (``last_failed()``), after every callback has run.
+and says where the tables are or which command builds them.
+
+The outcome (failed count and summary text) goes back to the CLI through the file named by
+``$PTSBENCH_SWEEP_OUTCOME`` when it is set (``ptsbench.run.cli`` sets it, prints the summary after every
+other callback, e.g. the tables of ``hydra/callbacks=aggregate``, so it is the sweep's last word, and exits
+1 when a run failed); without it the summary is printed at once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-_LAST: dict[str, Any] = {"failed": 0, "summary": None, "defer": False}
+OUTCOME_ENV = "PTSBENCH_SWEEP_OUTCOME"
 
 
-def last_failed() -> int:
-    """Failed runs counted by the last sweep summary of this process (0 when none ran)."""
-    return int(_LAST["failed"])
+@dataclass(frozen=True)
+class Outcome:
+    failed: int = 0
+    summary: str | None = None
 
 
-def defer_summary() -> None:
-    """Keep the closing summary for :func:`print_deferred_summary` (``ptsbench.run.main`` prints it after
-    every other callback, e.g. the tables of ``hydra/callbacks=aggregate``, so it is the sweep's last word)."""
-    _LAST["defer"] = True
+def read_outcome(path: Path) -> Outcome:
+    """The outcome a sweep's summary left in ``path`` (none when no sweep ran: a single run)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return Outcome()
+    return Outcome(int(data.get("failed", 0)), data.get("summary"))
 
 
-def print_deferred_summary() -> None:
-    if _LAST["summary"]:
-        print(_LAST["summary"], flush=True)
-        _LAST["summary"] = None
+def _hand_back(failed: int, summary: str) -> None:
+    target = os.environ.get(OUTCOME_ENV)
+    if target:
+        Path(target).write_text(json.dumps({"failed": failed, "summary": summary}))
+    else:
+        print(summary, flush=True)
 
 
 def scan_records(records_dir: Path, since: float | None = None) -> dict[str, list[dict]]:
@@ -83,13 +95,13 @@ def job_identity(config: DictConfig, overrides: list[str]) -> tuple[str, str]:
     """(digest, record name) the job's run will have: its config composed as the launcher will."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from .run_identity import record_identity
+    from .config.spec import identity_of
 
     job_cfg = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
     with open_dict(job_cfg):
         del job_cfg["hydra"]
-    _, _, digest, path = record_identity(job_cfg)
-    return digest, path.stem
+    identity = identity_of(job_cfg)
+    return identity.digest, identity.name
 
 
 def _duration(seconds: float) -> str:
@@ -147,7 +159,6 @@ class SweepReport(Callback):
             for recs in new.values():
                 last = max(recs, key=lambda r: r["mtime"])
                 (ok.append(last["name"]) if last["status"] == "ok" else failed.append((last["name"], last["error"])))
-        _LAST["failed"] = len(failed)
         lines = [
             f"[summary] {len(ok)} ok, {len(skipped)} skipped, {len(failed)} failed in "
             f"{_duration(time.time() - self.t0)}; records in {self.records_dir}"
@@ -166,6 +177,4 @@ class SweepReport(Callback):
             lines.append(f"  tables: {out} (rebuilt by hydra/callbacks=aggregate)")
         else:
             lines.append(f"  tables: python -m ptsbench.aggregate {self.records_dir} --out {out}")
-        _LAST["summary"] = "\n".join(lines)
-        if not _LAST["defer"]:
-            print_deferred_summary()
+        _hand_back(len(failed), "\n".join(lines))

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from ..schemas import Schema, knob
 
-DATASETS: Registry = Registry("dataset", "dataset")
+DATASETS: Registry = Registry("dataset", "dataset", plugins="ptsbench.data")
 log = logging.getLogger("ptsbench")
 
 
@@ -77,51 +77,53 @@ def dataset_root(root, dataset: str, layout: str) -> Path:
     return path
 
 
-# Dataset knobs: types and ranges (each conf/dataset/<name>.yaml gives the values); the builders
-# carry their schema as ``.config``.
-@dataclass
+# Dataset knobs: types and ranges (each conf/dataset/<name>.yaml gives the values; the defaults below
+# serve the datasets whose file leaves a knob out). Builders are registered with their schema and the
+# traits ``takes_context`` (receives the model's eval transform and the cache folder) and ``check``
+# (checks ``dataset.root`` and its layout before any heavy work).
+@dataclass(frozen=True)
 class DatasetConfig(Schema):
     name: str = knob()
     tasks: list[str] | None = knob()  # the task(s) the dataset serves; another task= is refused (preflight)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EmbeddedSplitConfig(DatasetConfig):
     """mnist5k, digits, mnist5k_gen: a fixed test split of the embedded digits."""
 
     num_test: int = knob(ge=1)
-    split_seed: int = knob()
-    fid_metric: str = knob()  # mnist5k_gen: the metric task=gen reports (fid_digits)
+    split_seed: int = knob(0)
+    fid_metric: str | None = knob(None)  # mnist5k_gen: the metric task=gen reports (fid_digits)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DigitsDetConfig(DatasetConfig):
-    metric: str = knob()
-    canvas: int = knob(ge=8)
-    max_digits: int = knob(ge=1)
-    digit_size: list[int] = knob()
-    num_train: int = knob(ge=1)
-    num_test: int = knob(ge=1)
-    seed: int = knob()
+    metric: str = knob("map50")
+    canvas: int = knob(64, ge=8)
+    max_digits: int = knob(3, ge=1)
+    digit_size: list[int] = knob([18, 30])
+    num_train: int = knob(4000, ge=1)
+    num_test: int = knob(400, ge=1)
+    seed: int = knob(0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LocalImagesConfig(DatasetConfig):
     """A dataset read from ``root`` on this machine (CIFAR, ImageNet, LSUN)."""
 
     root: str | None = knob(required=True)  # null or ???: the builder says what it needs
-    img_size: int | None = knob(ge=1)
-    mean: list[float] = knob()
-    std: list[float] = knob()
-    num_classes: int = knob(ge=1)
-    num_workers: int = knob(ge=0)
-    eval_cache: bool = knob()
-    max_images: int = knob(ge=1)
-    prompt: str | None = knob()
-    fid_metric: str = knob()
+    img_size: int | None = knob(None, ge=1)
+    mean: list[float] | None = knob(None)
+    std: list[float] | None = knob(None)
+    num_classes: int | None = knob(None, ge=1)
+    num_workers: int = knob(0, ge=0)
+    eval_cache: bool = knob(False)
+    max_images: int = knob(10000, ge=0)
+    prompt: str | None = knob(None)
+    fid_metric: str | None = knob(None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LocalDetectionConfig(DatasetConfig):
     """COCO / VOC from ``root`` on this machine."""
 
@@ -130,16 +132,16 @@ class LocalDetectionConfig(DatasetConfig):
     split: str = knob()
     calib_split: str = knob()
     calib_size: int = knob(ge=1)
-    num_test: int | None = knob(ge=1)
+    num_test: int | None = knob(None, ge=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CalibConfig(Schema):
     """conf/calib/default.yaml: the calibration images allocators and reconstruction learn from."""
 
     num_samples: int = knob(1024, ge=1)  # paper §4: 1,024 calibration images
-    seed: int = knob(0)
+    seed: int = knob(0, ge=0)
 
     @classmethod
-    def option_name(cls, node):
+    def option_name(cls, values):
         return "default"

@@ -52,13 +52,13 @@ def read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.nda
 def _builder(name: str):
     folder_name, train_files, test_files, label_key, num_classes = LAYOUTS[name]
 
-    def check_config(cfg) -> None:
-        batches_dir(name, cfg.get("root"))
+    def check(cfg: LocalImagesConfig) -> None:
+        batches_dir(name, cfg.root)
 
-    def build(cfg, calib_cfg, preprocess=None, cache_dir=None) -> ImageBundle:
-        folder = batches_dir(name, cfg.get("root"))
-        size = int(cfg.get("img_size") or 32)
-        mean, std = tuple(cfg.mean), tuple(cfg.std)
+    def build(cfg: LocalImagesConfig, calib_cfg, preprocess=None, cache_dir=None) -> ImageBundle:
+        folder = batches_dir(name, cfg.root)
+        size = int(cfg.img_size or 32)
+        mean, std = tuple(cfg.mean or ()), tuple(cfg.std or ())
         train_x, train_y = read_batches(folder, train_files, label_key)
         test_x, test_y = read_batches(folder, test_files, label_key)
         train = Normalized(Uint8Images(train_x, train_y, size), mean, std)
@@ -79,12 +79,10 @@ def _builder(name: str):
             },
         )
 
-    build.takes_context = True
-    build.check_config = check_config
-    build.config = LocalImagesConfig
     build.__name__ = f"build_{name}"
-    return build
+    return build, check
 
 
 for _name in LAYOUTS:
-    DATASETS.register(_name)(_builder(_name))
+    _build, _check = _builder(_name)
+    DATASETS.register(_name, config=LocalImagesConfig, takes_context=True, check=_check)(_build)

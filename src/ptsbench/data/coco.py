@@ -45,10 +45,10 @@ def coco_targets(instances: dict) -> tuple[list[dict], list[dict], int]:
     return images, targets, num_classes
 
 
-@DATASETS.register("coco2017")
-def build_coco2017(cfg, calib_cfg) -> DetectionBundle:
-    root = dataset_root(cfg.get("root"), "coco2017", LAYOUT)
-    split, calib_split = str(cfg.get("split", "val2017")), str(cfg.get("calib_split", "train2017"))
+@DATASETS.register("coco2017", config=LocalDetectionConfig)
+def build_coco2017(cfg: LocalDetectionConfig, calib_cfg) -> DetectionBundle:
+    root = dataset_root(cfg.root, "coco2017", LAYOUT)
+    split, calib_split = str(cfg.split), str(cfg.calib_split)
     ann = require(
         root / "annotations" / f"instances_{split}.json",
         "dataset.split",
@@ -65,16 +65,13 @@ def build_coco2017(cfg, calib_cfg) -> DetectionBundle:
         f"unpack train2017 there or pass dataset.calib_split=val2017 (expected layout: {LAYOUT})",
     )
     images, targets, num_classes = coco_targets(json.loads(ann.read_text()))
-    num_test = cfg.get("num_test")
+    num_test = cfg.num_test
     if num_test is not None:
         images, targets = images[: int(num_test)], targets[: int(num_test)]
     paths = [img_dir / im["file_name"] for im in images]
     calib_pool = sorted(p for p in calib_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     calib_idx = sample_calibration(len(calib_pool), int(calib_cfg.num_samples), int(calib_cfg.seed))
-    size = int(cfg.get("calib_size", 512))
+    size = int(cfg.calib_size)
     return file_detection_bundle(
         "coco2017", num_classes, paths, targets, [calib_pool[i] for i in calib_idx], calib_idx, size, split, calib_split
     )
-
-
-build_coco2017.config = LocalDetectionConfig

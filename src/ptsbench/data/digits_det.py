@@ -93,18 +93,11 @@ def digits_det_arrays(
     return train, test
 
 
-@DATASETS.register("digits_det")
-def build_digits_det(cfg, calib_cfg) -> DetectionBundle:
-    canvas = int(cfg.get("canvas", 64))
-    size_range = tuple(int(v) for v in cfg.get("digit_size", (18, 30)))
-    (xtr, ttr), (xte, tte) = digits_det_arrays(
-        canvas,
-        int(cfg.get("max_digits", 3)),
-        size_range,
-        int(cfg.get("num_train", 4000)),
-        int(cfg.get("num_test", 400)),
-        int(cfg.get("seed", 0)),
-    )
+@DATASETS.register("digits_det", config=DigitsDetConfig)
+def build_digits_det(cfg: DigitsDetConfig, calib_cfg) -> DetectionBundle:
+    canvas = cfg.canvas
+    size_range = tuple(int(v) for v in cfg.digit_size)
+    (xtr, ttr), (xte, tte) = digits_det_arrays(canvas, cfg.max_digits, size_range, cfg.num_train, cfg.num_test, cfg.seed)
     calib_idx = sample_calibration(len(xtr), int(calib_cfg.num_samples), int(calib_cfg.seed))
     # canvases stay in [0, 1]: torchvision detectors normalise inside their own transform
     train = torch.from_numpy(xtr)
@@ -126,8 +119,6 @@ def build_digits_det(cfg, calib_cfg) -> DetectionBundle:
         },
     )
 
-
-build_digits_det.config = DigitsDetConfig
 
 
 def export_coco(dataset, num_classes: int, folder, ann_name: str = "instances_test.json"):

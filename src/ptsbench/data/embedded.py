@@ -65,36 +65,13 @@ def _bundle(name, x, y, num_test, split_seed, calib_num, calib_seed, mean, std) 
     )
 
 
-@DATASETS.register("mnist5k")
-def build_mnist5k(cfg, calib_cfg) -> DataBundle:
+@DATASETS.register("mnist5k", config=EmbeddedSplitConfig)
+def build_mnist5k(cfg: EmbeddedSplitConfig, calib) -> DataBundle:
     x, y = load_mnist5k_arrays()
-    return _bundle(
-        "mnist5k",
-        x,
-        y,
-        int(cfg.get("num_test", 1000)),
-        int(cfg.get("split_seed", 0)),
-        int(calib_cfg.num_samples),
-        int(calib_cfg.seed),
-        MNIST_MEAN,
-        MNIST_STD,
-    )
+    return _bundle("mnist5k", x, y, cfg.num_test, cfg.split_seed, calib.num_samples, calib.seed, MNIST_MEAN, MNIST_STD)
 
 
-@DATASETS.register("digits")
-def build_digits(cfg, calib_cfg) -> DataBundle:
+@DATASETS.register("digits", config=EmbeddedSplitConfig)
+def build_digits(cfg: EmbeddedSplitConfig, calib) -> DataBundle:
     x, y = load_digits_arrays()
-    return _bundle(
-        "digits",
-        x,
-        y,
-        int(cfg.get("num_test", 500)),
-        int(cfg.get("split_seed", 0)),
-        int(calib_cfg.num_samples),
-        int(calib_cfg.seed),
-        0.3,
-        0.35,
-    )
-
-
-build_mnist5k.config = build_digits.config = EmbeddedSplitConfig
+    return _bundle("digits", x, y, cfg.num_test, cfg.split_seed, calib.num_samples, calib.seed, 0.3, 0.35)

@@ -56,8 +56,8 @@ class ImageFolderUnit(Dataset):
             return TF.pil_to_tensor(img).float() / 255.0, 0
 
 
-def check_lsun(cfg) -> None:
-    root = cfg.get("root")
+def check_lsun(cfg: LocalImagesConfig) -> None:
+    root = cfg.root
     path = dataset_root(
         root, cfg.name, f"a folder of LSUN {cfg.name.split('_', 1)[1]} images (jpg/png/webp, searched recursively)"
     )
@@ -73,16 +73,16 @@ def _image_paths(root: Path, limit: int) -> list[Path]:
     return paths[:limit] if limit > 0 else paths
 
 
-def build_lsun(cfg, calib_cfg) -> DataBundle:
+def build_lsun(cfg: LocalImagesConfig, calib_cfg) -> DataBundle:
     check_lsun(cfg)
     root = Path(str(cfg.root)).expanduser()
-    paths = _image_paths(root, int(cfg.get("max_images", 10000)))
+    paths = _image_paths(root, int(cfg.max_images))
     if len(paths) < 2:
         raise ConfigError(
             f"dataset.root='{cfg.root}' holds {len(paths)} images ({'/'.join(IMAGE_SUFFIXES)}); "
             f"FID needs a reference set of at least 2, ideally >= 10,000"
         )
-    size = int(cfg.get("img_size", 256))
+    size = int(cfg.img_size or 256)
     images = ImageFolderUnit(paths, size)
     return DataBundle(
         name=cfg.name,
@@ -93,20 +93,18 @@ def build_lsun(cfg, calib_cfg) -> DataBundle:
         train=images,
         calib_inputs=torch.empty(0, 3, size, size),
         calib_indices=np.zeros(0, np.int64),
-        meta={"num_test": len(paths), "prompt": cfg.get("prompt") or LSUN_PROMPTS.get(cfg.name, "")},
+        meta={"num_test": len(paths), "prompt": cfg.prompt or LSUN_PROMPTS.get(cfg.name, "")},
     )
 
 
 for _name in LSUN_PROMPTS:
-    build_lsun.check_config = check_lsun
-    build_lsun.config = LocalImagesConfig
-    DATASETS.register(_name)(build_lsun)
+    DATASETS.register(_name, config=LocalImagesConfig, check=check_lsun)(build_lsun)
 
 
-@DATASETS.register("mnist5k_gen")
-def build_mnist5k_gen(cfg, calib_cfg) -> DataBundle:
+@DATASETS.register("mnist5k_gen", config=EmbeddedSplitConfig)
+def build_mnist5k_gen(cfg: EmbeddedSplitConfig, calib_cfg) -> DataBundle:
     x, y = load_mnist5k_arrays()
-    train_idx, test_idx = fixed_split(len(x), int(cfg.get("num_test", 1000)), int(cfg.get("split_seed", 0)))
+    train_idx, test_idx = fixed_split(len(x), cfg.num_test, cfg.split_seed)
     xt = torch.from_numpy(x)  # cached arrays are shared: indexing below copies
     return DataBundle(
         name="mnist5k_gen",
@@ -124,6 +122,3 @@ def build_mnist5k_gen(cfg, calib_cfg) -> DataBundle:
             "prompt": "",
         },
     )
-
-
-build_mnist5k_gen.config = EmbeddedSplitConfig

@@ -31,8 +31,8 @@ LAYOUT = (
 )
 
 
-def check_config(cfg) -> None:
-    root = dataset_root(cfg.get("root"), "imagenet", LAYOUT)
+def check_config(cfg: LocalImagesConfig) -> None:
+    root = dataset_root(cfg.root, "imagenet", LAYOUT)
     for split in ("train", "val"):
         folder = root / split
         if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
@@ -80,20 +80,23 @@ def train_class_index(root: Path, num_classes: int) -> dict[str, int]:
     return class_to_index(find_classes(str(root / "train"))[0], num_classes)
 
 
-@DATASETS.register("imagenet")
-def build_imagenet(cfg, calib_cfg, preprocess: EvalPreprocess | None = None, cache_dir=None) -> ImageBundle:
+# takes_context: receives the model's eval transform (preprocess) and cache_dir
+@DATASETS.register("imagenet", config=LocalImagesConfig, takes_context=True, check=check_config)
+def build_imagenet(
+    cfg: LocalImagesConfig, calib_cfg, preprocess: EvalPreprocess | None = None, cache_dir=None
+) -> ImageBundle:
     check_config(cfg)
-    spec = (preprocess or EvalPreprocess()).at_crop(cfg.get("img_size"))
+    spec = (preprocess or EvalPreprocess()).at_crop(cfg.img_size)
     root = Path(str(cfg.root)).expanduser().resolve()
-    num_classes = int(cfg.get("num_classes", 1000))
-    workers = int(cfg.get("num_workers", 0))
+    num_classes = int(cfg.num_classes or 1000)
+    workers = int(cfg.num_workers)
     index = train_class_index(root, num_classes)  # val/ is labelled with train/'s map, never its own
     train_samples = image_samples(root / "train", num_classes, index)
     val_samples = image_samples(root / "val", num_classes, index)
     val_files = ImageFiles(val_samples, spec)
     meta = {"num_train": len(train_samples), "num_test": len(val_samples), "preprocess": asdict(spec)}
     test_source, loader_workers = val_files, workers
-    if cfg.get("eval_cache", False):
+    if cfg.eval_cache:
         if not cache_dir:
             raise ConfigError("dataset.eval_cache=true needs paths.cache_dir to write the decoded val split to")
         key = files_digest(val_samples, root, {"split": "val", "preprocess": asdict(spec)})
@@ -116,8 +119,3 @@ def build_imagenet(cfg, calib_cfg, preprocess: EvalPreprocess | None = None, cac
         meta=meta,
         loader_workers=loader_workers,
     )
-
-
-build_imagenet.takes_context = True  # receives the model's eval transform (preprocess) and cache_dir
-build_imagenet.check_config = check_config
-build_imagenet.config = LocalImagesConfig

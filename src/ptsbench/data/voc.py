@@ -83,12 +83,12 @@ def split_ids(year: Path, split: str, knob: str) -> list[str]:
     return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
 
 
-@DATASETS.register("voc07")
-def build_voc07(cfg, calib_cfg) -> DetectionBundle:
-    year = voc_year_dir(dataset_root(cfg.get("root"), "voc07", LAYOUT))
-    split, calib_split = str(cfg.get("split", "test")), str(cfg.get("calib_split", "trainval"))
+@DATASETS.register("voc07", config=LocalDetectionConfig)
+def build_voc07(cfg: LocalDetectionConfig, calib_cfg) -> DetectionBundle:
+    year = voc_year_dir(dataset_root(cfg.root, "voc07", LAYOUT))
+    split, calib_split = str(cfg.split), str(cfg.calib_split)
     ids = split_ids(year, split, "dataset.split")
-    num_test = cfg.get("num_test")
+    num_test = cfg.num_test
     if num_test is not None:
         ids = ids[: int(num_test)]
     targets = [
@@ -102,11 +102,8 @@ def build_voc07(cfg, calib_cfg) -> DetectionBundle:
     paths = [year / "JPEGImages" / f"{i}.jpg" for i in ids]
     pool = split_ids(year, calib_split, "dataset.calib_split")
     calib_idx = sample_calibration(len(pool), int(calib_cfg.num_samples), int(calib_cfg.seed))
-    size = int(cfg.get("calib_size", 300))
+    size = int(cfg.calib_size)
     calib_paths = [year / "JPEGImages" / f"{pool[i]}.jpg" for i in calib_idx]
     return file_detection_bundle(
         "voc07", len(VOC_CLASSES), paths, targets, calib_paths, calib_idx, size, split, calib_split
     )
-
-
-build_voc07.config = LocalDetectionConfig

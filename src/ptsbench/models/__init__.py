@@ -7,121 +7,26 @@ published weights named by ``model.pretrained``, from the local cache only), or 
 checkpoint path (:mod:`.checkpoints`). Nothing is downloaded.
 """
 
-from __future__ import annotations
+from .sources import (
+    MODEL_SOURCES,
+    ZOO_DIR,
+    LibraryModelConfig,
+    ModelConfig,
+    build_model,
+    load_weights,
+    save_zoo_checkpoint,
+    weights_path,
+    zoo_checkpoint_path,
+)
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-from torch import nn
-
-from ..errors import ConfigError
-from ..registry import Registry
-from ..schemas import Schema, knob, register_group
-from . import zoo
-
-MODEL_SOURCES: Registry = Registry("model source", "model.source")
-
-
-@dataclass
-class ModelConfig(Schema):
-    """Knobs of a model file (conf/model/*.yaml gives the values); a source with more subclasses it."""
-
-    name: str = knob()
-    arch: str = knob()
-    family: str | None = knob()  # picks the adapter (units, layers kept dense)
-    size: str = knob()
-    source: str = knob()  # the builder: zoo | torchvision | timm | torchvision_det | diffusers
-    weights: str | None = knob(required=True)  # none | zoo | torchvision | timm | <local checkpoint path>
-    trained_on: str | None = knob()  # dataset of the published weights (ptsbench-models)
-    tasks: list[str] | None = knob()  # the task(s) the model serves; another task= is refused (preflight)
-
-
-@dataclass
-class LibraryModelConfig(ModelConfig):
-    """torchvision / timm / torchvision_det models."""
-
-    pretrained: str | None = knob()  # the published weights model.weights=torchvision|timm reads
-    kwargs: dict[str, Any] = knob()  # extra constructor arguments (e.g. width_mult)
-    image_size: int | None = knob(ge=1)
-    min_size: int | None = knob(ge=1)
-    max_size: int | None = knob(ge=1)
-
-
-ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo_checkpoints"
-
-
-def zoo_checkpoint_path(arch: str, dataset: str) -> Path:
-    return ZOO_DIR / f"{arch}__{dataset}.pt"
-
-
-def save_zoo_checkpoint(state_dict: dict, arch: str, dataset: str, meta: dict) -> Path:
-    """Write a zoo checkpoint and, beside it, its metadata (.json: arch, dataset, then ``meta``:
-    the dense score and the recipe that trained it). Returns the checkpoint's path."""
-    import json
-
-    import torch
-
-    path = zoo_checkpoint_path(arch, dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state_dict, path)
-    path.with_suffix(".json").write_text(json.dumps({"arch": arch, "dataset": dataset, **meta}, indent=1))
-    return path
-
-
-@MODEL_SOURCES.register("zoo")
-def _build_zoo(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    return zoo.ZOO_ARCHS.get(cfg.arch)(num_classes, in_chans, img_size)
-
-
-_build_zoo.config = ModelConfig
-
-
-def weights_path(cfg, dataset_name: str) -> Path | None:
-    """The local file ``model.weights`` names (None: random init); ConfigError when it is not on
-    this machine. Cheap, so ``validate_config`` runs it before any data is loaded."""
-    weights = str(cfg.get("weights", "none"))
-    if weights == "none":
-        return None
-    if weights in ("torchvision", "timm"):
-        from .checkpoints import cached_pretrained
-
-        return cached_pretrained(cfg, weights)
-    if weights == "zoo":
-        path = zoo_checkpoint_path(cfg.arch, dataset_name)
-        if not path.exists():
-            raise ConfigError(
-                f"model.weights=zoo: no checkpoint for '{cfg.arch}' on '{dataset_name}' at {path}; "
-                f"train it with `python scripts/train_zoo.py --only {cfg.arch}` or use model.weights=none"
-            )
-    else:
-        path = Path(weights).expanduser()
-        if not path.exists():
-            raise ConfigError(
-                f"model.weights: checkpoint '{weights}' not found; pass an existing local file "
-                f"(model.weights=/path/to/ckpt.pt), or model.weights=none for random init"
-            )
-    return path
-
-
-def load_weights(model: nn.Module, cfg, dataset_name: str) -> None:
-    path = weights_path(cfg, dataset_name)
-    if path is not None:
-        from .checkpoints import load_state
-
-        load_state(model, path, cfg)
-
-
-def build_model(cfg, num_classes: int, in_chans: int, img_size: int, dataset_name: str) -> nn.Module:
-    builder = MODEL_SOURCES.get(cfg.get("source", "zoo"))
-    model = builder(cfg, num_classes, in_chans, img_size)
-    if not getattr(builder, "loads_weights", False):  # e.g. diffusers folders: the source reads its own
-        load_weights(model, cfg, dataset_name)
-    return model.eval()
-
-
-# Other weight sources (torchvision, timm, detection, diffusion) register from submodules.
-from ..autoload import import_submodules  # noqa: E402
-
-import_submodules(__name__, __path__)
-register_group("model", "source", lambda: {n: MODEL_SOURCES.get(n).config for n in MODEL_SOURCES})
+__all__ = [
+    "MODEL_SOURCES",
+    "ZOO_DIR",
+    "LibraryModelConfig",
+    "ModelConfig",
+    "build_model",
+    "load_weights",
+    "save_zoo_checkpoint",
+    "weights_path",
+    "zoo_checkpoint_path",
+]

@@ -75,7 +75,7 @@ def _timm_file(tag: str) -> tuple[Path | None, list[str]]:
 
 def cached_pretrained(cfg, kind: str) -> Path:
     """Local file of the published ``kind`` (torchvision | timm) weights of ``cfg``."""
-    source, tag, name = str(cfg.get("source", "zoo")), cfg.get("pretrained"), cfg.get("name", cfg.get("arch"))
+    source, tag, name = str(cfg.source), getattr(cfg, "pretrained", None), cfg.name or cfg.arch
     if source != kind:
         raise ConfigError(
             f"model.weights={kind} loads {kind}'s published weights, but model '{name}' is built "
@@ -164,7 +164,7 @@ def load_state(model: nn.Module, path: Path, cfg) -> None:
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:600]
         raise ConfigError(
-            f"model.weights: {path} does not fit model '{cfg.get('name')}' (arch {cfg.get('arch')}, "
+            f"model.weights: {path} does not fit model '{cfg.name}' (arch {cfg.arch}, "
             f"built for this dataset's classes and channels): {detail}. Pass a checkpoint of this "
             f"architecture, or model.weights=none"
         ) from None

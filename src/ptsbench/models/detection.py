@@ -19,7 +19,8 @@ from functools import partial
 from torch import nn
 
 from ..registry import Registry
-from . import MODEL_SOURCES, LibraryModelConfig, zoo
+from . import zoo
+from .sources import MODEL_SOURCES, LibraryModelConfig
 
 DET_ARCHS: Registry = Registry("detection architecture", "model.arch")
 
@@ -36,13 +37,10 @@ def mean_std(in_chans: int) -> tuple[list[float], list[float]]:
     return [0.5] * in_chans, [0.25] * in_chans
 
 
-@MODEL_SOURCES.register("torchvision_det")
-def build_detector(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+@MODEL_SOURCES.register("torchvision_det", config=LibraryModelConfig)
+def build_detector(cfg: LibraryModelConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     """``num_classes`` is the dataset's foreground count K; the detector gets K + 1 outputs."""
     return DET_ARCHS.get(cfg.arch)(cfg, num_classes + 1, in_chans, img_size)
-
-
-build_detector.config = LibraryModelConfig
 
 
 def _set_stem(resnet: nn.Module, in_chans: int) -> None:
@@ -64,8 +62,8 @@ def _retinanet(cfg, num_classes, in_chans, depth: int) -> nn.Module:
     return RetinaNet(
         backbone,
         num_classes,
-        min_size=int(cfg.get("min_size", 800)),
-        max_size=int(cfg.get("max_size", 1333)),
+        min_size=int(cfg.min_size or 800),  # torchvision's COCO sizes
+        max_size=int(cfg.max_size or 1333),
         image_mean=mean,
         image_std=std,
     )
@@ -110,13 +108,13 @@ def small_retinanet_resnet8(cfg, num_classes: int, in_chans: int, img_size: int)
     from torchvision.models.detection.retinanet import RetinaNetHead
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    fpn = int(cfg.get("fpn_channels", 32))
+    fpn = 32
     backbone = BackboneWithFPN(
         SmallResNetBody(in_chans), {"layer2": "0", "layer3": "1"}, [32, 64], fpn, extra_blocks=LastLevelP6P7(64, fpn)
     )
     anchors = AnchorGenerator(((12, 18), (24, 34), (44, 56), (64, 80)), ((1.0, 2.0),) * 4)
     mean, std = mean_std(in_chans)
-    size = int(cfg.get("min_size", img_size))
+    size = int(cfg.min_size or img_size)
     # GroupNorm head towers, as torchvision's RetinaNet v2: this small detector trains in minutes
     # with them and stalls without; BN cannot serve, its statistics would mix the pyramid levels
     head = RetinaNetHead(fpn, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 8))
@@ -130,5 +128,5 @@ def small_retinanet_resnet8(cfg, num_classes: int, in_chans: int, img_size: int)
         image_std=std,
         anchor_generator=anchors,
         head=head,
-        detections_per_img=int(cfg.get("detections_per_img", 20)),
+        detections_per_img=20,
     )

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schemas import knob
-from . import MODEL_SOURCES, ModelConfig, weights_path
+from .sources import MODEL_SOURCES, ModelConfig, weights_path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "mmdet_configs"
 INSTALL_HINT = "install OpenMMLab with `make install-mm` (mmengine, mmdet 3.3 and an mmcv 2.1 built with its ops)"
@@ -232,7 +232,7 @@ class MMDetDetector(nn.Module):
 
 
 def _label_ids(cfg, head_classes: int, num_classes: int) -> list[int]:
-    ids = cfg.get("label_ids")
+    ids = cfg.label_ids
     if ids is not None:
         ids = [int(i) for i in ids]
         if len(ids) != head_classes:
@@ -265,14 +265,27 @@ def _quiet_init(detector: nn.Module) -> None:
         logger.setLevel(level)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MMDetModelConfig(ModelConfig):
     config: str = knob(required=True)  # an mmengine config: mmdet_configs/ name, a path, or one shipped with mmdet
-    label_ids: list[int] | None = knob()  # dataset label of each mmdet class (default 1..K)
+    label_ids: list[int] | None = knob(None)  # dataset label of each mmdet class (default 1..K)
 
 
-@MODEL_SOURCES.register("mmdet")
-def build_mmdet(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def check_mmdet_config(cfg: MMDetModelConfig) -> None:
+    """Cheap checks before any data is loaded: OpenMMLab importable, config and weights present."""
+    require_mm()
+    if not cfg.config:
+        raise ConfigError(
+            "model.config is required with model.source=mmdet: an mmdet config file or a config "
+            "shipped with mmdet, e.g. model.config=retinanet/retinanet_r18_fpn_1x_coco.py"
+        )
+    config_file(str(cfg.config))
+    weights_path(cfg, str(cfg.trained_on or ""))
+
+
+# loads_weights: the mmdet checkpoint is read here (state_dict inside an mmengine checkpoint)
+@MODEL_SOURCES.register("mmdet", config=MMDetModelConfig, check=check_mmdet_config, loads_weights=True)
+def build_mmdet(cfg: MMDetModelConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     """Build the detector of ``model.config`` and load ``model.weights`` (a local checkpoint or none)."""
     require_mm()
     from mmdet.registry import MODELS
@@ -288,7 +301,7 @@ def build_mmdet(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Modul
         )
     detector = MODELS.build(mcfg.model)
     _quiet_init(detector)
-    path = weights_path(cfg, str(cfg.get("trained_on", "")))
+    path = weights_path(cfg, str(cfg.trained_on or ""))
     if path is not None:
         from .inert_pickle import read_state_dict_inert
 
@@ -303,19 +316,3 @@ def build_mmdet(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Modul
         detector.eval(), list(mcfg.test_pipeline), _label_ids(cfg, head_classes, num_classes), in_chans
     )
 
-
-def check_mmdet_config(cfg) -> None:
-    """Cheap checks before any data is loaded: OpenMMLab importable, config and weights present."""
-    require_mm()
-    if not cfg.get("config"):
-        raise ConfigError(
-            "model.config is required with model.source=mmdet: an mmdet config file or a config "
-            "shipped with mmdet, e.g. model.config=retinanet/retinanet_r18_fpn_1x_coco.py"
-        )
-    config_file(str(cfg.config))
-    weights_path(cfg, str(cfg.get("trained_on", "")))
-
-
-build_mmdet.check_config = check_mmdet_config
-build_mmdet.loads_weights = True
-build_mmdet.config = MMDetModelConfig

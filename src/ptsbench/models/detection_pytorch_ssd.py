@@ -91,10 +91,11 @@ class PytorchSSDPriors(nn.Module):
 def _as_pytorch_ssd(model: nn.Module, cfg) -> nn.Module:
     model.anchor_generator = PytorchSSDPriors()
     model.transform.image_mean, model.transform.image_std = MEAN, STD
-    model.score_thresh = float(cfg.get("score_thresh", 0.01))
-    model.topk_candidates = int(cfg.get("topk_candidates", 200))
-    model.nms_thresh = float(cfg.get("nms_thresh", 0.45))
-    model.detections_per_img = int(cfg.get("detections_per_img", 200))
+    # pytorch-ssd's own test-time settings (its predictor: prob threshold 0.01, top 200, NMS IoU 0.45)
+    model.score_thresh = 0.01
+    model.topk_candidates = 200
+    model.nms_thresh = 0.45
+    model.detections_per_img = 200
     model.foreign_layouts = {"pytorch_ssd": from_pytorch_ssd}
     return model
 

@@ -81,9 +81,9 @@ def _ssd(
         image_mean=mean,
         image_std=std,
         head=head,
-        score_thresh=float(cfg.get("score_thresh", 0.01)),
-        detections_per_img=int(cfg.get("detections_per_img", max_dets)),
-        topk_candidates=int(cfg.get("topk_candidates", topk)),
+        score_thresh=0.01,
+        detections_per_img=max_dets,
+        topk_candidates=topk,
     )
 
 
@@ -104,7 +104,7 @@ def ssd300_mobilenet_v1(cfg, num_classes: int, in_chans: int, img_size: int) -> 
     out_channels = [512, 1024, 512, 256, 256, 256]
     backbone = SSDStages([nn.Sequential(*blocks[:12]), nn.Sequential(*blocks[12:]), *extras], out_channels)
     head = SSDHead(out_channels, [6] * len(out_channels), num_classes)
-    return _ssd(backbone, head, num_classes, in_chans, int(cfg.get("image_size", 300)), cfg)
+    return _ssd(backbone, head, num_classes, in_chans, int(cfg.image_size or 300), cfg)
 
 
 def _ssdlite_mobilenet_v2(
@@ -147,7 +147,7 @@ SSDLITE_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
 def ssdlite300_mobilenet_v2(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     mnv2 = _mobilenet_v2(in_chans, norm_layer=SSDLITE_NORM)
     backbone, head = _ssdlite_mobilenet_v2(mnv2, 14, [512, 256, 256, 64], num_classes, SSDLITE_NORM)
-    return _ssd(backbone, head, num_classes, in_chans, int(cfg.get("image_size", 300)), cfg)
+    return _ssd(backbone, head, num_classes, in_chans, int(cfg.image_size or 300), cfg)
 
 
 # t, c, n, s for 64x64 canvases: stride 8 at block 5's expansion, stride 16 at the end
@@ -169,7 +169,7 @@ def small_ssdlite_mobilenetv2(cfg, num_classes: int, in_chans: int, img_size: in
         head,
         num_classes,
         in_chans,
-        int(cfg.get("image_size", img_size)),
+        int(cfg.image_size or img_size),
         cfg,
         scales=[0.2, 0.35, 0.6, 0.85],
         max_dets=20,

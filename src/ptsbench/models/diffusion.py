@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import MODEL_SOURCES, ModelConfig
+from ..schemas import knob
+from .sources import MODEL_SOURCES, ModelConfig
 from .adapters._packed import pack_side_inputs
 
 ARCHS = ("ddpm_digits", "ldm", "sd")
@@ -235,12 +237,17 @@ def from_pipeline(pipe, arch: str) -> GenerationModel:
     )
 
 
-def check_config(cfg) -> None:
+@dataclass(frozen=True)
+class DiffusersModelConfig(ModelConfig):
+    init_seed: int = knob(0)  # weights=none: the seed of the tiny random-init pipeline
+
+
+def check_config(cfg: DiffusersModelConfig) -> None:
     """model.arch and model.weights, checked before any data or model is loaded."""
-    arch = str(cfg.get("arch"))
+    arch = str(cfg.arch)
     if arch not in ARCHS:
         raise ConfigError(f"model.arch='{arch}' for model.source=diffusers; valid choices: {', '.join(ARCHS)}")
-    weights = cfg.get("weights")
+    weights = cfg.weights
     if weights is None:
         raise ConfigError(
             f"model.weights is required for model.arch={arch}: a local diffusers folder "
@@ -276,7 +283,9 @@ def build_ddpm_digits(weights: str) -> GenerationModel:
     return GenerationModel(load_unet(weights), ddpm_scheduler().config, PixelFold(), arch=ARCH)
 
 
-def _build(cfg, num_classes: int, in_chans: int, img_size: int) -> GenerationModel:
+# loads_weights: build_model must not torch.load a diffusers folder
+@MODEL_SOURCES.register("diffusers", config=DiffusersModelConfig, check=check_config, loads_weights=True)
+def _build(cfg: DiffusersModelConfig, num_classes: int, in_chans: int, img_size: int) -> GenerationModel:
     check_config(cfg)
     arch, weights = str(cfg.arch), str(cfg.weights)
     if arch == "ddpm_digits":
@@ -284,11 +293,5 @@ def _build(cfg, num_classes: int, in_chans: int, img_size: int) -> GenerationMod
     if weights == "none":
         from .diffusion_tiny import tiny_pipeline
 
-        return from_pipeline(tiny_pipeline(arch, seed=int(cfg.get("init_seed", 0))), arch)
+        return from_pipeline(tiny_pipeline(arch, seed=cfg.init_seed), arch)
     return _load_folder(Path(weights).expanduser(), arch)
-
-
-_build.loads_weights = True  # build_model must not torch.load a diffusers folder
-_build.check_config = check_config
-_build.config = ModelConfig
-MODEL_SOURCES.register("diffusers")(_build)

@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..record import write_json_atomic
+from ..records.io import write_json_atomic
 
 log = logging.getLogger("ptsbench")
 CHUNK = 1 << 22

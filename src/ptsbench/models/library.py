@@ -21,14 +21,11 @@ from torch import nn
 
 from ..data.images import EvalPreprocess  # the data layer owns the transform; this module picks it
 from ..errors import ConfigError
-from . import MODEL_SOURCES, LibraryModelConfig
+from .sources import MODEL_SOURCES, LibraryModelConfig
 
 
-def _kwargs(cfg) -> dict:
-    from omegaconf import OmegaConf
-
-    kw = cfg.get("kwargs") or {}
-    return OmegaConf.to_container(kw, resolve=True) if not isinstance(kw, dict) else dict(kw)
+def _kwargs(cfg: LibraryModelConfig) -> dict:
+    return dict(cfg.kwargs or {})
 
 
 def _replace_stem(model: nn.Module, in_chans: int) -> None:
@@ -48,8 +45,24 @@ def _replace_stem(model: nn.Module, in_chans: int) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-@MODEL_SOURCES.register("torchvision")
-def build_torchvision(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def check_library_config(cfg: LibraryModelConfig) -> None:
+    """Cheap check run before data is loaded: the architecture exists."""
+    if cfg.source == "timm":
+        import timm
+
+        if not timm.is_model(str(cfg.arch)):
+            raise ConfigError(f"model.arch='{cfg.arch}' is not a timm model; see timm.list_models()")
+    elif cfg.source == "torchvision":
+        import torchvision
+
+        if str(cfg.arch) not in torchvision.models.list_models():
+            raise ConfigError(
+                f"model.arch='{cfg.arch}' is not a torchvision model; see torchvision.models.list_models()"
+            )
+
+
+@MODEL_SOURCES.register("torchvision", config=LibraryModelConfig, check=check_library_config)
+def build_torchvision(cfg: LibraryModelConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     import torchvision
 
     try:
@@ -72,8 +85,8 @@ def _timm_pretrained_cfg(name: str):
         raise ConfigError(f"model.pretrained='{name}': {e}; see timm.list_pretrained('{name.split('.')[0]}')") from None
 
 
-@MODEL_SOURCES.register("timm")
-def build_timm(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+@MODEL_SOURCES.register("timm", config=LibraryModelConfig, check=check_library_config)
+def build_timm(cfg: LibraryModelConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     import timm
 
     arch = str(cfg.arch)
@@ -86,32 +99,10 @@ def build_timm(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module
     return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kw)
 
 
-def check_library_config(cfg) -> None:
-    """Cheap check run by ``validate_config`` before data is loaded: the architecture exists."""
-    source = str(cfg.get("source"))
-    if source == "timm":
-        import timm
-
-        if not timm.is_model(str(cfg.arch)):
-            raise ConfigError(f"model.arch='{cfg.arch}' is not a timm model; see timm.list_models()")
-    elif source == "torchvision":
-        import torchvision
-
-        if str(cfg.arch) not in torchvision.models.list_models():
-            raise ConfigError(
-                f"model.arch='{cfg.arch}' is not a torchvision model; see torchvision.models.list_models()"
-            )
-
-
-build_torchvision.check_config = check_library_config
-build_timm.check_config = check_library_config
-build_torchvision.config = build_timm.config = LibraryModelConfig
-
-
 def eval_preprocess(cfg) -> EvalPreprocess:
     """The eval transform the weights named by ``model.pretrained`` were measured with; the
     torchvision default (resize 256, crop 224, bilinear, ImageNet mean/std) otherwise."""
-    source, tag = str(cfg.get("source", "zoo")), cfg.get("pretrained")
+    source, tag = str(cfg.source), getattr(cfg, "pretrained", None)
     if source == "timm":
         from timm.data import resolve_data_config
 

@@ -15,18 +15,17 @@ and ``diverged: true`` in the record.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from ..models.adapters import GRANULARITIES, GenericAdapter
-from ..schemas import Schema, check_params, knob
-from . import RECONSTRUCTORS
+from ..schemas import knob
+from . import RECONSTRUCTORS, ReconstructionConfig
 from .error_correction import ErrorCorrection, apply_error_correction
 from .feeder import UnitFeeder
 from .trainer import PRESETS, TrainSettings, tf32, train_unit
@@ -40,11 +39,11 @@ EXPLODED, LOSS_FLOOR = 2.0, 1e-6
 AUTO_BOOL = ("auto", True, False)
 
 
-@dataclass
-class UnitwiseConfig(Schema):
-    """Knobs of the unit-wise reconstructors (conf/reconstruction/{single,layer,block}.yaml); paper §4."""
+@dataclass(frozen=True)
+class UnitwiseConfig(ReconstructionConfig):
+    """Knobs of the unit-wise reconstructors (conf/reconstruction/{single,layer,block}.yaml); paper §4.
+    ``name`` is the unit: single | layer | block."""
 
-    name: str = knob(choices=GRANULARITIES)  # the unit: single | layer | block (set by the option file)
     input: str = knob("sparse", choices=INPUTS)  # sparse: units see the reconstructed sparse model | dense
     error_correction: bool = knob(False)  # paper Eq. 1 on every masked layer first (iters=0: correction only)
     iters: int = knob(20000, ge=0)  # optimisation steps per unit (paper: 20,000)
@@ -62,65 +61,81 @@ class UnitwiseConfig(Schema):
     progress: bool = knob(True)  # tqdm bar with ETA per unit
 
 
-def knobs_of(cfg) -> dict:
-    """The reconstruction knobs checked against UnitwiseConfig, unset ones at its defaults."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    return check_params("reconstruction", UnitwiseConfig, dict(cfg))
-
-
-def check_config(cfg) -> None:
-    """Validate every reconstruction knob (run by the pipeline before any heavy work)."""
-    knobs_of(cfg)
-
-
 def _auto(value, default: bool) -> bool:
     return default if value == "auto" else bool(value)
 
 
-def settings_from(cfg, device: torch.device) -> TrainSettings:
-    p = knobs_of(cfg)
-    preset = PRESETS[p["optimizer"]]
+def settings_from(config: UnitwiseConfig, device: torch.device) -> TrainSettings:
+    preset = PRESETS[config.optimizer]
     on_cuda = device.type == "cuda"
 
     def pick(knob):
-        return float(preset[knob] if p[knob] is None else p[knob])
+        value = getattr(config, knob)
+        return float(preset[knob] if value is None else value)
 
     return TrainSettings(
-        iters=p["iters"],
-        batch_size=p["batch_size"],
-        optimizer=p["optimizer"],
+        iters=config.iters,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
         lr=pick("lr"),
         lr_bias=pick("lr_bias"),
         momentum=pick("momentum"),
-        amp=_auto(p["amp"], on_cuda),
-        cuda_graphs=_auto(p["cuda_graphs"], on_cuda),
-        seed=p["seed"],
+        amp=_auto(config.amp, on_cuda),
+        cuda_graphs=_auto(config.cuda_graphs, on_cuda),
+        seed=config.seed,
     )
 
 
-def reconstruct(
-    model, dense_model, masks, calib_inputs, cfg, device, *, granularity: str, adapter=None, task=None, **_
-) -> dict:
-    """Reconstruct every unit; the knobs were checked by the pipeline's validation (UnitwiseConfig)."""
-    knobs = knobs_of(
-        {
-            **(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)),
-            "name": granularity,
-        }
-    )
+@contextmanager
+def _frozen(model):
+    """No parameter of ``model`` requires grad (a unit turns on its own while it trains); restored after."""
+    model.eval()
+    was_trainable = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in was_trainable.items():
+            p.requires_grad_(flag)
+
+
+def reconstruct(model, dense_model, masks, calib_inputs, config: UnitwiseConfig, device, *, adapter=None, task=None, **_):
+    """Reconstruct every unit of ``config.name`` granularity, in execution order."""
     device = torch.device(device)
     adapter = adapter or GenericAdapter()
-    units = adapter.units(model, granularity)
+    units = adapter.units(model, config.name)
     forward = task.forward_for_calibration if task is not None else (lambda m, x: m(x))
-    settings = settings_from(knobs, device)
-    correct = knobs["error_correction"]
-    progress = knobs["progress"]
-    report = {
-        "name": granularity,
-        "granularity": granularity,
-        "input": knobs["input"],
-        "error_correction": correct,
+    settings = settings_from(config, device)
+    report = _report_head(config, settings, adapter, units)
+    uncovered = sorted(set(masks) - {layer for u in units for layer in u.layers})
+    report["unreconstructed_layers"] = uncovered
+    t0 = time.perf_counter()
+    with _frozen(model), tf32(False):  # exact fp32 targets and reported losses; training turns TF32 on
+        if config.error_correction and uncovered:  # layers no unit owns still get Eq. 1
+            apply_error_correction(model, dense_model, masks, calib_inputs, forward, device, uncovered)
+        channels_last = _auto(config.channels_last, device.type == "cuda")
+        feeder = UnitFeeder(
+            model, dense_model, units, calib_inputs, forward, config.input, device, config.offload,
+            config.chunk_size, channels_last,
+        )  # fmt: skip
+        report["offload"] = feeder.store.type != device.type
+        for k, unit in enumerate(units):
+            report["units"].append(
+                _reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder, settings, config)
+            )
+        report["sparse_input_shortcuts"] = feeder.shortcuts
+        report["diverged_units"] = [u["unit"] for u in report["units"] if u.get("diverged")]
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _report_head(config: UnitwiseConfig, settings: TrainSettings, adapter, units) -> dict:
+    return {
+        "name": config.name,
+        "granularity": config.name,
+        "input": config.input,
+        "error_correction": config.error_correction,
         "iters": settings.iters,
         "batch_size": settings.batch_size,
         "optimizer": settings.optimizer,
@@ -132,49 +147,12 @@ def reconstruct(
         "num_units": len(units),
         "units": [],
     }
-    uncovered = sorted(set(masks) - {layer for u in units for layer in u.layers})
-    report["unreconstructed_layers"] = uncovered
-    model.eval()
-    was_trainable = {p: p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    t0 = time.perf_counter()
-    try:
-        with tf32(False):  # exact fp32 targets and reported losses; training turns TF32 on
-            if correct and uncovered:  # layers no unit owns still get Eq. 1
-                apply_error_correction(model, dense_model, masks, calib_inputs, forward, device, uncovered)
-            feeder = UnitFeeder(
-                model,
-                dense_model,
-                units,
-                calib_inputs,
-                forward,
-                report["input"],
-                device,
-                knobs["offload"],
-                knobs["chunk_size"],
-                _auto(knobs["channels_last"], device.type == "cuda"),
-            )
-            report["offload"] = feeder.store.type != device.type
-            for k, unit in enumerate(units):
-                report["units"].append(
-                    _reconstruct_unit(
-                        k, len(units), unit, model, dense_model, masks, feeder, settings, correct, progress
-                    )
-                )
-            report["sparse_input_shortcuts"] = feeder.shortcuts
-            report["diverged_units"] = [u["unit"] for u in report["units"] if u.get("diverged")]
-    finally:
-        for p, flag in was_trainable.items():
-            p.requires_grad_(flag)
-    report["seconds"] = round(time.perf_counter() - t0, 3)
-    return report
 
 
-def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, settings, correct, progress) -> dict:
+def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, settings, config) -> dict:
     t0 = time.perf_counter()
-    device, chunk, channels_last = feeder.device, feeder.kw["chunk_size"], feeder.kw["channels_last"]
-    ec = ErrorCorrection(model, dense_model, masks, unit.layers) if correct else None
+    device, chunk = feeder.device, feeder.kw["chunk_size"]
+    ec = ErrorCorrection(model, dense_model, masks, unit.layers) if config.error_correction else None
     x, y = feeder.tensors(unit, ec.measuring() if ec else None)
     chain = UnitChain(model, unit.modules)
     entry = {
@@ -188,59 +166,61 @@ def _reconstruct_unit(k, n_units, unit, model, dense_model, masks, feeder, setti
         entry["loss_after_correction"] = unit_loss(chain, x, y, device, chunk)
     layers = [model.get_submodule(n) for n in unit.layers]
     if settings.iters > 0 and layers:
-        weights = [m.weight for m in layers]
-        biases = [m.bias for m in layers if m.bias is not None]
-        unit_masks = [
-            masks[n] if n in masks else torch.ones_like(m.weight, dtype=torch.bool) for n, m in zip(unit.layers, layers)
-        ]
-        for p in weights + biases:
-            p.requires_grad_(True)
-        if channels_last:
-            chain.to(memory_format=torch.channels_last)
-        bar = tqdm(
-            total=settings.iters,
-            desc=f"recon {k + 1}/{n_units} {unit.name}",
-            unit="it",
-            leave=False,
-            mininterval=1.0,
-            disable=not progress,
-        )
-        t_train = time.perf_counter()
-        before_training = [p.detach().clone() for p in weights + biases]
-        try:
-            unit_settings = TrainSettings(**{**settings.__dict__, "seed": settings.seed + k})
-            entry.update(train_unit(chain, weights, unit_masks, biases, x, y, unit_settings, device, bar))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            entry["ms_per_iter"] = round(1000 * (time.perf_counter() - t_train) / settings.iters, 3)
-        finally:
-            bar.close()
-            for p in weights + biases:
-                p.requires_grad_(False)
-            if channels_last:
-                chain.to(memory_format=torch.contiguous_format)
-        entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
-        start_loss = entry.get("loss_after_correction", entry["loss_before"])
-        finite = all(bool(torch.isfinite(p).all()) for p in weights + biases)
-        if (
-            not finite
-            or not math.isfinite(entry["loss_after"])
-            or entry["loss_after"] > EXPLODED * start_loss + LOSS_FLOOR
-        ):
-            # diverged (e.g. too large a lr): keep the unit as it was before training, say so in the record
-            with torch.no_grad():
-                for p, saved in zip(weights + biases, before_training):
-                    p.copy_(saved)
-            entry["diverged"] = True
-            entry["diverged_loss"] = _json_float(entry["loss_after"])
-            entry["train_loss_trace"] = [[i, _json_float(v)] for i, v in entry.get("train_loss_trace", [])]
-            entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
-        else:
-            entry["diverged"] = False
+        _train(k, n_units, unit, chain, layers, masks, x, y, feeder, settings, config.progress, entry)
     else:
         entry["loss_after"] = entry.get("loss_after_correction", entry["loss_before"])
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     return entry
+
+
+def _train(k, n_units, unit, chain, layers, masks, x, y, feeder, settings, progress, entry) -> None:
+    """Train the unit's weights and biases under their masks; a diverged unit gets its weights back."""
+    device, chunk, channels_last = feeder.device, feeder.kw["chunk_size"], feeder.kw["channels_last"]
+    weights = [m.weight for m in layers]
+    biases = [m.bias for m in layers if m.bias is not None]
+    unit_masks = [
+        masks[n] if n in masks else torch.ones_like(m.weight, dtype=torch.bool) for n, m in zip(unit.layers, layers)
+    ]
+    for p in weights + biases:
+        p.requires_grad_(True)
+    if channels_last:
+        chain.to(memory_format=torch.channels_last)
+    bar = tqdm(
+        total=settings.iters,
+        desc=f"recon {k + 1}/{n_units} {unit.name}",
+        unit="it",
+        leave=False,
+        mininterval=1.0,
+        disable=not progress,
+    )
+    t_train = time.perf_counter()
+    before_training = [p.detach().clone() for p in weights + biases]
+    try:
+        unit_settings = TrainSettings(**{**settings.__dict__, "seed": settings.seed + k})
+        entry.update(train_unit(chain, weights, unit_masks, biases, x, y, unit_settings, device, bar))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        entry["ms_per_iter"] = round(1000 * (time.perf_counter() - t_train) / settings.iters, 3)
+    finally:
+        bar.close()
+        for p in weights + biases:
+            p.requires_grad_(False)
+        if channels_last:
+            chain.to(memory_format=torch.contiguous_format)
+    entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
+    start_loss = entry.get("loss_after_correction", entry["loss_before"])
+    finite = all(bool(torch.isfinite(p).all()) for p in weights + biases)
+    if not finite or not math.isfinite(entry["loss_after"]) or entry["loss_after"] > EXPLODED * start_loss + LOSS_FLOOR:
+        # diverged (e.g. too large a lr): keep the unit as it was before training, say so in the record
+        with torch.no_grad():
+            for p, saved in zip(weights + biases, before_training):
+                p.copy_(saved)
+        entry["diverged"] = True
+        entry["diverged_loss"] = _json_float(entry["loss_after"])
+        entry["train_loss_trace"] = [[i, _json_float(v)] for i, v in entry.get("train_loss_trace", [])]
+        entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
+    else:
+        entry["diverged"] = False
 
 
 def _json_float(v: float):
@@ -248,7 +228,6 @@ def _json_float(v: float):
     return v if math.isfinite(v) else str(v)
 
 
-for _g in GRANULARITIES:
-    _fn = functools.partial(reconstruct, granularity=_g)
-    _fn.config = UnitwiseConfig
-    RECONSTRUCTORS.register(_g)(_fn)
+LABELS = {"single": "Single", "layer": "Layer-wise", "block": "Block-wise"}  # Table 3's rows (paper)
+for _order, _granularity in enumerate(GRANULARITIES, start=1):
+    RECONSTRUCTORS.register(_granularity, config=UnitwiseConfig, label=LABELS[_granularity], order=_order)(reconstruct)

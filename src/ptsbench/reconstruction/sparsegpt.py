@@ -18,25 +18,24 @@ Layers no unit covers are pruned last, their inputs captured by a forward of the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from ..models.adapters import GenericAdapter
-from ..schemas import Schema, check_params, knob
+from ..schemas import knob
 from ..sparsity.gemm import add_cross_gram, add_input_gram, gemm_weight
-from . import RECONSTRUCTORS
+from ..sparsity.mask_phase import NMConfig
+from . import RECONSTRUCTORS, ReconstructionConfig
 from .feeder import UnitFeeder
 from .obs import output_error, sparsegpt_prune
 from .unit_data import UnitChain, unit_loss
 
 
-@dataclass
-class SparseGPTConfig(Schema):
+@dataclass(frozen=True)
+class SparseGPTConfig(ReconstructionConfig):
     """conf/reconstruction/sparsegpt.yaml."""
 
-    name: str = knob("sparsegpt")
     blocksize: int = knob(128, ge=1)  # columns per lazy-update block (reference: 128)
     percdamp: float = knob(0.01, ge=0, lt=1)  # damping added to H's diagonal, a fraction of its mean (reference)
     chunk_size: int = knob(256, ge=1)  # samples per forward when accumulating H
@@ -45,15 +44,6 @@ class SparseGPTConfig(Schema):
     # what the pruned layer must reproduce: "sparse" = the dense weights on the sparse model's input
     # (reference), "dense" = the dense layer's output on the dense model's input (asymmetric)
     target: str = knob("sparse", choices=("sparse", "dense"))
-
-
-def check_config(cfg) -> dict:
-    """The knobs checked against SparseGPTConfig, unset ones at its defaults."""
-    return check_params(
-        "reconstruction",
-        SparseGPTConfig,
-        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg),
-    )
 
 
 class _Reached(Exception):
@@ -156,21 +146,16 @@ def _call_order(run_one, modules: dict) -> tuple[list[str], set[str]]:
 
 
 @torch.no_grad()
-def _prune_layer(name, module, dense_module, keep, h, n_cols, cfg, nm, cross=None) -> dict:
+def _prune_layer(name, module, dense_module, keep, h, n_cols, walk: _Walk, cross=None) -> dict:
     t0 = time.perf_counter()
     w_view = gemm_weight(module)
     dense = gemm_weight(dense_module).detach().float()
     k = int((~keep).sum())
     before = output_error(dense - w_view.float(), h, n_cols)
-    start = dense if cross is None else dense_target_weight(dense, h, cross, float(cfg.get("percdamp", 0.01)))
+    percdamp = float(walk.config.percdamp)
+    start = dense if cross is None else dense_target_weight(dense, h, cross, percdamp)
     new, new_keep, damp = sparsegpt_prune(
-        start,
-        h,
-        k,
-        blocksize=int(cfg.get("blocksize", 128)),
-        percdamp=float(cfg.get("percdamp", 0.01)),
-        group=str(cfg.get("group", "layer")),
-        nm=nm,
+        start, h, k, blocksize=walk.config.blocksize, percdamp=percdamp, group=walk.group, nm=walk.nm
     )
     w_view.copy_(new.to(w_view.dtype))
     keep.copy_(new_keep.reshape(keep.shape))
@@ -184,35 +169,73 @@ def _prune_layer(name, module, dense_module, keep, h, n_cols, cfg, nm, cross=Non
     }
 
 
-def reconstruct(
-    model, dense_model, masks, calib_inputs, cfg, device, *, adapter=None, task=None, sparsity=None, **_
-) -> dict:
-    cfg = check_config(cfg)
+@dataclass
+class _Walk:
+    """What every layer of one SparseGPT pass shares; ``todo``: the masked layers not pruned yet."""
+
+    model: torch.nn.Module
+    dense_model: torch.nn.Module
+    masks: dict
+    config: SparseGPTConfig
+    device: torch.device
+    forward: object
+    group: str
+    nm: tuple[int, int] | None
+    todo: set = field(default_factory=set)
+    layers: list = field(default_factory=list)  # the record's per-layer entries
+
+    @property
+    def chunk(self) -> int:
+        return self.config.chunk_size
+
+    @property
+    def dense_target(self) -> bool:
+        return self.config.target == "dense"
+
+    def prune(self, name: str, h, count, cross) -> None:
+        self.layers.append(
+            _prune_layer(
+                name,
+                self.model.get_submodule(name),
+                self.dense_model.get_submodule(name),
+                self.masks[name],
+                h,
+                count,
+                self,
+                cross,
+            )
+        )
+        self.todo.discard(name)
+
+
+def reconstruct(model, dense_model, masks, calib_inputs, config: SparseGPTConfig, device, *, adapter=None, task=None, sparsity=None, **_) -> dict:
+    """Prune every masked layer by SparseGPT at its mask's count (masks and weights updated in place)."""
     device = torch.device(device)
     adapter = adapter or GenericAdapter()
-    forward = task.forward_for_calibration if task is not None else (lambda m, x: m(x))
-    nm = None
-    if sparsity is not None and sparsity.get("pattern", "unstructured") == "nm":
-        nm = (int(sparsity.get("n", 2)), int(sparsity.get("m", 4)))
-    sp_group = sparsity.get("group", "layer") if sparsity is not None else "layer"
-    cfg_eff = {**{k: cfg.get(k) for k in ("blocksize", "percdamp") if cfg.get(k) is not None}, "group": sp_group}
-    chunk = int(cfg.get("chunk_size", 256))
-    with_unit_loss = bool(cfg.get("unit_loss", False))
-    dense_target = cfg.get("target", "sparse") == "dense"
-    # layers at rate 0 (N:M misfits, dense by allocation) keep their weights: nothing to select
-    todo = {n for n, keep in masks.items() if not bool(keep.all())}
-    units = [u for u in adapter.units(model, "block") if any(n in todo for n in u.layers)]
+    walk = _Walk(
+        model,
+        dense_model,
+        masks,
+        config,
+        device,
+        task.forward_for_calibration if task is not None else (lambda m, x: m(x)),
+        sparsity.group if sparsity is not None else "layer",
+        sparsity.nm if isinstance(sparsity, NMConfig) else None,
+        # layers at rate 0 (N:M misfits, dense by allocation) keep their weights: nothing to select
+        todo={n for n, keep in masks.items() if not bool(keep.all())},
+    )
+    units = [u for u in adapter.units(model, "block") if any(n in walk.todo for n in u.layers)]
     report = {
         "name": "sparsegpt",
-        "blocksize": int(cfg.get("blocksize", 128)),
-        "percdamp": float(cfg.get("percdamp", 0.01)),
-        "group": sp_group,
-        "nm": list(nm) if nm else None,
-        "target": "dense" if dense_target else "sparse",
+        "blocksize": config.blocksize,
+        "percdamp": float(config.percdamp),
+        "group": walk.group,
+        "nm": list(walk.nm) if walk.nm else None,
+        "target": config.target,
         "adapter": adapter.family,
         "num_units": len(units),
         "units": [],
-        "layers": [],
+        "layers": walk.layers,
     }
     model.eval()
     t_start = time.perf_counter()
@@ -221,102 +244,85 @@ def reconstruct(
         dense_model,
         units,
         calib_inputs,
-        forward,
+        walk.forward,
         "sparse",
         device,
-        cfg.get("offload", "auto"),
-        chunk,
-        targets=with_unit_loss or dense_target,  # otherwise only the sparse X is read
+        config.offload,
+        walk.chunk,
+        targets=config.unit_loss or walk.dense_target,  # otherwise only the sparse X is read
     )
     for unit in units:
-        t0 = time.perf_counter()
-        x, y = feeder.tensors(unit)
-        chain = UnitChain(model, unit.modules)
-        entry = {"unit": unit.name, "layers": []}
-        if with_unit_loss:
-            entry["loss_before"] = unit_loss(chain, x, y, device, chunk)
-        layer_mods = {n: model.get_submodule(n) for n in unit.layers if n in todo}
-
-        def run_all(chain=chain, x=x):
-            for s in range(0, len(x), chunk):
-                _until_reached(chain, x.chunk(s, s + chunk).to(device))
-
-        order, once = _call_order(lambda chain=chain, x=x: chain(x.chunk(0, 1).to(device)), layer_mods)
-        n_chunks = -(-len(x) // chunk)
-        dense_chain, x_dense = UnitChain(dense_model, unit.modules), feeder.dense_x
-        for name in order:
-            if dense_target:
-                h, cross, count = _paired_grams(
-                    lambda i, chain=chain, x=x: chain(x.chunk(i * chunk, (i + 1) * chunk).to(device)),
-                    lambda i, chain=dense_chain, x=x_dense: chain(x.chunk(i * chunk, (i + 1) * chunk).to(device)),
-                    n_chunks,
-                    layer_mods[name],
-                    dense_model.get_submodule(name),
-                    stop=name in once,
-                )
-            else:
-                hs, counts = _hessians(run_all, {name: layer_mods[name]}, stop=name in once)
-                h, cross, count = hs.get(name), None, counts.get(name)
-            if h is None:
-                continue  # the unit's forward never calls it: handled with the uncovered layers
-            report["layers"].append(
-                _prune_layer(
-                    name,
-                    layer_mods[name],
-                    dense_model.get_submodule(name),
-                    masks[name],
-                    h,
-                    count,
-                    cfg_eff,
-                    nm,
-                    cross,
-                )
-            )
-            entry["layers"].append(name)
-            todo.discard(name)
-        if with_unit_loss:
-            entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
-        entry["seconds"] = round(time.perf_counter() - t0, 3)
-        report["units"].append(entry)
-        del x, y, x_dense
-    report["uncovered_layers"] = sorted(todo)
-    for name in [n for n in masks if n in todo]:  # model order; inputs from a whole-model forward
-
-        def run_model():
-            for s in range(0, len(calib_inputs), chunk):
-                forward(model, calib_inputs[s : s + chunk].to(device))
-
-        if dense_target:
-            h, cross, count = _paired_grams(
-                lambda i: forward(model, calib_inputs[i * chunk : (i + 1) * chunk].to(device)),
-                lambda i: forward(dense_model, calib_inputs[i * chunk : (i + 1) * chunk].to(device)),
-                -(-len(calib_inputs) // chunk),
-                model.get_submodule(name),
-                dense_model.get_submodule(name),
-            )
-        else:
-            hs, counts = _hessians(run_model, {name: model.get_submodule(name)})
-            h, cross, count = hs.get(name), None, counts.get(name)
-        if h is not None:
-            report["layers"].append(
-                _prune_layer(
-                    name,
-                    model.get_submodule(name),
-                    dense_model.get_submodule(name),
-                    masks[name],
-                    h,
-                    count,
-                    cfg_eff,
-                    nm,
-                    cross,
-                )
-            )
-            todo.discard(name)
-    report["unreached_layers"] = sorted(todo)  # never called by any forward: magnitude mask kept
+        report["units"].append(_prune_unit(walk, unit, feeder))
+    report["uncovered_layers"] = sorted(walk.todo)
+    _prune_uncovered(walk, calib_inputs)
+    report["unreached_layers"] = sorted(walk.todo)  # never called by any forward: magnitude mask kept
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     return report
 
 
-reconstruct.check_config = check_config
-reconstruct.config = SparseGPTConfig
-RECONSTRUCTORS.register("sparsegpt")(reconstruct)
+def _prune_unit(walk: _Walk, unit, feeder: UnitFeeder) -> dict:
+    """The unit's masked layers in the order its forward calls them, each on the unit's sparse input."""
+    t0 = time.perf_counter()
+    device, chunk = walk.device, walk.chunk
+    x, y = feeder.tensors(unit)
+    chain = UnitChain(walk.model, unit.modules)
+    entry: dict = {"unit": unit.name, "layers": []}
+    if walk.config.unit_loss:
+        entry["loss_before"] = unit_loss(chain, x, y, device, chunk)
+    layer_mods = {n: walk.model.get_submodule(n) for n in unit.layers if n in walk.todo}
+
+    def run_all():
+        for s in range(0, len(x), chunk):
+            _until_reached(chain, x.chunk(s, s + chunk).to(device))
+
+    order, once = _call_order(lambda: chain(x.chunk(0, 1).to(device)), layer_mods)
+    n_chunks = -(-len(x) // chunk)
+    dense_chain, x_dense = UnitChain(walk.dense_model, unit.modules), feeder.dense_x
+    for name in order:
+        if walk.dense_target:
+            h, cross, count = _paired_grams(
+                lambda i: chain(x.chunk(i * chunk, (i + 1) * chunk).to(device)),
+                lambda i: dense_chain(x_dense.chunk(i * chunk, (i + 1) * chunk).to(device)),
+                n_chunks,
+                layer_mods[name],
+                walk.dense_model.get_submodule(name),
+                stop=name in once,
+            )
+        else:
+            hs, counts = _hessians(run_all, {name: layer_mods[name]}, stop=name in once)
+            h, cross, count = hs.get(name), None, counts.get(name)
+        if h is None:
+            continue  # the unit's forward never calls it: handled with the uncovered layers
+        walk.prune(name, h, count, cross)
+        entry["layers"].append(name)
+    if walk.config.unit_loss:
+        entry["loss_after"] = unit_loss(chain, x, y, device, chunk)
+    entry["seconds"] = round(time.perf_counter() - t0, 3)
+    return entry
+
+
+def _prune_uncovered(walk: _Walk, calib_inputs: torch.Tensor) -> None:
+    """Layers no unit covers, in model order, their inputs from whole-model forwards."""
+    model, chunk, device, forward = walk.model, walk.chunk, walk.device, walk.forward
+    for name in [n for n in walk.masks if n in walk.todo]:
+        if walk.dense_target:
+            h, cross, count = _paired_grams(
+                lambda i: forward(model, calib_inputs[i * chunk : (i + 1) * chunk].to(device)),
+                lambda i: forward(walk.dense_model, calib_inputs[i * chunk : (i + 1) * chunk].to(device)),
+                -(-len(calib_inputs) // chunk),
+                model.get_submodule(name),
+                walk.dense_model.get_submodule(name),
+            )
+        else:
+
+            def run_model():
+                for s in range(0, len(calib_inputs), chunk):
+                    forward(model, calib_inputs[s : s + chunk].to(device))
+
+            hs, counts = _hessians(run_model, {name: model.get_submodule(name)})
+            h, cross, count = hs.get(name), None, counts.get(name)
+        if h is not None:
+            walk.prune(name, h, count, cross)
+
+
+RECONSTRUCTORS.register("sparsegpt", config=SparseGPTConfig, label="SparseGPT", order=5, selects_masks=True)(reconstruct)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..schemas import Schema, knob, register_group
+from ..schemas import Schema, knob
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -55,10 +55,6 @@ def prunable_modules(
 
 def layer_infos(modules: dict[str, nn.Module]) -> list[LayerInfo]:
     return [LayerInfo(n, tuple(m.weight.shape)) for n, m in modules.items()]
-
-
-def total_prunable_params(model: nn.Module) -> int:
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, PRUNABLE_TYPES))
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -165,7 +161,7 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-@dataclass
+@dataclass(frozen=True)
 class PruneConfig(Schema):
     """``prune.*``: which layers take part. ``adapter_dense``/``keep_dense`` came after the first records
     and stay out of the digest at their defaults."""
@@ -174,6 +170,3 @@ class PruneConfig(Schema):
     fold_bn: bool = knob(True)  # fold BatchNorm into the preceding conv before allocation
     adapter_dense: bool = knob(True, omit_at_default=True)  # keep the family adapter's dense_globs dense
     keep_dense: list[str] = knob([], omit_at_default=True)  # globs kept dense and out of the total
-
-
-register_group("prune", None, lambda: {"default": PruneConfig})

@@ -1,9 +1,12 @@
-"""Turning scores into masks with exact counts (docs/methods.md#prunable-layers-and-masks).
+"""Turning scores into masks with exact counts, applying them and counting what they pruned
+(docs/methods.md#prunable-layers-and-masks).
 
-The allocator fixes how many weights layer l loses, k_l = floor(s_l * N_l); a criterion gives
-every weight a score and the lowest k_l scores are pruned, ties broken by index (stable sort),
-so the count is exact whatever the scores. Comparison groups:
-- ``layer``: the lowest k_l over the whole layer;
+The allocator fixes how many weights layer l loses, k_l = floor(s_l * N_l) (:func:`num_pruned`); a
+criterion gives every weight a score and the lowest k_l scores are pruned, ties broken by index, so
+the count is exact whatever the scores. Comparison groups:
+- ``layer``: the lowest k_l over the whole layer (one O(N) kthvalue selection, no full sort, so
+  ViT-L-sized layers mask quickly; ties with the k-th score pruned in flat-index order, exactly what a
+  stable argsort gives);
 - ``row``: per output row (Wanda's default); k_l is spread over the rows by cumulative rounding,
   so every row loses floor or ceil of k_l / rows and the layer total is still exactly k_l;
 - N:M: in every M consecutive weights along the GEMM input dimension the M-N lowest go.
@@ -11,9 +14,17 @@ so the count is exact whatever the scores. Comparison groups:
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import nn
 
 GROUPS = ("layer", "row")
+
+
+def num_pruned(rate: float, numel: int) -> int:
+    """k = floor(rate * numel); the tiny epsilon absorbs float error such as 0.7 * 10 = 6.999999999."""
+    return min(numel, int(math.floor(rate * numel + 1e-9)))
 
 
 def spread(k: int | torch.Tensor, sizes: list[int]) -> torch.Tensor:
@@ -36,14 +47,42 @@ def prune_lowest(scores: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
     return ranks < k
 
 
+def prune_lowest_flat(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean prune-mask of the flat ``scores``: True at the ``k`` lowest, ties pruned in index order.
+    One kthvalue selection instead of a sort: the same mask as ``prune_lowest`` on one row."""
+    flat = scores.detach().flatten()
+    n = flat.numel()
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=flat.device)
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=flat.device)
+    thr = torch.kthvalue(flat, k).values
+    prune = flat < thr
+    missing = k - int(prune.sum())
+    if missing > 0:
+        tied = torch.nonzero(flat == thr, as_tuple=False).flatten()[:missing]
+        prune[tied] = True
+    return prune
+
+
 def keep_mask(scores: torch.Tensor, k: int, group: str = "layer") -> torch.Tensor:
     """Keep-mask shaped like ``scores`` (a weight) with exactly ``k`` False entries."""
     if group == "layer":
-        prune = prune_lowest(scores.reshape(1, -1), k)
+        prune = prune_lowest_flat(scores, k)
     else:
         rows = scores.reshape(scores.shape[0], -1)
         prune = prune_lowest(rows, spread(k, [rows.shape[1]] * rows.shape[0]))
     return (~prune).reshape(scores.shape)
+
+
+def magnitude_mask(weight: torch.Tensor, rate: float) -> torch.Tensor:
+    """Keep-mask with exactly floor(rate * numel) False entries at the smallest |w|."""
+    return keep_mask(weight.detach().abs(), num_pruned(rate, weight.numel()))
+
+
+def magnitude_masks(modules: dict[str, nn.Module], rates: dict[str, float]) -> dict[str, torch.Tensor]:
+    """The magnitude mask of every layer of ``rates`` (the mask phase's default criterion, group and pattern)."""
+    return {n: magnitude_mask(modules[n].weight, r) for n, r in rates.items()}
 
 
 def nm_fits(cols: int, m: int) -> bool:
@@ -55,3 +94,23 @@ def nm_keep_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     (for a conv weight (O, C/g, kH, kW): the (c, kh, kw) order of the GEMM view)."""
     groups = scores.reshape(-1, m)
     return (~prune_lowest(groups, m - n)).reshape(scores.shape)
+
+
+@torch.no_grad()
+def apply_masks(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+    for name, mask in masks.items():
+        modules[name].weight.masked_fill_(~mask.to(modules[name].weight.device).bool(), 0.0)  # NaN*0 is NaN
+
+
+@torch.no_grad()
+def measure_sparsity(modules: dict[str, nn.Module]) -> dict:
+    """Achieved sparsity from exact zeros: per layer and parameter-weighted global over ``modules``
+    (the prunable set, excluded layers included so the global rate is over the same total)."""
+    per_layer, zeros, total = {}, 0, 0
+    for name, m in modules.items():
+        z = int((m.weight == 0).sum())
+        n = m.weight.numel()
+        per_layer[name] = z / n
+        zeros += z
+        total += n
+    return {"global": zeros / max(total, 1), "zeros": zeros, "total": total, "per_layer": per_layer}

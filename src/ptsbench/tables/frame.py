@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..metrics import relative_score
 from ..models.adapters import ADAPTERS
-from ..record import NON_SEMANTIC_KEYS
+from ..identity import digest_excluded
 from ..sparsity.allocators import ALLOCATORS
 
 TASK_ORDER = ("cls", "det", "gen")  # the paper's three tasks; always shown, as gaps when absent
@@ -59,7 +59,7 @@ def flat_knobs(cfg: dict, prefix: str = "") -> dict[str, str]:
     """Nested config -> {dotted.key: JSON value}, the semantic keys only (what a comparison matches on)."""
     out = {}
     for k, v in cfg.items():
-        if not prefix and k in NON_SEMANTIC_KEYS:
+        if not prefix and digest_excluded(k):
             continue
         if isinstance(v, dict):
             out.update(flat_knobs(v, f"{prefix}{k}."))
@@ -80,14 +80,14 @@ def ordered_tasks(present) -> list[str]:
 def _baseline_key(cfg: dict) -> str:
     """Digest of the config minus the reconstruction subtree: a reconstructed run and its
     reconstruction=none twin share it exactly when nothing else differs."""
-    rest = {k: v for k, v in cfg.items() if k not in (*NON_SEMANTIC_KEYS, "reconstruction")}
+    rest = {k: v for k, v in cfg.items() if not digest_excluded(k) and k != "reconstruction"}
     return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def _baseline_key_seedless(cfg: dict) -> str:
     """_baseline_key without the seeds: how a reconstructed run finds a none twin that read no
     calibration data (its result is the same for every seed)."""
-    rest = {k: v for k, v in cfg.items() if k not in (*NON_SEMANTIC_KEYS, "reconstruction", "seed")}
+    rest = {k: v for k, v in cfg.items() if not digest_excluded(k) and k not in ("reconstruction", "seed")}
     rest["calib"] = {k: v for k, v in (cfg.get("calib") or {}).items() if k != "seed"}
     return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -100,7 +100,7 @@ def _reads_calibration(rec: dict, alloc_name: str, recon: str) -> bool:
         return bool(used)
     cfg = rec.get("config") or {}
     criterion = str((cfg.get("sparsity") or {}).get("criterion") or "magnitude")
-    learned = alloc_name in ALLOCATORS and ALLOCATORS.get(alloc_name).needs_calibration
+    learned = alloc_name in ALLOCATORS and ALLOCATORS.trait(alloc_name, "needs_calibration", False)
     return bool(learned or recon != "none" or criterion not in ("magnitude", "None"))
 
 

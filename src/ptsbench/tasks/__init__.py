@@ -1,10 +1,6 @@
-"""Tasks register themselves by name (``TASKS``); every submodule is imported."""
+"""Tasks (model, data -> metrics); each module of this package registers one in ``TASKS`` (imported on
+first lookup)."""
 
-from ..autoload import import_submodules
-from ..schemas import register_group
-from .base import TASKS, Task
+from .base import TASKS, EvalConfig, Task, TaskConfig
 
-import_submodules(__name__, __path__)
-register_group("task", "name", lambda: {n: TASKS.get(n).config for n in TASKS})
-
-__all__ = ["TASKS", "Task"]
+__all__ = ["TASKS", "EvalConfig", "Task", "TaskConfig"]

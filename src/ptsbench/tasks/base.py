@@ -1,16 +1,17 @@
-"""Task interface: (model, data) -> metrics. Each task names its primary metric and direction."""
+"""Task interface: (model, data) -> metrics. Each task names its primary metric (``task.metric``) and
+its direction; a task is constructed from its typed knobs and the evaluation knobs (``eval.*``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..registry import Registry
-from ..schemas import Schema, knob, register_group
+from ..schemas import Schema, knob
 
-TASKS: Registry = Registry("task", "task")
+TASKS: Registry = Registry("task", "task", plugins="ptsbench.tasks")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskConfig(Schema):
     """The knobs of task=cls and task=det (conf/task/*.yaml gives their values)."""
 
@@ -18,16 +19,28 @@ class TaskConfig(Schema):
     metric: str = knob()  # the primary metric the tables compare
 
 
-class Task:
-    name = "base"
-    metric = ""
-    higher_is_better = True
-    config: type[TaskConfig] = TaskConfig
+@dataclass(frozen=True)
+class EvalConfig(Schema):
+    """``eval.*``: how dense and sparse models are evaluated."""
 
-    def __init__(self, batch_size: int = 256, max_samples: int | None = None, **params):
-        self.batch_size = batch_size
-        self.max_samples = max_samples  # eval.max_samples: score the first N test samples only (smoke runs)
-        self.params = params
+    batch_size: int = knob(500, ge=1)
+    dense_cache: bool = knob(True)  # evaluate each dense (model, dataset) once per sweep
+    # score only the first N test samples (smoke runs: debug=fast); null: the whole split
+    max_samples: int | None = knob(None, ge=1, omit_at_default=True)
+
+
+class Task:
+    higher_is_better = True
+
+    def __init__(self, config: TaskConfig, evaluation: EvalConfig | None = None):
+        evaluation = evaluation or EvalConfig()
+        self.config = config
+        self.batch_size = evaluation.batch_size
+        self.max_samples = evaluation.max_samples  # score the first N test samples only (smoke runs)
+
+    @property
+    def metric(self) -> str:
+        return self.config.metric
 
     def limited(self, batches):
         """The (inputs, targets) batches of ``batches`` cut after the first ``max_samples`` samples
@@ -49,21 +62,9 @@ class Task:
         """What learned allocators/reconstruction run the model on (logits for classifiers)."""
         return model(x)
 
-    def calibration_inputs(self, model, data, device, calib_cfg):
+    def calibration_inputs(self, model, data, device, calib):
         """The calibration set ``forward_for_calibration`` runs on, taken from the dense ``model``
         only when an allocator or reconstruction needs it: the dataset's images by default; a
         diffusion task captures its UNet inputs over sampling instead."""
         return data.calib_inputs
 
-
-@dataclass
-class EvalConfig(Schema):
-    """``eval.*``: how dense and sparse models are evaluated."""
-
-    batch_size: int = knob(500, ge=1)
-    dense_cache: bool = knob(True)  # evaluate each dense (model, dataset) once per sweep
-    # score only the first N test samples (smoke runs: debug=fast); null: the whole split
-    max_samples: int | None = knob(None, ge=1, omit_at_default=True)
-
-
-register_group("eval", None, lambda: {"default": EvalConfig})

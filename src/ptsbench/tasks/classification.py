@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import TASKS, Task
+from .base import TASKS, Task, TaskConfig
 
 
 @torch.no_grad()
@@ -19,11 +19,7 @@ def top1_accuracy(model: nn.Module, loader, device: torch.device | str = "cpu") 
     return correct / max(total, 1)
 
 
-@TASKS.register("cls")
+@TASKS.register("cls", config=TaskConfig, label="CLS", order=0)
 class ClassificationTask(Task):
-    name = "cls"
-    metric = "top1"
-    higher_is_better = True
-
     def evaluate(self, model, data, device) -> dict[str, float]:
         return {"top1": top1_accuracy(model, self.limited(data.test_loader(self.batch_size)), device)}

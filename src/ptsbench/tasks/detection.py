@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import TASKS, Task
+from .base import TASKS, Task, TaskConfig
 
 # Detection batches are capped by input pixels (COCO images are ~800x1333, digits 64x64).
 MAX_BATCH_PIXELS = 16 * 800 * 1333
@@ -132,12 +132,8 @@ def _input_pixels(model: nn.Module, data) -> int:
     return int(data.img_size) ** 2
 
 
-@TASKS.register("det")
+@TASKS.register("det", config=TaskConfig, label="DET", order=1)
 class DetectionTask(Task):
-    name = "det"
-    metric = "map"
-    higher_is_better = True
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module, data, device) -> dict[str, float]:
         _check_detection_data(data)

@@ -34,59 +34,30 @@ CALIB_NOISE_OFFSET = 10_000  # calibration trajectories never reuse the evaluati
 _REFERENCE_CACHE: dict[tuple, tuple] = {}
 
 
-def _positive_int(knob: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"task.{knob}={value!r} must be an integer >= {low}")
-    return value
-
-
-@dataclass
+@dataclass(frozen=True)
 class GenerationConfig(TaskConfig):
-    """task=gen: types and ranges (the values are in conf/task/gen.yaml)."""
+    """task=gen (conf/task/gen.yaml picks the metric the dataset names)."""
 
-    num_samples: int = knob(ge=2)  # generated images per evaluation
-    steps: int = knob(ge=1)  # DDIM steps
-    eta: float = knob(ge=0)
-    seed: int = knob()
-    sample_batch: int = knob(ge=1)
-    guidance_scale: float = knob()
-    prompt: str | None = knob()
-    inception_weights: str | None = knob()
+    # fid: Inception features (real pipelines); fid_digits: the embedded digit classifier
+    metric: str = knob(choices=METRICS)
+    num_samples: int = knob(1000, ge=2)  # generated images per evaluation
+    steps: int = knob(50, ge=1)  # DDIM steps (also the steps calibration inputs are captured over)
+    eta: float = knob(0.0, ge=0)  # DDIM eta (0: deterministic given the noise)
+    seed: int = knob(0)  # noise seed; the dense and the sparse model see the same noise
+    sample_batch: int = knob(50, ge=1)  # images per sampling batch
+    guidance_scale: float = knob(1.0)  # classifier-free guidance (conditional models; 1.0 = off)
+    prompt: str | None = knob(None)  # text prompt of conditional models; null: the dataset's
+    inception_weights: str | None = knob(None)  # local pt_inception-2015-12-05-6726825d.pth (metric fid)
 
 
-@TASKS.register("gen")
+@TASKS.register("gen", config=GenerationConfig, label="GEN", order=2)
 class GenerationTask(Task):
-    name = "gen"
-    config = GenerationConfig
-    metric = "fid"
     higher_is_better = False
+    config: GenerationConfig
 
-    def __init__(
-        self,
-        batch_size: int = 256,
-        metric: str = "fid",
-        num_samples: int = 1000,
-        steps: int = 50,
-        eta: float = 0.0,
-        seed: int = 0,
-        sample_batch: int = 50,
-        guidance_scale: float = 1.0,
-        prompt: str | None = None,
-        inception_weights: str | None = None,
-        **params,
-    ):
-        super().__init__(batch_size, **params)
-        if metric not in METRICS:
-            raise ConfigError(
-                f"task.metric='{metric}' for task=gen; valid choices: {', '.join(METRICS)} "
-                f"(fid: Inception features; fid_digits: the embedded digit classifier)"
-            )
-        self.metric = metric
-        self.num_samples = _positive_int("num_samples", num_samples, 2)
-        self.steps = _positive_int("steps", steps)
-        self.sample_batch = _positive_int("sample_batch", sample_batch)
-        self.seed, self.eta, self.guidance_scale, self.prompt = int(seed), float(eta), float(guidance_scale), prompt
-        self.inception_weights = check_inception_weights(inception_weights) if metric == "fid" else None
+    def __init__(self, config: GenerationConfig, evaluation=None):
+        super().__init__(config, evaluation)
+        self.inception_weights = check_inception_weights(config.inception_weights) if config.metric == "fid" else None
         self._features = None
 
     def _check_model(self, model) -> None:
@@ -97,8 +68,9 @@ class GenerationTask(Task):
             )
 
     def _sampling(self, data) -> dict:
-        prompt = self.prompt if self.prompt is not None else data.meta.get("prompt", "")
-        return dict(eta=self.eta, guidance_scale=self.guidance_scale, prompt=prompt, batch_size=self.sample_batch)
+        c = self.config
+        prompt = c.prompt if c.prompt is not None else data.meta.get("prompt", "")
+        return dict(eta=c.eta, guidance_scale=c.guidance_scale, prompt=prompt, batch_size=c.sample_batch)
 
     def features(self, images: torch.Tensor, device) -> torch.Tensor:
         if self._features is None:
@@ -117,33 +89,35 @@ class GenerationTask(Task):
     def evaluate(self, model, data, device) -> dict[str, float]:
         self._check_model(model)
         model.eval()
-        num_samples = self.num_samples if self.max_samples is None else min(self.num_samples, max(self.max_samples, 2))
-        images = model.sample(num_samples, self.steps, seed=self.seed, **self._sampling(data))
+        c = self.config
+        num_samples = c.num_samples if self.max_samples is None else min(c.num_samples, max(self.max_samples, 2))
+        images = model.sample(num_samples, c.steps, seed=c.seed, **self._sampling(data))
         feats = self.features(images, device).double().numpy()
         mu, sigma = feature_stats(feats)
         value = frechet_distance(
             mu, sigma, *self.reference_stats(data, images.shape[-2:], device), centered1=feats - mu
         )
-        return {self.metric: value, "num_samples": num_samples, "steps": self.steps, "seed": self.seed}
+        return {self.metric: value, "num_samples": num_samples, "steps": c.steps, "seed": c.seed}
 
     @torch.no_grad()
-    def calibration_inputs(self, model, data, device, calib_cfg) -> torch.Tensor:
+    def calibration_inputs(self, model, data, device, calib) -> torch.Tensor:
         """``calib.num_samples`` packed UNet inputs captured over the dense model's DDIM sampling."""
         self._check_model(model)
-        n = int(calib_cfg.num_samples)
+        n = int(calib.num_samples)
         sampling = self._sampling(data)
-        per_traj = self.steps * (2 if sampling["guidance_scale"] != 1.0 and model.conditional else 1)
+        steps = self.config.steps
+        per_traj = steps * (2 if sampling["guidance_scale"] != 1.0 and model.conditional else 1)
         captured: list[torch.Tensor] = []
         model.eval().sample(
             math.ceil(n / per_traj),
-            self.steps,
-            seed=CALIB_NOISE_OFFSET + int(calib_cfg.seed),
+            steps,
+            seed=CALIB_NOISE_OFFSET + int(calib.seed),
             capture=captured,
             decode=False,
             **sampling,
         )
         rows = torch.cat(captured)
-        return rows[torch.from_numpy(sample_calibration(len(rows), n, int(calib_cfg.seed)))].contiguous()
+        return rows[torch.from_numpy(sample_calibration(len(rows), n, int(calib.seed)))].contiguous()
 
     def forward_for_calibration(self, model, x: torch.Tensor) -> torch.Tensor:
         """The UNet's noise prediction on packed (x_t, t, text states) rows."""

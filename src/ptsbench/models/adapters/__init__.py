@@ -1,6 +1,6 @@
-"""Per-family adapters register themselves by family name; every submodule is imported."""
+"""Per-family model adapters: each module of this package registers one by family name (``model.family``),
+imported on first lookup."""
 
-from ...autoload import import_submodules
 from .base import (
     ADAPTERS,
     GRANULARITIES,
@@ -13,8 +13,6 @@ from .base import (
     single_units,
     unit_mode,
 )
-
-import_submodules(__name__, __path__)
 
 __all__ = [
     "ADAPTERS",

@@ -22,7 +22,7 @@ from ...registry import Registry
 from ...sparsity.layers import PRUNABLE_TYPES
 
 GRANULARITIES = ("single", "layer", "block")
-ADAPTERS: Registry[type[ModelAdapter]] = Registry("model adapter", "model.family")
+ADAPTERS: Registry[type[ModelAdapter]] = Registry("model adapter", "model.family", plugins="ptsbench.models.adapters")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Unit:
 
 class ModelAdapter:
     """Base adapter. Subclasses override ``units`` (and ``dense_globs`` where a family keeps
-    parts dense by default, e.g. diffusion time embeddings)."""
+    parts dense by default, e.g. diffusion time embeddings). ``family``: the name it was looked up by."""
 
     family = "generic"
     dense_globs: tuple[str, ...] = ()
@@ -76,8 +76,6 @@ def prunable_in(model: nn.Module, prefix: str) -> tuple[str, ...]:
 
 @ADAPTERS.register("generic")
 class GenericAdapter(ModelAdapter):
-    family = "generic"
-
     def units(self, model, granularity):
         self.check_granularity(granularity)
         if granularity != "single":
@@ -98,6 +96,8 @@ def get_adapter(family: str | None, granularity: str | None = None) -> ModelAdap
     """The adapter registered for ``family``; else the generic one, which only knows ``single`` units,
     so a ``layer``/``block`` ``granularity`` with an unknown family is a ConfigError."""
     adapter = ADAPTERS.get(family)() if family and family in ADAPTERS else GenericAdapter()
+    if family and family in ADAPTERS:
+        adapter.family = family
     if isinstance(adapter, GenericAdapter) and granularity in GRANULARITIES and granularity != "single":
         raise ConfigError(unknown_family_message(family, granularity))
     return adapter

@@ -71,8 +71,6 @@ def _head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
 
 @ADAPTERS.register("mmdet_retinanet")
 class MMDetRetinaNetAdapter(ModelAdapter):
-    family = "mmdet_retinanet"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         _, kind = self.mode(granularity)
         return (

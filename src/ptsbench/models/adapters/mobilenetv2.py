@@ -25,8 +25,6 @@ def _is_block(module: nn.Module) -> bool:
 
 @ADAPTERS.register("mobilenetv2", label="MobileNetV2", order=2)
 class MobileNetV2Adapter(ModelAdapter):
-    family = "mobilenetv2"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         self.check_granularity(granularity)
 

@@ -29,8 +29,6 @@ def se_units(prefix: str, with_act: bool) -> list[Unit]:
 
 @ADAPTERS.register("mobilenetv3", label="MobileNetV3", order=3)
 class MobileNetV3Adapter(ModelAdapter):
-    family = "mobilenetv3"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         from torchvision.models.mobilenetv3 import InvertedResidual
         from torchvision.ops.misc import SqueezeExcitation

@@ -56,8 +56,6 @@ def regnet_blocks(model: nn.Module) -> list[str]:
 
 @ADAPTERS.register("regnetx", label="RegNetX", order=1)
 class RegNetXAdapter(ModelAdapter):
-    family = "regnetx"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         with_act, kind = self.mode(granularity)
         units = [conv_norm_act(model, "stem", with_act)]

@@ -43,8 +43,6 @@ def resnet_blocks(model: nn.Module) -> list[str]:
 
 @ADAPTERS.register("resnet", label="ResNet", order=0)
 class ResNetAdapter(ModelAdapter):
-    family = "resnet"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         with_act, kind = self.mode(granularity)
         units = [chain_unit(attr_chain(model, "", ("conv1", "bn1", "relu") if with_act else ("conv1", "bn1")), kind)]

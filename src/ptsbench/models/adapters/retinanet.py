@@ -73,8 +73,6 @@ def head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
 
 @ADAPTERS.register("retinanet", label="RetinaNet", order=8)
 class RetinaNetAdapter(ModelAdapter):
-    family = "retinanet"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         _, kind = self.mode(granularity)
         return (

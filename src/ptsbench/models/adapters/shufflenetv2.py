@@ -25,8 +25,6 @@ STAGES = ("stage2", "stage3", "stage4")
 
 @ADAPTERS.register("shufflenetv2", label="ShuffleNetV2", order=4)
 class ShuffleNetV2Adapter(ModelAdapter):
-    family = "shufflenetv2"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         with_act, kind = self.mode(granularity)
         units = [chain_unit(c, kind) for c in sequential_chains(model, "conv1", with_act)]

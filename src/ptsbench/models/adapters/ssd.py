@@ -70,8 +70,6 @@ def head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
 
 @ADAPTERS.register("ssd", label="SSD", order=9)
 class SSDAdapter(ModelAdapter):
-    family = "ssd"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         self.check_granularity(granularity)
         return backbone_units(model, "backbone", granularity) + head_units(model, "head", granularity)

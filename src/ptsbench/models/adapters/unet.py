@@ -65,7 +65,6 @@ def _is_block(model: nn.Module, name: str, blocks: list[str]) -> bool:
 
 @ADAPTERS.register("unet", label="UNet", order=10)
 class UNetAdapter(ModelAdapter):
-    family = "unet"
     dense_globs = ("unet.time_embedding.*", "unet.class_embedding*", "unet.add_embedding.*")
 
     def _is_dense(self, layer: str) -> bool:

@@ -33,8 +33,6 @@ def conv_stages(model: nn.Module) -> list[tuple[str, ...]]:
 
 @ADAPTERS.register("vgg", label="VGG", order=5)
 class VGGAdapter(ModelAdapter):
-    family = "vgg"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         with_act, kind = self.mode(granularity)
         if granularity == "block":

@@ -45,8 +45,6 @@ def _in_block_units(model: nn.Module, block: str, with_act: bool) -> list[Unit]:
 @ADAPTERS.register("deit", label="DeiT", order=7)
 @ADAPTERS.register("vit", label="ViT", order=6)
 class ViTAdapter(ModelAdapter):
-    family = "vit"
-
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         with_act, kind = self.mode(granularity)
         before, after = _outside_blocks(model)

@@ -1,10 +1,6 @@
-"""Allocators register themselves by name (``ALLOCATORS``); every submodule is imported."""
+"""Allocators (track 1): layer info (+ weights, + calibration context) -> {layer: rate}. Each module of
+this package registers one in ``ALLOCATORS`` (imported on first lookup)."""
 
-from ...autoload import import_submodules
-from ...schemas import register_group
-from .base import ALLOCATORS, Allocator, AllocContext, build_allocator
+from .base import ALLOCATORS, AllocContext, Allocator, AllocatorConfig, build_allocator
 
-import_submodules(__name__, __path__)
-register_group("allocator", "name", lambda: {n: ALLOCATORS.get(n).config for n in ALLOCATORS})
-
-__all__ = ["ALLOCATORS", "AllocContext", "Allocator", "build_allocator"]
+__all__ = ["ALLOCATORS", "AllocContext", "Allocator", "AllocatorConfig", "build_allocator"]

@@ -2,7 +2,9 @@
 
 The rate an allocator receives is already the rate over the layers it is given (excluded
 layers have been taken out of the budget by the caller), so every allocator satisfies
-sum_l s_l * N_l = rate * sum_l N_l over its own layers.
+sum_l s_l * N_l = rate * sum_l N_l over its own layers. An allocator is constructed from its
+typed, checked knobs (its schema, registered with it) and registered with the trait
+``needs_calibration`` when it reads calibration data (then one run per calibration seed).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import torch
 from torch import nn
 
 from ...registry import Registry
-from ...schemas import Schema, check_params, knob
+from ...schemas import Schema, build, knob
 from ..layers import LayerInfo
 
-ALLOCATORS: Registry[type[Allocator]] = Registry("allocator", "allocator")
+ALLOCATORS: Registry[type[Allocator]] = Registry("allocator", "allocator", plugins="ptsbench.sparsity.allocators")
 
 
 @dataclass
@@ -36,21 +38,16 @@ class AllocContext:
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class AllocatorConfig(Schema):
     """Knobs every allocator has; an allocator with more subclasses this next to its code."""
 
-    name: str = knob("uniform")
+    name: str = knob()
 
 
 class Allocator:
-    name = "base"
-    needs_calibration = False
-    config: type[AllocatorConfig] = AllocatorConfig  # the allocator's knobs: types, defaults, ranges
-
-    def __init__(self, **params: Any):
-        """``params``: the allocator's knobs without ``name``; unset ones take the schema's defaults."""
-        self.params = check_params("allocator", self.config, {"name": self.name, **params})
+    def __init__(self, config: AllocatorConfig):
+        self.config = config
 
     def allocate(
         self,
@@ -63,4 +60,6 @@ class Allocator:
 
 
 def build_allocator(name: str, **params: Any) -> Allocator:
-    return ALLOCATORS.get(name)(**params)
+    """The allocator ``name`` with ``params`` (its knobs without ``name``) checked against its schema."""
+    entry = ALLOCATORS.entry(name)
+    return entry.obj(build("allocator", ALLOCATORS.config(name), {"name": name, **params}))

@@ -14,9 +14,8 @@ from ...schemas import knob
 from .base import ALLOCATORS, Allocator, AllocatorConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class ERKConfig(AllocatorConfig):
-    name: str = knob("erk")
     power: float = knob(1.0, gt=0)  # r_l = (sum of dims / product of dims) ** power; <= 0 inverts the ranking
 
 
@@ -44,12 +43,11 @@ def _prod(shape) -> int:
     return p
 
 
-@ALLOCATORS.register("erk", label="ERK", order=2)
+@ALLOCATORS.register("erk", config=ERKConfig, label="ERK", order=2)
 class ERKAllocator(Allocator):
-    name = "erk"
-    config = ERKConfig
+    config: ERKConfig
 
     def allocate(self, layers, weights, rate, context=None):
-        power = float(self.params["power"])
+        power = float(self.config.power)
         dens = erk_densities({layer.name: layer.shape for layer in layers}, rate, power)
         return {n: 1.0 - d for n, d in dens.items()}

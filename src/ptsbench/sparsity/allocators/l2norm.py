@@ -12,17 +12,9 @@ order so the count is exact.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 
-from ...schemas import knob
 from .base import ALLOCATORS, Allocator, AllocatorConfig
-
-
-@dataclass
-class L2NormConfig(AllocatorConfig):
-    name: str = knob("l2norm")
 
 
 def _count_le(sorted_scores: list[torch.Tensor], t: float) -> int:
@@ -55,11 +47,8 @@ def kth_smallest(sorted_scores: list[torch.Tensor], k: int) -> float:
     return min(nxt)
 
 
-@ALLOCATORS.register("l2norm", label="L2Norm", order=1)
+@ALLOCATORS.register("l2norm", config=AllocatorConfig, label="L2Norm", order=1)
 class L2NormAllocator(Allocator):
-    name = "l2norm"
-    config = L2NormConfig
-
     def allocate(self, layers, weights, rate, context=None):
         names = [layer.name for layer in layers]
         sorted_scores = []

@@ -1,8 +1,9 @@
 """Mask criteria (docs/methods.md#decisions): which weights a layer loses, given the count its allocator chose.
 
 A criterion maps each layer to a score tensor shaped like its weight (low = pruned first); the
-selection (sparsity/selection.py) keeps the count exact. Criteria register by name for
-``sparsity.criterion``; every submodule is imported.
+selection (sparsity/selection.py) keeps the count exact. Each module of this package registers one
+in ``CRITERIA`` for ``sparsity.criterion`` (imported on first lookup), with its table label and the
+trait ``needs_calibration`` when it reads activations.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...autoload import import_submodules
 from ...registry import Registry
 
-CRITERIA: Registry[type[Criterion]] = Registry("mask criterion", "sparsity.criterion")
+CRITERIA: Registry[type[Criterion]] = Registry("mask criterion", "sparsity.criterion", plugins=__name__)
 
 
 @dataclass
@@ -33,13 +33,8 @@ class ScoreContext:
 
 
 class Criterion:
-    name = "base"
-    needs_calibration = False
-
     def scores(self, modules: dict[str, nn.Module], context: ScoreContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-
-import_submodules(__name__, __path__)
 
 __all__ = ["CRITERIA", "Criterion", "ScoreContext"]

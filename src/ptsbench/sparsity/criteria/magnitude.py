@@ -5,9 +5,7 @@ from __future__ import annotations
 from . import CRITERIA, Criterion
 
 
-@CRITERIA.register("magnitude")
+@CRITERIA.register("magnitude", label="Magnitude")
 class Magnitude(Criterion):
-    name = "magnitude"
-
     def scores(self, modules, context):
         return {n: m.weight.detach().abs() for n, m in modules.items()}

@@ -43,11 +43,8 @@ def input_sq_norms(model, modules: dict, context: ScoreContext) -> dict[str, tor
     return sums
 
 
-@CRITERIA.register("wanda")
+@CRITERIA.register("wanda", label="Wanda", needs_calibration=True)
 class Wanda(Criterion):
-    name = "wanda"
-    needs_calibration = True
-
     def scores(self, modules, context):
         sums = input_sq_norms(context.dense_model, modules, context)
         out, unseen = {}, []

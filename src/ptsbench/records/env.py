@@ -40,7 +40,7 @@ def package_versions() -> dict[str, str]:
     try:
         out["ptsbench"] = metadata.version("ptsbench")
     except metadata.PackageNotFoundError:
-        from . import __version__
+        from .. import __version__
 
         out["ptsbench"] = __version__
     return out

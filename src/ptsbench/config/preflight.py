@@ -1,5 +1,5 @@
 """Checks of a config against this machine and the data's real sizes, run by
-``validation.validate_config`` before any data or model is loaded (issue 12).
+``config.spec.resolve`` before any data or model is loaded.
 
 - the folders a run writes to (records, cache, outputs) are writable now, not after the run;
 - ``device`` names a device this machine has;
@@ -18,9 +18,8 @@ import os
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Embedded datasets whose split the knobs choose: total images, and the split the zoo was trained
 # on (scripts/train_zoo.py and train_zoo_gen.py build the dataset with its defaults).
@@ -48,11 +47,9 @@ def check_writable(knob: str, value) -> None:
         )
 
 
-def check_output_dirs(cfg) -> None:
+def check_output_dirs(paths) -> None:
     for knob in ("records_dir", "cache_dir", "output_dir"):
-        value = OmegaConf.select(cfg, f"paths.{knob}")
-        if value is not None:
-            check_writable(f"paths.{knob}", value)
+        check_writable(f"paths.{knob}", getattr(paths, knob))
 
 
 def check_device(spec: str) -> None:
@@ -79,23 +76,13 @@ def check_device(spec: str) -> None:
     raise ConfigError(f"device={spec}: not a device PTSBench runs on; valid: {valid}")
 
 
-def _tasks(node) -> list[str] | None:
-    # `tasks:` (conf/model/*.yaml, conf/dataset/*.yaml) may be absent (older or user configs) or a single
-    # name. NOTE for the typed model/dataset schemas: declare it as an optional field, e.g.
-    # `tasks: Optional[List[str]] = None`, so a user config without it still composes; it is left out of the
-    # run digest (run_identity.DIGEST_IGNORED), so declaring it changes no record.
-    value = node.get("tasks") if node is not None else None
-    if value is None:
-        return None
-    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
-
-
-def check_task_fit(cfg) -> None:
-    task = str(cfg.task.name)
-    for group in ("model", "dataset"):
-        served = _tasks(cfg.get(group))
+def check_task_fit(task: str, model, dataset) -> None:
+    """``tasks:`` (conf/model/*.yaml, conf/dataset/*.yaml; may be absent) names the tasks a model or
+    dataset serves; another ``task=`` is refused, naming both."""
+    for group, node in (("model", model), ("dataset", dataset)):
+        served = node.tasks
         if served is not None and task not in served:
-            name = cfg[group].get("name")
+            name = node.name
             raise ConfigError(
                 f"task={task} does not fit {group}={name}, which serves task {', '.join(served)}; "
                 f"pick a {group} for task={task} or task={served[0]}"
@@ -109,37 +96,22 @@ def _int_knob(knob: str, value, low: int, high: int | None, why: str = "") -> in
     return value
 
 
-def check_split(cfg) -> None:
-    """Split and calibration sizes against the dataset's real size; the zoo's own test split."""
-    name = str(cfg.dataset.name)
-    num_samples = cfg.calib.get("num_samples")
-    _int_knob("calib.num_samples", num_samples, 1, None)
-    _int_knob("calib.seed", cfg.calib.get("seed", 0), 0, None)
-    spec = EMBEDDED_SPLITS.get(name)
+def check_split(dataset, model, calib) -> None:
+    """Split and calibration sizes of the embedded datasets against their real size; the zoo's own
+    test split (the typed configs have passed their own type and range checks)."""
+    spec = EMBEDDED_SPLITS.get(str(dataset.name))
     if spec is None:
-        if name == "digits_det":
-            for knob in ("num_train", "num_test"):
-                _int_knob(f"dataset.{knob}", cfg.dataset.get(knob), 1, None)
         return
-    size = spec["size"]
+    name, size = str(dataset.name), spec["size"]
     num_test = _int_knob(
-        "dataset.num_test",
-        cfg.dataset.get("num_test"),
-        1,
-        size - 1,
-        f" ({name} has {size} images; the rest are the training split)",
+        "dataset.num_test", dataset.num_test, 1, size - 1, f" ({name} has {size} images; the rest are the training split)"
     )
-    split_seed = _int_knob("dataset.split_seed", cfg.dataset.get("split_seed", 0), 0, None)
     zoo = spec["zoo_split"]
-    if (
-        zoo
-        and str(cfg.model.get("weights")) == "zoo"
-        and (split_seed != zoo["split_seed"] or num_test > zoo["num_test"])
-    ):
+    if zoo and str(model.weights) == "zoo" and (dataset.split_seed != zoo["split_seed"] or num_test > zoo["num_test"]):
         # the test split is perm[:num_test] of the split seed's permutation: with the zoo's seed and at most
         # its num_test, it is a subset of the images the checkpoints never saw
         raise ConfigError(
-            f"dataset.num_test={num_test} dataset.split_seed={split_seed}: the zoo checkpoints "
+            f"dataset.num_test={num_test} dataset.split_seed={dataset.split_seed}: the zoo checkpoints "
             f"(model.weights=zoo) were trained on {name} with split_seed={zoo['split_seed']} holding "
             f"out {zoo['num_test']} test images, so this split puts their training images into the "
             f"test set; use dataset.split_seed={zoo['split_seed']} and dataset.num_test <= "
@@ -148,7 +120,7 @@ def check_split(cfg) -> None:
     if name != "mnist5k_gen":  # its calibration inputs come from sampling, not the training split
         _int_knob(
             "calib.num_samples",
-            num_samples,
+            calib.num_samples,
             1,
             size - num_test,
             f" ({name} has {size - num_test} training images to calibrate on)",
@@ -158,3 +130,11 @@ def check_split(cfg) -> None:
 def check_weights_file(path: Path | None, knob: str = "model.weights") -> None:
     if path is not None and path.is_dir():
         raise ConfigError(f"{knob}='{path}' is a folder; pass the checkpoint file itself (.pt/.pth/.bin/.safetensors)")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The torch device ``device=`` names (``auto``: CUDA when present, else the CPU)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(spec)
+    return torch.device(spec)
