@@ -35,8 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ptsbench.models.adapters import get_adapter  # noqa: E402
 from ptsbench.reconstruction import RECONSTRUCTORS  # noqa: E402
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules  # noqa: E402
-from ptsbench.sparsity.selection import apply_masks, magnitude_masks  # noqa: E402
-from ptsbench.sparsity.selection import nm_keep_mask  # noqa: E402
+from ptsbench.sparsity.selection import (  # noqa: E402
+    apply_masks,
+    magnitude_masks,
+    nm_keep_mask,  # noqa: E402
+)
 
 
 def sync(device):

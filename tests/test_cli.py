@@ -17,7 +17,7 @@ from torch import nn
 
 from ptsbench.help import help_text
 from ptsbench.sweep_report import SweepReport, scan_records
-from ptsbench.tasks import TASKS
+from ptsbench.tasks import TASKS, EvalConfig, TaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -92,7 +92,9 @@ def test_eval_max_samples_scores_exactly_the_first_n_test_samples():
         def test_loader(self, batch_size):
             return batches
 
-    cls = TASKS.get("cls")
+    def cls(**evaluation):
+        return TASKS.get("cls")(TaskConfig("cls", "top1"), EvalConfig(**evaluation))
+
     assert cls(batch_size=3, max_samples=7).evaluate(FixedLogits(), Data(), "cpu")["top1"] == pytest.approx(3 / 7)
     assert cls(batch_size=3).evaluate(FixedLogits(), Data(), "cpu")["top1"] == pytest.approx(4 / 10)
     assert [len(y) for _, y in cls(max_samples=7).limited(batches)] == [3, 3, 1]

@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 import ptsbench.run  # noqa: F401 - registers the resolver conf/hydra/launcher/parallel.yaml uses
-from ptsbench.errors import ConfigError
 from ptsbench.config.spec import resolve
+from ptsbench.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SWEPT_ELSEWHERE = {"hydra", "experiment", "case"}  # composed by their own tests below

@@ -22,11 +22,12 @@ from ptsbench.records import validate_record
 from ptsbench.run import run
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
 from ptsbench.sparsity.selection import apply_masks, magnitude_masks
+from ptsbench.tasks import EvalConfig, TaskConfig
 from ptsbench.tasks.detection import DetectionTask, mean_average_precision
 
 CALIB = {"num_samples": 4, "seed": 0}
 
-TASK = DetectionTask(batch_size=8)
+TASK = DetectionTask(TaskConfig(name="det", metric="map"), EvalConfig(batch_size=8))
 
 # arch, family, in_chans, small-input knobs
 DETECTORS = [

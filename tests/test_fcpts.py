@@ -15,9 +15,9 @@ from ptsbench.run import run
 from ptsbench.sparsity.allocators import AllocContext, build_allocator
 from ptsbench.sparsity.allocators._fcpts_learning import learn
 from ptsbench.sparsity.allocators.fcpts import project_counts, rate_for_count
+from ptsbench.sparsity.allocators.fcpts_thresholds import FlatLayers
 from ptsbench.sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from ptsbench.sparsity.selection import num_pruned
-from ptsbench.sparsity.allocators.fcpts_thresholds import FlatLayers
 
 FAST = ["calib.num_samples=64", "allocator.iters=4", "allocator.batch_size=8", "dataset.num_test=200"]
 

@@ -1,19 +1,21 @@
-"""No import cycles among ptsbench modules (function-level imports included).
+"""No import cycles among ptsbench modules (function-level imports included), and every import points
+down the layers of docs/extending.md.
 
 Edges: every ``import``/``from ... import`` in a module (at any depth of the file) to the
 ptsbench module it names, plus each ancestor package of that module (importing ``a.b.c`` runs
-``a/__init__`` and ``a/b/__init__``), plus a package's auto-imported submodules
-(``import_submodules``: the registries fill themselves). A submodule importing its own
-ancestor package (``from . import REGISTRY``) is not an edge: Python has already initialised
-the parent by then.
+``a/__init__`` and ``a/b/__init__``), plus the plugin modules a registry imports on first use
+(``Registry(..., plugins=...)``). A submodule importing its own ancestor package
+(``from . import REGISTRY``) is not an edge: Python has already initialised the parent by then.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
 def module_name(path: Path, src: Path = SRC) -> str:
@@ -46,8 +48,15 @@ def import_graph(src: Path = SRC) -> dict[str, set[str]]:
                     if target != mod and not mod.startswith(target + "."):
                         graph[mod].add(target)
                     target = target.rpartition(".")[0]
-        if path.name == "__init__.py" and "import_submodules(" in text:
-            graph[mod] |= {m for m in files if m.rpartition(".")[0] == mod and not m.rpartition(".")[2].startswith("_")}
+        for spec in re.findall(r"Registry\([^)]*plugins=([^,)\s]+)", text):
+            # the registry imports its package's modules once asked: after its own module has loaded, so the
+            # edges are the package's (as if its __init__ imported them), not the defining module's
+            plugins = package if spec == "__name__" else spec.strip("\"'")
+            graph[plugins] |= {
+                m
+                for m in files
+                if m.rpartition(".")[0] == plugins and not m.rpartition(".")[2].startswith("_") and m != plugins
+            }
     return graph
 
 
@@ -106,8 +115,40 @@ def test_the_detector_finds_a_cycle_through_a_function_level_import(tmp_path):
 
 def test_ptsbench_has_no_import_cycles():
     graph = import_graph()
-    assert "ptsbench.pipeline" in graph and "ptsbench.models.library" in graph["ptsbench.pipeline"]
+    assert "ptsbench.phases" in graph and "ptsbench.models.library" in graph["ptsbench.phases"]
+    assert "ptsbench.sparsity.allocators.erk" in graph["ptsbench.sparsity.allocators"]  # plugins, lazily
     assert cycles(graph) == []
+
+
+def layers() -> dict[str, int]:
+    """module or package -> layer, from the table in docs/extending.md ("| 3 models | `models/` |")."""
+    out = {}
+    for number, cells in re.findall(r"^\| (\d+) [^|]*\| (.*) \|$", DOC.read_text(), flags=re.M):
+        for name in re.findall(r"`([\w/]+)`", cells):
+            out["ptsbench." + name.rstrip("/").replace("/", ".")] = int(number)
+    return out
+
+
+def layer_of(module: str, table: dict[str, int]) -> int:
+    parts = module.split(".")
+    for i in range(len(parts), 1, -1):
+        if ".".join(parts[:i]) in table:
+            return table[".".join(parts[:i])]
+    raise AssertionError(f"{module} is in no layer of docs/extending.md")
+
+
+def test_every_import_points_down_the_documented_layers():
+    table = layers()
+    assert len(set(table.values())) == 9
+    graph = import_graph()
+    upward = sorted(
+        f"{m} (layer {layer_of(m, table)}) -> {t} (layer {layer_of(t, table)})"
+        for m, targets in graph.items()
+        if m != "ptsbench"
+        for t in targets
+        if t != "ptsbench" and layer_of(t, table) > layer_of(m, table)
+    )
+    assert upward == []
 
 
 def test_the_data_layer_does_not_import_models():

@@ -11,16 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptsbench.errors import ConfigError
 from ptsbench.config.spec import resolve
+from ptsbench.errors import ConfigError
 from ptsbench.reconstruction.obs import output_error, sparsegpt_prune
 from ptsbench.reconstruction.sparsegpt import _hessians, _paired_grams, dense_target_weight
 from ptsbench.run import run
 from ptsbench.sparsity.criteria import ScoreContext
 from ptsbench.sparsity.criteria.wanda import Wanda, input_sq_norms
 from ptsbench.sparsity.gemm import add_cross_gram, gemm_weight
-from ptsbench.sparsity.selection import magnitude_mask, num_pruned
-from ptsbench.sparsity.selection import keep_mask, nm_keep_mask
+from ptsbench.sparsity.selection import keep_mask, magnitude_mask, nm_keep_mask, num_pruned
 
 FAST = ["calib.num_samples=64"]
 

@@ -15,15 +15,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ptsbench.config.spec import resolve
 from ptsbench.data import build_data
 from ptsbench.data.digits_det import export_coco
 from ptsbench.errors import ConfigError
 from ptsbench.models import build_model
 from ptsbench.models.adapters import get_adapter
 from ptsbench.models.detection_mmdet import require_mm
-from ptsbench.config.spec import resolve
 from ptsbench.run import run
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
+from ptsbench.tasks import EvalConfig, TaskConfig
 from ptsbench.tasks.detection import DetectionTask, mean_average_precision
 
 try:
@@ -41,7 +42,7 @@ CFG = {
     "weights": "none",
     "trained_on": "digits_det",
 }
-TASK = DetectionTask(batch_size=8)
+TASK = DetectionTask(TaskConfig(name="det", metric="map"), EvalConfig(batch_size=8))
 CALIB = {"num_samples": 4, "seed": 0}
 # ResNet-18: stem + 8 BasicBlocks x 2 convs + 3 downsamples; FPN: 3 laterals, 3 outputs, P6, P7; 2 + 2 tower convs + 2
 N_LAYERS = 20 + 8 + 6
@@ -69,9 +70,7 @@ def test_mmdet_source_without_openmmlab_names_make_install_mm(make_cfg):
 @needs_mm
 def test_mmdet_config_errors_name_the_knob(make_cfg):
     with pytest.raises(ConfigError, match=r"model.config='nope.py' is not an mmdet config file.*retinanet_r18_digits"):
-        resolve(
-            make_cfg("task=det", "dataset=digits_det", "model=mmdet_retinanet_digits", "model.config=nope.py")
-        )
+        resolve(make_cfg("task=det", "dataset=digits_det", "model=mmdet_retinanet_digits", "model.config=nope.py"))
     with pytest.raises(ConfigError, match=r"backbone reads 1-channel images, the dataset has 3"):
         build_model(OmegaConf.create(CFG), 10, 3, 64, "digits_det")
 

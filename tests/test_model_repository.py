@@ -27,11 +27,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ptsbench.config.spec import resolve
 from ptsbench.errors import ConfigError
 from ptsbench.list_models import count_params
 from ptsbench.models import build_model, weights_path
 from ptsbench.models.adapters import GRANULARITIES, GenericAdapter, get_adapter
-from ptsbench.config.spec import resolve
 from ptsbench.sparsity.allocators import build_allocator
 from ptsbench.sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from ptsbench.sparsity.selection import apply_masks, magnitude_masks, measure_sparsity, num_pruned

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ptsbench.errors import ConfigError
-from ptsbench.timing import PhaseTimer
 from ptsbench.sparsity.budget import rate_over_included
+from ptsbench.timing import PhaseTimer
 
 
 def test_phases_time_what_completes_and_name_the_one_that_raised():

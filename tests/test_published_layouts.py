@@ -144,10 +144,13 @@ def test_pytorch_ssd_priors_follow_the_repository_config():
 
 
 def test_pytorch_ssd_head_emits_one_prediction_per_prior():
+    from ptsbench.tasks import EvalConfig, TaskConfig
     from ptsbench.tasks.detection import DetectionTask
 
     cfg = OmegaConf.create({"arch": "mb2_ssd_lite", "source": "torchvision_det", "weights": "none"})
     model = build_model(cfg, VOC_CLASSES - 1, 3, 300, "voc07")
     with torch.no_grad():
-        raw = DetectionTask(batch_size=1).forward_for_calibration(model, torch.rand(1, 3, 300, 300))
+        raw = DetectionTask(TaskConfig(name="det", metric="map"), EvalConfig(batch_size=1)).forward_for_calibration(
+            model, torch.rand(1, 3, 300, 300)
+        )
     assert raw.shape == (1, len(pytorch_ssd_priors()), VOC_CLASSES + 4)

@@ -20,11 +20,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from ptsbench.config.spec import resolve
 from ptsbench.data import build_data
 from ptsbench.data.imagenet import class_to_index
 from ptsbench.errors import ConfigError
 from ptsbench.models.library import eval_preprocess
-from ptsbench.config.spec import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -188,9 +188,7 @@ def test_unset_dataset_root_says_how_to_point_at_the_data():
 
 def test_wrong_dataset_roots_name_the_expected_layout(tmp_path, imagenet_root):
     with pytest.raises(ConfigError, match=r"dataset.root='/no/such/imagenet' does not exist.*<root>/val/<class>"):
-        resolve(
-            compose("model=resnet18", "model.weights=none", "dataset=imagenet", "dataset.root=/no/such/imagenet")
-        )
+        resolve(compose("model=resnet18", "model.weights=none", "dataset=imagenet", "dataset.root=/no/such/imagenet"))
     (tmp_path / "only_train" / "train" / "n01440764").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"has no val/ folder of class subfolders"):
         resolve(
@@ -201,9 +199,7 @@ def test_wrong_dataset_roots_name_the_expected_layout(tmp_path, imagenet_root):
     with pytest.raises(
         ConfigError, match=r"does not hold the cifar10 batch files; expected <root>/cifar-10-batches-py/"
     ):
-        resolve(
-            compose("model=cifar_resnet32", "model.weights=none", "dataset=cifar10", f"dataset.root={tmp_path}")
-        )
+        resolve(compose("model=cifar_resnet32", "model.weights=none", "dataset=cifar10", f"dataset.root={tmp_path}"))
 
 
 @pytest.mark.slow  # a CLI subprocess (Python + Hydra + torch start-up) or a sweep

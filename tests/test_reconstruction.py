@@ -18,14 +18,17 @@ from ptsbench.models.adapters import ModelAdapter, Unit, get_adapter
 from ptsbench.reconstruction import RECONSTRUCTORS, granular
 from ptsbench.reconstruction.error_correction import apply_error_correction
 from ptsbench.reconstruction.feeder import UnitFeeder
+from ptsbench.reconstruction.granular import UnitwiseConfig
 from ptsbench.reconstruction.unit_data import capture_input, unit_tensors
 from ptsbench.run import run
+from ptsbench.schemas import build
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
 from ptsbench.sparsity.selection import apply_masks, magnitude_masks
 
 
-def recon_cfg(**kw):
+def recon_cfg(name: str = "layer", **kw):
     base = dict(
+        name=name,
         input="sparse",
         error_correction=False,
         iters=10,
@@ -42,7 +45,7 @@ def recon_cfg(**kw):
         seed=0,
         progress=False,
     )
-    return OmegaConf.create({**base, **kw})
+    return build("reconstruction", UnitwiseConfig, {**base, **kw})
 
 
 def folded(model: nn.Module) -> nn.Module:
@@ -292,7 +295,13 @@ def test_reconstruction_lowers_every_unit_loss_and_keeps_the_masks(arch, family,
     torch.manual_seed(0)
     model, dense, masks, calib = zoo_setup(arch, 0.7, weights)
     rep = RECONSTRUCTORS.get(granularity)(
-        model, dense, masks, calib, recon_cfg(iters=12, error_correction=correct), "cpu", adapter=get_adapter(family)
+        model,
+        dense,
+        masks,
+        calib,
+        recon_cfg(granularity, iters=12, error_correction=correct),
+        "cpu",
+        adapter=get_adapter(family),
     )
     assert rep["unreconstructed_layers"] == [] and len(rep["units"]) == rep["num_units"]
     for u in rep["units"]:
@@ -355,7 +364,7 @@ def test_fast_path_knobs_bf16_and_channels_last_run_on_cpu():
     weights) forced on CPU: losses still fall, masks hold, weights come back contiguous."""
     torch.manual_seed(0)
     model, dense, masks, calib = zoo_setup("cifar_resnet20", 0.7, n_calib=32)
-    cfg = recon_cfg(iters=12, amp=True, channels_last=True, cuda_graphs=True)  # graphs: no-op off CUDA
+    cfg = recon_cfg("block", iters=12, amp=True, channels_last=True, cuda_graphs=True)  # graphs: no-op off CUDA
     rep = RECONSTRUCTORS.get("block")(model, dense, masks, calib, cfg, "cpu", adapter=get_adapter("resnet"))
     assert rep["amp_bf16"] is True
     assert {u["path"] for u in rep["units"]} == {"eager"}

@@ -11,10 +11,10 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from ptsbench.config import spec
-from ptsbench.sparsity import mask_phase
 from ptsbench.errors import ConfigError
 from ptsbench.records import validate_record
 from ptsbench.run import run
+from ptsbench.sparsity import mask_phase
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["calib.num_samples=64"]

@@ -57,6 +57,7 @@ def count_params(cfg: DictConfig) -> int | None:
     """Parameters of the architecture as its weights are shaped; None when only the checkpoint
     defines them (a diffusers folder) or the dataset's shape is unknown here."""
     from .models import MODEL_SOURCES
+    from .schemas import typed
 
     shape = DATASET_SHAPES.get(trained_on(cfg))
     if shape is None:
@@ -65,7 +66,8 @@ def count_params(cfg: DictConfig) -> int | None:
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # loading a checkpoint into meta tensors is a no-op, said per tensor
-            model = MODEL_SOURCES.get(cfg.get("source", "zoo"))(cfg, classes, chans, size)
+            source = str(cfg.get("source", "zoo"))
+            model = MODEL_SOURCES.get(source)(typed("model", MODEL_SOURCES.config(source), cfg), classes, chans, size)
     except Exception:  # noqa: BLE001 - a listing never fails on one model; its row says '-'
         return None
     return sum(p.numel() for p in model.parameters())

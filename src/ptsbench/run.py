@@ -90,12 +90,12 @@ def cli() -> int:
     the summary, handed back through ``$PTSBENCH_SWEEP_OUTCOME``, is printed last). A knob no option of its
     group knows fails first, naming the valid ones (Hydra would only say "Key 'iterz' is not in struct")."""
     try:
+        register()  # first: plugins named outside the tree add options and knobs the checks must know
         own_configs_only = not any(a.split("=")[0] in ("-cd", "--config-dir", "-cp", "--config-path") for a in sys.argv)
         check_overrides([a for a in sys.argv[1:] if not a.startswith("-")], options=own_configs_only)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    register()
     with tempfile.TemporaryDirectory(prefix="ptsbench-sweep-") as tmp:
         outcome_file = Path(tmp) / "outcome.json"
         os.environ[OUTCOME_ENV] = str(outcome_file)

@@ -206,3 +206,13 @@ def build(path: str, cls: type[S], params: Mapping[str, Any]) -> S:
 
 def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def typed(path: str, cls: type[S], values: Schema | Mapping[str, Any]) -> S:
+    """``values`` as the typed ``cls`` config: a typed config is returned as it is; a mapping (a composed
+    group node, a dict) is checked and built, its unset knobs (``???``) left out. Public builders accept
+    either, so a caller outside the pipeline can pass plain knobs."""
+    if isinstance(values, Schema):
+        return values  # type: ignore[return-value]
+    plain = _plain(values) if isinstance(values, DictConfig) else dict(values)
+    return build(path, cls, {k: v for k, v in plain.items() if not (isinstance(v, str) and v == "???")})

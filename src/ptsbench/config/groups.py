@@ -11,6 +11,7 @@ composes for every option: an option ignores a knob it does not use, the run rec
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from omegaconf import DictConfig, OmegaConf
 
 from .. import config_dir

@@ -104,7 +104,11 @@ def check_split(dataset, model, calib) -> None:
         return
     name, size = str(dataset.name), spec["size"]
     num_test = _int_knob(
-        "dataset.num_test", dataset.num_test, 1, size - 1, f" ({name} has {size} images; the rest are the training split)"
+        "dataset.num_test",
+        dataset.num_test,
+        1,
+        size - 1,
+        f" ({name} has {size} images; the rest are the training split)",
     )
     zoo = spec["zoo_split"]
     if zoo and str(model.weights) == "zoo" and (dataset.split_seed != zoo["split_seed"] or num_test > zoo["num_test"]):

@@ -124,15 +124,25 @@ class LocalImagesConfig(DatasetConfig):
 
 
 @dataclass(frozen=True)
-class LocalDetectionConfig(DatasetConfig):
-    """COCO / VOC from ``root`` on this machine."""
+class CocoConfig(DatasetConfig):
+    """COCO-2017 from ``root`` on this machine."""
 
     root: str | None = knob(required=True)  # null or ???: the builder says what it needs
-    metric: str = knob()
-    split: str = knob()
-    calib_split: str = knob()
-    calib_size: int = knob(ge=1)
-    num_test: int | None = knob(None, ge=1)
+    metric: str = knob("map")  # primary metric of task=det: COCO mAP@[.5:.95]
+    split: str = knob("val2017")
+    calib_split: str = knob("train2017")
+    calib_size: int = knob(512, ge=1)  # calibration images: shorter side resized, centre-cropped square
+    num_test: int | None = knob(None, ge=1)  # evaluate the first N images by id (null: the whole split)
+
+
+@dataclass(frozen=True)
+class VocConfig(CocoConfig):
+    """VOC2007 from ``root`` on this machine."""
+
+    metric: str = knob("map50")  # primary metric of task=det: VOC mAP@0.5
+    split: str = knob("test")
+    calib_split: str = knob("trainval")
+    calib_size: int = knob(300, ge=1)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from .base import DATASETS, LocalDetectionConfig, dataset_root, sample_calibration
+from .base import DATASETS, CocoConfig, dataset_root, sample_calibration
 from .detection import DetectionBundle, file_detection_bundle, make_target, require
 
 LAYOUT = "ROOT/annotations/instances_<split>.json, ROOT/<split>/*.jpg, ROOT/<calib_split>/*.jpg"
@@ -45,8 +45,8 @@ def coco_targets(instances: dict) -> tuple[list[dict], list[dict], int]:
     return images, targets, num_classes
 
 
-@DATASETS.register("coco2017", config=LocalDetectionConfig)
-def build_coco2017(cfg: LocalDetectionConfig, calib_cfg) -> DetectionBundle:
+@DATASETS.register("coco2017", config=CocoConfig)
+def build_coco2017(cfg: CocoConfig, calib_cfg) -> DetectionBundle:
     root = dataset_root(cfg.root, "coco2017", LAYOUT)
     split, calib_split = str(cfg.split), str(cfg.calib_split)
     ann = require(

@@ -97,7 +97,9 @@ def digits_det_arrays(
 def build_digits_det(cfg: DigitsDetConfig, calib_cfg) -> DetectionBundle:
     canvas = cfg.canvas
     size_range = tuple(int(v) for v in cfg.digit_size)
-    (xtr, ttr), (xte, tte) = digits_det_arrays(canvas, cfg.max_digits, size_range, cfg.num_train, cfg.num_test, cfg.seed)
+    (xtr, ttr), (xte, tte) = digits_det_arrays(
+        canvas, cfg.max_digits, size_range, cfg.num_train, cfg.num_test, cfg.seed
+    )
     calib_idx = sample_calibration(len(xtr), int(calib_cfg.num_samples), int(calib_cfg.seed))
     # canvases stay in [0, 1]: torchvision detectors normalise inside their own transform
     train = torch.from_numpy(xtr)
@@ -118,7 +120,6 @@ def build_digits_det(cfg: DigitsDetConfig, calib_cfg) -> DetectionBundle:
             "calib_indices_digest": indices_digest(calib_idx),
         },
     )
-
 
 
 def export_coco(dataset, num_classes: int, folder, ann_name: str = "instances_test.json"):

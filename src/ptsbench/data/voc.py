@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import DATASETS, LocalDetectionConfig, dataset_root, sample_calibration
+from .base import DATASETS, VocConfig, dataset_root, sample_calibration
 from .detection import DetectionBundle, file_detection_bundle, make_target, require
 
 VOC_CLASSES = (
@@ -83,8 +83,8 @@ def split_ids(year: Path, split: str, knob: str) -> list[str]:
     return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
 
 
-@DATASETS.register("voc07", config=LocalDetectionConfig)
-def build_voc07(cfg: LocalDetectionConfig, calib_cfg) -> DetectionBundle:
+@DATASETS.register("voc07", config=VocConfig)
+def build_voc07(cfg: VocConfig, calib_cfg) -> DetectionBundle:
     year = voc_year_dir(dataset_root(cfg.root, "voc07", LAYOUT))
     split, calib_split = str(cfg.split), str(cfg.calib_split)
     ids = split_ids(year, split, "dataset.split")

@@ -51,12 +51,20 @@ def _torchvision_file(tag: str) -> tuple[Path | None, list[str]]:
     return (path if path.is_file() else None), [str(path)]
 
 
+def timm_pretrained_cfg(name: str):
+    """timm's pretrained config of ``name`` (``arch.tag``); a ConfigError naming the knob when unknown."""
+    import timm
+
+    try:
+        return timm.models.get_pretrained_cfg(name)
+    except RuntimeError as e:
+        raise ConfigError(f"model.pretrained='{name}': {e}; see timm.list_pretrained('{name.split('.')[0]}')") from None
+
+
 def _timm_file(tag: str) -> tuple[Path | None, list[str]]:
     from huggingface_hub import constants, try_to_load_from_cache
 
-    from .library import _timm_pretrained_cfg
-
-    pcfg = _timm_pretrained_cfg(tag)
+    pcfg = timm_pretrained_cfg(tag)
     looked: list[str] = []
     if pcfg is not None and pcfg.hf_hub_id:
         repo = pcfg.hf_hub_id.split("@")[0]

@@ -315,4 +315,3 @@ def build_mmdet(cfg: MMDetModelConfig, num_classes: int, in_chans: int, img_size
     return MMDetDetector(
         detector.eval(), list(mcfg.test_pipeline), _label_ids(cfg, head_classes, num_classes), in_chans
     )
-

@@ -27,8 +27,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schemas import knob
-from .sources import MODEL_SOURCES, ModelConfig
 from .adapters._packed import pack_side_inputs
+from .sources import MODEL_SOURCES, ModelConfig
 
 ARCHS = ("ddpm_digits", "ldm", "sd")
 

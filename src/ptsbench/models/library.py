@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data.images import EvalPreprocess  # the data layer owns the transform; this module picks it
 from ..errors import ConfigError
+from .checkpoints import timm_pretrained_cfg
 from .sources import MODEL_SOURCES, LibraryModelConfig
 
 
@@ -76,15 +77,6 @@ def build_torchvision(cfg: LibraryModelConfig, num_classes: int, in_chans: int, 
     return model
 
 
-def _timm_pretrained_cfg(name: str):
-    import timm
-
-    try:
-        return timm.models.get_pretrained_cfg(name)
-    except RuntimeError as e:
-        raise ConfigError(f"model.pretrained='{name}': {e}; see timm.list_pretrained('{name.split('.')[0]}')") from None
-
-
 @MODEL_SOURCES.register("timm", config=LibraryModelConfig, check=check_library_config)
 def build_timm(cfg: LibraryModelConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     import timm
@@ -93,7 +85,7 @@ def build_timm(cfg: LibraryModelConfig, num_classes: int, in_chans: int, img_siz
     if not timm.is_model(arch):
         raise ConfigError(f"model.arch='{arch}' is not a timm model; see timm.list_models('{arch[:6]}*')")
     kw = _kwargs(cfg)
-    pcfg = _timm_pretrained_cfg(arch)
+    pcfg = timm_pretrained_cfg(arch)
     if pcfg is not None and pcfg.fixed_input_size:  # position embeddings depend on the image size
         kw.setdefault("img_size", img_size)
     return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kw)
@@ -106,7 +98,7 @@ def eval_preprocess(cfg) -> EvalPreprocess:
     if source == "timm":
         from timm.data import resolve_data_config
 
-        pcfg = _timm_pretrained_cfg(str(tag or cfg.arch))
+        pcfg = timm_pretrained_cfg(str(tag or cfg.arch))
         if pcfg is None:
             return EvalPreprocess()
         dc = resolve_data_config({}, pretrained_cfg=pcfg.to_dict())

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
-from ..schemas import Schema, knob
+from ..schemas import Schema, knob, typed
 from . import zoo
 
 MODEL_SOURCES: Registry = Registry("model source", "model.source", plugins="ptsbench.models")
@@ -106,6 +106,7 @@ def load_weights(model: nn.Module, cfg, dataset_name: str) -> None:
 def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, img_size: int, dataset_name: str) -> nn.Module:
     """The model of the typed ``cfg`` (sources registered with ``loads_weights`` read their own weights,
     e.g. a diffusers folder; the others get ``model.weights`` loaded here)."""
+    cfg = typed("model", MODEL_SOURCES.config(cfg["source"] if not isinstance(cfg, Schema) else cfg.source), cfg)
     entry = MODEL_SOURCES.entry(cfg.source)
     model = entry.obj(cfg, num_classes, in_chans, img_size)
     if not entry.trait("loads_weights", False):

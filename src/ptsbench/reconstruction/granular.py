@@ -100,7 +100,9 @@ def _frozen(model):
             p.requires_grad_(flag)
 
 
-def reconstruct(model, dense_model, masks, calib_inputs, config: UnitwiseConfig, device, *, adapter=None, task=None, **_):
+def reconstruct(
+    model, dense_model, masks, calib_inputs, config: UnitwiseConfig, device, *, adapter=None, task=None, **_
+):
     """Reconstruct every unit of ``config.name`` granularity, in execution order."""
     device = torch.device(device)
     adapter = adapter or GenericAdapter()

@@ -208,7 +208,19 @@ class _Walk:
         self.todo.discard(name)
 
 
-def reconstruct(model, dense_model, masks, calib_inputs, config: SparseGPTConfig, device, *, adapter=None, task=None, sparsity=None, **_) -> dict:
+def reconstruct(
+    model,
+    dense_model,
+    masks,
+    calib_inputs,
+    config: SparseGPTConfig,
+    device,
+    *,
+    adapter=None,
+    task=None,
+    sparsity=None,
+    **_,
+) -> dict:
     """Prune every masked layer by SparseGPT at its mask's count (masks and weights updated in place)."""
     device = torch.device(device)
     adapter = adapter or GenericAdapter()
@@ -325,4 +337,6 @@ def _prune_uncovered(walk: _Walk, calib_inputs: torch.Tensor) -> None:
             walk.prune(name, h, count, cross)
 
 
-RECONSTRUCTORS.register("sparsegpt", config=SparseGPTConfig, label="SparseGPT", order=5, selects_masks=True)(reconstruct)
+RECONSTRUCTORS.register("sparsegpt", config=SparseGPTConfig, label="SparseGPT", order=5, selects_masks=True)(
+    reconstruct
+)

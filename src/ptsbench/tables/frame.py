@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..identity import digest_excluded
 from ..metrics import relative_score
 from ..models.adapters import ADAPTERS
-from ..identity import digest_excluded
 from ..sparsity.allocators import ALLOCATORS
 
 TASK_ORDER = ("cls", "det", "gen")  # the paper's three tasks; always shown, as gaps when absent

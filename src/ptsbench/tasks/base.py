@@ -67,4 +67,3 @@ class Task:
         only when an allocator or reconstruction needs it: the dataset's images by default; a
         diffusion task captures its UNet inputs over sampling instead."""
         return data.calib_inputs
-

@@ -71,7 +71,11 @@ def task_loss(loss: str, out: torch.Tensor, target: torch.Tensor, temperature: f
     if loss == "mse":
         return F.mse_loss(out, target)
     t = temperature
-    return F.kl_div(F.log_softmax(out / t, 1), F.log_softmax(target / t, 1), log_target=True, reduction="batchmean") * t * t
+    return (
+        F.kl_div(F.log_softmax(out / t, 1), F.log_softmax(target / t, 1), log_target=True, reduction="batchmean")
+        * t
+        * t
+    )
 
 
 def dense_model_of(context) -> nn.Module:

@@ -12,6 +12,7 @@ order so the count is exact.
 from __future__ import annotations
 
 import math
+
 import torch
 
 from .base import ALLOCATORS, Allocator, AllocatorConfig
