@@ -53,7 +53,7 @@ lint: $(STAMP)  ## ruff: lint rules and the formatting check (pyproject.toml [to
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-drill: $(STAMP)  ## fault drill: every bad input and fault of issue 12, end to end against the CLI (CPU, minutes)
+drill: $(STAMP)  ## fault drill: every known bad input and fault, end to end against the CLI (CPU, minutes)
 	$(PY) scripts/fault_drill.py
 
 # each sweep rebuilds the tables when it ends (hydra/callbacks=aggregate); if it stops early, aggregate what exists

@@ -1,4 +1,4 @@
-"""Benchmark SparseGPT against block reconstruction, and 2:4 layers against dense ones (issue 14).
+"""Benchmark SparseGPT against block reconstruction, and 2:4 layers against dense ones.
 
 1. SparseGPT vs block reconstruction on torchvision ResNet-18 (random weights, BN folded) at
    224x224, magnitude masks at uniform 70% first: wall time of ``reconstruction=sparsegpt``

@@ -1,5 +1,5 @@
 """Check a tables directory: within every column of Tables 2 and 3 (per aspect), every non-empty
-cell has the same n and the same models (issue 13 acceptance). Reads the tidy ``*_cells.csv``.
+cell has the same n and the same models. Reads the tidy ``*_cells.csv``.
 
     python scripts/check_matched.py outputs/demo/tables
 Exit 0 when matched, 1 (listing the columns) when not, 2 when a cells file is missing.

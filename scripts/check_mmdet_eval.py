@@ -7,7 +7,7 @@ checkpoint), saves it as an mmengine-style checkpoint, then evaluates the same t
 - mmdet: the canvases written as PNG files with a COCO annotation file, read back by mmdet's
   ``CocoDataset`` with the config's test pipeline, ``detector.test_step`` and mmdet's ``CocoMetric``
   (which rounds to 3 decimals).
-and prints both mAP@[.5:.95] and mAP@0.5 with their difference (issue 15: must agree to 0.001).
+and prints both mAP@[.5:.95] and mAP@0.5 with their difference (they must agree to 0.001).
 
     python scripts/check_mmdet_eval.py --epochs 4 --out outputs/mmdet_digits
     python scripts/check_mmdet_eval.py --weights outputs/mmdet_digits/retinanet_r18_digits.pth

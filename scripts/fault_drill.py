@@ -1,4 +1,4 @@
-"""Fault drill (issue 12): every listed bad input and fault, end to end against the CLI.
+"""Fault drill: every known bad input and fault, end to end against the CLI.
 
 Runs each case in a temporary folder with tiny settings (zoo ResNet-20, 100 test images, 32
 calibration images) and prints one line per case,
@@ -7,7 +7,7 @@ then ``N passed, N failed``; exits 1 when any case failed. A case that waits for
 (``pending_on``) prints PENDING instead of FAIL until that change lands. CPU only, a few minutes.
 
     python scripts/fault_drill.py            # all cases
-    python scripts/fault_drill.py -k 6 -k 12 # only the cases whose id starts with 6 or 12
+    python scripts/fault_drill.py -k sweeps -k inputs   # only the cases whose id starts with these
     python scripts/fault_drill.py --keep     # keep the temporary folder and print it
 """
 
@@ -117,7 +117,7 @@ def zoo_state(seed: int | None = None):
     return zoo.ZOO_ARCHS.get("cifar_resnet20")(10, 1, 28).state_dict()
 
 
-# ---- 1-3, 5: wrong results -------------------------------------------------------------------------------
+# ---- wrong results -------------------------------------------------------------------------------
 
 
 def stale_dense(d: Drill, out: Path) -> Result:
@@ -234,7 +234,7 @@ def _fake_imagefolder(root: Path, train, val) -> Path:
     return root
 
 
-# ---- 6-9: work lost --------------------------------------------------------------------------------------
+# ---- work lost --------------------------------------------------------------------------------------
 
 
 def sweep_goes_on(*extra: str) -> Callable[[Drill, Path], Result]:
@@ -353,7 +353,7 @@ def _kill(pid: int) -> None:
         pass
 
 
-# ---- 10-13: tracebacks and messages -----------------------------------------------------------------------
+# ---- tracebacks and messages -----------------------------------------------------------------------
 
 
 def list_models(d: Drill, out: Path) -> Result:
@@ -426,84 +426,106 @@ def aggregate_names_unreadable(d: Drill, out: Path) -> Result:
 
 
 CASES = [
-    Case("1.stale-dense-score", "replacing the weight file changes dense score and digest; sha recorded", stale_dense),
-    Case("2.diverged-reconstruction", "diverged units restored + diverged:true; pruned weights 0, no NaN", diverged),
-    Case("2.nan-weights-never-ok", "a model with a NaN weight -> failed record (phase check_weights)", nan_weights),
     Case(
-        "3.split-seed-zoo",
+        "weights.stale-dense-score",
+        "replacing the weight file changes dense score and digest; sha recorded",
+        stale_dense,
+    ),
+    Case(
+        "divergence.diverged-reconstruction",
+        "diverged units restored + diverged:true; pruned weights 0, no NaN",
+        diverged,
+    ),
+    Case(
+        "divergence.nan-weights-never-ok",
+        "a model with a NaN weight -> failed record (phase check_weights)",
+        nan_weights,
+    ),
+    Case(
+        "split.split-seed-zoo",
         "split_seed=1 with zoo weights refused (rc 2)",
         refused("dataset.split_seed=1", names=("dataset.split_seed=1",)),
     ),
     Case(
-        "3.num-test-4999", "refused: zoo training images in test", refused("dataset.num_test=4999", names=("num_test",))
+        "split.num-test-4999",
+        "refused: zoo training images in test",
+        refused("dataset.num_test=4999", names=("num_test",)),
     ),
-    Case("3.num-test-negative", "refused", refused("dataset.num_test=-5", names=("dataset.num_test=-5",))),
-    Case("3.num-test-huge", "refused", refused("dataset.num_test=100000", names=("dataset.num_test=100000",))),
-    Case("3.num-test-zero", "refused", refused("dataset.num_test=0", names=("dataset.num_test=0",))),
-    Case("3.calib-negative", "refused", refused("calib.num_samples=-5", names=("calib.num_samples=-5",))),
-    Case("3.calib-too-many", "refused", refused("calib.num_samples=100000", names=("calib.num_samples=100000",))),
+    Case("split.num-test-negative", "refused", refused("dataset.num_test=-5", names=("dataset.num_test=-5",))),
+    Case("split.num-test-huge", "refused", refused("dataset.num_test=100000", names=("dataset.num_test=100000",))),
+    Case("split.num-test-zero", "refused", refused("dataset.num_test=0", names=("dataset.num_test=0",))),
+    Case("split.calib-negative", "refused", refused("calib.num_samples=-5", names=("calib.num_samples=-5",))),
+    Case("split.calib-too-many", "refused", refused("calib.num_samples=100000", names=("calib.num_samples=100000",))),
     Case(
-        "4.erk-power-negative",
+        "knobs.erk-power-negative",
         "refused",
         refused("allocator=erk", "allocator.power=-1", names=("allocator.power",)),
     ),
-    Case("4.pattern-nm", "refused or really N:M", refused("sparsity.pattern=nm", names=("sparsity.pattern",))),
-    Case("4.fold-bn-abc", "refused", refused("prune.fold_bn=abc", names=("prune.fold_bn",))),
+    Case("knobs.pattern-nm", "refused or really N:M", refused("sparsity.pattern=nm", names=("sparsity.pattern",))),
+    Case("knobs.fold-bn-abc", "refused", refused("prune.fold_bn=abc", names=("prune.fold_bn",))),
     Case(
-        "4.lambda-negative",
+        "knobs.lambda-negative",
         "refused",
         refused("allocator=fcpts_erk", "allocator.lambda=-1", "allocator.iters=2", names=("allocator.lambda",)),
     ),
     Case(
-        "4.power-abc",
+        "knobs.power-abc",
         "refused before the dense eval",
         refused("allocator=erk", "allocator.power=abc", names=("allocator.power",)),
     ),
-    Case("4.seed-abc", "refused", refused("seed=abc", names=("seed",))),
-    Case("4.eval-batch-negative", "refused", refused("eval.batch_size=-1", names=("eval.batch_size",))),
+    Case("knobs.seed-abc", "refused", refused("seed=abc", names=("seed",))),
+    Case("knobs.eval-batch-negative", "refused", refused("eval.batch_size=-1", names=("eval.batch_size",))),
     Case(
-        "4.exclude-string",
+        "knobs.exclude-string",
         "refused as not a list",
         refused("prune.exclude=fc", names=("prune.exclude", "list")),
     ),
-    Case("5.imagefolder-val-subset", "val/ labelled with train/'s class map", imagefolder_labels),
-    Case("5.imagefolder-unknown-class", "a val/ class unknown to train/ refused", imagefolder_unknown),
-    Case("6.multirun-config-error", "0.5 and 0.6 run ok, 1.5 failed record phase config", sweep_goes_on()),
+    Case("imagefolder.imagefolder-val-subset", "val/ labelled with train/'s class map", imagefolder_labels),
+    Case("imagefolder.imagefolder-unknown-class", "a val/ class unknown to train/ refused", imagefolder_unknown),
+    Case("sweeps.multirun-config-error", "0.5 and 0.6 run ok, 1.5 failed record phase config", sweep_goes_on()),
     Case(
-        "6.parallel-config-error",
+        "sweeps.parallel-config-error",
         "same under hydra/launcher=parallel, siblings not killed",
         sweep_goes_on("hydra/launcher=parallel", "hydra.launcher.n_jobs=2"),
     ),
-    Case("6.single-run-config-error", "single run exits 2", refused("sparsity.rate=1.5", names=("sparsity.rate",))),
-    Case("6.table2-missing-checkpoint", "missing checkpoint recorded failed, sweep goes on", missing_checkpoint_sweep),
-    Case("7.ok-never-replaced", "a failed re-run of an ok config is written beside it", ok_never_replaced),
-    Case("8.unwritable-records-dir", "refused at validation (rc 2)", unwritable),
-    Case("9.orphaned-workers", "parallel workers exit after kill -9 of the sweep's parent", orphans),
-    Case("10.ptsbench-models", "lists every model, marks local-checkpoint ones, unet filter works", list_models),
-    Case("11.task-model-mismatch", "refused naming both", refused("task=det", names=("task=det", "zoo_resnet20"))),
     Case(
-        "11.model-task-mismatch",
+        "sweeps.single-run-config-error", "single run exits 2", refused("sparsity.rate=1.5", names=("sparsity.rate",))
+    ),
+    Case(
+        "sweeps.table2-missing-checkpoint",
+        "missing checkpoint recorded failed, sweep goes on",
+        missing_checkpoint_sweep,
+    ),
+    Case("records.ok-never-replaced", "a failed re-run of an ok config is written beside it", ok_never_replaced),
+    Case("folders.unwritable-records-dir", "refused at validation (rc 2)", unwritable),
+    Case("workers.orphaned-workers", "parallel workers exit after kill -9 of the sweep's parent", orphans),
+    Case("cli.ptsbench-models", "lists every model, marks local-checkpoint ones, unet filter works", list_models),
+    Case(
+        "task-fit.task-model-mismatch", "refused naming both", refused("task=det", names=("task=det", "zoo_resnet20"))
+    ),
+    Case(
+        "task-fit.model-task-mismatch",
         "refused naming both",
         refused("model=zoo_retinanet_digits", names=("task=cls", "zoo_retinanet_digits")),
     ),
     Case(
-        "11.task-dataset-mismatch",
+        "task-fit.task-dataset-mismatch",
         "refused naming both",
         refused("task=gen", "model=zoo_ddpm_digits", names=("task=gen", "mnist5k")),
     ),
-    Case("12.device-cuda7", "refused", refused("device=cuda:7", names=("device=cuda:7",))),
-    Case("12.device-tpu", "refused", refused("device=tpu", names=("device=tpu",))),
-    Case("12.device-mps", "refused", refused("device=mps", names=("device=mps",))),
-    Case("12.corrupt-checkpoint", "refused naming the file", corrupt_checkpoint),
-    Case("12.checkpoint-is-folder", "refused naming the folder", checkpoint_folder),
-    Case("12.corrupt-dense-cache", "warning naming the file, recomputed, run ok", corrupt_dense_cache),
+    Case("inputs.device-cuda7", "refused", refused("device=cuda:7", names=("device=cuda:7",))),
+    Case("inputs.device-tpu", "refused", refused("device=tpu", names=("device=tpu",))),
+    Case("inputs.device-mps", "refused", refused("device=mps", names=("device=mps",))),
+    Case("inputs.corrupt-checkpoint", "refused naming the file", corrupt_checkpoint),
+    Case("inputs.checkpoint-is-folder", "refused naming the folder", checkpoint_folder),
+    Case("inputs.corrupt-dense-cache", "warning naming the file, recomputed, run ok", corrupt_dense_cache),
     Case(
-        "12.reconstruction-_unitwise",
+        "inputs.reconstruction-_unitwise",
         "refused",
         refused("reconstruction=_unitwise", names=("reconstruction",)),
     ),
-    Case("13.record-path-printed", "record path printed; record group-readable", record_path_printed),
-    Case("13.aggregate-unreadable", "ptsbench-aggregate names the unreadable file", aggregate_names_unreadable),
+    Case("messages.record-path-printed", "record path printed; record group-readable", record_path_printed),
+    Case("messages.aggregate-unreadable", "ptsbench-aggregate names the unreadable file", aggregate_names_unreadable),
 ]
 
 

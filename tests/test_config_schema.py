@@ -1,4 +1,4 @@
-"""Config schemas (issue 16 items 2-3, issue 17 item 1, issue 12 item 4): one typed schema per method,
+"""Config schemas: one typed schema per method,
 every bad knob refused up front in one line, group+knob sweeps that compose, records that name
 the option picked."""
 
@@ -33,7 +33,7 @@ def digest_of(cfg) -> str:
     return identity_of(cfg).digest
 
 
-# --- issue 12 item 4: each unchecked knob fails in validation with knob, value and what is valid
+# --- each unchecked knob fails in validation with knob, value and what is valid
 BAD_KNOBS = [
     (("allocator=erk", "allocator.power=-1"), "allocator.power=-1 must be a number > 0"),
     (("allocator=erk", "allocator.power=abc"), "allocator.power='abc' must be a number"),
@@ -93,7 +93,7 @@ def test_bad_knob_through_the_cli_exits_2_before_any_work(tmp_path):
         assert not (tmp_path / "cache").exists()  # refused before the dense evaluation
 
 
-# --- issue 16 item 2: one source of truth per knob
+# --- one source of truth per knob
 def test_option_files_are_deltas_on_their_schema():
     fcpts_erk, fcpts_l2 = (compose_cfg(f"allocator={o}").allocator for o in ("fcpts_erk", "fcpts_l2norm"))
     assert fcpts_erk.iters == fcpts_l2.iters == 1600 and fcpts_erk["lambda"] == 1.0  # FCPTSConfig's defaults
@@ -142,7 +142,7 @@ def test_digests_of_existing_runs_are_unchanged():
     assert digest_of(compose_cfg("prune.adapter_dense=false"))[:12] != before[()]
 
 
-# --- issue 17 item 1: a group swept with a knob of one of its options
+# --- a group swept with a knob of one of its options
 GROUP_KNOB_SWEEPS = [
     ("reconstruction", ["none", "single", "layer", "block", "sparsegpt"], "reconstruction.iters=400"),
     ("allocator", ["uniform", "l2norm", "erk", "fcpts_erk", "fcpts_l2norm"], "allocator.iters=200"),
@@ -213,7 +213,7 @@ def test_knob_unknown_to_every_option_names_the_valid_ones():
     check_overrides(["reconstruction=single", "reconstruction.iters=5", "+foo=1", "hydra.job.chdir=false"])
 
 
-# --- issue 16 item 3: records name the option picked
+# --- records name the option picked
 def test_choices_and_file_names_name_the_option(tmp_path):
     recs = [
         run(

@@ -1,4 +1,4 @@
-"""Detection task (issue 6): detectors build offline and run dense and masked, the adapters cover
+"""Detection task: detectors build offline and run dense and masked, the adapters cover
 every prunable layer in execution order, mAP equals hand-computed values, COCO/VOC loaders read
 miniature datasets in the real layouts, and the pipeline writes well-formed det records."""
 

@@ -1,4 +1,4 @@
-"""The wheel carries its configs: a non-editable install runs from any directory (issue 16 item 1)."""
+"""The wheel carries its configs: a non-editable install runs from any directory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CompVis latent-diffusion checkpoints -> diffusers (issue 15, ``ptsbench-convert-ldm``).
+"""CompVis latent-diffusion checkpoints -> diffusers (``ptsbench-convert-ldm``).
 
 The synthetic checkpoints are written from CompVis' architecture (``openaimodel.UNetModel`` with
 legacy AttentionBlocks, the ``Encoder``/``Decoder`` of its VQ/KL autoencoders): parameter names and

@@ -1,4 +1,4 @@
-"""Wanda, SparseGPT and N:M (issue 14, docs/methods.md#decisions): hand-computed scores, an independent OBS
+"""Wanda, SparseGPT and N:M (docs/methods.md#decisions): hand-computed scores, an independent OBS
 reference, the conv/Linear equivalence, N:M group counts and exact per-layer counts end to end."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""mmdet as a model source (issue 15): a small mmdet RetinaNet (ResNet-18 depth, quarter widths, random
+"""mmdet as a model source: a small mmdet RetinaNet (ResNet-18 depth, quarter widths, random
 weights) builds from an mmengine config, runs the DET task on digits_det with mmdet's own test-time
 preprocessing, folds its BNs, reconstructs at block granularity with the masks intact, and loads
 mmengine checkpoints whose metadata torch's weights-only unpickler refuses. Its detections equal

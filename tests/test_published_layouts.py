@@ -1,4 +1,4 @@
-"""Published checkpoint layouts (issue 15): qfgaohao/pytorch-ssd ``mb1-ssd`` / ``mb2-ssd-lite`` state
+"""Published checkpoint layouts: qfgaohao/pytorch-ssd ``mb1-ssd`` / ``mb2-ssd-lite`` state
 dicts load into the project's SSD ports with the repository's priors. The synthetic checkpoints
 below are written from that repository's architecture (parameter names and shapes of its
 ``MobileNetV1``/``MobileNetV2`` base nets, extras and headers), not from the project's modules, so a

@@ -15,11 +15,11 @@ from ptsbench.data import build_data
 from ptsbench.errors import ConfigError
 from ptsbench.models import build_model, zoo
 from ptsbench.models.adapters import ModelAdapter, Unit, get_adapter
-from ptsbench.reconstruction import RECONSTRUCTORS, granular
+from ptsbench.reconstruction import RECONSTRUCTORS, unitwise
 from ptsbench.reconstruction.error_correction import apply_error_correction
 from ptsbench.reconstruction.feeder import UnitFeeder
-from ptsbench.reconstruction.granular import UnitwiseConfig
 from ptsbench.reconstruction.unit_data import capture_input, unit_tensors
+from ptsbench.reconstruction.unitwise import UnitwiseConfig
 from ptsbench.run import run
 from ptsbench.schemas import build
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules
@@ -181,13 +181,13 @@ def toy_pair(seed=0):
 def test_units_are_fed_the_documented_tensors(monkeypatch, input_mode):
     dense, sparse, masks, calib = toy_pair()
     seen = []
-    real_train = granular.train_unit
+    real_train = unitwise.train_unit
 
     def spy(chain, weights, m, biases, x, y, s, device, progress=None):
         seen.append((x.data.clone(), y.data.clone()))
         return real_train(chain, weights, m, biases, x, y, s, device, progress)
 
-    monkeypatch.setattr(granular, "train_unit", spy)
+    monkeypatch.setattr(unitwise, "train_unit", spy)
     RECONSTRUCTORS.get("layer")(
         sparse, dense, masks, calib, recon_cfg(input=input_mode, iters=30, lr=0.05), "cpu", adapter=TwoUnitAdapter()
     )

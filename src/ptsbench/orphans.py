@@ -1,4 +1,4 @@
-"""Worker processes of a parallel sweep exit when the sweep's parent process dies (issue 12 item 9).
+"""Worker processes of a parallel sweep exit when the sweep's parent process dies.
 
 joblib's loky workers outlive a ``kill -9`` of the Hydra process that started them and keep
 computing at full CPU. A daemon thread in the worker polls its parent pid: once the worker is

@@ -20,7 +20,7 @@ from . import phases
 from .config.preflight import resolve_device
 from .config.spec import RunSpec, resolve
 from .errors import ConfigError
-from .records import load_finished, peak_memory, write_record
+from .records import RunRecord, load_finished, peak_memory, write_record
 from .timing import PhaseTimer
 
 __all__ = ["execute", "run"]
@@ -36,10 +36,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 def execute(spec: RunSpec) -> dict:
     """The phases of one resolved run; returns its record (or the finished one it skipped)."""
     t_start = time.perf_counter()
-    done = load_finished(spec.paths.records_dir, spec.identity.digest) if spec.skip_finished else None
+    done = finished(spec)
     if done is not None:
-        log.info("[skip] %s already finished", spec.identity.name)
-        return {**done, "skipped": True}
+        return done
     device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)
     record = phases.start_record(spec, device)
@@ -72,8 +71,21 @@ def execute(spec: RunSpec) -> dict:
         raise
     finally:
         if record.status == "ok" or record.error is not None:
-            record.timing["total"] = round(time.perf_counter() - t_start, 4)
-            record.memory = peak_memory(device)
-            write_record(spec.identity.record_path, record.to_dict())
+            write_final(spec, record, device, t_start)
     record.log_summary()
     return record.to_dict()
+
+
+def finished(spec: RunSpec) -> dict | None:
+    """The ``ok`` record of this digest when the run is to be skipped (``skip_finished``), else None."""
+    done = load_finished(spec.paths.records_dir, spec.identity.digest) if spec.skip_finished else None
+    if done is None:
+        return None
+    log.info("[skip] %s already finished", spec.identity.name)
+    return {**done, "skipped": True}
+
+
+def write_final(spec: RunSpec, record: RunRecord, device: torch.device, t_start: float) -> None:
+    record.timing["total"] = round(time.perf_counter() - t_start, 4)
+    record.memory = peak_memory(device)
+    write_record(spec.identity.record_path, record.to_dict())

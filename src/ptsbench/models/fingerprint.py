@@ -1,7 +1,7 @@
 """Content hash of a weight file (or a diffusers folder), so that results follow the weights.
 
 Replacing the file behind ``model.weights=/path/w.pt`` must change the run digest and the
-dense-metric cache key (issue 12 item 1); a path or config alone cannot tell. SHA-256 of the
+dense-metric cache key; a path or config alone cannot tell. SHA-256 of the
 bytes, with a fast path: the hash is remembered in ``<cache_dir>/weights_sha256.json`` under the
 file's absolute path, size and modification time (ns), and recomputed only when one changes.
 """

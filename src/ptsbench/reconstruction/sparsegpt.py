@@ -238,16 +238,9 @@ def reconstruct(
     )
     units = [u for u in adapter.units(model, "block") if any(n in walk.todo for n in u.layers)]
     report = {
-        "name": "sparsegpt",
-        "blocksize": config.blocksize,
-        "percdamp": float(config.percdamp),
-        "group": walk.group,
-        "nm": list(walk.nm) if walk.nm else None,
-        "target": config.target,
-        "adapter": adapter.family,
-        "num_units": len(units),
-        "units": [],
-        "layers": walk.layers,
+        **{"name": "sparsegpt", "blocksize": config.blocksize, "percdamp": float(config.percdamp)},
+        **{"group": walk.group, "nm": list(walk.nm) if walk.nm else None, "target": config.target},
+        **{"adapter": adapter.family, "num_units": len(units), "units": [], "layers": walk.layers},
     }
     model.eval()
     t_start = time.perf_counter()

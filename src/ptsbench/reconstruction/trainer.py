@@ -116,39 +116,44 @@ def train_unit(
         if progress is not None and (i + 1) % update_every == 0:
             progress.update(update_every)
 
-    start, path = 0, "eager"
     use_graph = on_cuda and s.cuda_graphs and x.data.device.type == "cuda" and s.iters > WARMUP_STEPS
     with tf32(on_cuda):
-        if use_graph:
-            static_idx = idx_all[0].clone()
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                for start in range(WARMUP_STEPS):
-                    static_idx.copy_(idx_all[start])
-                    opt.zero_grad(set_to_none=True)
-                    after(start, step(static_idx))
-            torch.cuda.current_stream(device).wait_stream(side)
-            start = WARMUP_STEPS
-            try:
-                graph = torch.cuda.CUDAGraph()
-                opt.zero_grad(set_to_none=True)
-                with torch.cuda.graph(graph):
-                    static_loss = step(static_idx)
-                path = "cuda_graph"
-            except Exception as e:  # noqa: BLE001 - an op that cannot be captured: stay eager
-                path = f"eager (cuda graph capture failed: {type(e).__name__})"
-        if path == "cuda_graph":
-            for i in range(start, s.iters):
-                static_idx.copy_(idx_all[i])
-                graph.replay()
-                after(i, static_loss)
-        else:
+        path = _graph_steps(step, after, opt, idx_all, s.iters, device) if use_graph else None
+        if path is None or path.startswith("eager"):
+            start = WARMUP_STEPS if path is not None else 0  # a failed capture ran the warm-up steps already
             for i in range(start, s.iters):
                 opt.zero_grad(set_to_none=True)
                 after(i, step(idx_all[i]))
+            path = path or "eager"
     for p in weights + biases:
         p.grad = None  # on CUDA the grads live in the graph's private pool: release it with the graph
     if progress is not None:
         progress.update(s.iters - progress.n)
     return {"path": path, "train_loss_trace": [[i, float(v)] for i, v in trace]}
+
+
+def _graph_steps(step, after, opt, idx_all: torch.Tensor, iters: int, device: torch.device) -> str:
+    """The steps after a short eager warm-up (on a side stream, which allocates grads and optimiser state)
+    captured once as a CUDA graph and replayed; "eager (...)" when the capture fails, after the warm-up
+    steps, so the caller runs the rest eagerly."""
+    static_idx = idx_all[0].clone()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for i in range(WARMUP_STEPS):
+            static_idx.copy_(idx_all[i])
+            opt.zero_grad(set_to_none=True)
+            after(i, step(static_idx))
+    torch.cuda.current_stream(device).wait_stream(side)
+    try:
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            static_loss = step(static_idx)
+    except Exception as e:  # noqa: BLE001 - an op that cannot be captured: stay eager
+        return f"eager (cuda graph capture failed: {type(e).__name__})"
+    for i in range(WARMUP_STEPS, iters):
+        static_idx.copy_(idx_all[i])
+        graph.replay()
+        after(i, static_loss)
+    return "cuda_graph"

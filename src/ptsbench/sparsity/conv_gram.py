@@ -89,6 +89,11 @@ def _correlate(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 def _lag_gram(module: nn.Conv2d, xl: torch.Tensor, xr: torch.Tensor | None) -> torch.Tensor:
+    """The lag-by-lag Gram of ``lag_gram`` (``xr`` None: the symmetric X X^T).
+
+    One function because: the lag loop reads the same framed buffers, border tables and offsets
+    (nine values) in every iteration, and its three border corrections are one formula in three
+    parts; split, those would travel as arguments and the formula would be read across functions."""
     symmetric = xr is None
     n, c, hgt, wid = xl.shape
     g = module.groups

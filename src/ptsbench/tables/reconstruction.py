@@ -36,7 +36,7 @@ ASPECTS = {
     "granularity": (
         "granularity",
         [("single", "Single"), ("layer", "Layer-wise"), ("block", "Block-wise")],
-        ("reconstruction.name", "reconstruction.granularity"),
+        ("reconstruction.name", "reconstruction.unitwiseity"),
     ),
 }
 ASPECT_COLS = [a[0] for a in ASPECTS.values()]

@@ -99,7 +99,3 @@ def pack_side_inputs(model: nn.Module) -> list[str]:
             mod.register_forward_pre_hook(_pack_pre_hook, with_kwargs=True, prepend=True)
             done.append(name)
     return done
-
-
-def has_packed_entry(module: nn.Module) -> bool:
-    return isinstance(module, _PackedEntry)

@@ -45,7 +45,7 @@ class ModelAdapter:
 
     def check_granularity(self, granularity: str) -> None:
         if granularity not in GRANULARITIES:
-            raise ConfigError(f"reconstruction.granularity='{granularity}'; valid choices: {', '.join(GRANULARITIES)}")
+            raise ConfigError(f"reconstruction.unitwiseity='{granularity}'; valid choices: {', '.join(GRANULARITIES)}")
 
     def mode(self, granularity: str) -> tuple[bool, str]:
         """``unit_mode`` after checking that ``granularity`` is a valid choice."""
