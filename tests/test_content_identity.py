@@ -25,7 +25,7 @@ from ptsbench.errors import ConfigError
 from ptsbench.models import zoo_checkpoint_path
 from ptsbench.models.fingerprint import weights_sha256
 from ptsbench.models.zoo_files import zoo_checkpoint_of
-from ptsbench.validation import validate_config
+from ptsbench.config.spec import resolve as validate_config
 
 
 def _sha(data: bytes) -> str:
@@ -186,6 +186,30 @@ def test_coco_digest_covers_the_annotations_and_the_first_num_test_images(tmp_pa
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps({"images": images}))
     files = dataset_files({"name": "coco2017", "root": str(root), "num_test": 2})
     assert [p.name for _, p, _ in files] == ["instances_val2017.json", "1.jpg", "2.jpg"]
+
+
+def test_voc_digest_covers_the_split_list_annotations_images_and_drawn_calibration(tmp_path):
+    year = tmp_path / "VOCdevkit" / "VOC2007"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (year / d).mkdir(parents=True)
+    for i in ("000001", "000002", "000005"):
+        (year / "Annotations" / f"{i}.xml").write_text(f"<annotation>{i}</annotation>")
+        (year / "JPEGImages" / f"{i}.jpg").write_bytes(i.encode())
+    (year / "ImageSets/Main/test.txt").write_text("000001\n000005\n")
+    (year / "ImageSets/Main/trainval.txt").write_text("000002\n")
+    ds = {"name": "voc07", "root": str(tmp_path)}
+    names = [(role, p.name) for role, p, _ in dataset_files(ds, (4, 0))]
+    assert names == [
+        ("test", "test.txt"),
+        ("test", "000001.xml"),
+        ("test", "000001.jpg"),
+        ("test", "000005.xml"),
+        ("test", "000005.jpg"),
+        ("calib", "000002.jpg"),
+    ]
+    before = dataset_digest(ds)
+    (year / "Annotations" / "000005.xml").write_text("<annotation>moved box</annotation>")
+    assert dataset_digest(ds) != before
 
 
 # ---- zoo weights by hash ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from ptsbench.data.generation import ImageFolderUnit
 from ptsbench.data.images import EvalPreprocess, ImageFiles, UnreadableImage
 from ptsbench.errors import ConfigError
 from ptsbench.list_models import main as list_models
-from ptsbench.validation import validate_config
+from ptsbench.config.spec import resolve as validate_config
 
 
 def test_unknown_model_family_exits_2_naming_the_valid_ones(capsys):
