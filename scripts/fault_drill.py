@@ -2,12 +2,13 @@
 
 Runs each case in a temporary folder with tiny settings (zoo ResNet-20, 100 test images, 32
 calibration images) and prints one line per case,
-    case <item>.<name>  expected <what must happen>  got <what happened>  PASS|FAIL
+    case <concept>.<name>  expected <what must happen>  got <what happened>  PASS|FAIL
 then ``N passed, N failed``; exits 1 when any case failed. A case that waits for another change
 (``pending_on``) prints PENDING instead of FAIL until that change lands. CPU only, a few minutes.
 
     python scripts/fault_drill.py            # all cases
     python scripts/fault_drill.py -k sweeps -k inputs   # only the cases whose id starts with these
+    python scripts/fault_drill.py -k security           # the payload cases
     python scripts/fault_drill.py --keep     # keep the temporary folder and print it
 """
 
@@ -425,6 +426,164 @@ def aggregate_names_unreadable(d: Drill, out: Path) -> Result:
     )
 
 
+# ---- security, results that follow content, messages (case ids by concept) ------------------------------
+
+
+class Payload:
+    """Unpickled by the real unpickler, this runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _write_payload(fmt: str, path: Path, marker: Path) -> Path:
+    import pickle
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    obj = {"state_dict": Payload(marker), "meta": {"hook": Payload(marker)}}
+    if fmt == "plain":  # the reported reproduction: pickle.dump({"state_dict": Evil()}, f)
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+    elif fmt == "legacy":
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    elif fmt == "lightning":
+        torch.save({"epoch": 3, "global_step": 10, "hyper_parameters": {"lr": 0.1}, **obj}, path)
+    else:
+        torch.save(obj, path)
+    return path
+
+
+def _entry(entry: str, *args: str) -> subprocess.CompletedProcess:
+    """A console entry point (``module:function``) run as its installed script runs it."""
+    module, func = entry.split(":")
+    code = f"import sys; from {module} import {func}; sys.exit({func}())"
+    cmd = [sys.executable, "-c", code, *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env())
+
+
+def _refusal_line(p: subprocess.CompletedProcess, marker: Path, *names: str) -> Result:
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    ok = (
+        p.returncode == 2
+        and len(lines) == 1
+        and all(n in line for n in names)
+        and "weights_only" not in line
+        and not marker.exists()
+    )
+    return Result(ok, f"rc={p.returncode} lines={len(lines)} marker={marker.exists()} {line[:150]!r}")
+
+
+def payload_weights(fmt: str, *model: str) -> Callable[[Drill, Path], Result]:
+    def check(d: Drill, out: Path) -> Result:
+        marker = out / "MARK"
+        path = _write_payload(fmt, out / f"evil.{fmt}.pt", marker)
+        p = d.cli(out, *model, f"model.weights={path}", timeout=150)
+        return _refusal_line(p, marker, "model.weights", f"`{os.system.__module__}.system`", "accepted:")
+
+    return check
+
+
+def payload_convert_ldm(d: Drill, out: Path) -> Result:
+    marker = out / "MARK"
+    path = _write_payload("lightning", out / "model.ckpt", marker)
+    (out / "config.yaml").write_text("model: {params: {}}\n")
+    p = _entry("ptsbench.models.ldm_convert:main", "--ckpt", str(path), "--config", str(out / "config.yaml"),
+               "--out", str(out / "converted"))  # fmt: skip
+    return _refusal_line(p, marker, "--ckpt", f"`{os.system.__module__}.system`", "accepted:")
+
+
+def payload_cifar_batch(d: Drill, out: Path) -> Result:
+    import pickle
+
+    import numpy as np
+
+    marker, folder = out / "MARK", out / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3]}
+        if f == "data_batch_1":
+            entry["filenames"] = [Payload(marker)]
+        with open(folder / f, "wb") as fh:
+            pickle.dump(entry, fh, protocol=2)
+    p = d.cli(out, "model=cifar_resnet32", "model.weights=none", "dataset=cifar10", f"dataset.root={out / 'cifar'}",
+              "calib.num_samples=4", tiny=False, timeout=150)  # fmt: skip
+    return _refusal_line(p, marker, "dataset.root", "data_batch_1", f"`{os.system.__module__}.system`")
+
+
+def weights_copied_and_touched_back(d: Drill, out: Path) -> Result:
+    import hashlib
+
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    w, b = out / "w.pt", out / "b.pt"
+    torch.save(zoo_state(), w)
+    torch.save(zoo_state(seed=1), b)
+    p1 = d.cli(out, f"model.weights={w}")
+    before = os.stat(w)
+    shutil.copyfile(b, w)  # cp b.pt w.pt
+    os.utime(w, ns=(before.st_atime_ns, before.st_mtime_ns))  # touch -d '<old time>' w.pt
+    forged = (os.stat(w).st_size, os.stat(w).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    p2 = d.cli(out, f"model.weights={w}")
+    recs = sorted(d.records(out), key=lambda r: r["created"])
+    if p1.returncode or p2.returncode or len(recs) != 2:
+        return Result(False, f"rc={p1.returncode},{p2.returncode} records={len(recs)} (second run skipped?)")
+    sha = hashlib.sha256(w.read_bytes()).hexdigest()
+    a, b_top1 = (r["dense"]["top1"] for r in recs)
+    ok = forged and recs[1]["model"]["weights_sha256"] == sha and a > 0.9 and b_top1 < 0.5
+    return Result(ok, f"same size+mtime={forged}, dense top1 {a:.3f} -> {b_top1:.3f}, new sha recorded={ok}")
+
+
+def imagefolder_val_changed(d: Drill, out: Path) -> Result:
+    root = _fake_imagefolder(out / "data", train=("cat", "dog"), val=("cat", "dog"))
+    run = ("dataset=imagenet", f"dataset.root={root}", "dataset.num_classes=2", "model=resnet18",
+           "model.weights=none", "dataset.img_size=32", "calib.num_samples=2")  # fmt: skip
+    p1 = d.cli(out / "run", *run, tiny=False, cache=False)
+    moved = root / "val" / "dog" / "1.JPEG"  # a dog becomes a cat: the dense top-1 must follow the files
+    shutil.move(moved, root / "val" / "cat" / "moved.JPEG")
+    p2 = d.cli(out / "run", *run, "skip_finished=false", tiny=False, cache=False)
+    p3 = d.cli(out / "fresh", *run, "eval.dense_cache=false", tiny=False, cache=False)
+    dense = [(d.records(o) or [{}])[-1].get("dense", {}).get("top1") for o in (out / "run", out / "fresh")]
+    recs = sorted(d.records(out / "run"), key=lambda r: r["created"])
+    digests = len({r["digest"] for r in recs})
+    ok = not (p1.returncode or p2.returncode or p3.returncode) and len(recs) == 2 and dense[0] == dense[1]
+    return Result(ok and digests == 2, f"dense top1 after the change {dense[0]} vs fresh {dense[1]}, digests {digests}")
+
+
+def list_models_unknown_family(d: Drill, out: Path) -> Result:
+    p = d.cli(out, "nosuchfamily", module="ptsbench.list_models")
+    lines = p.stderr.strip().splitlines()
+    ok = p.returncode == 2 and len(lines) == 1 and "nosuchfamily" in lines[0] and "resnet" in lines[0]
+    return Result(ok, f"rc={p.returncode} {lines[-1][:150] if lines else ''!r}")
+
+
+def truncated_jpeg(d: Drill, out: Path) -> Result:
+    root = _fake_imagefolder(out / "data", train=("cat", "dog"), val=("cat", "dog"))
+    bad = root / "val" / "dog" / "1.JPEG"
+    bad.write_bytes(bad.read_bytes()[:200])
+    return refused(
+        "dataset=imagenet",
+        f"dataset.root={root}",
+        "dataset.num_classes=2",
+        "model=resnet18",
+        "model.weights=none",
+        "dataset.img_size=32",
+        "calib.num_samples=2",
+        "dataset.num_workers=1",
+        names=(str(bad), "not a readable image"),
+        tiny=False,
+    )(d, out / "run")
+
+
+DET = ("task=det", "model=zoo_retinanet_digits", "dataset=digits_det", "calib.num_samples=4")
+
+
 CASES = [
     Case(
         "weights.stale-dense-score",
@@ -526,6 +685,59 @@ CASES = [
     ),
     Case("messages.record-path-printed", "record path printed; record group-readable", record_path_printed),
     Case("messages.aggregate-unreadable", "ptsbench-aggregate names the unreadable file", aggregate_names_unreadable),
+    Case("security.legacy-pickle-payload", "plain pickle payload refused, nothing run", payload_weights("plain")),
+    Case("security.legacy-torch-payload", "legacy torch.save payload refused", payload_weights("legacy")),
+    Case("security.zip-torch-payload", "zip torch.save payload refused", payload_weights("zip")),
+    Case(
+        "security.library-source-payload",
+        "payload to a torchvision model refused",
+        payload_weights("plain", "model=resnet18"),
+    ),
+    Case("security.convert-ldm-payload", "ptsbench-convert-ldm --ckpt payload refused", payload_convert_ldm),
+    Case("security.cifar-batch-payload", "CIFAR batch payload refused naming the file", payload_cifar_batch),
+    Case(
+        "results.weights-copied-touched-back",
+        "cp B over A + touch back: re-run, B's hash and score",
+        weights_copied_and_touched_back,
+    ),
+    Case(
+        "results.zoo-weights-by-path-split",
+        "zoo file by path + split_seed=1 refused like zoo",
+        refused(
+            "model.weights=src/ptsbench/zoo_checkpoints/cifar_resnet20__mnist5k.pt",
+            "dataset.split_seed=1",
+            names=("dataset.split_seed=1", "cifar_resnet20__mnist5k"),
+        ),
+    ),
+    Case(
+        "results.imagefolder-val-changed",
+        "changed val/: new digest, dense score recomputed",
+        imagefolder_val_changed,
+        pending_on="the lead's wiring of data.file_digest.dataset_digest into the dense-cache key and run digest",
+    ),
+    Case(
+        "messages.models-unknown-family",
+        "ptsbench-models nosuchfamily: rc 2, valid families",
+        list_models_unknown_family,
+    ),
+    Case("messages.truncated-jpeg", "a truncated val/ JPEG: one line naming the file", truncated_jpeg),
+    Case(
+        "messages.digits-det-digit-size",
+        "digit_size larger than the canvas refused",
+        refused(
+            *DET, "dataset.digit_size=[18,80]", names=("dataset.digit_size=[18,80]", "dataset.canvas=64"), tiny=False
+        ),
+    ),
+    Case(
+        "messages.digits-det-seed",
+        "negative seed refused",
+        refused(*DET, "dataset.seed=-1", names=("dataset.seed=-1", ">= 0"), tiny=False),
+    ),
+    Case(
+        "messages.digits-det-memory",
+        "canvases beyond memory refused",
+        refused(*DET, "dataset.num_train=10000000", names=("dataset.num_train=10000000", "GiB"), tiny=False),
+    ),
 ]
 
 

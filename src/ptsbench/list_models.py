@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("families", nargs="*", help="only these families (resnet, regnetx, vit, ...)")
     parser.add_argument("--no-params", action="store_true", help="skip the parameter count")
     args = parser.parse_args(argv)
+    known = sorted({str(c.get("family")) for c in model_configs()})
+    unknown = [f for f in args.families if f not in known]
+    if unknown:
+        parser.exit(
+            2, f"ptsbench-models: error: no model family {', '.join(map(repr, unknown))}; valid: {', '.join(known)}\n"
+        )
     table = rows(args.families or None, with_params=not args.no_params)
     cols = ("name", "family", "size", "tasks", "source", "weights", "trained_on", "params")
     cells = [

@@ -5,9 +5,10 @@
 - ``device`` names a device this machine has;
 - the task is one the model serves and the dataset provides (``tasks:`` in conf/model/*.yaml and
   conf/dataset/*.yaml), instead of an internal error mid-evaluation;
-- the split and calibration knobs of the embedded datasets fit their real sizes, and with
-  ``model.weights=zoo`` the test split lies inside the images the zoo checkpoints never saw
-  (the zoo's split seed, at most its held-out count);
+- the split and calibration knobs of the embedded datasets fit their real sizes, and with zoo
+  weights (``model.weights=zoo`` or a path to a shipped zoo checkpoint's bytes, recognised by
+  hash) the test split lies inside the images the zoo checkpoints never saw (the zoo's split
+  seed, at most its held-out count);
 - a checkpoint path is a file, not a folder (for sources that load files).
 Each failure is one ConfigError naming the knob, the value and what is valid.
 """
@@ -111,12 +112,14 @@ def check_split(dataset, model, calib) -> None:
         f" ({name} has {size} images; the rest are the training split)",
     )
     zoo = spec["zoo_split"]
-    if zoo and str(model.weights) == "zoo" and (dataset.split_seed != zoo["split_seed"] or num_test > zoo["num_test"]):
+    outside = zoo and (dataset.split_seed != zoo["split_seed"] or num_test > zoo["num_test"])
+    weights = _zoo_weights(str(model.weights), name) if outside else None
+    if weights:
         # the test split is perm[:num_test] of the split seed's permutation: with the zoo's seed and at most
         # its num_test, it is a subset of the images the checkpoints never saw
         raise ConfigError(
-            f"dataset.num_test={num_test} dataset.split_seed={dataset.split_seed}: the zoo checkpoints "
-            f"(model.weights=zoo) were trained on {name} with split_seed={zoo['split_seed']} holding "
+            f"dataset.num_test={num_test} dataset.split_seed={dataset.split_seed}: {weights} "
+            f"were trained on {name} with split_seed={zoo['split_seed']} holding "
             f"out {zoo['num_test']} test images, so this split puts their training images into the "
             f"test set; use dataset.split_seed={zoo['split_seed']} and dataset.num_test <= "
             f"{zoo['num_test']}, or other weights (model.weights=none|<path>)"
@@ -129,6 +132,21 @@ def check_split(dataset, model, calib) -> None:
             size - num_test,
             f" ({name} has {size - num_test} training images to calibrate on)",
         )
+
+
+def _zoo_weights(weights: str, dataset: str) -> str | None:
+    """How the run names zoo weights trained on ``dataset`` (``model.weights=zoo``, or a path to the
+    same bytes as a shipped zoo checkpoint, recognised by SHA-256), else None."""
+    if weights == "zoo":
+        return "the zoo checkpoints (model.weights=zoo)"
+    if weights in ("none", "None", "torchvision", "timm"):
+        return None
+    from ..models.zoo_files import zoo_checkpoint_of
+
+    hit = zoo_checkpoint_of(weights)
+    if hit is None or hit[1] != dataset:
+        return None
+    return f"the weights in model.weights={weights} (the zoo checkpoint {hit[0]}__{hit[1]}.pt, same SHA-256)"
 
 
 def check_weights_file(path: Path | None, knob: str = "model.weights") -> None:

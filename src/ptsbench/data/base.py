@@ -96,15 +96,39 @@ class EmbeddedSplitConfig(DatasetConfig):
     fid_metric: str | None = knob(None)  # mnist5k_gen: the metric task=gen reports (fid_digits)
 
 
+DIGIT_MIN_SIDE = 11  # smaller, some MNIST-5k digits keep no pixel above the ink threshold (no box)
+CANVAS_BYTES_MAX = 4 << 30  # all canvases are held in memory as float32
+
+
 @dataclass(frozen=True)
 class DigitsDetConfig(DatasetConfig):
     metric: str = knob("map50")
-    canvas: int = knob(64, ge=8)
-    max_digits: int = knob(3, ge=1)
-    digit_size: list[int] = knob([18, 30])
+    canvas: int = knob(64, ge=DIGIT_MIN_SIDE, le=1024)
+    max_digits: int = knob(3, ge=1, le=32)
+    digit_size: list[int] = knob([18, 30])  # [min, max] side of a pasted digit, px
     num_train: int = knob(4000, ge=1)
     num_test: int = knob(400, ge=1)
-    seed: int = knob(0)
+    seed: int = knob(0, ge=0)
+
+    def check(self, path: str) -> None:
+        sizes, canvas = list(self.digit_size), int(self.canvas)
+        if (
+            len(sizes) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes)
+            or not DIGIT_MIN_SIDE <= sizes[0] <= sizes[1] <= canvas
+        ):
+            raise ConfigError(
+                f"{path}.digit_size=[{','.join(map(str, sizes))}] must be [min, max] with {DIGIT_MIN_SIDE} <= min "
+                f"<= max <= {path}.canvas={canvas} (px; smaller digits can lose all their ink), e.g. "
+                f"{path}.digit_size=[18,30]"
+            )
+        need = (int(self.num_train) + int(self.num_test)) * canvas * canvas * 4
+        if need > CANVAS_BYTES_MAX:
+            raise ConfigError(
+                f"{path}.num_train={self.num_train} + {path}.num_test={self.num_test} canvases of {canvas}x{canvas} "
+                f"need {need / 2**30:.1f} GiB in memory (at most {CANVAS_BYTES_MAX >> 30} GiB); lower them or "
+                f"{path}.canvas"
+            )
 
 
 @dataclass(frozen=True)

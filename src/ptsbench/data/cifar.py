@@ -13,12 +13,12 @@ The split is held in memory as uint8 (30 MB), so ``dataset.eval_cache`` has noth
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..safe_load import read_pickled_arrays
 from .base import DATASETS, LocalImagesConfig, dataset_root, indices_digest, sample_calibration
 from .images import ImageBundle, Normalized, Uint8Images, stack_uint8
 
@@ -39,13 +39,29 @@ def batches_dir(name: str, root) -> Path:
     raise ConfigError(f"dataset.root='{root}' does not hold the {name} batch files; expected {layout}")
 
 
+BATCH = "a pickled dict of numpy arrays and lists (torchvision's CIFAR python layout)"
+
+
 def read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of the batch files, unpickled by an allow-list of numpy's array
+    reconstructors (``safe_load``): a batch that names any other Python object is refused."""
     xs, ys = [], []
     for f in files:
-        with open(folder / f, "rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")
-        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(entry[label_key], dtype=np.int64))
+        entry = read_pickled_arrays(folder / f, "dataset.root", BATCH)
+        if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
+            found = sorted(map(str, entry))[:6] if isinstance(entry, dict) else type(entry).__name__
+            raise ConfigError(
+                f"dataset.root: {folder / f} has no 'data' and '{label_key}' (found {found}); expected {BATCH}"
+            )
+        try:
+            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(entry[label_key], dtype=np.int64))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"dataset.root: {folder / f} does not hold 32x32 RGB images and labels ({e}); expected {BATCH}"
+            ) from None
+        if len(xs[-1]) != len(ys[-1]):
+            raise ConfigError(f"dataset.root: {folder / f} has {len(xs[-1])} images but {len(ys[-1])} labels")
     return np.concatenate(xs), np.concatenate(ys)
 
 

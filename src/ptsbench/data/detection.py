@@ -46,10 +46,10 @@ def make_target(boxes, labels, iscrowd=None) -> dict[str, torch.Tensor]:
 def read_rgb(path: Path) -> torch.Tensor:
     """A JPEG/PNG file as a float (3, H, W) tensor in [0, 1] (grey images are expanded)."""
     import numpy as np
-    from PIL import Image
 
-    with Image.open(path) as img:
-        pixels = np.asarray(img.convert("RGB"))
+    from .images import read_image
+
+    pixels = np.asarray(read_image(path))
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0)
 
 

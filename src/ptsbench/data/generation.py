@@ -46,14 +46,14 @@ class ImageFolderUnit(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from PIL import Image
         from torchvision.transforms import functional as TF
 
-        with Image.open(self.paths[i]) as img:
-            img = img.convert("RGB")
-            img = TF.center_crop(img, min(img.size))
-            img = TF.resize(img, [self.size, self.size], antialias=True)
-            return TF.pil_to_tensor(img).float() / 255.0, 0
+        from .images import read_image
+
+        img = read_image(self.paths[i])
+        img = TF.center_crop(img, min(img.size))
+        img = TF.resize(img, [self.size, self.size], antialias=True)
+        return TF.pil_to_tensor(img).float() / 255.0, 0
 
 
 def check_lsun(cfg: LocalImagesConfig) -> None:

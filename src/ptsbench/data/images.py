@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
+from ..errors import ConfigError
 from .base import DataBundle
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,6 +46,29 @@ class EvalPreprocess:
         return replace(self, crop_size=int(crop_size), resize_size=int(math.floor(int(crop_size) / ratio)))
 
 
+class UnreadableImage(ConfigError):
+    """An image file PIL cannot decode (truncated, not an image, gone), named in one line.
+
+    A DataLoader worker's exception reaches the main process as ``type(e)(<the worker's traceback
+    text>)``; that text ends with this error's own line, which is all that is kept."""
+
+    def __init__(self, message: str):
+        lines = [ln for ln in str(message).splitlines() if ln.strip()]
+        super().__init__(lines[-1].split(": ", 1)[-1] if len(lines) > 1 else message)
+
+
+def read_image(path, knob: str = "dataset.root"):
+    """The image at ``path`` decoded as an RGB ``PIL.Image``, or an UnreadableImage naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # decodes now: a truncated file fails here, not later
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying "cannot decode"
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UnreadableImage(f"{knob}: {path} is not a readable image ({detail}); replace or remove it") from None
+
+
 class ImageFiles(Dataset):
     """(path, label) samples decoded with PIL and cropped to uint8 tensors."""
 
@@ -65,11 +89,8 @@ class ImageFiles(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            return self.transform(img.convert("RGB")), label
+        return self.transform(read_image(path)), label
 
 
 class Uint8Images(Dataset):

@@ -19,20 +19,17 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
+from .. import safe_load
 from ..errors import ConfigError
 
 # Never download (docs/methods.md#model-repository); a user may still opt out by setting the variable to 0 themselves.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-WRAPPER_KEYS = ("state_dict", "model", "model_state", "module", "net")
-PREFIXES = ("module.", "_orig_mod.")
 
 
 def _hub_checkpoint(url: str) -> Path:
@@ -108,48 +105,11 @@ def cached_pretrained(cfg, kind: str) -> Path:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a local checkpoint, unwrapped from training-checkpoint containers."""
+    """Tensors of a local checkpoint, unwrapped from training-checkpoint containers; read by
+    :mod:`ptsbench.safe_load`, which runs nothing the file's pickle names."""
     if path.is_dir():
         raise ConfigError(f"model.weights='{path}' is a folder; pass the checkpoint file itself")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = str(e).split("WeightsUnpickler error:")[-1].strip()
-        if "Unsupported global" not in detail:  # corrupt bytes, not a pickled Python object
-            raise ConfigError(
-                f"model.weights: {path} is not a readable checkpoint ({_first_line(detail)}); "
-                f"pass a file written by torch.save or safetensors"
-            ) from None
-        raise ConfigError(
-            f"model.weights: {path} holds more than tensors, so it is not loaded "
-            f"(weights_only=True: {_first_line(detail)}); re-save only the weights, "
-            f"torch.save(model.state_dict(), path)"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - truncated or random bytes end in many different errors
-        raise ConfigError(
-            f"model.weights: {path} is not a readable checkpoint ({type(e).__name__}: "
-            f"{_first_line(e)}); pass a file written by torch.save or safetensors"
-        ) from None
-    while isinstance(state, dict):
-        key = next((k for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
-        if key is None:
-            break
-        state = state[key]
-    if not isinstance(state, dict) or not state:
-        raise ConfigError(f"model.weights: {path} holds no state dict (found {type(state).__name__})")
-    for prefix in PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:200]
+    return safe_load.read_state_dict(path, "model.weights")
 
 
 def load_state(model: nn.Module, path: Path, cfg) -> None:

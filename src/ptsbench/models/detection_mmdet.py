@@ -6,7 +6,7 @@ config shipped with mmdet (``retinanet/retinanet_r18_fpn_1x_coco.py``); mmengine
 reads it and mmdet's registry builds the detector. Nothing is downloaded: ``init_cfg`` entries of
 type ``Pretrained`` (``torchvision://resnet18`` backbones) are stripped, the rest of the init runs
 (random weights), and ``model.weights`` is a local mmengine checkpoint read without unpickling its
-metadata (:mod:`.inert_pickle`).
+metadata (:func:`read_mmdet_weights`, by :mod:`ptsbench.safe_load`).
 
 :class:`MMDetDetector` gives the detector the interface the DET task uses: ``model(images)`` on
 float ``[C, H, W]`` images in [0, 1] returns torchvision-style detections in input pixels. Each
@@ -271,6 +271,14 @@ class MMDetModelConfig(ModelConfig):
     label_ids: list[int] | None = knob(None)  # dataset label of each mmdet class (default 1..K)
 
 
+def read_mmdet_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The detector tensors of an mmengine checkpoint (``state_dict``, ``module.`` dropped); its
+    metadata (``ConfigDict``, ``HistoryBuffer``, numpy scalars) stays inert, never imported or run."""
+    from ..safe_load import read_state_dict
+
+    return read_state_dict(path, "model.weights")
+
+
 def check_mmdet_config(cfg: MMDetModelConfig) -> None:
     """Cheap checks before any data is loaded: OpenMMLab importable, config and weights present."""
     require_mm()
@@ -303,10 +311,8 @@ def build_mmdet(cfg: MMDetModelConfig, num_classes: int, in_chans: int, img_size
     _quiet_init(detector)
     path = weights_path(cfg, str(cfg.trained_on or ""))
     if path is not None:
-        from .inert_pickle import read_state_dict_inert
-
         try:
-            detector.load_state_dict(read_state_dict_inert(path))
+            detector.load_state_dict(read_mmdet_weights(path))
         except RuntimeError as e:
             raise ConfigError(
                 f"model.weights: {path} does not fit model.config={cfg.config}: {' '.join(str(e).split())[:600]}"

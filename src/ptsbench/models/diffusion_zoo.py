@@ -90,5 +90,7 @@ def load_unet(weights: str) -> nn.Module:
                 f"model.weights={weights}: no DDPM checkpoint at {path}; train it with "
                 f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init"
             )
-        unet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        from ..safe_load import read_state_dict
+
+        unet.load_state_dict(read_state_dict(path, "model.weights"))
     return unet.eval()

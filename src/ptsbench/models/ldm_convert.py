@@ -206,9 +206,10 @@ def convert_first_stage(state: dict[str, torch.Tensor], fs: dict, scale_factor: 
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    from .inert_pickle import read_state_dict_inert  # Lightning metadata stays unread
+    """The ``state_dict`` tensors of a CompVis/Lightning ``.ckpt``; its pickled training state stays inert."""
+    from ..safe_load import read_state_dict
 
-    return read_state_dict_inert(path)
+    return read_state_dict(path, "--ckpt")
 
 
 def convert(ckpt: Path, config: Path, out: Path) -> Path:

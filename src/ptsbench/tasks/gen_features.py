@@ -64,6 +64,7 @@ class DigitFeatures:
     def __init__(self, device: torch.device):
         from ..data.embedded import MNIST_MEAN, MNIST_STD
         from ..models import zoo, zoo_checkpoint_path
+        from ..safe_load import read_state_dict
 
         path = zoo_checkpoint_path(DIGIT_ARCH, "mnist5k")
         if not path.is_file():
@@ -72,7 +73,7 @@ class DigitFeatures:
                 f"`python scripts/train_zoo.py --only {DIGIT_ARCH}`"
             )
         net = zoo.ZOO_ARCHS.get(DIGIT_ARCH)(10, 1, 28)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        net.load_state_dict(read_state_dict(path, "metric fid_digits"))
         net.fc = nn.Identity()  # penultimate features
         self.net, self.device = net.eval().to(device), device
         self.mean, self.std = MNIST_MEAN, MNIST_STD
