@@ -1,0 +1,84 @@
+"""The default of every knob a run used, read from the schemas of the options it picked.
+
+Two uses: matching treats a knob at its default like an absent one (a record written before a
+knob existed and one written after, at its default, are the same run), and a table's "held
+fixed" footnote names only the knobs that differ from their defaults (the full list goes to the
+CSV), so a reader sees what is special about a setting. The knob that picks a group's option
+(``allocator.name``, ``sparsity.pattern``) always tells runs apart; for the footnote it is at its
+default when it names the option the root config (``conf/config.yaml``) picks. Values are
+compared as JSON, so 1 and 1.0 are equal.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+
+from .. import config_dir, schemas
+from ..errors import ConfigError
+
+
+def _register_groups() -> None:
+    """Config groups register their schemas when their packages are imported."""
+    from .. import data, models, reconstruction, tasks  # noqa: F401
+    from ..sparsity import allocators, layers, patterns  # noqa: F401
+    from ..tasks import base  # noqa: F401
+
+
+@lru_cache(maxsize=2048)
+def _group_defaults(group: str, node_json: str) -> tuple[tuple[str, object], ...]:
+    node = json.loads(node_json)
+    try:
+        cls = schemas.schema_for(group, OmegaConf.create(node))
+    except (ConfigError, KeyError, ValueError):
+        return ()
+    picks = schemas.selector(group)
+    return tuple((f"{group}.{k}", v) for k, v in schemas.defaults_of(cls).items() if v is not MISSING and k != picks)
+
+
+def knob_defaults(cfg: dict) -> dict[str, object]:
+    """Dotted knob -> default, for every knob of the options the resolved ``cfg`` picked (the knobs
+    that pick an option have none: they always count)."""
+    _register_groups()
+    out: dict[str, object] = {}
+    for group in schemas.groups():
+        node = cfg.get(group)
+        if isinstance(node, dict):
+            out.update(_group_defaults(group, json.dumps(node, sort_keys=True, default=str)))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _default_options() -> dict[str, str]:
+    """Group -> the option the root config picks (``allocator: uniform``)."""
+    root = yaml.safe_load((config_dir() / "config.yaml").read_text()) or {}
+    out = {}
+    for entry in root.get("defaults", []):
+        if isinstance(entry, dict):
+            out.update({str(k): v for k, v in entry.items() if isinstance(v, str) and "/" not in str(k)})
+    return out
+
+
+def default_option(knob: str) -> str | None:
+    """For the knob that picks a group's option (``allocator.name``): the root config's option."""
+    _register_groups()
+    group, _, key = knob.partition(".")
+    if group not in schemas.groups() or schemas.selector(group) != key:
+        return None
+    return _default_options().get(group)
+
+
+def at_default(value_json: str, default: object) -> bool:
+    """Whether a flat knob's JSON value equals ``default``."""
+    try:
+        return json.loads(value_json) == json.loads(json.dumps(default, default=str))
+    except (TypeError, ValueError):
+        return False
+
+
+def non_default(knobs: dict[str, str], defaults: dict[str, object]) -> dict[str, str]:
+    """The knobs whose value is not their option's default (a knob without a known default stays)."""
+    return {k: v for k, v in knobs.items() if k not in defaults or not at_default(v, defaults[k])}
