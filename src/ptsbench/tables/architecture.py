@@ -20,7 +20,7 @@ from .base import TrackTable, coverage_gaps, flag_cells, rate_label
 from .cells import cell_estimate, tidy, units_of
 from .evidence import JACKKNIFE, make_plan, signed_qmean, spread
 from .knobs import held_fixed
-from .matching import match_rates
+from .matching import keep_main_setting, match_rates
 from .runs import RunSet, family_label
 
 SIZE_COLUMNS = ["dataset", "family", "size", "model", "params", "G_size", "loss"]
@@ -75,7 +75,8 @@ def architecture_tables(
     ok, failed = model_track_runs(runset, allocator, task)
     ok = ok.assign(arch=ok.family.map(family_label), row=list(zip(ok.dataset, ok.family.map(family_label))))
     failed = failed.assign(arch=failed.family.map(family_label))
-    kept, unmatched, match_notes = match_rates(ok, "row", matched)
+    kept, setting_notes = keep_main_setting(ok, "arch")
+    kept, unmatched, match_notes = match_rates(kept, "row", matched)
     rates = sorted(set(kept.rate) | (set() if matched else set(failed.rate)))
     columns = [rate_label(r) for r in rates] + ["OM_arch", "OM_robust"]
     table = TrackTable(
@@ -99,7 +100,7 @@ def architecture_tables(
     if len(values):
         values.index = pd.MultiIndex.from_tuples(values.index, names=["dataset", "family"])
     table.values = values
-    _gaps_flags_notes(table, ok, failed, task, allocator, matched, match_notes, kept)
+    _gaps_flags_notes(table, ok, failed, task, allocator, matched, setting_notes + match_notes, kept)
     return table, pd.DataFrame(size_rows, columns=SIZE_COLUMNS)
 
 

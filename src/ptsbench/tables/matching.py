@@ -11,13 +11,15 @@ Rules:
   that reads no calibration data (``seed_free``) carries every seed key of its partners, so it
   matches each of their seeds, and still counts once in its cell. A row that shares no key with the others is
   left out (with a note) rather than emptying the comparison.
-- Tables 4 and 6 (rows pool different models) match on (rate, seeds) only.
+- Tables 4 and 6 (rows pool different models) match on (rate, seeds) only, and keep each row's
+  main setting: runs of another setting in the same cell are left out with a note.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 
 import pandas as pd
@@ -51,26 +53,61 @@ def with_rest(runs: pd.DataFrame, compared: Sequence[str]) -> pd.DataFrame:
     return runs.assign(rest=_digests(runs.setting, (*COORDINATES, *compared)) if len(runs) else [])
 
 
+IDENTITY = ("model", "task", "dataset.name")  # who a run is: differs between the models a row pools
+
+
+def _conflicts(runs: pd.DataFrame, row_col: str) -> tuple[dict, list[tuple], list[str]]:
+    """(row -> knobs that differ between runs of one cell, each run's cell, each run's setting digest
+    without its coordinates and identity)."""
+    cells = keys_of(runs, [row_col, *CELL])
+    digests = _digests(runs.setting, (*COORDINATES, *IDENTITY))
+    per_cell: dict[tuple, list] = {}
+    for cell, digest, setting in zip(cells, digests, runs.setting):
+        per_cell.setdefault(cell, []).append((digest, setting or {}))
+    knobs: dict = {}
+    for cell, found in per_cell.items():
+        if len({d for d, _ in found}) > 1:
+            differ = {k for _, a in found for _, b in found for k in set(a) | set(b) if a.get(k) != b.get(k)}
+            knobs.setdefault(cell[0], set()).update(differ - set(COORDINATES))
+    return knobs, cells, digests
+
+
 def separate_settings(runs: pd.DataFrame, row_col: str) -> tuple[pd.DataFrame, list[str]]:
-    """Split every row whose runs in one cell differ in more than their seeds; returns the runs
-    with the new row labels, and a note per split row."""
+    """Split every row whose runs in one cell differ in more than their seeds: a run off its defaults
+    in a knob that differs there is labelled with it ('ERK (allocator.power=2)'), a run at the
+    defaults keeps the row's label; returns the relabelled runs and a note per split row."""
     if runs.empty:
         return runs, []
-    settings: dict[tuple, set] = {}
-    for key, digest in zip(keys_of(runs, [row_col, *CELL]), _digests(runs.setting, COORDINATES)):
-        settings.setdefault(key, set()).add(digest)
-    split = sorted({k[0] for k, v in settings.items() if len(v) > 1})
+    knobs, _, _ = _conflicts(runs, row_col)
     notes, labels = [], runs[row_col].astype(object).copy()
-    for row in split:
-        mine = runs[runs[row_col].astype(str) == row]
-        knobs = sorted(
-            {k for a in mine.setting for b in mine.setting for k in set(a) | set(b) if a.get(k) != b.get(k)}
-            - set(COORDINATES)
-        )
-        for i, kn in zip(mine.index, mine.knobs):
-            labels[i] = f"{row} (" + ", ".join(f"{k}={kn.get(k, 'default')}" for k in knobs) + ")"
-        notes.append(f"{row}: runs that differ in {', '.join(knobs)} are separate rows, not replicates")
+    for row in sorted(knobs, key=str):
+        names = sorted(knobs[row])
+        mine = runs[row_col] == row
+        for i, setting in zip(runs.index[mine], runs.setting[mine]):
+            off = [f"{k}={setting[k]}" for k in names if k in setting]  # runs at the defaults keep the label
+            labels[i] = f"{row} ({', '.join(off)})" if off else row
+        notes.append(f"{row}: runs that differ in {', '.join(names)} are separate rows, not replicates")
     return runs.assign(**{row_col: labels}), notes
+
+
+def keep_main_setting(runs: pd.DataFrame, row_col: str) -> tuple[pd.DataFrame, list[str]]:
+    """Tables 4 and 6 (a row pools a task's or a family's models at one setting): where a row's runs
+    in one cell hold different settings, keep the setting most of the row's runs have and leave the
+    others out with a note, so that a 50-sample copy of a run never enters a cell as a seed."""
+    if runs.empty:
+        return runs, []
+    knobs, cells, digests = _conflicts(runs, row_col)
+    if not knobs:
+        return runs, []
+    counts = Counter((c[0], d) for c, d in zip(cells, digests))
+    main = {row: max((n, d) for (r, d), n in counts.items() if r == row)[1] for row in knobs}
+    keep = [c[0] not in knobs or d == main[c[0]] for c, d in zip(cells, digests)]
+    notes = [
+        f"{row}: {sum(c[0] == row and not k for c, k in zip(cells, keep))} run(s) left out, their "
+        f"{', '.join(sorted(knobs[row]))} differ from the row's other runs"
+        for row in sorted(knobs, key=str)
+    ]
+    return runs[keep], notes
 
 
 def keys_of(frame: pd.DataFrame, cols: Sequence[str]) -> list[tuple]:

@@ -18,7 +18,7 @@ from .base import TrackTable, coverage_gaps, flag_cells, rate_label
 from .cells import cell_estimate, tidy
 from .evidence import JACKKNIFE, make_plan, signed_qmean
 from .knobs import held_fixed
-from .matching import match_rates
+from .matching import keep_main_setting, match_rates
 from .runs import RunSet, ordered_tasks, task_label
 
 
@@ -35,7 +35,8 @@ def _task_row(table: TrackTable, t: pd.DataFrame, label: str, rates) -> dict:
 def tasks_table(runset: RunSet, allocator: str = "l2norm", matched: bool = True, kind: str = JACKKNIFE) -> TrackTable:
     ok_all, failed = model_track_runs(runset, allocator)
     tasks = ordered_tasks(set(ok_all.task) | set(failed.task))
-    ok, unmatched, match_notes = match_rates(ok_all, "task", matched)
+    ok, setting_notes = keep_main_setting(ok_all, "task")
+    ok, unmatched, match_notes = match_rates(ok, "task", matched)
     rates = sorted(set(ok.rate) | (set() if matched else set(failed.rate)))
     columns = [rate_label(r) for r in rates] + ["OM_task"]
     units = {(task_label(t), m) for t, m in zip(ok.task, ok.model)}
@@ -67,7 +68,7 @@ def tasks_table(runset: RunSet, allocator: str = "l2norm", matched: bool = True,
         f"reconstruction=none, allocator={allocator}; per-rate E(relative score) x100 over a task's models "
         "(each model's seeds first); OM_task = signed quadratic mean over rates (Eq. 8); " + INTERVAL_NOTE
     ]
-    table.notes += match_notes + fixed_notes
+    table.notes += setting_notes + match_notes + fixed_notes
     empty = [task_label(t) for t in tasks if ok[ok.task == t].empty]
     if empty:
         table.notes.append(f"no runs for {', '.join(empty)} with allocator={allocator} and reconstruction=none")
