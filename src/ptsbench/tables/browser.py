@@ -35,6 +35,11 @@ class Rendered:
     dom: str
     log: str
 
+    @property
+    def console(self) -> list[str]:
+        """The page's console messages (errors, uncaught exceptions, warnings), one per line."""
+        return [line.split("] ", 1)[-1] for line in self.log.splitlines() if ":CONSOLE" in line]
+
 
 def find_chromium() -> str | None:
     """The Chromium binary to use, or None."""

@@ -168,7 +168,7 @@ def interval(plan: Plan, est: Estimate, level: float = LEVEL) -> tuple[float, fl
         var, df_den = var + v, df_den + v * v / (len(idx) - 1)
     if var <= (1e-12 * max(1.0, abs(est.value))) ** 2:
         return est.value, est.value  # every model agrees exactly: a zero-width interval
-    half = _t_quantile(round(var * var / df_den, 3), level) * math.sqrt(var)
+    half = _t_quantile(round(var * var / df_den, 9), level) * math.sqrt(var)
     return est.value - half, est.value + half
 
 

@@ -27,7 +27,7 @@ color:#1d1d1f;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:6px 0 4px;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d0d0;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f3f3f5}td.label,th.label{text-align:left}td.text{text-align:left;white-space:normal}
+th{background:#f3f3f5;text-align:left}td.label,th.label{text-align:left}td.text{text-align:left;white-space:normal}
 ul.notes{font-size:12px;color:#444;margin:4px 0 12px;padding-left:18px}
 .holds{background:#e3f4e6}.fails{background:#fbe4e4}.unknown{background:#f1f1f1}
 .flag{color:#a35a00;font-weight:600}.summary{color:#444}figure{margin:12px 0}
