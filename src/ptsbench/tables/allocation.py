@@ -20,8 +20,9 @@ from .base import TrackTable, coverage_gaps, flag_task_rate
 from .evidence import JACKKNIFE
 from .grid import task_rate_grid
 from .knobs import held_fixed
+from .labels import ordered_tasks, task_label
 from .matching import with_rest
-from .runs import RunSet, ordered_tasks, task_label
+from .runs import RunSet
 
 COORDS = ("task", "model", "dataset", "rate", "seed")
 COMPARED = ("allocator",)

@@ -20,8 +20,9 @@ from .base import TrackTable, coverage_gaps, flag_cells, rate_label
 from .cells import cell_estimate, tidy, units_of
 from .evidence import JACKKNIFE, make_plan, signed_qmean, spread
 from .knobs import held_fixed
+from .labels import family_label
 from .matching import keep_main_setting, match_rates
-from .runs import RunSet, family_label
+from .runs import RunSet
 
 SIZE_COLUMNS = ["dataset", "family", "size", "model", "params", "G_size", "loss"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .evidence import Estimate, Plan, make_plan
-from .runs import task_label
+from .labels import task_label
 
 INCOMPLETE, FAILED = "*", "fail"
 

@@ -26,7 +26,7 @@ import yaml
 from .base import TrackTable
 from .cells import unit_values
 from .evidence import Estimate, cell, combine, make_plan
-from .runs import task_label
+from .labels import task_label
 from .verdicts import FAILS, HOLDS, MIN_MODELS, UNKNOWN, Judgement, judge, models_text
 
 FINDINGS_FILE = Path(__file__).with_name("findings.yaml")

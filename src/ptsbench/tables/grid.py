@@ -21,8 +21,8 @@ import pandas as pd
 from .base import rate_label
 from .cells import cell_estimates, tidy, units_of
 from .evidence import JACKKNIFE, Estimate, Plan, make_plan, missing, signed_qmean
+from .labels import task_label
 from .matching import match_cells, separate_settings
-from .runs import task_label
 
 
 @dataclass

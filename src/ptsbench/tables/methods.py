@@ -26,8 +26,9 @@ import pandas as pd
 from .base import TrackTable
 from .cells import cell_estimate, units_of
 from .evidence import JACKKNIFE, combine, make_plan
+from .labels import task_label
 from .matching import run_keys
-from .runs import RunSet, task_label
+from .runs import RunSet
 
 METHOD_ORDER = ("Magnitude", "Magnitude + Block-wise", "Wanda", "SparseGPT")
 PAPER_ROWS = ("Magnitude", "Magnitude + Block-wise")

@@ -28,8 +28,9 @@ from .cells import units_of
 from .evidence import JACKKNIFE, make_plan
 from .grid import task_rate_grid
 from .knobs import held_fixed
+from .labels import ordered_tasks, task_label
 from .matching import with_rest
-from .runs import RunSet, ordered_tasks, task_label
+from .runs import RunSet
 
 # aspect -> (run column, [(value, row label)], config knobs the aspect varies)
 ASPECTS = {

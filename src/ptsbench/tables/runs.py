@@ -23,14 +23,11 @@ import pandas as pd
 
 from ..identity import is_neutral
 from ..metrics import relative_score
-from ..models.adapters import ADAPTERS
-from ..reconstruction import RECONSTRUCTORS
 from ..record import SCHEMA_VERSION
 from ..sparsity.allocators import ALLOCATORS
-from ..sparsity.criteria import CRITERIA
 from .defaults import knob_defaults, non_default
+from .labels import allocator_label, family_label, method_label
 
-TASK_ORDER = ("cls", "det", "gen")  # the paper's three tasks; always shown, as gaps when absent
 REPLICATE_KNOBS = ("seed", "calib.seed")  # what varies between replicates of one setting
 
 
@@ -53,30 +50,6 @@ class RunSet:
         return self.runs[self.runs.status != "ok"]
 
 
-def allocator_label(alloc_cfg: dict | None, name: str) -> str:
-    """Display name of an allocator row, from its registry entry: 'ERK', 'FCPTS (ERK)', ..."""
-    return ALLOCATORS.label(name, alloc_cfg or {})
-
-
-def family_label(family: str) -> str:
-    return ADAPTERS.label(family)
-
-
-def method_label(sparsity_cfg: dict, recon_cfg: dict) -> str | None:
-    """The methods-table row of a run, from the criterion and reconstruction registries
-    ('Wanda', 'Magnitude + Block-wise', 'SparseGPT (dense target)'); None for a Table 3 variant."""
-    criterion, recon = str(sparsity_cfg.get("criterion", "magnitude")), str(recon_cfg.get("name", "none"))
-    if recon == "none":
-        label = CRITERIA.label(criterion)
-    elif recon == "sparsegpt":  # selects its own mask: the criterion does not apply
-        label = RECONSTRUCTORS.label(recon) + (" (dense target)" if recon_cfg.get("target") == "dense" else "")
-    elif recon == "block" and recon_cfg.get("input", "sparse") == "sparse" and not recon_cfg.get("error_correction"):
-        label = f"{CRITERIA.label(criterion)} + {RECONSTRUCTORS.label(recon)}"
-    else:
-        return None
-    return label + (" (row)" if sparsity_cfg.get("group", "layer") == "row" else "")
-
-
 def flat_knobs(cfg: dict, prefix: str = "") -> dict[str, str]:
     """Nested config -> {dotted.key: JSON value}, without the knobs that change no result."""
     out = {}
@@ -89,15 +62,6 @@ def flat_knobs(cfg: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[key] = json.dumps(v, sort_keys=True, default=str)
     return out
-
-
-def task_label(task: str) -> str:
-    return str(task).upper()
-
-
-def ordered_tasks(present) -> list[str]:
-    present = [t for t in present if t is not None]
-    return list(TASK_ORDER) + sorted(t for t in set(present) if t not in TASK_ORDER)
 
 
 def _digest(knobs: dict[str, str], drop: tuple[str, ...]) -> str:

@@ -18,8 +18,9 @@ from .base import TrackTable, coverage_gaps, flag_cells, rate_label
 from .cells import cell_estimate, tidy
 from .evidence import JACKKNIFE, make_plan, signed_qmean
 from .knobs import held_fixed
+from .labels import ordered_tasks, task_label
 from .matching import keep_main_setting, match_rates
-from .runs import RunSet, ordered_tasks, task_label
+from .runs import RunSet
 
 
 def _task_row(table: TrackTable, t: pd.DataFrame, label: str, rates) -> dict:
