@@ -125,12 +125,14 @@ def test_runs_only_one_row_made_are_not_gaps_of_the_others(tmp_path):
 
 
 def test_held_fixed_names_only_knobs_off_their_defaults(tmp_path):
-    recs = [with_knobs(r, dataset__num_test=300, calib__num_samples=1024) for r in three_models("erk")]
-    recs += [with_knobs(r, dataset__num_test=300, calib__num_samples=1024) for r in three_models("uniform")]
+    knobs = {"dataset__name": "mnist5k", "dataset__num_test": 300, "dataset__split_seed": 0, "calib__num_samples": 1024}
+    recs = [with_knobs(r, **knobs) for a in ("erk", "uniform") for r in three_models(a, dataset="mnist5k")]
     (t2, *_), _ = build_tables(load_runs_from(recs, tmp_path))
+    # calib.num_samples=1024 is the schema's default, split_seed=0 the one conf/dataset/mnist5k.yaml sets
     fixed = [n for n in t2.notes if n.startswith("held fixed")]
-    assert fixed == ["held fixed, not at their defaults: dataset.num_test=300"]  # calib.num_samples=1024 is the default
-    assert {f["knob"] for f in t2.fixed} >= {"dataset.num_test", "calib.num_samples", "reconstruction.name"}
+    assert fixed == ["held fixed, not at their defaults: dataset.num_test=300"]
+    at_default = {f["knob"]: f["at_default"] for f in t2.fixed}
+    assert at_default["calib.num_samples"] and at_default["dataset.split_seed"] and not at_default["dataset.num_test"]
 
 
 def test_no_table_title_or_note_carries_an_issue_number(tmp_path):

@@ -1,9 +1,10 @@
 """The default of every knob a run used, read from the schemas of the options it picked.
 
-Two uses: matching treats a knob at its default like an absent one (a record written before a
-knob existed and one written after, at its default, are the same run), and a table's "held
-fixed" footnote names only the knobs that differ from their defaults (the full list goes to the
-CSV), so a reader sees what is special about a setting. The knob that picks a group's option
+Two uses: matching treats a knob at its schema default like an absent one (a record written before
+a knob existed and one written after, at its default, are the same run), and a table's "held
+fixed" footnote names only the knobs that differ from their defaults — the schema's or the option
+file's (``num_test: 1000`` in ``conf/dataset/mnist5k.yaml``) — so a reader sees what is special
+about a setting (the full list goes to the CSV). The knob that picks a group's option
 (``allocator.name``, ``sparsity.pattern``) always tells runs apart; for the footnote it is at its
 default when it names the option the root config (``conf/config.yaml``) picks. Values are
 compared as JSON, so 1 and 1.0 are equal.
@@ -48,6 +49,34 @@ def knob_defaults(cfg: dict) -> dict[str, object]:
         node = cfg.get(group)
         if isinstance(node, dict):
             out.update(_group_defaults(group, json.dumps(node, sort_keys=True, default=str)))
+    return out
+
+
+def _flat(node: dict, prefix: str) -> dict[str, str]:
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif not (isinstance(v, str) and v.startswith("${")):  # an interpolation is no default value
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
+@lru_cache(maxsize=512)
+def _option_file(group: str, option: str) -> dict[str, str]:
+    path = config_dir() / group / f"{option}.yaml"
+    node = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return _flat({k: v for k, v in node.items() if k != "defaults"}, f"{group}.") if isinstance(node, dict) else {}
+
+
+def option_file_defaults(choices: dict) -> dict[str, str]:
+    """Dotted knob -> JSON value that the picked option files set (``conf/dataset/mnist5k.yaml``:
+    ``dataset.num_test=1000``): what a user gets by choosing the option without overrides. For the
+    footnote only; matching reads the resolved config, never the file an option came from."""
+    out: dict[str, str] = {}
+    for group, option in sorted((choices or {}).items()):
+        if isinstance(option, str) and "/" not in group and "/" not in option:
+            out.update(_option_file(group, option))
     return out
 
 

@@ -1,8 +1,8 @@
 """The 'held fixed' footnote of a comparison: which knobs its runs share, and which vary between cells.
 
 Rule: a knob is held fixed when every run of the comparison has it with one value; the footnote
-names only those that differ from their option's default (the full list, defaults included, goes
-to ``held_fixed.csv``), so a reader sees what is special about the setting, not 20 knobs nobody
+names only those that differ from their default — the schema's, or the one the option's file sets
+(the full list, defaults included, goes to ``held_fixed.csv``), so a reader sees what is special about the setting, not 20 knobs nobody
 touched. Knobs that vary between cells (never between the rows of one cell, see
 ``tables.matching``) are named with their values. The compared knobs and the cells' own
 coordinates (model, task, dataset name, rate, seeds) are left out of both.
@@ -10,6 +10,7 @@ coordinates (model, task, dataset name, rate, seeds) are left out of both.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pandas as pd
@@ -24,10 +25,14 @@ def _shown(knob: str, skip: Sequence[str]) -> bool:
     return not any(knob == d or knob.startswith(d + ".") for d in skip)
 
 
-def _at_default(knob: str, values: set, changed: set) -> bool:
+def _at_default(knob: str, values: set, changed: set, option_files: list[dict]) -> bool:
     option = default_option(knob)  # the knob that picks an option: the root config's choice is its default
     if option is not None:
         return len(values) == 1 and at_default(next(iter(values)), option)
+    if len(values) == 1 and all(
+        knob in f and at_default(next(iter(values)), json.loads(f[knob])) for f in option_files
+    ):
+        return True  # the value every run's option file sets
     return knob not in changed
 
 
@@ -52,13 +57,14 @@ def held_fixed(
     everywhere = {k for k, n in present.items() if n == len(runs)}
     fixed = sorted(k for k, v in values.items() if len(v) == 1 and k in everywhere)
     changed = {k for s in runs.setting for k in (s or {})}
+    option_files = list({id(f): f for f in runs.option_defaults}.values()) if "option_defaults" in runs else [{}]
     full = [
         {
             "table": table,
             "scope": scope,
             "knob": k,
             "value": next(iter(values[k])),
-            "at_default": _at_default(k, values[k], changed),
+            "at_default": _at_default(k, values[k], changed, option_files),
         }
         for k in fixed
     ]
@@ -66,7 +72,7 @@ def held_fixed(
     varying = [
         f"{k} ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})"
         for k, v in sorted(values.items())
-        if k not in fixed and (len(v) > 1 or not _at_default(k, v, changed))
+        if k not in fixed and (len(v) > 1 or not _at_default(k, v, changed, option_files))
     ]
     out = [
         f"held fixed, not at their defaults: {', '.join(shown)}"

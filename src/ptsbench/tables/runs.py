@@ -25,7 +25,7 @@ from ..identity import is_neutral
 from ..metrics import relative_score
 from ..record import SCHEMA_VERSION
 from ..sparsity.allocators import ALLOCATORS
-from .defaults import knob_defaults, non_default
+from .defaults import knob_defaults, non_default, option_file_defaults
 from .labels import allocator_label, family_label, method_label
 
 REPLICATE_KNOBS = ("seed", "calib.seed")  # what varies between replicates of one setting
@@ -171,6 +171,11 @@ def _knobs_and_setting(cfg_json: str) -> tuple[dict[str, str], dict[str, str]]:
     return knobs, non_default(knobs, knob_defaults(cfg))  # a knob at its default equals an absent one
 
 
+@lru_cache(maxsize=512)
+def _option_defaults(choices_json: str) -> dict[str, str]:
+    return option_file_defaults(json.loads(choices_json))
+
+
 def run_row(rec: dict, path: str = "") -> dict:
     """The flat row of one record (ok or failed)."""
     cfg = rec.get("config") or {}
@@ -187,6 +192,7 @@ def run_row(rec: dict, path: str = "") -> dict:
         "init_per_layer": allocation.get("init_rates"),
         "knobs": dict(knobs),
         "setting": dict(setting),
+        "option_defaults": _option_defaults(json.dumps(rec.get("choices") or {}, sort_keys=True)),
     }
 
 
