@@ -511,7 +511,8 @@ def test_findings_md_lists_every_finding_with_a_verdict(records_dir, tmp_path):
     assert best.per_task == ["CLS +17.75 (3 models)", "GEN +30.00 (1 model)"]  # each pooled task's own margin
     assert verdicts["task-gen-most-fragile"].reason == "1 DET model, 1 GEN model: needs 3 per task"
     assert (
-        verdicts["recon-sparse-input"].margin == pytest.approx(4) and verdicts["recon-sparse-input"].models == "1 model"
+        verdicts["recon-sparse-input"].margin == pytest.approx(4)
+        and verdicts["recon-sparse-input"].models == "CLS 1 model"
     )
     assert verdicts["arch-vit-best"].reason == "2 ResNet sizes (1 size pair), 1 ViT size: needs 3 per family"
     assert verdicts["alloc-fcpts-init"].reason == "no value for FCPTS (L2Norm) in table2 OM_alloc"
@@ -542,7 +543,7 @@ def test_fcpts_downsample_finding_reads_the_init_and_learned_rates(tmp_path):
     v = check_finding(spec, {}, rs.ok)
     half = 4.302652729911275 * 10.0 / math.sqrt(3)  # t(0.975, 2) * sd(15, 5, 25) / sqrt(3)
     assert v.margin == pytest.approx(15.0) and v.ci == pytest.approx((15.0 - half, 15.0 + half))
-    assert v.verdict == "not enough evidence" and v.reason == "interval spans 0" and v.models == "3 models"
+    assert v.verdict == "not enough evidence" and v.reason == "interval spans 0" and v.models == "CLS 3 models"
     assert check_finding(spec, {}, rs.ok[rs.ok.model != "m_c"]).reason == "2 CLS models: needs 3 per task"
     with pytest.raises(ValueError, match="unknown kind 'nope'"):
         check_finding(

@@ -100,9 +100,11 @@ def _verdict_of(table: TrackTable, est: Estimate, spec: dict, min_models: int) -
     return judge(table.plan, est, min_models, table.unit, tol)
 
 
-def _fmt(est: Estimate, j: Judgement, unit: str) -> str:
+def _fmt(est: Estimate, j: Judgement, unit: str, one_task: bool = False) -> str:
     ci = "" if math.isnan(j.ci[0]) else f" [{j.ci[0]:+.2f}, {j.ci[1]:+.2f}]"
-    return f"{est.value:+.2f}{ci} ({models_text(j.n_models, unit)})"
+    n = sum(j.n_models.values())
+    models = f"{n} {unit}{'' if n == 1 else 's'}" if one_task else models_text(j.n_models, unit)
+    return f"{est.value:+.2f}{ci} ({models})"
 
 
 def _order_verdict(out: Verdict, table, pairs: list[Estimate], spec, min_models) -> None:
@@ -129,7 +131,7 @@ def _per_task(out: Verdict, table: TrackTable, column: str, build, spec, min_mod
             continue
         parts = []
         for i, e in enumerate(est if isinstance(est, list) else [est]):
-            parts.append(_fmt(e, _verdict_of(table, e, spec, min_models), table.unit))
+            parts.append(_fmt(e, _verdict_of(table, e, spec, min_models), table.unit, one_task=True))
             if e.value:
                 signs.setdefault(i, set()).add(e.value > 0)
         out.per_task.append(f"{col.removesuffix(' MS')} {', '.join(parts)}")

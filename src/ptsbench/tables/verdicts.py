@@ -43,11 +43,11 @@ def too_few(counts: dict[str, int], min_models: int, unit: str = "model") -> str
 
 
 def models_text(counts: dict[str, int], unit: str = "model") -> str:
-    """'CLS 7, GEN 1 models'; '7 models' for one task."""
-    if len(counts) == 1:
-        n = next(iter(counts.values()))
-        return f"{n} {unit}{'' if n == 1 else 's'}"
-    return ", ".join(f"{s} {n}" for s, n in counts.items()) + f" {unit}s" if counts else f"no {unit}s"
+    """The models an estimate rests on, per task: 'CLS 7 models', 'CLS 7, GEN 1 models'."""
+    if not counts:
+        return f"no {unit}s"
+    plural = "" if len(counts) == 1 and next(iter(counts.values())) == 1 else "s"
+    return ", ".join(f"{s} {n}" for s, n in counts.items()) + f" {unit}{plural}"
 
 
 def judge(
