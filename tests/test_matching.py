@@ -12,7 +12,7 @@ import pytest
 from test_aggregate import load_runs_from, make_record
 
 from ptsbench.aggregate import main
-from ptsbench.record import record_filename
+from ptsbench.identity import record_filename
 from ptsbench.tables import build_tables, load_runs
 from ptsbench.tables.matching import keep_main_setting
 

@@ -16,36 +16,30 @@ import json
 from functools import lru_cache
 
 import yaml
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
-from .. import config_dir, schemas
+from .. import config_dir
+from ..config.groups import GROUPS, schema_for
 from ..errors import ConfigError
-
-
-def _register_groups() -> None:
-    """Config groups register their schemas when their packages are imported."""
-    from .. import data, models, reconstruction, tasks  # noqa: F401
-    from ..sparsity import allocators, layers, patterns  # noqa: F401
-    from ..tasks import base  # noqa: F401
+from ..schemas import defaults_of
 
 
 @lru_cache(maxsize=2048)
 def _group_defaults(group: str, node_json: str) -> tuple[tuple[str, object], ...]:
     node = json.loads(node_json)
     try:
-        cls = schemas.schema_for(group, OmegaConf.create(node))
+        cls = schema_for(group, node)
     except (ConfigError, KeyError, ValueError):
         return ()
-    picks = schemas.selector(group)
-    return tuple((f"{group}.{k}", v) for k, v in schemas.defaults_of(cls).items() if v is not MISSING and k != picks)
+    picks = GROUPS[group].selector
+    return tuple((f"{group}.{k}", v) for k, v in defaults_of(cls).items() if v is not MISSING and k != picks)
 
 
 def knob_defaults(cfg: dict) -> dict[str, object]:
     """Dotted knob -> default, for every knob of the options the resolved ``cfg`` picked (the knobs
     that pick an option have none: they always count)."""
-    _register_groups()
     out: dict[str, object] = {}
-    for group in schemas.groups():
+    for group in GROUPS:
         node = cfg.get(group)
         if isinstance(node, dict):
             out.update(_group_defaults(group, json.dumps(node, sort_keys=True, default=str)))
@@ -93,9 +87,8 @@ def _default_options() -> dict[str, str]:
 
 def default_option(knob: str) -> str | None:
     """For the knob that picks a group's option (``allocator.name``): the root config's option."""
-    _register_groups()
     group, _, key = knob.partition(".")
-    if group not in schemas.groups() or schemas.selector(group) != key:
+    if group not in GROUPS or GROUPS[group].selector != key:
         return None
     return _default_options().get(group)
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..identity import is_neutral
 from ..metrics import relative_score
-from ..record import SCHEMA_VERSION
+from ..records import SCHEMA_VERSION
 from ..sparsity.allocators import ALLOCATORS
 from .defaults import knob_defaults, non_default, option_file_defaults
 from .labels import allocator_label, family_label, method_label
@@ -77,7 +77,7 @@ def _reads_calibration(rec: dict, alloc_name: str, recon: str) -> bool:
         return bool(used)
     cfg = rec.get("config") or {}
     criterion = str((cfg.get("sparsity") or {}).get("criterion") or "magnitude")
-    learned = alloc_name in ALLOCATORS and ALLOCATORS.get(alloc_name).needs_calibration
+    learned = alloc_name in ALLOCATORS and ALLOCATORS.trait(alloc_name, "needs_calibration", False)
     return bool(learned or recon != "none" or criterion not in ("magnitude", "None"))
 
 
