@@ -1,5 +1,5 @@
 """Check a tables directory: within every column of Tables 2 and 3 (per aspect), every non-empty
-cell has the same n and the same models. Reads the tidy ``*_cells.csv``.
+cell rests on the same models (n_models and their names). Reads the tidy ``*_cells.csv``.
 
     python scripts/check_matched.py outputs/demo/tables
 Exit 0 when matched, 1 (listing the columns) when not, 2 when a cells file is missing.
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
         cells = pd.read_csv(path, keep_default_na=False, na_values=[""])
         bad = unmatched_columns(cells)
         n_cols = cells.groupby(["column", "aspect"] if "aspect" in cells else ["column"]).ngroups
-        print(f"{stem}: {n_cols - len(bad)} of {n_cols} column(s) matched (same n and models in every non-empty cell)")
+        print(f"{stem}: {n_cols - len(bad)} of {n_cols} column(s) matched (same models in every non-empty cell)")
         for line in bad:
             print(f"  unmatched {line}")
         status |= bool(bad)

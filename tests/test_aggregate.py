@@ -209,7 +209,10 @@ def test_table2_values_flags_and_gaps(records_dir):
     assert v.at["Uniform", "OM_alloc"] == pytest.approx(100 * qm(qm(0.5, 0.25), 0.25))
     assert v.at["FCPTS (ERK)", "OM_alloc"] == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8))
     assert any("OM_alloc over CLS, GEN only" in n for n in t2.notes)
-    assert any(n.startswith("held fixed: ") and 'reconstruction.name="none"' in n for n in t2.notes)
+    # every knob these records hold fixed is at its default: the footnote says so, held_fixed.csv lists them
+    assert "held fixed: every other knob at its default (full list in held_fixed.csv)" in t2.notes
+    fixed = {f["knob"]: f for f in t2.fixed}
+    assert fixed["reconstruction.name"]["value"] == '"none"' and fixed["reconstruction.name"]["at_default"]
     kinds = sorted((g["kind"], g["allocator"], g["task"], g["model"], g["rate"]) for g in t2.gaps)
     assert kinds == [
         ("failed", "L2Norm", "cls", "m_b", 0.8),
@@ -217,8 +220,9 @@ def test_table2_values_flags_and_gaps(records_dir):
         ("missing", "Uniform", "cls", "m_c", 0.8),
     ]
     cells = {(c["row"], c["column"]): c for c in t2.cells}
-    assert cells[("Uniform", "CLS 80")]["n"] == 1 and cells[("Uniform", "CLS 80")]["models"] == "m_a"
-    assert cells[("L2Norm", "CLS 50")]["n"] == 3 and cells[("L2Norm", "CLS 50")]["models"] == "m_a;m_b;m_c"
+    assert cells[("Uniform", "CLS 80")]["n_models"] == 1 and cells[("Uniform", "CLS 80")]["models"] == "m_a"
+    assert math.isnan(cells[("Uniform", "CLS 80")]["ci_low"])  # one model: no interval
+    assert cells[("L2Norm", "CLS 50")]["n_models"] == 3 and cells[("L2Norm", "CLS 50")]["models"] == "m_a;m_b;m_c"
 
 
 def test_table2_unmatched_keeps_every_run_and_stars_short_cells(records_dir):
@@ -254,11 +258,11 @@ def test_matched_tables_do_not_flip_a_ranking_that_pooling_would(tmp_path):
     assert t2.values.at["FCPTS (ERK)", "CLS 70"] == pytest.approx(100 * (0.90 + 0.89) / 2)
     assert t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"].startswith("ERK (")
     cells = pd.DataFrame(t2.cells)
-    assert set(cells.n) == {2, 4} and set(cells.models) == {"m_a"}  # 2 seeds per rate, 4 runs per MS/OM
-    assert cells.set_index(["row", "column"]).at[("ERK", "CLS 70"), "ci_low"] == pytest.approx(94.0)
-    # the paired bootstrap interval of ERK - FCPTS excludes 0: the order is significant (',' not '≈')
-    assert "ERK (" in t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"].split(",")[0]
-    assert "≈" not in t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"]
+    # 2 seeds per rate, 4 runs per MS/OM, but one model: the seeds are not independent evidence
+    assert set(cells.n_runs) == {2, 4} and set(cells.n_models) == {1} and set(cells.models) == {"m_a"}
+    assert cells.ci_low.isna().all()
+    # ERK ranks first, but on one model the order is a tie ('≈'), never '>'
+    assert t5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"].startswith("ERK (94.50) ≈ FCPTS (ERK) (89.50)")
     # pooled over unmatched runs FCPTS would come first; --unmatched shows that but does not rank it
     (u2, *_, u5), _ = build_tables(rs, matched=False)
     assert u2.values.at["FCPTS (ERK)", "OM_alloc"] > u2.values.at["ERK", "OM_alloc"]
@@ -270,14 +274,32 @@ def test_matched_tables_do_not_flip_a_ranking_that_pooling_would(tmp_path):
     assert u5.values.iloc[:, 0]["Sparsity allocation (OM_alloc)"] == f"ERK ({u2.values.at['ERK', 'OM_alloc']:.2f})"
 
 
-def test_ci_half_width_is_printed_where_a_cell_has_two_runs(tmp_path):
-    rs = load_runs_from(flip_records(), tmp_path)
-    (t2, *_), _ = build_tables(rs)
+def test_interval_is_a_t_interval_over_models_and_absent_for_one_model(tmp_path):
+    """3 models: mean ± t(0.975, df=2) * s / sqrt(3), each model's two seeds averaged first; a cell of one
+    model prints its n instead of '±'."""
+    recs = []
+    for model, rel in (("m_a", 0.90), ("m_b", 0.80), ("m_c", 0.40)):
+        recs.append(make_record(model, "erk", 0.5, rel, used=False))
+        for cs in (0, 1):  # FCPTS seeds: +-0.02 around the model's value, so each model's seed-mean is rel + 0.05
+            recs.append(
+                make_record(
+                    model, "fcpts", 0.5, rel + 0.05 + (0.02 if cs else -0.02), init="erk", calib_seed=cs, used=True
+                )
+            )
+    (t2, *_), _ = build_tables(load_runs_from(recs, tmp_path))
     from ptsbench.tables.render import to_markdown
 
-    md = to_markdown(t2)
-    row = next(line for line in md.splitlines() if line.startswith("| ERK |"))
-    assert "94.50** ± 0.50" in row  # seeds 0.95 and 0.94: the bootstrap interval is [94, 95]
+    cells = pd.DataFrame(t2.cells).set_index(["row", "column"])
+    erk = cells.loc[("ERK", "CLS 50")]
+    half = 4.302652729911275 * np.std([90.0, 80.0, 40.0], ddof=1) / math.sqrt(3)  # t(0.975, 2)
+    assert erk.value == pytest.approx(70.0) and erk.n_models == 3 and erk.n_runs == 3
+    assert (erk.ci_low, erk.ci_high) == pytest.approx((70.0 - half, 70.0 + half))
+    fcpts = cells.loc[("FCPTS (ERK)", "CLS 50")]
+    assert fcpts.value == pytest.approx(75.0) and fcpts.n_models == 3 and fcpts.n_runs == 6
+    assert f"| ERK | 70.00 ± {half:.2f} |" in to_markdown(t2)
+    one = [make_record("m_a", a, 0.5, r, used=False) for a, r in (("uniform", 0.5), ("erk", 0.6))]
+    (t2, *_), _ = build_tables(load_runs_from(one, tmp_path / "one"))
+    assert "| Uniform | 50.00 (n=1) | 50.00 (n=1) | — | — | 50.00 (n=1) |" in to_markdown(t2)  # no '±' from one model
 
 
 def test_table3_pairs_each_run_with_its_none_twin(records_dir):
@@ -336,7 +358,12 @@ def test_gen_gain_is_bounded_and_worsened_runs_are_counted(tmp_path):
     assert t3.values.at["Sparse Input", "GEN 80"] == pytest.approx(100 * math.exp(5.0 / -20.0))
     assert t3.values.at["Dense Input", "GEN 80"] == 0.0
     assert np.isfinite(t3.values.to_numpy(dtype=float)[~np.isnan(t3.values.to_numpy(dtype=float))]).all()
-    assert any("worse (R >= 0, term 0) in 1 of 2 run(s)" in n for n in t3.notes)
+    # beside the bounded GEN term: the runs where FID got worse and their mean -R/A_dense x100 (30 -> 30.01 of 5)
+    cols = list(t3.values.columns)
+    assert cols[cols.index("GEN MS") + 1 : cols.index("GEN MS") + 3] == ["GEN worse runs", "GEN worse mean"]
+    assert cols[-1] == "OM_recon"
+    assert t3.values.at["Dense Input", "GEN worse runs"] == 1 and t3.values.at["Sparse Input", "GEN worse runs"] == 0
+    assert t3.values.at["Dense Input", "GEN worse mean"] == pytest.approx(-100 * 0.01 / 5.0)
 
 
 def load_runs_from(recs, tmp: Path):
@@ -360,9 +387,10 @@ def test_tables_6_4_5_by_hand(records_dir):
     ranking = t5.values.iloc[:, 0]
     assert ranking["Sparsity allocation (OM_alloc)"].startswith("FCPTS (ERK)")
     assert ranking["Sparsity allocation (OM_alloc)"].endswith(f"Uniform ({t5.csv_frame.score.iloc[2]:.2f})")
-    assert ranking["Reconstruction: input (OM_recon)"] == "Sparse Input (8.00), Dense Input (4.00)"
-    # CLS and DET both keep 90% at 0.5 with no spread: their order is not significant
-    assert ranking["Different tasks (OM_task)"] == "CLS (90.00) ≈ DET (90.00), GEN (50.00)"
+    # one model behind every reconstruction row, one DET and one GEN model: every order is a tie
+    assert ranking["Reconstruction: input (OM_recon)"] == "Sparse Input (8.00) ≈ Dense Input (4.00)"
+    assert ranking["Different tasks (OM_task)"] == "CLS (90.00) ≈ DET (90.00) ≈ GEN (50.00)"
+    assert t5.csv_frame[t5.csv_frame["rank"] > 1].tied_with_previous.all() and " > " not in "".join(ranking.dropna())
 
 
 def test_tables_6_4_unmatched_by_hand(records_dir):
@@ -396,7 +424,8 @@ def test_cli_writes_every_format_and_plots(records_dir, tmp_path, capsys, monkey
     printed = capsys.readouterr().out
     for title in ("Table 2", "Table 3", "Table 6", "Table 4", "Table 5"):
         assert f"### {title}:" in printed
-    assert "| L2Norm | 90.00 ± 0.00 | 50.00 |" in printed and "| fail |" not in printed.split("### Gaps")[0]
+    # 3 models that agree exactly (a zero-width interval) and 1 model: no '±', the n instead
+    assert "| L2Norm | 90.00 (n=3) | 50.00 (n=1) |" in printed and "| fail |" not in printed.split("### Gaps")[0]
     for stem in ("table2_allocation", "table3_reconstruction", "table6_architecture", "table4_tasks", "table5_ranking"):
         for ext in ("md", "csv", "tex"):
             assert (out / f"{stem}.{ext}").stat().st_size > 0
@@ -405,21 +434,39 @@ def test_cli_writes_every_format_and_plots(records_dir, tmp_path, capsys, monkey
     for stem in ("table2_allocation", "table3_reconstruction", "table6_architecture", "table4_tasks"):
         cells = pd.read_csv(out / f"{stem}_cells.csv")
         if stem in ("table2_allocation", "table3_reconstruction"):
-            assert unmatched_columns(cells) == [], stem  # matched: same n and models down every column
-        assert (
-            list(cells.columns[:10])
-            == ["table", "row", "task", "column", "rate", "value", "n", "ci_low", "ci_high", "models"]
-            and (cells.n > 0).all()
-        )
+            assert unmatched_columns(cells) == [], stem  # matched: the same models down every column
+        assert list(cells.columns[:11]) == [
+            "table",
+            "row",
+            "task",
+            "column",
+            "rate",
+            "value",
+            "n_models",
+            "n_runs",
+            "ci_low",
+            "ci_high",
+            "models",
+        ]
+        assert (cells.n_models > 0).all() and (cells.n_runs >= cells.n_models).all()
     assert r"\textbf{100.00}" in (out / "table2_allocation.tex").read_text()
     t2 = pd.read_csv(out / "table2_allocation.csv", index_col=0)
     assert t2.at["L2Norm", "CLS 50"] == pytest.approx(90.0) and math.isnan(t2.at["FCPTS (ERK)", "DET MS"])
     gaps = pd.read_csv(out / "gaps.csv")
-    # the failed L2Norm run is a gap of Tables 2, 6 and 4; DET/GEN lack rate 0.8 in Table 4
-    assert sorted(gaps.kind) == ["failed"] * 3 + ["missing"] * 4 + ["no-baseline"]
+    # the failed L2Norm run is a gap of Tables 2, 6 and 4; Table 2 lacks Uniform on m_c at 0.8 and FCPTS on DET;
+    # DET and GEN never ran 0.8, which only CLS did: Table 4's 0.8 column is CLS's own, no gap of theirs
+    assert sorted(gaps.kind) == ["failed"] * 3 + ["missing"] * 2 + ["no-baseline"]
     assert "CUDA out of memory" in (out / "gaps.md").read_text()
     for png in ("fig5_size_loss.png", "rate_curves_by_allocator.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    page = (out / "report.html").read_text()
+    assert page.count('<section id="table-') == 5 and page.count('<tr id="finding-') == 17
+    assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") >= 2
+    fixed = pd.read_csv(out / "held_fixed.csv")
+    assert {"table2", "table3", "table6", "table4"} <= set(fixed.table)
+    at_default = {(t, k): d for t, k, d in zip(fixed.table, fixed.knob, fixed.at_default)}
+    assert at_default[("table2", "calib.num_samples")]  # 1024: not in the footnote
+    assert not at_default[("table6", "allocator.name")]  # l2norm; the root config picks uniform
     # Fig. 4 hook: ResNet-18 at its highest rate with >= 2 allocators (0.8: Uniform, FCPTS (ERK); L2Norm's failed)
     titles = {t for _, t in calls}
     assert "m_a on ds, sparsity 80%" in titles
@@ -456,33 +503,35 @@ def test_findings_md_lists_every_finding_with_a_verdict(records_dir, tmp_path):
     verdicts = {v.id: v for v in check_findings(tables, rs)}
     assert set(verdicts) == {f["id"] for f in load_findings()} and len(verdicts) >= 15
     assert all(f.get("section") for f in load_findings())
-    assert verdicts["alloc-fcpts-erk-best"].verdict == "holds"
-    assert verdicts["alloc-fcpts-erk-best"].margin == pytest.approx(
-        100 * qm(qm(1.0, 0.8), 0.8) - 100 * qm(qm(0.9, 0.5), 0.5)
+    # one DET and one GEN model, 1-3 CLS models: no finding may hold or fail here, and each says why
+    assert {v.verdict for v in verdicts.values()} == {"not enough evidence"}
+    best = verdicts["alloc-fcpts-erk-best"]
+    assert best.margin == pytest.approx(100 * qm(qm(1.0, 0.8), 0.8) - 100 * qm(qm(0.9, 0.5), 0.5))
+    assert best.reason == "1 GEN model: needs 3 per task" and best.models == "CLS 3, GEN 1 models"
+    assert best.per_task == ["CLS +17.75 (3 models)", "GEN +30.00 (1 model)"]  # each pooled task's own margin
+    assert verdicts["task-gen-most-fragile"].reason == "1 DET model, 1 GEN model: needs 3 per task"
+    assert (
+        verdicts["recon-sparse-input"].margin == pytest.approx(4)
+        and verdicts["recon-sparse-input"].models == "CLS 1 model"
     )
-    assert verdicts["alloc-uniform-worst"].verdict == "holds"
-    assert verdicts["recon-sparse-input"].verdict == "holds" and verdicts["recon-sparse-input"].margin == pytest.approx(
-        4
-    )
-    assert verdicts["recon-correction-cls"].verdict == "holds"
-    assert verdicts["task-gen-most-fragile"].verdict == "holds"
-    assert verdicts["alloc-fcpts-init"].verdict == "not enough runs"  # no FCPTS (L2Norm) run
-    assert "Single" in verdicts["recon-granularity"].detail  # no single-unit runs
-    assert verdicts["arch-vit-best"].verdict == "not enough runs"  # ViT = ResNet = 90 at 0.5
+    assert verdicts["arch-vit-best"].reason == "2 ResNet sizes (1 size pair), 1 ViT size: needs 3 per family"
+    assert verdicts["alloc-fcpts-init"].reason == "no value for FCPTS (L2Norm) in table2 OM_alloc"
+    assert "Single" in verdicts["recon-granularity"].reason  # no single-unit runs
     main([str(records_dir), "--out", str(tmp_path / "t"), "--no-plots"])
     text = (tmp_path / "t" / "findings.md").read_text()
-    assert text.count("| 5.") == len(verdicts) and "**holds**" in text
+    assert text.count("| 5.") == len(verdicts) and "**not enough evidence** (1 GEN model: needs 3 per task)" in text
 
 
 def test_fcpts_downsample_finding_reads_the_init_and_learned_rates(tmp_path):
     from ptsbench.tables.findings import check_finding
 
     recs = []
-    for seed, gain in ((0, 0.10), (1, 0.20)):
-        rec = make_record("m_a", "fcpts", 0.8, 0.9, init="erk", seed=seed)
-        rec["sparsity"]["target_per_layer"] = {"layer2.0.downsample.0": 0.1 + gain, "fc": 0.5}
-        rec["allocation"] = {"init_rates": {"layer2.0.downsample.0": 0.1, "fc": 0.6}}
-        recs.append(rec)
+    for model, gains in (("m_a", (0.10, 0.20)), ("m_b", (0.05, 0.05)), ("m_c", (0.30, 0.20))):
+        for seed, gain in enumerate(gains):  # a model's seeds are averaged first: 15, 5, 25 points
+            rec = make_record(model, "fcpts", 0.8, 0.9, init="erk", seed=seed)
+            rec["sparsity"]["target_per_layer"] = {"layer2.0.downsample.0": 0.1 + gain, "fc": 0.5}
+            rec["allocation"] = {"init_rates": {"layer2.0.downsample.0": 0.1, "fc": 0.6}}
+            recs.append(rec)
     rs = load_runs_from(recs, tmp_path)
     spec = {
         "id": "x",
@@ -492,7 +541,10 @@ def test_fcpts_downsample_finding_reads_the_init_and_learned_rates(tmp_path):
         "layers": ["*downsample*"],
     }
     v = check_finding(spec, {}, rs.ok)
-    assert v.margin == pytest.approx(15.0) and v.verdict == "holds" and v.ci == pytest.approx((10.0, 20.0))
+    half = 4.302652729911275 * 10.0 / math.sqrt(3)  # t(0.975, 2) * sd(15, 5, 25) / sqrt(3)
+    assert v.margin == pytest.approx(15.0) and v.ci == pytest.approx((15.0 - half, 15.0 + half))
+    assert v.verdict == "not enough evidence" and v.reason == "interval spans 0" and v.models == "CLS 3 models"
+    assert check_finding(spec, {}, rs.ok[rs.ok.model != "m_c"]).reason == "2 CLS models: needs 3 per task"
     with pytest.raises(ValueError, match="unknown kind 'nope'"):
         check_finding(
             {"id": "y", "kind": "nope", "table": "table2", "column": "OM_alloc", "rows": ["ERK"]},
@@ -524,8 +576,11 @@ def test_a_run_that_reads_no_calibration_stands_for_every_seed(tmp_path):
                 )
     (t2, t3, *_), _ = build_tables(load_runs_from(recs, tmp_path))
     cells = pd.DataFrame(t2.cells).set_index(["row", "column"])
-    assert cells.at[("ERK", "CLS 80"), "n"] == cells.at[("FCPTS (ERK)", "CLS 80"), "n"] == 4
+    # matched on both seeds, but counted once: 2 models, 2 runs for ERK and 4 for FCPTS
+    assert cells.at[("ERK", "CLS 80"), "n_models"] == cells.at[("FCPTS (ERK)", "CLS 80"), "n_models"] == 2
+    assert cells.at[("ERK", "CLS 80"), "n_runs"] == 2 and cells.at[("FCPTS (ERK)", "CLS 80"), "n_runs"] == 4
     assert t2.values.at["ERK", "CLS 80"] == pytest.approx(45.0)
+    assert t2.values.at["FCPTS (ERK)", "CLS 80"] == pytest.approx(100 * (0.605 + 0.505) / 2)  # seed-means first
     assert not t3.gaps and t3.values.at["Sparse Input", "CLS 80"] > t3.values.at["Dense Input", "CLS 80"] > 0
     c3 = pd.DataFrame(t3.cells).set_index(["row", "column"])
-    assert c3.at[("Sparse Input", "CLS 80"), "n"] == c3.at[("Dense Input", "CLS 80"), "n"] == 4
+    assert c3.at[("Sparse Input", "CLS 80"), "n_runs"] == c3.at[("Dense Input", "CLS 80"), "n_runs"] == 4

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -369,10 +368,13 @@ def test_methods_table_cells_are_per_calibration_seed_with_intervals(tmp_path):
     # 2 models x 2 calibration seeds; each magnitude run stands for both seeds of its model
     assert v.loc[("CLS", "70", "SparseGPT"), "cells"] == v.loc[("CLS", "70", "Magnitude"), "cells"] == 4
     assert v.loc[("CLS", "70", "SparseGPT"), "score"] == pytest.approx(75)
-    assert table.n[(("CLS", "70", "SparseGPT"), "score")] == 4 and not table.gaps
-    lo, hi = np.percentile(table.boot[(("CLS", "70", "SparseGPT"), "score")], [2.5, 97.5])
-    assert 60 <= lo < 75 < hi <= 90
-    assert re.search(r"\| (\*\*)?75\.00(\*\*)? ± \d+\.\d\d \|", to_markdown(table))
+    from ptsbench.tables.cells import tidy
+
+    cell = tidy(table.plan, table.est[(("CLS", "70", "SparseGPT"), "score")], "methods", "", "CLS", "score", 0.7)
+    assert (cell["n_models"], cell["n_runs"]) == (2, 4) and not table.gaps
+    # the interval is over the 2 models' seed-means (85, 65): 75 ± t(0.975, 1) * 10
+    assert (cell["ci_low"], cell["ci_high"]) == pytest.approx((75 - 127.062, 75 + 127.062), abs=1e-3)
+    assert re.search(r"\| (\*\*)?75\.00(\*\*)? ± 127\.06 \|", to_markdown(table))
 
 
 @pytest.mark.parametrize(

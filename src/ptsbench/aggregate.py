@@ -2,14 +2,18 @@
 
 Reads every run record under RECORDS_DIR (any depth), keeps one per config digest, and writes
 to DIR, for Tables 2 (allocation), 3 (reconstruction), 6 (architecture + size robustness),
-4 (tasks) and 5 (ranking): ``tableN_*.md|csv|tex``, one row per cell with n and the 95% interval in
-``tableN_*_cells.csv``, all of them in ``tables.md``, the paper's directional findings checked on these
-runs in ``findings.md``, G_size per model size in ``table6_sizes.csv``, the missing and failed runs in
-``gaps.md|csv``, every run in ``runs.csv``, and the figures in ``DIR/plots/*.png``. It prints the
-Markdown tables and the findings. Compared rows are matched (the same model x dataset x rate x seed
-cells, differing only in the compared knob; ``--unmatched`` pools every run instead and Table 5 then
-skips the rows that lack cells). Failed runs, missing cells and absent tasks are reported, never
-fatal; ``--strict`` turns them into exit status 3 (for CI).
+4 (tasks) and 5 (ranking): ``tableN_*.md|csv|tex``, one row per cell with n_models, n_runs and the
+95% interval over models in ``tableN_*_cells.csv``, all of them in ``tables.md``, the paper's
+directional findings checked on these runs in ``findings.md``, G_size per model size in
+``table6_sizes.csv``, the missing and failed runs in ``gaps.md|csv``, every knob each comparison held
+fixed in ``held_fixed.csv``, every run in ``runs.csv``, the figures in ``DIR/plots/*.png``, and one
+self-contained page with all of it, ``report.html`` (plus ``report.png``, its screenshot, where
+Chromium is installed). It prints the Markdown tables and the findings. Compared rows are matched
+(the same model x dataset x rate x seed cells, differing only in the compared knob; ``--unmatched``
+pools every run instead and Table 5 then skips the rows that lack cells). A finding holds or fails
+only on ``--min-models`` (3) models per task it pools. Failed runs, missing cells, absent tasks
+and refused records (an unknown schema version) are reported, never fatal; ``--strict`` turns them
+into exit status 3 (for CI).
 
 Formulas: ``ptsbench.metrics``; table rules: the docstrings of ``ptsbench.tables.*``.
 """
@@ -20,10 +24,15 @@ import argparse
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from .tables import build_tables, load_runs, methods_table, paper_methods, rate_curves
+from .tables.browser import screenshot
 from .tables.findings import check_findings, findings_markdown
 from .tables.reconstruction import parse_baseline
 from .tables.render import gaps_frame, to_markdown, write_table
+from .tables.report import report_html
+from .tables.verdicts import MIN_MODELS
 
 log = logging.getLogger("ptsbench")
 
@@ -75,6 +84,60 @@ def _gaps_summary(gaps, failed_runs, limit: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _summary(runset) -> dict:
+    return {
+        "findings": [],
+        "files": runset.files,
+        "runs": len(runset.runs),
+        "ok": len(runset.ok),
+        "failed": len(runset.failed),
+        "duplicates": runset.duplicates,
+        "unreadable": len(runset.unreadable),
+        "refused": len(runset.refused),
+        "gaps": 0,
+        "tables": [],
+        "plots": [],
+    }
+
+
+def _head(records_dir, summary: dict) -> str:
+    return (
+        f"PTSBench tables from {records_dir}: {summary['ok']} ok run(s), {summary['failed']} failed, "
+        f"{summary['duplicates']} duplicate record(s) dropped, {summary['unreadable']} unreadable file(s), "
+        f"{summary['refused']} refused, {summary['gaps']} gap(s)"
+    )
+
+
+def _skipped_files(runset) -> str:
+    """Name every file that was not read: a truncated, foreign or too new file must be findable."""
+    text = ""
+    if runset.unreadable:
+        text += (
+            "Unreadable files (not run records, or damaged):\n" + "\n".join(f"- {u}" for u in runset.unreadable) + "\n"
+        )
+    if runset.refused:
+        text += "Refused records (unknown schema version):\n" + "\n".join(f"- {r}" for r in runset.refused) + "\n"
+    return text
+
+
+def _write(out: Path, runset, tables, findings, gaps, sizes, head: str, markdown: str, plots: bool) -> dict:
+    """Every file of the table set; returns {'tables': [...], 'plots': [...], 'report': path}."""
+    written = [str(p) for t in tables for p in write_table(t, out)]
+    (out / "tables.md").write_text(f"{head}\n\n{markdown}\n{_gaps_summary(gaps, runset.failed)}")
+    (out / "gaps.md").write_text(_gaps_markdown(gaps, runset.failed))
+    gaps.to_csv(out / "gaps.csv", index=False)
+    sizes.to_csv(out / "table6_sizes.csv", index=False, float_format="%.4f")  # G_size per model size
+    pd.DataFrame([f for t in tables for f in t.fixed]).to_csv(out / "held_fixed.csv", index=False)
+    runset.runs.drop(columns=["per_layer", "init_per_layer", "knobs", "setting"]).to_csv(out / "runs.csv", index=False)
+    (out / "findings.md").write_text(findings_markdown(findings))
+    written.append(str(out / "findings.md"))
+    made = [str(p) for p in _plots(paper_methods(runset), sizes, out / "plots")] if plots else []
+    page = out / "report.html"
+    page.write_text(report_html(head, tables, findings, gaps, runset.failed, [Path(p) for p in made]))
+    shot = screenshot(page, out / "report.png")
+    return {"tables": written + [str(page)] + ([str(shot)] if shot else []), "plots": made}
+
+
 def aggregate(
     records_dir: str | Path,
     out_dir: str | Path | None,
@@ -83,26 +146,16 @@ def aggregate(
     echo=print,
     matched: bool = True,
     recon_baseline: dict | None = None,
+    min_models: int = MIN_MODELS,
 ) -> dict:
     """Build, write (when ``out_dir``) and echo the tables and findings; returns a summary dict."""
     runset = load_runs(records_dir)
-    summary = {
-        "findings": [],
-        "files": runset.files,
-        "runs": len(runset.runs),
-        "ok": len(runset.ok),
-        "failed": len(runset.failed),
-        "duplicates": runset.duplicates,
-        "unreadable": len(runset.unreadable),
-        "gaps": 0,
-        "tables": [],
-        "plots": [],
-    }
+    summary = _summary(runset)
     if runset.runs.empty:
-        echo(f"no run records under {records_dir}" + "".join(f"\n- unreadable: {u}" for u in runset.unreadable))
+        echo(f"no run records under {records_dir}\n" + _skipped_files(runset))
         return summary
-    tables, sizes = build_tables(runset, model_allocator, matched, recon_baseline)
-    findings = check_findings(tables, paper_methods(runset))
+    tables, sizes = build_tables(runset, model_allocator, matched, recon_baseline, min_models)
+    findings = check_findings(tables, paper_methods(runset), min_models=min_models)
     summary["findings"] = [(f.id, f.verdict, f.margin) for f in findings]
     methods = methods_table(runset)
     if not methods.values.empty:  # Wanda / SparseGPT / N:M runs present
@@ -110,28 +163,14 @@ def aggregate(
     gaps = gaps_frame(tables)
     summary["gaps"] = len(gaps)
     markdown = "\n".join(to_markdown(t) for t in tables)
-    head = (
-        f"PTSBench tables from {records_dir}: {summary['ok']} ok run(s), {summary['failed']} failed, "
-        f"{summary['duplicates']} duplicate record(s) dropped, {summary['unreadable']} unreadable file(s), "
-        f"{summary['gaps']} gap(s)"
-    )
+    head = _head(records_dir, summary)
     echo(f"\n{head}\n\n{markdown}\n{_gaps_summary(gaps, runset.failed)}")
     echo(findings_markdown(findings))
-    if runset.unreadable:  # name them: a truncated or foreign file must be findable
-        echo("Unreadable files (not run records, or damaged):\n" + "\n".join(f"- {u}" for u in runset.unreadable))
+    if runset.unreadable or runset.refused:
+        echo(_skipped_files(runset))
     if out_dir is not None:
         out = Path(out_dir)
-        for t in tables:
-            summary["tables"] += [str(p) for p in write_table(t, out)]
-        (out / "tables.md").write_text(f"{head}\n\n{markdown}\n{_gaps_summary(gaps, runset.failed)}")
-        (out / "gaps.md").write_text(_gaps_markdown(gaps, runset.failed))
-        gaps.to_csv(out / "gaps.csv", index=False)
-        sizes.to_csv(out / "table6_sizes.csv", index=False, float_format="%.4f")  # G_size per model size
-        runset.runs.drop(columns=["per_layer"]).to_csv(out / "runs.csv", index=False)
-        (out / "findings.md").write_text(findings_markdown(findings))
-        summary["tables"].append(str(out / "findings.md"))
-        if plots:
-            summary["plots"] = [str(p) for p in _plots(paper_methods(runset), sizes, out / "plots")]
+        summary.update(_write(out, runset, tables, findings, gaps, sizes, head, markdown, plots))
         echo(f"tables written to {out}/ ({len(summary['tables'])} files, {len(summary['plots'])} plots)")
     return summary
 
@@ -169,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KNOB=VALUE,...",
         help="Table 3 baseline the aspects vary around (default granularity=block,input=sparse,error_correction=false)",
     )
+    ap.add_argument(
+        "--min-models",
+        type=int,
+        default=MIN_MODELS,
+        help="independent models every task (family) a finding or a Table 5 order rests on needs "
+        f"before it may say holds/fails or '>' (default {MIN_MODELS})",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 3 when any run failed or a table has gaps")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -185,12 +231,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}")
         return 2
     out = Path(args.out) if args.out else records.parent / "tables"
+    if args.min_models < 2:
+        print(f"error: --min-models={args.min_models} must be >= 2 (one model has no interval)")
+        return 2
     summary = aggregate(
-        records, out, args.model_allocator, plots=not args.no_plots, matched=not args.unmatched, recon_baseline=baseline
+        records,
+        out,
+        args.model_allocator,
+        plots=not args.no_plots,
+        matched=not args.unmatched,
+        recon_baseline=baseline,
+        min_models=args.min_models,
     )
     if not summary["runs"]:
         return 1
-    return 3 if args.strict and (summary["failed"] or summary["gaps"]) else 0
+    return 3 if args.strict and (summary["failed"] or summary["gaps"] or summary["refused"]) else 0
 
 
 if __name__ == "__main__":

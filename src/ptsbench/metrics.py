@@ -2,7 +2,10 @@
 
 Every track reduces run results to *relative scores* and then takes a quadratic mean
 (root mean square), so one collapsed setting weighs more than in an arithmetic mean but
-cannot dominate. All functions work on plain fractions (1.0 = the dense model); the tables
+cannot dominate. The mean keeps the sign (:func:`signed_quadratic_mean`): sgn(m) * sqrt(|m|)
+with m = mean(x * |x|), the paper's root mean square whenever every value is >= 0 (so every
+paper row below is unchanged) and negative when harm dominates, as a reconstruction that
+hurts must not score like one that helps. All functions work on plain fractions (1.0 = the dense model); the tables
 print them x100 like the paper. Inputs are already grouped: ``E(.)`` in the paper is the
 mean over the runs of one cell (models, datasets, seeds at one rate), done by the caller
 with :func:`mean`.
@@ -29,6 +32,7 @@ __all__ = [
     "recon_gain",
     "mean",
     "quadratic_mean",
+    "signed_quadratic_mean",
     "ms",
     "om_alloc",
     "om_recon",
@@ -107,13 +111,33 @@ def quadratic_mean(values: Mapping[object, float] | Iterable[float]) -> float:
     return math.sqrt(sum(v * v for v in vals) / len(vals)) if vals else math.nan
 
 
+def signed_quadratic_mean(values: Mapping[object, float] | Iterable[float]) -> float:
+    """sgn(m) * sqrt(|m|) with m = mean(v * |v|) over the finite values: the quadratic mean when
+    every value is >= 0, and a value that keeps the sign of the squares' balance otherwise
+    (a gain of -0.3 and one of +0.3 no longer score alike). NaN when there are none.
+
+    >>> signed_quadratic_mean([3.0, 4.0]) == quadratic_mean([3.0, 4.0])
+    True
+    >>> round(signed_quadratic_mean([-0.3]), 6), round(signed_quadratic_mean([0.1, -0.3]), 6)
+    (-0.3, -0.2)
+    """
+    vals = _finite(values)
+    if not vals:
+        return math.nan
+    m = sum(v * abs(v) for v in vals) / len(vals)
+    return math.copysign(math.sqrt(abs(m)), m)
+
+
 def ms(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
-    """MS of one task in Tables 2/3: quadratic mean over sparsity rates of E(relative score).
+    """MS of one task in Tables 2/3: signed quadratic mean over sparsity rates of E(relative score)
+    (Table 3: of E(gain); a reconstruction that hurts on average has a negative MS).
 
     >>> round(ms({0.5: 0.9694, 0.6: 0.8452, 0.7: 0.6567, 0.8: 0.3255}) * 100, 2)
     74.02
+    >>> round(ms({0.5: -0.03, 0.7: 0.01}) * 100, 2)   # hurt by 3 points, helped by 1: net harm
+    -2.0
     """
-    return quadratic_mean(per_rate_means)
+    return signed_quadratic_mean(per_rate_means)
 
 
 def om_alloc(ms_per_task: Mapping[str, float] | Iterable[float]) -> float:
@@ -124,18 +148,17 @@ def om_alloc(ms_per_task: Mapping[str, float] | Iterable[float]) -> float:
     >>> round(om_alloc({"cls": 0.9455, "det": 0.9676, "gen": 0.9171}) * 100, 2)  # FCPTS (ERK)
     94.36
     """
-    return quadratic_mean(ms_per_task)
+    return signed_quadratic_mean(ms_per_task)
 
 
 def om_recon(ms_per_task: Mapping[str, float] | Iterable[float]) -> float:
-    """OM_recon (Eq. 4): the same quadratic mean over tasks, of the MS of reconstruction gains.
-    Squaring loses the sign, so a technique that hurts on average still scores > 0; read the
-    per-rate columns of Table 3 for the direction.
+    """OM_recon (Eq. 4): the same signed quadratic mean over tasks, of the MS of reconstruction gains;
+    a technique whose harm outweighs its help scores < 0 (the paper's squares would hide that).
 
     >>> round(om_recon({"cls": 0.3668, "det": 0.0373, "gen": 0.8832}) * 100, 2)  # w/ Correction
     55.26
     """
-    return quadratic_mean(ms_per_task)
+    return signed_quadratic_mean(ms_per_task)
 
 
 def om_arch(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
@@ -144,7 +167,7 @@ def om_arch(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
     >>> round(om_arch({0.5: 0.9938, 0.6: 0.9786, 0.7: 0.9138, 0.8: 0.4836}) * 100, 2)
     86.81
     """
-    return quadratic_mean(per_rate_means)
+    return signed_quadratic_mean(per_rate_means)
 
 
 def g_size(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
@@ -153,7 +176,7 @@ def g_size(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
     >>> round(g_size([1.0, 0.5]), 6) == round(math.sqrt(0.625), 6)
     True
     """
-    return quadratic_mean(per_rate_means)
+    return signed_quadratic_mean(per_rate_means)
 
 
 def om_robust(g_sizes: Mapping[str, float] | Iterable[float]) -> float:
@@ -179,4 +202,4 @@ def om_task(per_rate_means: Mapping[float, float] | Iterable[float]) -> float:
     >>> round(om_task([0.9824, 0.9568, 0.8617, 0.5253]) * 100, 2)
     85.13
     """
-    return quadratic_mean(per_rate_means)
+    return signed_quadratic_mean(per_rate_means)

@@ -5,13 +5,11 @@
 - ``plot_rate_curves``: relative score against sparsity rate, one line per allocator, one
   panel per task (the data of Table 2, before the MS reduction).
 - ``plot_allocations``: the paper's Fig. 4 — per-layer rates of each allocator for one model
-  at one rate, drawn by ``ptsbench.plots.allocation.plot_layer_allocation`` when that module
-  is installed; skipped (with the reason) otherwise.
+  at one rate, drawn by ``ptsbench.plots.allocation.plot_layer_allocation``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from pathlib import Path
@@ -75,13 +73,10 @@ def plot_rate_curves(curves: dict[str, dict[str, dict[float, float]]], path: str
 
 
 def plot_allocations(ok_runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Fig. 4 for each (model, dataset) at its highest rate with >= 2 allocators, via the FCPTS
-    engineer's ``plot_layer_allocation(rates_by_allocator, title, path)`` if present."""
-    try:
-        plot_layer_allocation = importlib.import_module("ptsbench.plots.allocation").plot_layer_allocation
-    except (ImportError, AttributeError) as e:
-        log.info("per-layer allocation plot skipped: %s", e)
-        return []
+    """Fig. 4 for each (model, dataset) at its highest rate with >= 2 allocators (in registry order),
+    via ``plots.allocation.plot_layer_allocation(rates_by_allocator, title, path)``."""
+    from .allocation import plot_layer_allocation
+
     runs = ok_runs[
         (ok_runs.reconstruction == "none") & ok_runs.per_layer.map(lambda x: isinstance(x, dict) and bool(x))
     ]
@@ -93,7 +88,7 @@ def plot_allocations(ok_runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             continue
         rate = float(multi.index.max())
         at = g[g.rate == rate].drop_duplicates("allocator")
-        at = at.sort_values("allocator", key=lambda s: s.map(lambda a: ALLOCATOR_ORDER.get(a, 99)), kind="stable")
+        at = at.iloc[sorted(range(len(at)), key=lambda i: at.allocator_order.iloc[i])]  # registry order
         rates_by_allocator = {
             r.allocator: {n: r.per_layer[n] for n in network_order(r.per_layer)} for _, r in at.iterrows()
         }
@@ -108,7 +103,6 @@ def plot_allocations(ok_runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 HEADS = ("fc", "head", "classifier")
 STEMS = ("stem", "conv_stem", "patch_embed")
-ALLOCATOR_ORDER = {a: i for i, a in enumerate(("Uniform", "L2Norm", "ERK", "FCPTS (L2Norm)", "FCPTS (ERK)"))}
 
 
 def network_order(names) -> list[str]:

@@ -1,11 +1,13 @@
 """Table 2 — sparsity allocation track (paper §3.1 ①, Eq. 2).
 
 Rule: take the runs without reconstruction (accuracy right after masking); per allocator and
-task, average the relative score over the runs at each rate, MS = quadratic mean over the
-rates, OM_alloc = quadratic mean of the tasks' MS. Rows are allocators (label and order from
-the allocator registry: 'FCPTS (ERK)' is fcpts with init erk). The rows are matched (see
-``tables.compare``): every allocator is averaged over the same model x dataset x rate x seed
-cells, whose runs differ only in the allocator subtree.
+task, average the relative score over the models at each rate (each model's seeds first), MS =
+signed quadratic mean over the rates, OM_alloc = signed quadratic mean of the tasks' MS. Rows are
+allocators (label and order from the allocator registry: 'FCPTS (ERK)' is fcpts with init erk;
+runs of one label with different allocator knobs are separate rows). The rows are matched
+(``tables.matching``): every allocator is averaged over the same model x dataset x rate x seed
+cells, whose runs differ only in the allocator subtree. Intervals resample models
+(``tables.evidence``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,20 @@ import math
 
 import pandas as pd
 
-from ..metrics import ms, om_alloc
 from .base import TrackTable, coverage_gaps, flag_task_rate
-from .compare import compare_task_rate, held_fixed, with_rest
-from .frame import RunSet, ordered_tasks, task_label
+from .evidence import JACKKNIFE
+from .grid import task_rate_grid
+from .knobs import held_fixed
+from .labels import ordered_tasks, task_label
+from .matching import with_rest
+from .runs import RunSet
 
 COORDS = ("task", "model", "dataset", "rate", "seed")
 COMPARED = ("allocator",)
+INTERVAL_NOTE = (
+    "± = half-width of the 95% interval over models (jackknife t; each model's seeds averaged first), "
+    "(n=k) where fewer than 2 models leave no interval"
+)
 
 
 def allocator_rows(runs) -> list[str]:
@@ -29,17 +38,14 @@ def allocator_rows(runs) -> list[str]:
     return sorted(order, key=lambda label: order[label])
 
 
-def allocation_table(runset: RunSet, matched: bool = True) -> TrackTable:
+def allocation_table(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE) -> TrackTable:
     ok = with_rest(runset.ok[runset.ok.reconstruction == "none"], COMPARED)
     failed = runset.failed[runset.failed.reconstruction == "none"]
     rows = allocator_rows(pd.concat([ok, failed]))
     tasks = ordered_tasks(set(ok.task) | set(failed.task))
-    grid = compare_task_rate(
-        ok, "allocator", rows, tasks, "rel", ms, om_alloc, "OM_alloc", table="table2", matched=matched
-    )
-    values = grid.values
+    grid = task_rate_grid(ok, "allocator", rows, tasks, "rel", "OM_alloc", table="table2", matched=matched, kind=kind)
     gaps = coverage_gaps("table2", ok, failed, ["allocator"], COORDS)
-    flags = flag_task_rate(values, grid.where, gaps, "allocator", incomplete=not matched)
+    flags = flag_task_rate(grid.values, grid.where, gaps, "allocator", incomplete=not matched)
     notes = []
     missing = [task_label(t) for t in tasks if ok[ok.task == t].empty]
     if missing and rows:
@@ -48,39 +54,38 @@ def allocation_table(runset: RunSet, matched: bool = True) -> TrackTable:
         notes.append("no runs with reconstruction=none")
     notes.append(
         "relative score x100 (A_s/A_dense; A_dense/A_s for lower-is-better metrics); "
-        "MS = quadratic mean over rates; OM_alloc = quadratic mean over tasks (Eq. 2); "
-        "± = half-width of the 95% bootstrap interval over the cell's runs (models x seeds)"
+        "MS = signed quadratic mean over rates; OM_alloc = signed quadratic mean over tasks (Eq. 2); " + INTERVAL_NOTE
     )
     notes += grid.notes
     if not matched and grid.unmatched_rows:
         notes.append(
             f"--unmatched: {', '.join(sorted(grid.unmatched_rows))} lack some cells ('*'); Table 5 does not rank them"
         )
-    notes += held_fixed(grid.used, COMPARED)
-    better = {c: "max" for c in values.columns if not values[c].isna().all()}
+    fixed_notes, fixed = held_fixed(grid.used, COMPARED, "table2")
     return TrackTable(
         "table2_allocation",
         "Table 2: sparsity allocation (no reconstruction)",
-        values,
+        grid.values,
         flags,
-        better,
-        notes,
+        {c: "max" for c in grid.values.columns if not grid.values[c].isna().all()},
+        notes + fixed_notes,
         gaps,
         cells=grid.cells,
-        boot=grid.boot,
-        n=grid.n,
+        est=grid.est,
+        plan=grid.plan,
         unranked=grid.unmatched_rows if not matched else set(),
+        pooled=grid.pooled,
+        fixed=fixed,
     )
 
 
 def rate_curves(runset: RunSet) -> dict[str, dict[str, dict[float, float]]]:
-    """task -> allocator -> rate -> mean relative score (for the accuracy-vs-rate plot)."""
+    """task -> allocator -> rate -> mean over models of each model's mean relative score (the plot)."""
     ok = runset.ok[runset.ok.reconstruction == "none"]
     out: dict = {}
     order = dict(zip(ok.allocator, ok.allocator_order))
     groups = sorted(ok.groupby(["task", "allocator"]), key=lambda kv: (kv[0][0], order.get(kv[0][1], (99,))))
     for (task, alloc), g in groups:
-        out.setdefault(task, {})[alloc] = {
-            float(r): float(v) for r, v in g.groupby("rate").rel.mean().items() if not math.isnan(v)
-        }
+        per_model = g.groupby(["rate", "model"]).rel.mean().groupby(level="rate").mean()
+        out.setdefault(task, {})[alloc] = {float(r): float(v) for r, v in per_model.items() if not math.isnan(v)}
     return out

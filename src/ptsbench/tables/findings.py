@@ -2,29 +2,36 @@
 
 Rule: every entry of ``findings.yaml`` (the one list of findings, each with its paper section)
 names rows of one table column and a direction. Its margin is the difference the finding
-predicts to be positive (in points x100: better row minus worse row, signs flipped for
-lower-is-better columns), and its 95% interval comes from the tables' bootstrap draws, which
-are paired across matched rows (``tables.compare``). Verdict: 'holds' when the interval lies
-above 0, 'fails' when it lies below, 'not enough runs' when it spans 0 or a row has no value.
-An ``order`` finding holds when every neighbour pair does, fails when any pair fails.
+predicts to be positive (points x100: better row minus worse row, signs flipped for
+lower-is-better columns), an estimate over the table's models, paired by model across rows
+(``tables.evidence``). Verdict (``tables.verdicts``): 'holds' when the margin's 95% interval
+lies above 0, 'fails' when below, and only when every task (or family) it pools has enough
+models; otherwise 'not enough evidence', with the reason. A finding on an overall column (OM over
+tasks) also reports each task's own margin and is flagged when the tasks disagree in sign. An
+``order`` finding holds when every neighbour pair does, fails when any pair fails.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from .base import TrackTable
-from .compare import boot_mean, interval
+from .cells import unit_values
+from .evidence import Estimate, cell, combine, make_plan
+from .labels import task_label
+from .verdicts import FAILS, HOLDS, MIN_MODELS, UNKNOWN, Judgement, judge, models_text
 
 FINDINGS_FILE = Path(__file__).with_name("findings.yaml")
-HOLDS, FAILS, UNKNOWN = "holds", "fails", "not enough runs"
 KINDS = ("order", "best", "worst", "similar", "layers_more_pruned")
+DISAGREE = "tasks disagree in sign"
 
 
 @dataclass
@@ -36,154 +43,181 @@ class Verdict:
     margin: float = math.nan
     ci: tuple[float, float] = (math.nan, math.nan)
     detail: str = ""
+    reason: str = ""
+    models: str = ""
+    per_task: list[str] = field(default_factory=list)
+    flag: str = ""
 
 
 def load_findings(path: str | Path = FINDINGS_FILE) -> list[dict]:
     return yaml.safe_load(Path(path).read_text()) or []
 
 
-def _value(table: TrackTable, label: str, column: str):
-    """(point value, bootstrap draws) of a row in a column, or None when it has no value."""
-    if column not in table.values.columns:
-        return None
+def _est(table: TrackTable, label: str, column: str) -> Estimate | None:
+    idx = table.row_of(label)
+    e = table.estimate(idx, column) if idx is not None else None
+    return e if e is not None and math.isfinite(e.value) else None
+
+
+def _others(table: TrackTable, me: str, column: str) -> dict[str, Estimate]:
+    out = {}
     for idx in table.values.index:
-        name = idx[-1] if isinstance(idx, tuple) else idx
-        if str(name) != label:
-            continue
-        v = table.values.at[idx, column]
-        if isinstance(v, (float, int)) and not math.isnan(v):
-            draws = table.boot.get((idx, column))
-            return float(v), draws if draws is not None else np.full(1, float(v))
-    return None
+        name = str(idx[-1] if isinstance(idx, tuple) else idx)
+        in_group = not table.groups or any(me in g and idx in g for g in table.groups)
+        if name != me and in_group and _est(table, name, column) is not None:
+            out[name] = _est(table, name, column)
+    return out
 
 
-def _verdict(margin: float, draws: np.ndarray) -> tuple[str, tuple[float, float]]:
-    lo, hi = interval(draws) if len(draws) > 1 else (margin, margin)
-    if math.isnan(lo):
-        return UNKNOWN, (lo, hi)
-    if lo > 0:
-        return HOLDS, (lo, hi)
-    if hi < 0:
-        return FAILS, (lo, hi)
-    return UNKNOWN, (lo, hi)
-
-
-def _pairwise(a, b, sign) -> tuple[float, np.ndarray]:
-    return sign * (a[0] - b[0]), sign * (a[1] - b[1])
-
-
-def check_finding(spec: dict, tables: dict[str, TrackTable], runs=None) -> Verdict:
-    out = Verdict(spec["id"], str(spec.get("section", "")), spec.get("claim", ""), UNKNOWN)
+def _margin_builder(spec: dict, table: TrackTable, sign: float) -> Callable[[str], tuple[Estimate | None, str]]:
+    """column -> (the finding's margin estimate there, or None with why)."""
     kind, rows = spec["kind"], list(spec.get("rows", []))
+
+    def build(column: str):
+        have = {r: _est(table, r, column) for r in rows}
+        lacking = [r for r, e in have.items() if e is None]
+        if lacking:
+            return None, f"no value for {', '.join(lacking)} in {spec['table']} {column}"
+        if kind in ("best", "worst"):
+            others = _others(table, rows[0], column)
+            if not others:
+                return None, f"no other row of {spec['table']} {column} to compare with"
+            if kind == "best":
+                fn = lambda me, *o: sign * me - np.max(np.stack([sign * x for x in o]), axis=0)  # noqa: E731
+            else:
+                fn = lambda me, *o: np.min(np.stack([sign * x for x in o]), axis=0) - sign * me  # noqa: E731
+            return combine(fn, have[rows[0]], *others.values()), ""
+        if kind == "similar":
+            return combine(lambda a, b: a - b, have[rows[0]], have[rows[1]]), ""
+        pairs = [combine(lambda a, b: sign * (a - b), have[a], have[b]) for a, b in zip(rows, rows[1:])]
+        return (pairs[0] if len(pairs) == 1 else pairs), ""
+
+    return build
+
+
+def _verdict_of(table: TrackTable, est: Estimate, spec: dict, min_models: int) -> Judgement:
+    tol = float(spec.get("tolerance", 5.0)) if spec["kind"] == "similar" else None
+    return judge(table.plan, est, min_models, table.unit, tol)
+
+
+def _fmt(est: Estimate, j: Judgement, unit: str, one_task: bool = False) -> str:
+    ci = "" if math.isnan(j.ci[0]) else f" [{j.ci[0]:+.2f}, {j.ci[1]:+.2f}]"
+    n = sum(j.n_models.values())
+    models = f"{n} {unit}{'' if n == 1 else 's'}" if one_task else models_text(j.n_models, unit)
+    return f"{est.value:+.2f}{ci} ({models})"
+
+
+def _order_verdict(out: Verdict, table, pairs: list[Estimate], spec, min_models) -> None:
+    rows = spec["rows"]
+    judged = [(_verdict_of(table, e, spec, min_models), e) for e in pairs]
+    verdicts = [j.verdict for j, _ in judged]
+    out.verdict = FAILS if FAILS in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else UNKNOWN
+    weakest = min(range(len(pairs)), key=lambda i: pairs[i].value)
+    j, e = judged[weakest]
+    out.margin, out.ci, out.models = e.value, j.ci, models_text(j.n_models, table.unit)
+    out.reason = "; ".join(dict.fromkeys(j.reason for j, _ in judged if j.reason)) if out.verdict == UNKNOWN else ""
+    out.detail = "; ".join(
+        f"{a} vs {b}: {_fmt(e, j, table.unit)} {j.verdict}" for (a, b), (j, e) in zip(zip(rows, rows[1:]), judged)
+    )
+
+
+def _per_task(out: Verdict, table: TrackTable, column: str, build, spec, min_models) -> None:
+    """Each pooled task's own margin (each neighbour pair's, for an order); a flag when the tasks
+    disagree in sign on a margin."""
+    signs: dict[int, set] = {}
+    for col in table.pooled.get(column, []):
+        est, _ = build(col)
+        if est is None:
+            continue
+        parts = []
+        for i, e in enumerate(est if isinstance(est, list) else [est]):
+            parts.append(_fmt(e, _verdict_of(table, e, spec, min_models), table.unit, one_task=True))
+            if e.value:
+                signs.setdefault(i, set()).add(e.value > 0)
+        out.per_task.append(f"{col.removesuffix(' MS')} {', '.join(parts)}")
+    if len(out.per_task) < 2:
+        out.per_task = []  # one task: its margin is the finding's
+    if any(len(s) > 1 for s in signs.values()):
+        out.flag = DISAGREE
+
+
+def check_finding(spec: dict, tables: dict[str, TrackTable], runs=None, min_models: int = MIN_MODELS) -> Verdict:
+    out = Verdict(spec["id"], str(spec.get("section", "")), spec.get("claim", ""), UNKNOWN)
+    kind = spec["kind"]
     if kind not in KINDS:
         raise ValueError(f"findings.yaml: finding '{spec['id']}' has unknown kind '{kind}'; valid: {', '.join(KINDS)}")
     if kind == "layers_more_pruned":
-        return _layers_more_pruned(out, spec, runs)
-    table = tables.get(spec["table"])
-    column = spec.get("column")
+        return _layers_more_pruned(out, spec, runs, min_models)
+    table, column = tables.get(spec["table"]), spec.get("column")
     if table is None or column not in table.values.columns:
-        out.detail = f"no column {column} in {spec['table']}"
+        out.reason = f"no column {column} in {spec['table']}"
         return out
-    sign = -1.0 if table.better.get(column) == "min" else 1.0
-    have = {r: _value(table, r, column) for r in rows}
-    missing = [r for r, v in have.items() if v is None]
-    if missing:
-        out.detail = f"no value for {', '.join(missing)} in {spec['table']} {column}"
+    build = _margin_builder(spec, table, -1.0 if table.better.get(column) == "min" else 1.0)
+    est, why = build(column)
+    if est is None:
+        out.reason = why
         return out
-    if kind in ("best", "worst"):
-        others = {}
-        for idx in table.values.index:
-            name = str(idx[-1] if isinstance(idx, tuple) else idx)
-            if name != rows[0] and _value(table, name, column) is not None and _same_group(table, rows[0], name):
-                others[name] = _value(table, name, column)
-        if not others:
-            out.detail = f"no other row of {spec['table']} {column} to compare with"
-            return out
-        me = have[rows[0]]
-        pts = np.stack([sign * o[1] for o in others.values()]) if _all_same_len(me, others) else None
-        best_other = (
-            max(others, key=lambda k: sign * others[k][0])
-            if kind == "best"
-            else min(others, key=lambda k: sign * others[k][0])
-        )
-        if kind == "best":
-            margin = sign * me[0] - max(sign * o[0] for o in others.values())
-            draws = sign * me[1] - pts.max(0) if pts is not None else np.full(1, margin)
-            out.detail = f"vs best other: {best_other}"
-        else:
-            margin = min(sign * o[0] for o in others.values()) - sign * me[0]
-            draws = pts.min(0) - sign * me[1] if pts is not None else np.full(1, margin)
-            out.detail = f"vs worst other: {best_other}"
-        out.margin = margin
-        out.verdict, out.ci = _verdict(margin, draws)
-        return out
-    if kind == "similar":
-        margin, draws = _pairwise(have[rows[0]], have[rows[1]], 1.0)
-        tol = float(spec.get("tolerance", 5.0))
-        lo, hi = interval(draws) if len(draws) > 1 else (margin, margin)
-        out.margin, out.ci = margin, (lo, hi)
-        out.verdict = HOLDS if -tol <= lo and hi <= tol else FAILS if lo > tol or hi < -tol else UNKNOWN
-        out.detail = f"{rows[0]} - {rows[1]}; holds when the interval lies within ±{tol:g}"
-        return out
-    if kind == "order":
-        verdicts, parts = [], []
-        for a, b in zip(rows, rows[1:]):
-            margin, draws = _pairwise(have[a], have[b], sign)
-            v, ci = _verdict(margin, draws)
-            verdicts.append((v, margin, ci))
-            parts.append(f"{a} vs {b}: {margin:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] {v}")
-        out.verdict = (
-            FAILS
-            if any(v == FAILS for v, _, _ in verdicts)
-            else HOLDS
-            if all(v == HOLDS for v, _, _ in verdicts)
-            else UNKNOWN
-        )
-        worst = min(verdicts, key=lambda x: x[1])
-        out.margin, out.ci = worst[1], worst[2]
-        out.detail = "; ".join(parts) if len(parts) > 1 else ""
-        return out
-    raise AssertionError(kind)
+    if isinstance(est, list):
+        _order_verdict(out, table, est, spec, min_models)
+    else:
+        j = _verdict_of(table, est, spec, min_models)
+        out.verdict, out.margin, out.ci, out.reason = j.verdict, est.value, j.ci, j.reason
+        out.models = models_text(j.n_models, table.unit)
+        if kind in ("best", "worst"):
+            others = _others(table, spec["rows"][0], column)
+            key = max if kind == "best" else min
+            out.detail = (
+                f"vs {'best' if kind == 'best' else 'worst'} other: {key(others, key=lambda k: others[k].value)}"
+            )
+        elif kind == "similar":
+            out.detail = f"{spec['rows'][0]} - {spec['rows'][1]}; holds when the interval lies within ±{spec.get('tolerance', 5.0):g}"
+    _per_task(out, table, column, build, spec, min_models)
+    return out
 
 
-def _same_group(table: TrackTable, a: str, b: str) -> bool:
-    if not table.groups:
-        return True
-    return any(a in g and b in g for g in table.groups)
-
-
-def _all_same_len(me, others) -> bool:
-    return all(len(o[1]) == len(me[1]) for o in others.values())
-
-
-def _layers_more_pruned(out: Verdict, spec: dict, runs) -> Verdict:
-    """Mean over the allocator's runs of (learned - init) rate on the matching layers, x100."""
+def _layers_more_pruned(out: Verdict, spec: dict, runs, min_models: int) -> Verdict:
+    """Mean over the allocator's models of (learned - init) rate on the matching layers, x100."""
     if runs is None or runs.empty:
-        out.detail = "no runs"
+        out.reason = "no runs"
         return out
     label, globs = spec["rows"][0], list(spec.get("layers", []))
     sel = runs[(runs.allocator == label) & (runs.reconstruction == "none")]
     gains = []
-    for final, init in zip(sel.per_layer, sel.init_per_layer):
-        if not isinstance(final, dict) or not isinstance(init, dict):
-            continue
-        names = [n for n in final if n in init and any(fnmatch.fnmatch(n, g) for g in globs)]
-        if names:
-            gains.append(100 * float(np.mean([final[n] - init[n] for n in names])))
+    for (_, run), final, init in zip(sel.iterrows(), sel.per_layer, sel.init_per_layer):
+        if isinstance(final, dict) and isinstance(init, dict):
+            names = [n for n in final if n in init and any(fnmatch.fnmatch(n, g) for g in globs)]
+            if names:
+                gains.append(
+                    {
+                        **run[["digest", "model", "task"]],
+                        "gain": 100 * float(np.mean([final[n] - init[n] for n in names])),
+                    }
+                )
     if not gains:
-        out.detail = f"no {label} run with layers matching {', '.join(globs)}"
+        out.reason = f"no {label} run with layers matching {', '.join(globs)}"
         return out
-    vals = np.array(gains)
-    out.margin = float(vals.mean())
-    out.verdict, out.ci = _verdict(out.margin, boot_mean(vals, f"finding|{out.id}"))
-    out.detail = f"{len(vals)} run(s); rate points gained on {', '.join(globs)} over the init"
+    frame = pd.DataFrame(gains)
+    values = {u: v for t, g in frame.groupby("task") for u, v in unit_values(g, task_label(t), "gain").items()}
+    plan = make_plan(values)
+    est = cell(plan, values, len(frame))
+    j = judge(plan, est, min_models)
+    out.verdict, out.margin, out.ci, out.reason, out.models = (
+        j.verdict,
+        est.value,
+        j.ci,
+        j.reason,
+        models_text(j.n_models),
+    )
+    out.detail = f"{len(frame)} run(s); rate points gained on {', '.join(globs)} over the init"
     return out
 
 
-def check_findings(tables: list[TrackTable], runset=None, path: str | Path = FINDINGS_FILE) -> list[Verdict]:
+def check_findings(
+    tables: list[TrackTable], runset=None, path: str | Path = FINDINGS_FILE, min_models: int = MIN_MODELS
+) -> list[Verdict]:
     by_key = {t.key.split("_")[0]: t for t in tables}
     runs = runset.ok if runset is not None else None
-    return [check_finding(spec, by_key, runs) for spec in load_findings(path)]
+    return [check_finding(spec, by_key, runs, min_models) for spec in load_findings(path)]
 
 
 def findings_markdown(verdicts: list[Verdict]) -> str:
@@ -191,14 +225,18 @@ def findings_markdown(verdicts: list[Verdict]) -> str:
     lines = [
         "### The paper's findings on these runs",
         "",
-        f"{counts[HOLDS]} hold, {counts[FAILS]} fail, {counts[UNKNOWN]} have not enough runs "
-        "(margin in points x100, positive = as the paper says; 95% bootstrap interval).",
+        f"{counts[HOLDS]} hold, {counts[FAILS]} fail, {counts[UNKNOWN]} have not enough evidence "
+        "(margin in points x100, positive = as the paper says; 95% interval over models, paired by model; "
+        "a verdict needs enough models in every task it pools and an interval that excludes 0).",
         "",
-        "| § | finding | verdict | margin | 95% CI | detail |",
-        "|---|---|---|--:|---|---|",
+        "| § | finding | verdict | margin | 95% CI | models | per task | detail |",
+        "|---|---|---|--:|---|---|---|---|",
     ]
     for v in verdicts:
         margin = "" if math.isnan(v.margin) else f"{v.margin:+.2f}"
         ci = "" if math.isnan(v.ci[0]) else f"[{v.ci[0]:+.2f}, {v.ci[1]:+.2f}]"
-        lines.append(f"| {v.section} | {v.claim} | **{v.verdict}** | {margin} | {ci} | {v.detail} |")
+        verdict = f"**{v.verdict}**" + (f" ({v.reason})" if v.reason else "") + (f" ⚠ {v.flag}" if v.flag else "")
+        lines.append(
+            f"| {v.section} | {v.claim} | {verdict} | {margin} | {ci} | {v.models} | {'; '.join(v.per_task)} | {v.detail} |"
+        )
     return "\n".join(lines) + "\n"

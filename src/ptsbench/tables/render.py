@@ -2,10 +2,11 @@
 
 Markdown and LaTeX print numbers with the cell flags ('*' = fewer runs than the row's
 neighbours, only in ``--unmatched`` tables; 'fail' = every run of the cell failed, '—' = no
-run), ``value ± half-width`` of the 95% interval where the cell has n >= 2 runs (Markdown), and
-mark the best value of each column in bold, like the paper's colour marks. The CSV keeps plain
-numbers (empty = no value); ``tableN_*_cells.csv`` has one row per cell (table, row, task,
-column, rate, value, n, ci_low, ci_high, models); flags and gaps go to gaps.csv.
+run), ``value ± half-width`` of the 95% interval over models where the cell rests on >= 2 models
+and the interval has a width, else ``value (n=k)`` (Markdown), and mark the best value of each
+column in bold, like the paper's colour marks. The CSV keeps plain numbers (empty = no value);
+``tableN_*_cells.csv`` has one row per cell (table, row, task, column, rate, value, n_models,
+n_runs, ci_low, ci_high, models); flags and gaps go to gaps.csv.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .base import FAILED, TrackTable
-from .compare import interval
-
-CELL_COLUMNS = ["table", "row", "task", "column", "rate", "value", "n", "ci_low", "ci_high", "models"]
+from .cells import CELL_COLUMNS, half_width, n_label
 
 MISSING = "—"
 
@@ -31,17 +30,19 @@ def _best(table: TrackTable, col: str, rows: list):
     return vals.max() if how == "max" else vals.min()
 
 
-def _half_width(table: TrackTable, idx, col) -> float | None:
-    draws = table.boot.get((idx, col))
-    if draws is None or table.n.get((idx, col), 0) < 2:
-        return None
-    lo, hi = interval(draws)
-    return None if math.isnan(lo) else (hi - lo) / 2
+def _uncertainty(table: TrackTable, idx, col, pm: str, digits: int) -> str:
+    """' ± 1.23' from an interval over >= 2 models, else ' (n=1)'; '' for a column without estimates."""
+    est = table.estimate(idx, col)
+    if est is None:
+        return ""
+    half = half_width(table.plan, est)
+    return f"{pm}{half:.{digits}f}" if half is not None else n_label(table.plan, est)
 
 
-def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str, pm: str | None = None):
+def cell_strings(table: TrackTable, bold: tuple[str, str], missing: str, star: str, pm: str | None = None, escape=str):
     """Row label tuples and formatted cell strings; the best value among compared rows in bold;
-    with ``pm``, the 95% half-width after cells of n >= 2 runs."""
+    with ``pm``, the 95% half-width (or the number of models when there is no interval); text cells
+    pass through ``escape`` (HTML)."""
     out = []
     groups = table.groups or [list(table.values.index)]
     group_of = {row: i for i, g in enumerate(groups) for row in g}
@@ -52,7 +53,7 @@ def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str, pm
         for col, v in row.items():
             flag = table.flags.at[idx, col] if col in table.flags.columns else ""
             if isinstance(v, str):
-                cells.append(v)
+                cells.append(escape(v))
             elif v is None or math.isnan(v):
                 cells.append(FAILED if flag == FAILED else missing)
             else:
@@ -60,32 +61,31 @@ def _cells(table: TrackTable, bold: tuple[str, str], missing: str, star: str, pm
                 top = best.get((group_of.get(idx), col))
                 if top is not None and v == top:
                     s = f"{bold[0]}{s}{bold[1]}"
-                half = _half_width(table, idx, col) if pm else None
-                if half is not None:
-                    s += f"{pm}{half:.{table.digits.get(col, 2)}f}"
+                if pm:
+                    s += _uncertainty(table, idx, col, pm, table.digits.get(col, 2))
                 cells.append(s + (star if flag == "*" else ""))
         out.append(([str(x) for x in label], cells))
     return out
 
 
-def _index_names(table: TrackTable) -> list[str]:
+def index_names(table: TrackTable) -> list[str]:
     return [n or "" for n in table.values.index.names]
 
 
 def to_markdown(table: TrackTable) -> str:
-    head = _index_names(table) + [str(c) for c in table.values.columns]
+    head = index_names(table) + [str(c) for c in table.values.columns]
     lines = [
         f"### {table.title}",
         "",
         "| " + " | ".join(head) + " |",
         "|"
         + "|".join(
-            ["---"] * len(_index_names(table))
+            ["---"] * len(index_names(table))
             + ["---" if table.values[c].dtype == object else "--:" for c in table.values.columns]
         )
         + "|",
     ]
-    for label, cells in _cells(table, ("**", "**"), MISSING, "*", " ± "):
+    for label, cells in cell_strings(table, ("**", "**"), MISSING, "*", " ± "):
         lines.append("| " + " | ".join(label + cells) + " |")
     if table.values.empty:
         lines.append("| (no data) |")
@@ -106,11 +106,11 @@ def _tex(s: str) -> str:
 
 
 def to_latex(table: TrackTable) -> str:
-    n_idx = len(_index_names(table))
-    head = [_tex(h) for h in _index_names(table) + [str(c) for c in table.values.columns]]
+    n_idx = len(index_names(table))
+    head = [_tex(h) for h in index_names(table) + [str(c) for c in table.values.columns]]
     spec = "l" * n_idx + ("p{12cm}" if table.key.startswith("table5") else "r" * len(table.values.columns))
     lines = [f"% {table.title}", r"\begin{tabular}{" + spec + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
-    for label, cells in _cells(table, (r"\textbf{", "}"), "--", "$^*$"):
+    for label, cells in cell_strings(table, (r"\textbf{", "}"), "--", "$^*$"):
         lines.append(
             " & ".join(
                 [_tex(x) for x in label] + [c if c.startswith(r"\textbf") or "$" in c else _tex(c) for c in cells]
@@ -144,20 +144,23 @@ def write_table(table: TrackTable, out_dir: Path) -> list[Path]:
 
 
 def cells_frame(table: TrackTable) -> pd.DataFrame:
-    """The tidy per-cell frame of one table (one row per cell with value, n, 95% CI, models)."""
+    """The tidy per-cell frame of one table (one row per cell with value, n_models, n_runs, 95% CI, models)."""
     frame = pd.DataFrame(table.cells)
     extra = [c for c in frame.columns if c not in CELL_COLUMNS]
     return frame.reindex(columns=CELL_COLUMNS + extra)
 
 
 def unmatched_columns(cells: pd.DataFrame) -> list[str]:
-    """Columns of a tidy cells frame whose non-empty cells differ in n or in models (within one
-    Table 3 aspect): empty when every compared row covers the same runs."""
-    cells = cells[cells.n > 0]
+    """Columns of a tidy cells frame whose non-empty cells differ in n_models or models (within one
+    Table 3 aspect): empty when every compared row covers the same models. n_runs may differ: a row
+    that reads no calibration data has one run where its partners have one per seed."""
+    cells = cells[cells.n_runs > 0]
     keys = ["column", "aspect"] if "aspect" in cells else ["column"]
     bad = []
     for key, g in cells.groupby(keys, sort=False):
-        if g.n.nunique() > 1 or g.models.nunique() > 1:
+        if g.n_models.nunique() > 1 or g.models.nunique() > 1:
             name = ", ".join(map(str, key)) if isinstance(key, tuple) else str(key)
-            bad.append(f"{name}: " + "; ".join(f"{r} n={n} [{m}]" for r, n, m in zip(g.row, g.n, g.models)))
+            bad.append(
+                f"{name}: " + "; ".join(f"{r} n_models={n} [{m}]" for r, n, m in zip(g.row, g.n_models, g.models))
+            )
     return bad
