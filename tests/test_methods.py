@@ -270,7 +270,7 @@ def _numel(rec, name):
         (["sparsity=nm", "sparsity.rate=0.7"], "sparsity.rate=0.7 with sparsity=nm n=2 m=4.*sparsity.rate=0.5"),
         (["sparsity=nm", "sparsity.n=4"], "need integers 0 < n < m"),
         (["sparsity=nm", "reconstruction=sparsegpt", "reconstruction.blocksize=6"], "reconstruction.blocksize=6"),
-        (["sparsity.criterion=taylor"], "sparsity.criterion='taylor'; valid choices: magnitude, wanda"),
+        (["sparsity.criterion=taylor"], "sparsity.criterion='taylor'; valid choices: magnitude, ria, wanda"),
         (["sparsity.group=column"], "sparsity.group='column'; valid choices: layer, row"),
         (["reconstruction=sparsegpt", "sparsity.criterion=wanda"], "SparseGPT selects its own masks"),
         (["reconstruction=sparsegpt", "reconstruction.percdamp=-1"], "reconstruction.percdamp=-1"),
