@@ -76,9 +76,13 @@ def alpha_rates(alphas: dict[str, float], numels: dict[str, int], rate: float, e
     out = {n: eta * r for n, r in ratio.items()}
     bad = next((n for n, s in out.items() if s >= 1.0), None)
     if bad is not None:
+        # the top layer's rate is S (1 + eps) / (1 - eps + 2 eps u), u = the weighted mean of the
+        # normalised alphas: below 1 exactly when eps < (1 - S) / (1 + S - 2 u)
+        u = sum(numels[n] * (r - 1 + eps) / (2 * eps) for n, r in ratio.items()) / total
+        limit = (1 - rate) / (1 + rate - 2 * u)
         raise ConfigError(
             f"allocator.eps={eps:g} with sparsity.rate={rate:g}: AlphaPruning would prune layer {bad} at "
-            f"{out[bad]:.3f} (>= 1); lower allocator.eps or sparsity.rate"
+            f"{out[bad]:.3f} (>= 1); pass allocator.eps below {limit:.3f} or lower sparsity.rate"
         )
     return out
 
