@@ -1,8 +1,9 @@
 """The mask phase (docs/methods.md#prunable-layers-and-masks): sparsity pattern x criterion x comparison group -> exact masks.
 
 - ``sparsity.pattern: unstructured``: layer l loses exactly the allocator's floor(s_l * N_l)
-  weights, chosen by ``sparsity.criterion`` (magnitude | wanda) within ``sparsity.group``
-  (layer | row).
+  weights, chosen by ``sparsity.criterion`` (magnitude | wanda | ria) within ``sparsity.group``
+  (layer | row), optionally refined by DSnoT (``sparsity.refine=dsnot``, sparsity/refine_dsnot.py: swaps
+  within output rows at unchanged counts).
 - ``sparsity.pattern: nm`` (``sparsity=nm``, 2:4 by default): at most N non-zeros in every M
   consecutive weights along the GEMM input dimension (sparsity/gemm.py), i.e. every fitting layer
   is at exactly 1 - N/M; a layer whose input dimension is not a multiple of M stays dense and is
@@ -26,9 +27,11 @@ from ..schemas import Schema, knob, register_group
 from .criteria import CRITERIA, ScoreContext
 from .gemm import gemm_cols
 from .masking import num_pruned
+from .refine_dsnot import input_moments, refine_masks
 from .selection import GROUPS, keep_mask, nm_fits, nm_keep_mask
 
 PATTERNS = ("unstructured", "nm")
+REFINES = ("none", "dsnot")
 NM_ALLOCATORS = ("uniform",)
 
 
@@ -41,6 +44,7 @@ class UnstructuredConfig(Schema):
     rate: float = knob(0.5)  # global, parameter-weighted over all prunable layers
     criterion: str = knob("magnitude", omit_at_default=True)  # magnitude | wanda (|W_ij| * ||X_j||_2)
     group: str = knob("layer", choices=GROUPS, omit_at_default=True)  # where the lowest scores compete: layer | row
+    refine: str = knob("none", choices=REFINES, omit_at_default=True)  # mask refinement after the criterion: dsnot
 
     @classmethod
     def check(cls, node, path):
@@ -88,6 +92,12 @@ def check_config(cfg) -> None:
     if group not in GROUPS:
         raise ConfigError(f"sparsity.group={group!r}; valid choices: {', '.join(GROUPS)}")
     recon = cfg.reconstruction.name
+    refine = sp.get("refine", "none")
+    if refine != "none" and (recon == "sparsegpt" or pattern == "nm"):
+        raise ConfigError(
+            f"sparsity.refine={refine} with {'reconstruction=sparsegpt' if recon == 'sparsegpt' else 'sparsity=nm'}: "
+            f"DSnoT refines unstructured masks that stay as chosen; valid choices there: none"
+        )
     if recon == "sparsegpt" and criterion != "magnitude":
         raise ConfigError(
             f"sparsity.criterion={criterion} with reconstruction=sparsegpt: SparseGPT selects "
@@ -125,7 +135,10 @@ def check_config(cfg) -> None:
 
 
 def needs_calibration(sparsity_cfg) -> bool:
-    return CRITERIA.get(sparsity_cfg.get("criterion", "magnitude")).needs_calibration
+    return (
+        CRITERIA.get(sparsity_cfg.get("criterion", "magnitude")).needs_calibration
+        or sparsity_cfg.get("refine", "none") != "none"
+    )
 
 
 def is_plain_magnitude(sparsity_cfg) -> bool:
@@ -134,6 +147,7 @@ def is_plain_magnitude(sparsity_cfg) -> bool:
         sparsity_cfg.get("pattern", "unstructured") == "unstructured"
         and sparsity_cfg.get("criterion", "magnitude") == "magnitude"
         and sparsity_cfg.get("group", "layer") == "layer"
+        and sparsity_cfg.get("refine", "none") == "none"
     )
 
 
@@ -164,6 +178,13 @@ def select_masks(sparsity_cfg, modules: dict, rates: dict[str, float], context: 
             masks[name] = nm_keep_mask(scores[name], n, m)
         else:
             masks[name] = keep_mask(scores[name], num_pruned(rate, w.numel()), group)
+    if sparsity_cfg.get("refine", "none") == "dsnot":
+        names = [n for n, mask in masks.items() if not bool(mask.all())]
+        moments = input_moments(
+            context.dense_model, names, context.calib_inputs, context.forward, context.device, context.chunk_size
+        )
+        masks, refined = refine_masks(modules, masks, moments)
+        context.report.update(refined)
     report = {**context.report, "seconds": round(time.perf_counter() - t0, 4)}
     return masks, report
 
