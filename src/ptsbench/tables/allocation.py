@@ -21,6 +21,7 @@ from .frame import RunSet, ordered_tasks, task_label
 
 COORDS = ("task", "model", "dataset", "rate", "seed")
 COMPARED = ("allocator",)
+BEYOND_PAPER_ORDER = 10  # registry order of the allocators published after the paper (OWL, AlphaPruning)
 
 
 def allocator_rows(runs) -> list[str]:
@@ -52,6 +53,10 @@ def allocation_table(runset: RunSet, matched: bool = True) -> TrackTable:
         "± = half-width of the 95% bootstrap interval over the cell's runs (models x seeds)"
     )
     notes += grid.notes
+    orders = dict(zip(pd.concat([ok, failed]).allocator, pd.concat([ok, failed]).allocator_order))
+    beyond = [r for r in rows if orders.get(r, (0,))[0] >= BEYOND_PAPER_ORDER]
+    if beyond:
+        notes.append(f"{', '.join(beyond)}: beyond the paper (allocators published after it), after its rows")
     if not matched and grid.unmatched_rows:
         notes.append(
             f"--unmatched: {', '.join(sorted(grid.unmatched_rows))} lack some cells ('*'); Table 5 does not rank them"

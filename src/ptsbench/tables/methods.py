@@ -32,7 +32,20 @@ from .compare import cell as cell_stats
 from .compare import expand_seed_free
 from .frame import RunSet, task_label
 
-METHOD_ORDER = ("Magnitude", "Magnitude + Block", "Wanda", "SparseGPT")
+METHOD_ORDER = (
+    "Magnitude",
+    "Magnitude + Block",
+    "Wanda",
+    "SparseGPT",
+    # beyond the paper and its first comparisons: the methods that came after
+    "RIA",
+    "Magnitude + DSnoT",
+    "Wanda + DSnoT",
+    "OWL + Wanda",
+    "OWL + SparseGPT",
+)
+CRITERION_LABELS = {"magnitude": "Magnitude", "wanda": "Wanda", "ria": "RIA"}
+ALLOCATOR_PREFIX = {"owl": "OWL + ", "alphapruning": "AlphaPruning + "}  # allocators that are part of a method
 PAPER_ROWS = ("Magnitude", "Magnitude + Block")
 CELL = ("model", "dataset", "rate", "allocator", "seed_key")
 
@@ -50,15 +63,20 @@ def method_of(rec: dict) -> dict | None:
     sp, rc = cfg.get("sparsity") or {}, cfg.get("reconstruction") or {}
     criterion, recon = sp.get("criterion", "magnitude"), rc.get("name", "none")
     if recon == "none":
-        label = {"magnitude": "Magnitude", "wanda": "Wanda"}.get(criterion, criterion.title())
+        label = CRITERION_LABELS.get(criterion, criterion.title())
+        if sp.get("refine", "none") == "dsnot":
+            label += " + DSnoT"
     elif recon == "sparsegpt":
         label = "SparseGPT (dense target)" if rc.get("target", "sparse") == "dense" else "SparseGPT"
     elif recon == "block" and rc.get("input", "sparse") == "sparse" and not rc.get("error_correction", False):
         label = f"{criterion.title()} + Block"
     else:
         return None
-    if sp.get("group", "layer") == "row":
+    if criterion == "wanda" and recon == "none":  # Wanda as published compares per output row
+        label += " (layer)" if sp.get("group", "layer") == "layer" else ""
+    elif sp.get("group", "layer") == "row":
         label += " (row)"
+    label = ALLOCATOR_PREFIX.get((cfg.get("allocator") or {}).get("name", ""), "") + label
     nm = sp.get("pattern", "unstructured") == "nm"
     timing, memory = rec.get("timing") or {}, rec.get("memory") or {}
     return {
