@@ -123,3 +123,25 @@ def test_refine_masks_on_a_depthwise_conv_keeps_every_row_count():
     keep = keep_mask(w.abs().reshape(6, 9), 30, "row").reshape(conv.weight.shape)
     new, _ = refine_masks({"0": conv}, {"0": keep}, moments)
     assert torch.equal(new["0"].reshape(6, 9).sum(1), keep.reshape(6, 9).sum(1))
+
+
+@pytest.mark.parametrize(
+    "allocator, sparsity, recon, label",
+    [
+        ("erk", {"criterion": "wanda", "group": "row"}, "none", "Wanda"),
+        ("erk", {"criterion": "wanda"}, "none", "Wanda (layer)"),
+        ("erk", {"criterion": "ria"}, "none", "RIA"),
+        ("erk", {"criterion": "wanda", "group": "row", "refine": "dsnot"}, "none", "Wanda + DSnoT"),
+        ("erk", {"criterion": "magnitude", "refine": "dsnot"}, "none", "Magnitude + DSnoT"),
+        ("erk", {"criterion": "magnitude", "group": "row"}, "none", "Magnitude (row)"),
+        ("owl", {"criterion": "wanda", "group": "row"}, "none", "OWL + Wanda"),
+        ("owl", {"criterion": "magnitude"}, "sparsegpt", "OWL + SparseGPT"),
+    ],
+)
+def test_methods_table_labels(allocator, sparsity, recon, label):
+    from ptsbench.tables.methods import METHOD_ORDER, method_of
+
+    cfg = {"allocator": {"name": allocator}, "sparsity": sparsity, "reconstruction": {"name": recon}}
+    got = method_of({"config": cfg})["method"]
+    assert got == label
+    assert got.split(" (")[0] in METHOD_ORDER
