@@ -1,0 +1,80 @@
+"""Top-1 and time of the allocators and criteria published after the paper, on the embedded zoo.
+
+Uniform / ERK / OWL / AlphaPruning with magnitude and with Wanda (per output row), RIA and
+DSnoT-refined Wanda against Wanda (uniform allocation), no reconstruction, at two rates; MNIST-5k,
+128 calibration images, 300 test digits. One process, records under --out (aggregate them with
+``ptsbench-aggregate OUT/records --out OUT/tables`` for Table 2, the methods table and the findings).
+
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/measure_newer_methods.py --out /tmp/newer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from ptsbench import config_dir
+from ptsbench.pipeline import run
+
+MODELS = ["zoo_resnet20", "zoo_resnet32", "zoo_resnet56", "zoo_mobilenetv2_x0.5", "zoo_mobilenetv2_x1.0"]
+MODELS += ["zoo_vit_d64", "zoo_vit_d96"]
+ROWS = {
+    "Uniform/magnitude": ["allocator=uniform"],
+    "ERK/magnitude": ["allocator=erk"],
+    "OWL/magnitude": ["allocator=owl"],
+    "AlphaPruning/magnitude": ["allocator=alphapruning", "allocator.eps=0.1"],
+    "Uniform/Wanda": ["allocator=uniform", "method=wanda"],
+    "ERK/Wanda": ["allocator=erk", "method=wanda"],
+    "OWL/Wanda": ["allocator=owl", "method=wanda"],
+    "AlphaPruning/Wanda": ["allocator=alphapruning", "allocator.eps=0.1", "method=wanda"],
+    "Uniform/RIA": ["allocator=uniform", "method=ria"],
+    "Uniform/Wanda+DSnoT": ["allocator=uniform", "method=wanda_dsnot"],
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/newer")
+    ap.add_argument("--rates", default="0.7,0.8")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    logging.getLogger("ptsbench").setLevel(logging.WARNING)
+    rows = []
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        for model in MODELS:
+            for rate in args.rates.split(","):
+                for label, extra in ROWS.items():
+                    over = [f"model={model}", "dataset=mnist5k", "calib.num_samples=128", "dataset.num_test=300"]
+                    over += [f"sparsity.rate={rate}", f"paths.output_dir={args.out}", *extra]
+                    t0 = time.perf_counter()
+                    try:
+                        rec = run(compose(config_name="config", overrides=over), over)
+                    except Exception as e:  # noqa: BLE001 - a refused or failed cell is reported, not fatal
+                        rows.append({"model": model, "rate": rate, "row": label, "error": str(e).splitlines()[0]})
+                        print(rows[-1], flush=True)
+                        continue
+                    t = rec["timing"]
+                    rows.append(
+                        {
+                            "model": model,
+                            "rate": float(rate),
+                            "row": label,
+                            "dense": rec["dense"]["top1"],
+                            "top1": rec["sparse"]["top1"],
+                            "alloc_mask_s": round(t.get("allocate", 0) + t.get("mask", 0), 3),
+                            "wall_s": round(time.perf_counter() - t0, 2),
+                        }
+                    )
+                    print(rows[-1], flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "measure.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
