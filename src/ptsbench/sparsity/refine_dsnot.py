@@ -49,8 +49,8 @@ def input_moments(model, names, calib_inputs, forward=None, device="cpu", chunk_
 
     def hook(name):
         def accumulate(mod, args):
-            x = args[0].detach().double()
-            s, q, n = input_sums(mod, x), input_sq_sums(mod, x), input_count(mod, x)
+            x = args[0].detach().float()  # per-chunk sums in fp32, totals in fp64 (var = E[x^2] - E[x]^2)
+            s, q, n = input_sums(mod, x).double(), input_sq_sums(mod, x).double(), input_count(mod, x)
             if name in acc:
                 acc[name][0] += s
                 acc[name][1] += q
