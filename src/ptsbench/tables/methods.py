@@ -41,11 +41,8 @@ METHOD_ORDER = (
     "RIA",
     "Magnitude + DSnoT",
     "Wanda + DSnoT",
-    "OWL + Wanda",
-    "OWL + SparseGPT",
 )
 CRITERION_LABELS = {"magnitude": "Magnitude", "wanda": "Wanda", "ria": "RIA"}
-ALLOCATOR_PREFIX = {"owl": "OWL + ", "alphapruning": "AlphaPruning + "}  # allocators that are part of a method
 PAPER_ROWS = ("Magnitude", "Magnitude + Block")
 CELL = ("model", "dataset", "rate", "allocator", "seed_key")
 
@@ -76,7 +73,6 @@ def method_of(rec: dict) -> dict | None:
         label += " (layer)" if sp.get("group", "layer") == "layer" else ""
     elif sp.get("group", "layer") == "row":
         label += " (row)"
-    label = ALLOCATOR_PREFIX.get((cfg.get("allocator") or {}).get("name", ""), "") + label
     nm = sp.get("pattern", "unstructured") == "nm"
     timing, memory = rec.get("timing") or {}, rec.get("memory") or {}
     return {
