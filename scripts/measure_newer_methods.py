@@ -42,16 +42,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/newer")
     ap.add_argument("--rates", default="0.7,0.8")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--rows", default=None, help="comma-separated row labels (default: all)")
+    ap.add_argument("--extra", default="", help="overrides added to every run, space-separated")
     args = ap.parse_args()
+    rows_run = {k: v for k, v in ROWS.items() if args.rows is None or k in args.rows.split(",")}
     torch.set_num_threads(1)
     logging.getLogger("ptsbench").setLevel(logging.WARNING)
     rows = []
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        for model in MODELS:
+        for model in args.models.split(","):
             for rate in args.rates.split(","):
-                for label, extra in ROWS.items():
+                for label, extra in rows_run.items():
                     over = [f"model={model}", "dataset=mnist5k", "calib.num_samples=128", "dataset.num_test=300"]
-                    over += [f"sparsity.rate={rate}", f"paths.output_dir={args.out}", *extra]
+                    over += [f"sparsity.rate={rate}", f"paths.output_dir={args.out}", *extra, *args.extra.split()]
                     t0 = time.perf_counter()
                     try:
                         rec = run(compose(config_name="config", overrides=over), over)
@@ -73,7 +77,7 @@ def main() -> None:
                     )
                     print(rows[-1], flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "measure.json").write_text(json.dumps(rows, indent=1))
+    (Path(args.out) / f"measure-{time.strftime('%H%M%S')}.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
