@@ -38,6 +38,52 @@ ROWS = {
 }
 
 
+PAIRS = [  # (row, baseline): paired per model and rate
+    ("OWL/Wanda", "Uniform/Wanda"),
+    ("OWL/magnitude", "Uniform/magnitude"),
+    ("AlphaPruning/magnitude", "Uniform/magnitude"),
+    ("AlphaPruning/Wanda", "Uniform/Wanda"),
+    ("ERK/magnitude", "Uniform/magnitude"),
+    ("ERK/Wanda", "Uniform/Wanda"),
+    ("Uniform/RIA", "Uniform/Wanda"),
+    ("Uniform/Wanda+DSnoT", "Uniform/Wanda"),
+]
+
+
+def family(model: str) -> str:
+    return "ViT" if "vit" in model else "MobileNetV2" if "mobilenet" in model else "ResNet"
+
+
+def summarize(rows: list[dict]) -> str:
+    """Mean top-1 per row and rate, mean allocate+mask seconds, and each pair's top-1 difference per family."""
+    ok = [r for r in rows if "error" not in r]
+    rates = sorted({r["rate"] for r in ok})
+    out = ["| row | " + " | ".join(f"top-1 % at {x}" for x in rates) + " | allocate+mask s |"]
+    out.append("|---" * (len(rates) + 2) + "|")
+    for label in dict.fromkeys(r["row"] for r in ok):
+        sel = [r for r in ok if r["row"] == label]
+        cells = [
+            sum(r["top1"] for r in sel if r["rate"] == x) / max(1, sum(r["rate"] == x for r in sel)) for x in rates
+        ]
+        secs = sum(r["alloc_mask_s"] for r in sel) / len(sel)
+        out.append(f"| {label} | " + " | ".join(f"{100 * c:.1f}" for c in cells) + f" | {secs:.2f} |")
+    for a, b in PAIRS:
+        base = {(r["model"], r["rate"]): r["top1"] for r in ok if r["row"] == b}
+        for fam in ("ResNet", "MobileNetV2", "ViT"):
+            d = [
+                100 * (r["top1"] - base[r["model"], r["rate"]])
+                for r in ok
+                if r["row"] == a and family(r["model"]) == fam and (r["model"], r["rate"]) in base
+            ]
+            if d:
+                out.append(
+                    f"{a} - {b} [{fam}]: {sum(d) / len(d):+.1f} points over {len(d)} (model, rate) pairs, "
+                    f"{sum(v > 0 for v in d)} up, {sum(v < 0 for v in d)} down"
+                )
+    out += [f"refused or failed: {r}" for r in rows if "error" in r]
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/newer")
@@ -45,7 +91,11 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--rows", default=None, help="comma-separated row labels (default: all)")
     ap.add_argument("--extra", default="", help="overrides added to every run, space-separated")
+    ap.add_argument("--summarize", nargs="*", help="only print the summary of these measure-*.json files")
     args = ap.parse_args()
+    if args.summarize:
+        print(summarize([r for f in args.summarize for r in json.loads(Path(f).read_text())]))
+        return
     rows_run = {k: v for k, v in ROWS.items() if args.rows is None or k in args.rows.split(",")}
     torch.set_num_threads(1)
     logging.getLogger("ptsbench").setLevel(logging.WARNING)
@@ -78,6 +128,7 @@ def main() -> None:
                     print(rows[-1], flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"measure-{time.strftime('%H%M%S')}.json").write_text(json.dumps(rows, indent=1))
+    print(summarize(rows))
 
 
 if __name__ == "__main__":
