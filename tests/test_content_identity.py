@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from ptsbench import file_hashes
+from ptsbench.config.spec import resolve as validate_config
 from ptsbench.data.file_digest import dataset_digest, dataset_files
 from ptsbench.errors import ConfigError
 from ptsbench.models import zoo_checkpoint_path
 from ptsbench.models.fingerprint import weights_sha256
 from ptsbench.models.zoo_files import zoo_checkpoint_of
-from ptsbench.config.spec import resolve as validate_config
 
 
 def _sha(data: bytes) -> str:

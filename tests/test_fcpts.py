@@ -203,7 +203,11 @@ def test_pipeline_run_reaches_the_target_rate_exactly(make_cfg):
 @pytest.mark.parametrize(
     "knob, value, message",
     [
-        ("init", "fcpts", r"allocator.init='fcpts' is not a starting allocation; valid choices: erk, l2norm"),
+        (
+            "init",
+            "fcpts",
+            r"allocator.init='fcpts' is not a starting allocation; valid choices: alphapruning, erk, l2norm, uniform",
+        ),
         ("loss", "l1", r"allocator.loss='l1'; valid choices: kl, mse, none"),
         ("kde", "box", r"allocator.kde='box'; valid choices: gaussian, histogram"),
         ("bandwidth", -1.0, r"allocator.bandwidth=-1.0 must be silverman or a number > 0"),

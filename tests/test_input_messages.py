@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from ptsbench.config.spec import resolve as validate_config
 from ptsbench.data.detection import read_rgb
 from ptsbench.data.generation import ImageFolderUnit
 from ptsbench.data.images import EvalPreprocess, ImageFiles, UnreadableImage
 from ptsbench.errors import ConfigError
 from ptsbench.list_models import main as list_models
-from ptsbench.config.spec import resolve as validate_config
 
 
 def test_unknown_model_family_exits_2_naming_the_valid_ones(capsys):

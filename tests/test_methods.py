@@ -268,7 +268,7 @@ def _numel(rec, name):
         (["sparsity=nm", "sparsity.rate=0.7"], "sparsity.rate=0.7 with sparsity=nm n=2 m=4.*sparsity.rate=0.5"),
         (["sparsity=nm", "sparsity.n=4"], "need integers 0 < n < m"),
         (["sparsity=nm", "reconstruction=sparsegpt", "reconstruction.blocksize=6"], "reconstruction.blocksize=6"),
-        (["sparsity.criterion=taylor"], "sparsity.criterion='taylor'; valid choices: magnitude, wanda"),
+        (["sparsity.criterion=taylor"], "sparsity.criterion='taylor'; valid choices: magnitude, ria, wanda"),
         (["sparsity.group=column"], "sparsity.group='column'; valid choices: layer, row"),
         (["reconstruction=sparsegpt", "sparsity.criterion=wanda"], "SparseGPT selects its own masks"),
         (["reconstruction=sparsegpt", "reconstruction.percdamp=-1"], "reconstruction.percdamp=-1"),
@@ -338,10 +338,10 @@ def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
     v = table.values
     # matched on m_a only (the one cell every method of CLS 70 has): 50, 60, 90
     assert v.loc[("CLS", "70", "Magnitude"), "score"] == pytest.approx(50)
-    assert v.loc[("CLS", "70", "Wanda"), "score"] == pytest.approx(60)
+    assert v.loc[("CLS", "70", "Wanda (layer)"), "score"] == pytest.approx(60)
     assert v.loc[("CLS", "70", "SparseGPT"), "gain vs Magnitude"] == pytest.approx(40)
     assert v.loc[("CLS", "70", "SparseGPT"), "time s"] == pytest.approx(4.0)
-    assert v.loc[("CLS", "70", "Wanda"), "cells"] == 1
+    assert v.loc[("CLS", "70", "Wanda (layer)"), "cells"] == 1
     assert v.loc[("CLS", "2:4", "SparseGPT"), "score"] == pytest.approx(85)
     assert v.loc[("CLS", "2:4", "Magnitude"), "achieved %"] == pytest.approx(45)
     assert any("1 cell(s) left out" in n for n in table.notes)

@@ -17,6 +17,12 @@ Exact counts (unlike the reference, which thresholds each block at the same quan
 count k is spread over groups and column blocks by cumulative rounding (selection.spread), and
 each block prunes exactly its share, its k_b lowest saliencies (per row under group=row); so the
 layer loses exactly k weights, each block floor or ceil of its proportional share.
+
+Inputs that are never active (H_jj = 0) carry no signal: as in the reference, their weights are
+zeroed before pruning and count as pruned, so the rest of the count k - (dead weights) is spread
+over the live columns only (no live weight is lost to make room for a useless one). Should the dead
+weights exceed k, they are all zeroed anyway and the layer loses more than k. Under N:M they are
+zeroed and, having saliency 0, are the first picked in their groups of M.
 """
 
 from __future__ import annotations
@@ -65,27 +71,34 @@ def sparsegpt_prune(
     M-N lowest-saliency weights of every M consecutive columns (``nm=(N, M)``). Returns the updated
     weights (pruned entries exactly 0), the keep-mask and the damping used."""
     g, r, c = w.shape
+    dead = h.diagonal(dim1=-2, dim2=-1) == 0  # (G, C): inputs the calibration data never activates
     u, damp = inverse_cholesky(h, percdamp, torch.float64 if w.dtype == torch.float64 else torch.float32)
-    w = w.to(u.dtype).clone()
+    w = w.to(u.dtype).clone().masked_fill_(dead.unsqueeze(1), 0.0)
     prune = torch.zeros_like(w, dtype=torch.bool)
     widths = [min(blocksize, c - i) for i in range(0, c, blocksize)]
     if nm is None:
-        per_group = spread(k, [r * c] * g)  # (G,)
+        prune |= dead.unsqueeze(1)
+        live = ~dead
+        k_live = max(k - int(dead.sum()) * r, 0)
+        sizes = (live.sum(-1) * r).tolist()
+        per_group = spread(k_live, sizes) if sum(sizes) else torch.zeros(g, dtype=torch.long)  # (G,)
+        block_live = torch.stack([live[:, i : i + wd].sum(-1) for i, wd in zip(range(0, c, blocksize), widths)], -1)
         if group == "row":
-            per_row = spread(per_group, [c] * r)  # (G, R)
-            per_block = spread(per_row, widths)  # (G, R, B)
+            per_row = spread(per_group, [1] * r)  # (G, R)
+            per_block = _spread_each(per_row, block_live.unsqueeze(1))  # (G, R, B)
         else:
-            per_block = spread(per_group, widths)  # (G, B)
+            per_block = _spread_each(per_group, block_live)  # (G, B)
     for b, i1 in enumerate(range(0, c, blocksize)):
         i2 = i1 + widths[b]
         w1, u1 = w[:, :, i1:i2], u[:, i1:i2, i1:i2]  # _walk_block updates a copy
         d = u1.diagonal(dim1=-2, dim2=-1)  # (G, width)
         if nm is None:
-            sal = w1.pow(2) / d.unsqueeze(1).pow(2)
+            sal = (w1.pow(2) / d.unsqueeze(1).pow(2)).masked_fill(prune[:, :, i1:i2], float("inf"))
             if group == "row":
                 p1 = prune_lowest(sal.reshape(g * r, -1), per_block[:, :, b].reshape(-1)).reshape(w1.shape)
             else:
                 p1 = prune_lowest(sal.reshape(g, -1), per_block[:, b]).reshape(w1.shape)
+            p1 = p1 | prune[:, :, i1:i2]  # the dead columns, pruned on top of the block's live share
             # the block's mask is fixed up front; its updates are walked SUB_BLOCK columns at a time
             q1, err1, _ = _walk_block(w1, u1, SUB_BLOCK, lambda _w, i, j, p1=p1: p1[:, :, i:j])
         else:  # N:M picks each group's mask on the weights the earlier groups updated
@@ -99,6 +112,15 @@ def sparsegpt_prune(
         prune[:, :, i1:i2] = p1
         w[:, :, i2:] -= torch.bmm(err1, u[:, i1:i2, i2:])
     return w, ~prune, damp
+
+
+def _spread_each(k: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """``selection.spread`` with sizes of their own per entry: k (...,) split over sizes (..., B) by
+    cumulative rounding, each part floor(k C_i / C) - floor(k C_{i-1} / C)."""
+    cum = torch.cat([torch.zeros_like(sizes[..., :1]), sizes.cumsum(-1)], -1).long()
+    total = cum[..., -1:].clamp_min(1)
+    edges = torch.div(k.long().unsqueeze(-1) * cum, total, rounding_mode="floor")
+    return edges[..., 1:] - edges[..., :-1]
 
 
 SUB_BLOCK = 16  # columns per triangular solve of an unstructured block, lazily updated in between

@@ -37,7 +37,9 @@ class SparseGPTConfig(ReconstructionConfig):
     """conf/reconstruction/sparsegpt.yaml."""
 
     blocksize: int = knob(128, ge=1)  # columns per lazy-update block (reference: 128)
-    percdamp: float = knob(0.01, ge=0, lt=1)  # damping added to H's diagonal, a fraction of its mean (reference)
+    # damping added to H's diagonal, a fraction of its mean (reference); 0 is refused: with fewer samples
+    # than columns H is singular and the fallback damping did worse than magnitude
+    percdamp: float = knob(0.01, gt=0, lt=1)
     chunk_size: int = knob(256, ge=1)  # samples per forward when accumulating H
     offload: bool | str = knob("auto", choices=("auto", True, False))  # cached unit inputs on the host
     unit_loss: bool = knob(False)  # also record each block's loss to its dense output before/after (2 forwards)
@@ -165,6 +167,7 @@ def _prune_layer(name, module, dense_module, keep, h, n_cols, walk: _Walk, cross
         "error_before": before,
         "error_after": output_error(dense - new, h, n_cols),
         "damping": damp,
+        "dead_inputs": int((h.diagonal(dim1=-2, dim2=-1) == 0).sum()) * w_view.shape[1],  # zeroed, count as pruned
         "seconds": round(time.perf_counter() - t0, 4),
     }
 

@@ -75,11 +75,26 @@ def input_sq_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, x.shape[-1]).pow(2).sum(0).unsqueeze(0)
     if x.dim() == 3:
         x = x.unsqueeze(0)
-    sq = x.pow(2).sum(0, keepdim=True)
+    return _position_sums(module, x.pow(2).sum(0, keepdim=True))
+
+
+def input_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """sum over samples and positions of each GEMM input feature, as (G, cols): X 1 without
+    unfolding (the same strided slices as ``input_sq_sums``, on x instead of x^2)."""
+    if not isinstance(module, nn.Conv2d):
+        return x.reshape(-1, x.shape[-1]).sum(0).unsqueeze(0)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    return _position_sums(module, x.sum(0, keepdim=True))
+
+
+def _position_sums(module: nn.Conv2d, summed: torch.Tensor) -> torch.Tensor:
+    """(G, cols) sums of a batch-summed input map (1, C, H, W) over the positions each (c, kh, kw)
+    feature sees."""
     pad = module._reversed_padding_repeated_twice
     if any(pad):  # reflect/replicate/circular remap indices, so they commute with squaring and summing
-        sq = F.pad(sq, pad, mode="constant" if module.padding_mode == "zeros" else module.padding_mode)
-    sq = sq[0]
+        summed = F.pad(summed, pad, mode="constant" if module.padding_mode == "zeros" else module.padding_mode)
+    sq = summed[0]
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
     ho = (sq.shape[1] - dh * (kh - 1) - 1) // sh + 1
     wo = (sq.shape[2] - dw * (kw - 1) - 1) // sw + 1
@@ -92,6 +107,15 @@ def input_sq_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         dim=1,
     )  # (C, kH*kW), (c, kh, kw) order
     return out.reshape(module.groups, -1)
+
+
+def input_count(module: nn.Module, x: torch.Tensor) -> int:
+    """Number of GEMM input columns (samples x output positions; a Linear's tokens) in ``x``."""
+    if not isinstance(module, nn.Conv2d):
+        return x.reshape(-1, x.shape[-1]).shape[0]
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    return x.shape[0] * _positions(module, x.shape[-2:])
 
 
 def add_input_gram(module: nn.Module, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, int]:

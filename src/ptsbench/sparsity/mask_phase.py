@@ -1,8 +1,9 @@
 """The mask phase (docs/methods.md#prunable-layers-and-masks): pattern x criterion x comparison group -> exact masks.
 
 - ``sparsity=unstructured``: layer l loses exactly the allocator's floor(s_l * N_l) weights, chosen
-  by ``sparsity.criterion`` (a ``CRITERIA`` entry: magnitude, wanda, ...) within ``sparsity.group``
-  (layer | row).
+  by ``sparsity.criterion`` (a ``CRITERIA`` entry: magnitude, wanda, ria, ...) within ``sparsity.group``
+  (layer | row), optionally refined by DSnoT (``sparsity.refine=dsnot``, sparsity/refine_dsnot.py: swaps
+  within output rows at unchanged counts).
 - ``sparsity=nm`` (2:4 by default): at most N non-zeros in every M consecutive weights along the
   GEMM input dimension (sparsity/gemm.py), i.e. every fitting layer is at exactly 1 - N/M; a layer
   whose input dimension is not a multiple of M stays dense and is listed in the record. The pattern
@@ -27,9 +28,11 @@ from ..registry import Registry
 from ..schemas import Schema, knob
 from .criteria import CRITERIA, ScoreContext
 from .gemm import gemm_cols
+from .refine_dsnot import input_moments, refine_masks
 from .selection import GROUPS, keep_mask, nm_fits, nm_keep_mask, num_pruned
 
 NM_ALLOCATORS = ("uniform",)
+REFINES = ("none", "dsnot")
 NM_RATE_TOLERANCE = 1e-6  # sparsity.rate=0.666667 (1 - 1/3 as printed to 6 digits) is the 1:3 pattern
 PATTERNS: Registry[str] = Registry("sparsity pattern", "sparsity")
 
@@ -43,6 +46,7 @@ class UnstructuredConfig(Schema):
     rate: float = knob(0.5)  # global, parameter-weighted over all prunable layers
     criterion: str = knob("magnitude", omit_at_default=True)  # a CRITERIA entry: magnitude | wanda
     group: str = knob("layer", choices=GROUPS, omit_at_default=True)  # where the lowest scores compete: layer | row
+    refine: str = knob("none", choices=REFINES, omit_at_default=True)  # mask refinement after the criterion: dsnot
 
     def check(self, path: str) -> None:
         if not 0.0 <= float(self.rate) < 1.0:
@@ -64,6 +68,11 @@ class NMConfig(UnstructuredConfig):
 
     def check(self, path: str) -> None:
         super().check(path)
+        if self.refine != "none":
+            raise ConfigError(
+                f"{path}.refine={self.refine} with sparsity=nm: DSnoT refines unstructured masks; valid choices "
+                f"with nm: none"
+            )
         if not 0 < self.n < self.m:
             raise ConfigError(f"{path}.n={self.n!r}, {path}.m={self.m!r}: need integers 0 < n < m (e.g. n=2 m=4)")
         if self.group != "layer":
@@ -89,6 +98,11 @@ PATTERNS.register("nm", config=NMConfig)("nm")
 
 def check_with(sparsity: UnstructuredConfig, allocator: str, reconstruction: str, blocksize: int | None) -> None:
     """The sparsity knobs against the other groups' choices (before any heavy work)."""
+    if reconstruction == "sparsegpt" and sparsity.refine != "none":
+        raise ConfigError(
+            f"sparsity.refine={sparsity.refine} with reconstruction=sparsegpt: DSnoT refines masks that stay as "
+            f"chosen, SparseGPT selects its own; valid choices with sparsegpt: none"
+        )
     if reconstruction == "sparsegpt" and sparsity.criterion != "magnitude":
         raise ConfigError(
             f"sparsity.criterion={sparsity.criterion} with reconstruction=sparsegpt: SparseGPT selects "
@@ -110,7 +124,7 @@ def check_with(sparsity: UnstructuredConfig, allocator: str, reconstruction: str
 
 
 def needs_calibration(sparsity: UnstructuredConfig) -> bool:
-    return bool(CRITERIA.trait(sparsity.criterion, "needs_calibration", False))
+    return bool(CRITERIA.trait(sparsity.criterion, "needs_calibration", False)) or sparsity.refine != "none"
 
 
 def pattern_rates(
@@ -141,5 +155,16 @@ def select_masks(
             masks[name] = nm_keep_mask(scores[name], sparsity.n, sparsity.m)
         else:
             masks[name] = keep_mask(scores[name], num_pruned(rate, modules[name].weight.numel()), sparsity.group)
-    plain = not isinstance(sparsity, NMConfig) and sparsity.criterion == "magnitude" and sparsity.group == "layer"
+    if sparsity.refine == "dsnot":
+        names = [n for n, mask in masks.items() if not bool(mask.all())]
+        moments = input_moments(
+            context.dense_model, names, context.calib_inputs, context.forward, context.device, context.chunk_size
+        )
+        masks, refined = refine_masks(modules, masks, moments)
+        context.report.update(refined)
+    plain = not isinstance(sparsity, NMConfig) and (sparsity.criterion, sparsity.group, sparsity.refine) == (
+        "magnitude",
+        "layer",
+        "none",
+    )
     return masks, {} if plain else {**context.report, "seconds": round(time.perf_counter() - t0, 4)}

@@ -30,6 +30,7 @@ INTERVAL_NOTE = (
     "± = half-width of the 95% interval over models (jackknife t; each model's seeds averaged first), "
     "(n=k) where fewer than 2 models leave no interval"
 )
+BEYOND_PAPER_ORDER = 10  # registry order of the allocators published after the paper (OWL, AlphaPruning)
 
 
 def allocator_rows(runs) -> list[str]:
@@ -57,6 +58,10 @@ def allocation_table(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE
         "MS = signed quadratic mean over rates; OM_alloc = signed quadratic mean over tasks (Eq. 2); " + INTERVAL_NOTE
     )
     notes += grid.notes
+    orders = dict(zip(pd.concat([ok, failed]).allocator, pd.concat([ok, failed]).allocator_order))
+    beyond = [r for r in rows if orders.get(r, (0,))[0] >= BEYOND_PAPER_ORDER]
+    if beyond:
+        notes.append(f"{', '.join(beyond)}: beyond the paper (allocators published after it), after its rows")
     if not matched and grid.unmatched_rows:
         notes.append(
             f"--unmatched: {', '.join(sorted(grid.unmatched_rows))} lack some cells ('*'); Table 5 does not rank them"

@@ -24,17 +24,21 @@ def family_label(family: str) -> str:
 
 def method_label(sparsity_cfg: dict, recon_cfg: dict) -> str | None:
     """The methods-table row of a run, from the criterion and reconstruction registries
-    ('Wanda', 'Magnitude + Block-wise', 'SparseGPT (dense target)'); None for a Table 3 variant."""
+    ('Wanda', 'Wanda (layer)', 'RIA', 'Wanda + DSnoT', 'Magnitude + Block-wise', 'SparseGPT (dense target)');
+    None for a Table 3 variant."""
     criterion, recon = str(sparsity_cfg.get("criterion", "magnitude")), str(recon_cfg.get("name", "none"))
+    group = sparsity_cfg.get("group", "layer")
     if recon == "none":
-        label = CRITERIA.label(criterion)
+        label = CRITERIA.label(criterion) + (" + DSnoT" if sparsity_cfg.get("refine", "none") == "dsnot" else "")
+        if criterion == "wanda":  # Wanda as published compares per output row; per layer is its variant
+            return label + (" (layer)" if group == "layer" else "")
     elif recon == "sparsegpt":  # selects its own mask: the criterion does not apply
         label = RECONSTRUCTORS.label(recon) + (" (dense target)" if recon_cfg.get("target") == "dense" else "")
     elif recon == "block" and recon_cfg.get("input", "sparse") == "sparse" and not recon_cfg.get("error_correction"):
         label = f"{CRITERIA.label(criterion)} + {RECONSTRUCTORS.label(recon)}"
     else:
         return None
-    return label + (" (row)" if sparsity_cfg.get("group", "layer") == "row" else "")
+    return label + (" (row)" if group == "row" else "")
 
 
 def task_label(task: str) -> str:

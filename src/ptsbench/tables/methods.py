@@ -30,7 +30,16 @@ from .labels import task_label
 from .matching import run_keys
 from .runs import RunSet
 
-METHOD_ORDER = ("Magnitude", "Magnitude + Block-wise", "Wanda", "SparseGPT")
+METHOD_ORDER = (
+    "Magnitude",
+    "Magnitude + Block-wise",
+    "Wanda",
+    "SparseGPT",
+    # beyond the paper and its first comparisons: the methods that came after
+    "RIA",
+    "Magnitude + DSnoT",
+    "Wanda + DSnoT",
+)
 PAPER_ROWS = ("Magnitude", "Magnitude + Block-wise")
 CELL = ("model", "dataset", "rate", "allocator", "seed_key")
 COLUMNS = ["score", "gain vs Magnitude", "time s", "host peak MB", "device peak MB", "achieved %", "cells"]

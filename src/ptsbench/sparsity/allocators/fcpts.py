@@ -74,10 +74,11 @@ class FCPTSConfig(AllocatorConfig):
     trace_points: int = knob(100, ge=1)  # loss-trace points kept in the run record
 
     def check(self, path: str) -> None:
-        if self.init == "fcpts" or self.init not in ALLOCATORS:
+        # the init allocation is computed from the weights alone (no calibration context reaches it)
+        starts = [n for n in ALLOCATORS.names() if not ALLOCATORS.trait(n, "needs_calibration", False)]
+        if self.init not in starts:
             raise ConfigError(
-                f"{path}.init='{self.init}' is not a starting allocation; valid choices: "
-                f"{', '.join(n for n in ALLOCATORS.names() if n != 'fcpts')}"
+                f"{path}.init='{self.init}' is not a starting allocation; valid choices: {', '.join(starts)}"
             )
 
     @classmethod
