@@ -60,10 +60,19 @@ def sparsegpt_prune(
     percdamp: float = 0.01,
     group: str = "layer",
     nm: tuple[int, int] | None = None,
+    order: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Prune ``w`` (G, R, C) given H (G, C, C): exactly ``k`` weights in total (unstructured) or the
     M-N lowest-saliency weights of every M consecutive columns (``nm=(N, M)``). Returns the updated
-    weights (pruned entries exactly 0), the keep-mask and the damping used."""
+    weights (pruned entries exactly 0), the keep-mask and the damping used. ``order``: a permutation
+    of the columns to walk them in (N:M groups are M consecutive columns of that order; a conv's
+    channel groups: selection.nm_column_order); results come back in the original column order."""
+    if order is not None:  # permuting W's columns and H's rows and columns alike is the same problem
+        inverse = torch.argsort(order)
+        new, keep, damp = sparsegpt_prune(
+            w[:, :, order], h[:, order][:, :, order], k, blocksize=blocksize, percdamp=percdamp, group=group, nm=nm
+        )
+        return new[:, :, inverse], keep[:, :, inverse], damp
     g, r, c = w.shape
     u, damp = inverse_cholesky(h, percdamp, torch.float64 if w.dtype == torch.float64 else torch.float32)
     w = w.to(u.dtype).clone()
