@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..models.adapters import GenericAdapter
 from ..schemas import Schema, check_params, knob
 from ..sparsity.gemm import add_cross_gram, add_input_gram, gemm_weight
+from ..sparsity.selection import nm_column_order
 from . import RECONSTRUCTORS
 from .feeder import UnitFeeder
 from .obs import output_error, sparsegpt_prune
@@ -171,6 +172,7 @@ def _prune_layer(name, module, dense_module, keep, h, n_cols, cfg, nm, cross=Non
         percdamp=float(cfg.get("percdamp", 0.01)),
         group=str(cfg.get("group", "layer")),
         nm=nm,
+        order=nm_column_order(module.weight.shape) if nm else None,  # N:M groups = a kernel position's channels
     )
     w_view.copy_(new.to(w_view.dtype))
     keep.copy_(new_keep.reshape(keep.shape))

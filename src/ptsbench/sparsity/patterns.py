@@ -4,8 +4,9 @@
   weights, chosen by ``sparsity.criterion`` (magnitude | wanda) within ``sparsity.group``
   (layer | row).
 - ``sparsity.pattern: nm`` (``sparsity=nm``, 2:4 by default): at most N non-zeros in every M
-  consecutive weights along the GEMM input dimension (sparsity/gemm.py), i.e. every fitting layer
-  is at exactly 1 - N/M; a layer whose input dimension is not a multiple of M stays dense and is
+  consecutive input channels at each kernel position (a Linear: M consecutive in_features; the
+  layout sparse tensor cores accept, sparsity/selection.py), i.e. every fitting layer is at exactly
+  1 - N/M; a layer whose input channels per group are not a multiple of M stays dense and is
   listed in the record. The pattern fixes every layer's rate, so only the ``uniform`` allocator
   is accepted: the others exist to choose free per-layer rates, which N:M does not have.
   ``sparsity.rate`` must be 1 - N/M (the rate of every fitting layer; the achieved global rate,
@@ -24,7 +25,6 @@ from omegaconf import OmegaConf
 from ..errors import ConfigError
 from ..schemas import Schema, knob, register_group
 from .criteria import CRITERIA, ScoreContext
-from .gemm import gemm_cols
 from .masking import num_pruned
 from .selection import GROUPS, keep_mask, nm_fits, nm_keep_mask
 
@@ -143,7 +143,7 @@ def pattern_rates(sparsity_cfg, modules: dict, rates: dict[str, float]) -> tuple
     if sparsity_cfg.get("pattern", "unstructured") != "nm":
         return rates, {"pattern": "unstructured", **base}
     n, m = int(sparsity_cfg.get("n", 2)), int(sparsity_cfg.get("m", 4))
-    dense = [name for name in rates if not nm_fits(gemm_cols(modules[name]), m)]
+    dense = [name for name in rates if not nm_fits(modules[name].weight.shape, m)]
     out = {name: 0.0 if name in dense else 1 - n / m for name in rates}
     return out, {"pattern": "nm", **base, "n": n, "m": m, "dense_layers": dense}
 
