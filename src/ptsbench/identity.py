@@ -26,7 +26,11 @@ NEUTRAL: tuple[Neutral, ...] = (
     Neutral("model.tasks", "declares the tasks a model serves; checked before a run, never computed with"),
     Neutral("dataset.tasks", "declares the tasks a dataset serves; checked before a run, never computed with"),
     Neutral("reconstruction.progress", "a progress bar on the terminal", in_digest=True),
-    Neutral("eval.dense_cache", "whether the dense score is read from the cache; the score is the same", in_digest=True),
+    Neutral(
+        "eval.dense_cache", "whether the dense score is read from the cache; the score is the same", in_digest=True
+    ),
+    # in the digest when set, so that a finished run re-run with save.model=true runs again and writes it
+    Neutral("save.model", "whether the pruned model is also written beside the record", in_digest=True),
 )
 
 

@@ -25,6 +25,7 @@ from . import schemas
 from .data import build_data
 from .data.base import CalibConfig
 from .errors import ConfigError
+from .export.run_model import model_sizes, save_run_model
 from .failed_records import write_record
 from .models import build_model
 from .models.adapters import get_adapter
@@ -37,6 +38,7 @@ from .sparsity import patterns
 from .sparsity.allocators import ALLOCATORS, AllocContext
 from .sparsity.budget import rate_over_included
 from .sparsity.criteria import ScoreContext
+from .sparsity.deployable import deployable_report
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from .sparsity.masking import apply_masks, masks_for, measure_sparsity
 from .tasks import TASKS
@@ -213,6 +215,15 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
         with phases("sparse_eval"):
             record["sparse"] = task.evaluate(model, data, device)
+
+        with phases("deploy"):  # what the pruned model weighs on disk, what hardware can run, the model itself
+            record["size_bytes"] = model_sizes(model, all_modules)
+            if record["masks"].get("pattern") == "nm":
+                record["masks"]["deployable"] = deployable_report(
+                    {n: m.weight for n, m in modules.items()}, record["masks"]["n"], record["masks"]["m"]
+                )
+            if cfg.save.get("model", False):
+                record["saved_model"] = save_run_model(out_path, model, record, data, all_modules).name
         record["status"] = "ok"
     except ConfigError:
         raise

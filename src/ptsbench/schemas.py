@@ -341,6 +341,8 @@ def digest_view(cfg_dict: dict) -> dict:
         ]
         if omit:
             out[group] = {k: v for k, v in node.items() if k not in omit}
+            if not out[group]:  # a group added later whose knobs are all at their defaults: not there before
+                del out[group]
     return out
 
 
