@@ -41,6 +41,8 @@ from .sparsity.criteria import ScoreContext
 from .sparsity.deployable import deployable_report
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from .sparsity.masking import apply_masks, masks_for, measure_sparsity
+from .speed.flops import model_flops
+from .speed.latency import measure_latency
 from .tasks import TASKS
 from .validation import group_choices, resolve_device, validate_config
 
@@ -224,6 +226,21 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                 )
             if cfg.save.get("model", False):
                 record["saved_model"] = save_run_model(out_path, model, record, data, all_modules).name
+            record["flops"] = model_flops(model, modules, task.forward_for_calibration, calib_inputs)
+
+        if cfg.eval.get("latency", False):
+            with phases("latency"):
+                masks_info = record["masks"]
+                record["latency"] = measure_latency(
+                    model,
+                    modules,
+                    calib_inputs[: int(cfg.eval.latency_batch_size)],
+                    task.forward_for_calibration,
+                    device,
+                    (masks_info["n"], masks_info["m"]) if masks_info.get("pattern") == "nm" else None,
+                    repeats=int(cfg.eval.latency_repeats),
+                    cache_path=Path(cfg.paths.cache_dir) / "latency_backends.json",
+                )
         record["status"] = "ok"
     except ConfigError:
         raise
