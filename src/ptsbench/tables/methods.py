@@ -68,7 +68,33 @@ def method_of(rec: dict) -> dict | None:
         "time_s": sum(float(timing.get(p, 0.0)) for p in ("allocate", "mask", "reconstruct")),
         "host_mb": memory.get("host_peak_mb", math.nan),
         "device_mb": memory.get("device_peak_mb", math.nan),
+        **deploy_facts(rec),
     }
+
+
+def deploy_facts(rec: dict) -> dict:
+    """Size ratio (compressed / dense bytes), theoretical FLOP reduction and measured speed-up of one
+    record; NaN / None where the record predates them or was not timed (``eval.latency``)."""
+    size, flops, lat = rec.get("size_bytes") or {}, rec.get("flops") or {}, rec.get("latency") or {}
+    return {
+        "size_ratio": size["compressed"] / size["dense"] if size.get("dense") else math.nan,
+        "flop_reduction": float(flops.get("reduction", math.nan)),
+        "speedup": float(lat.get("speedup", math.nan)),
+        "speed_device": lat.get("device_name") or lat.get("device"),
+        "speed_backends": ",".join(sorted(b for b in (lat.get("backends") or {}) if b != "dense")) or None,
+    }
+
+
+def speedup_label(sel: pd.DataFrame) -> str:
+    """``1.08x (cpu, csr)``: mean measured speed-up over the timed runs, their devices and the sparse
+    backends any layer ran on ("dense" when none beat the dense kernels); "—" when none was timed."""
+    timed = sel[sel.speedup.notna()]
+    if timed.empty:
+        return "—"
+    devices = ", ".join(sorted(set(timed.speed_device.dropna())))
+    backends = ", ".join(sorted({b for bs in timed.speed_backends.dropna() for b in bs.split(",")})) or "dense"
+    share = "" if len(timed) == len(sel) else f"; {len(timed)} of {len(sel)} runs"
+    return f"{timed.speedup.mean():.2f}x ({devices}, {backends}{share})"
 
 
 def _method_runs(runset: RunSet) -> pd.DataFrame:
@@ -94,7 +120,18 @@ def _order(method: str) -> tuple:
 def methods_table(runset: RunSet) -> TrackTable:
     runs = _method_runs(runset)
     values, notes, gaps, groups = [], [], [], []
-    columns = ["score", "gain vs Magnitude", "time s", "host peak MB", "device peak MB", "achieved %", "cells"]
+    columns = [
+        "score",
+        "gain vs Magnitude",
+        "time s",
+        "host peak MB",
+        "device peak MB",
+        "achieved %",
+        "size (compressed / dense) %",
+        "FLOP reduction x (theoretical)",
+        "measured speed-up (device, backend)",
+        "cells",
+    ]
     if runs.empty:
         frame = pd.DataFrame(columns=columns)
         return TrackTable("methods", "Methods: score and cost of each method (issue 14)", frame, frame.copy())
@@ -146,6 +183,9 @@ def methods_table(runset: RunSet) -> TrackTable:
                         sel.host_mb.max(),
                         sel.device_mb.max(),
                         100 * sel.achieved.mean(),
+                        100 * sel.size_ratio.mean(),
+                        sel.flop_reduction.mean(),
+                        speedup_label(sel),
                         float(sel._cell.nunique()),
                     ],
                 )
@@ -157,8 +197,12 @@ def methods_table(runset: RunSet) -> TrackTable:
         0,
         "score: E(A_s/A_dense) x100 over the matched cells (GEN: A_dense/A_s), ± = half-width of the 95% "
         "bootstrap interval over its runs (models x calibration seeds); cells: model x rate x allocator x seed; "
-        "time: allocate + mask + reconstruct phases; N:M settings keep layers whose input dimension does not "
-        "fit dense (achieved %)",
+        "time: allocate + mask + reconstruct phases; N:M settings keep layers whose input channels per group do not "
+        "fit dense (achieved %); size: bytes of the pruned model as a sparse checkpoint (bitmask + non-zeros) over a "
+        "plain state dict; FLOP reduction: theoretical, dense / non-zero multiply-accumulates of the prunable layers "
+        "(what skipping every zero would save, not a timing); measured speed-up: dense / sparse kernels on the "
+        "pruned model (eval.latency=true runs only; below 1 = sparse slower), with the device and the sparse "
+        "backends some layer ran on",
     )
     return TrackTable(
         "methods",
@@ -169,7 +213,15 @@ def methods_table(runset: RunSet) -> TrackTable:
         notes=notes,
         gaps=gaps,
         groups=groups,
-        digits={"time s": 2, "host peak MB": 0, "device peak MB": 0, "achieved %": 1, "cells": 0},
+        digits={
+            "time s": 2,
+            "host peak MB": 0,
+            "device peak MB": 0,
+            "achieved %": 1,
+            "size (compressed / dense) %": 1,
+            "FLOP reduction x (theoretical)": 2,
+            "cells": 0,
+        },
         boot=boot,
         n=n_runs,
     )
