@@ -15,6 +15,7 @@ and print "skipped: no CUDA" without a GPU.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -66,8 +67,9 @@ def prune(layer: nn.Module, pattern: str) -> None:
 @torch.no_grad()
 def bench_line(label, layer, in_shape, pattern, device, dtype, warmup, repeats) -> str:
     torch.manual_seed(0)
-    layer = layer.to(device=device, dtype=dtype).eval()
+    layer = copy.deepcopy(layer).to(device=device, dtype=dtype).eval()  # each pattern prunes the dense weights
     prune(layer, pattern)
+    density = float((layer.weight != 0).float().mean())
     x = torch.randn(in_shape, device=device, dtype=dtype)
     nm = (2, 4) if pattern == "2:4" else None
     ms, failed = {}, []
@@ -80,7 +82,7 @@ def bench_line(label, layer, in_shape, pattern, device, dtype, warmup, repeats) 
     chosen = choose(ms)
     others = "  ".join(f"{b} {t:.3f}ms ({ms['dense'] / t:.2f}x)" for b, t in ms.items() if b != "dense")
     return (
-        f"{device.type:4s} {label:34s} {pattern:>4s}  dense {ms['dense']:8.3f}ms  {others or 'no sparse backend'}"
+        f"{device.type:4s} {label:34s} {pattern:>4s} (density {density:.2f})  dense {ms['dense']:8.3f}ms  {others or 'no sparse backend'}"
         f"  -> chosen {chosen}: {ms['dense'] / ms[chosen]:.2f}x"
         + (f"  [unavailable: {', '.join(failed)}]" if failed else "")
     )
