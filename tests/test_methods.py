@@ -18,7 +18,15 @@ from ptsbench.run import run
 from ptsbench.sparsity.criteria import ScoreContext
 from ptsbench.sparsity.criteria.wanda import Wanda, input_sq_norms
 from ptsbench.sparsity.gemm import add_cross_gram, gemm_weight
-from ptsbench.sparsity.selection import keep_mask, magnitude_mask, nm_keep_mask, num_pruned
+from ptsbench.sparsity.selection import (
+    keep_mask,
+    magnitude_mask,
+    nm_column_order,
+    nm_keep_mask,
+    nm_layout,
+    num_pruned,
+    prune_lowest,
+)
 
 FAST = ["calib.num_samples=64"]
 
@@ -192,27 +200,28 @@ def test_paired_grams_pair_the_dense_and_sparse_inputs_of_a_conv():
 
 
 def _assert_nm(weight: torch.Tensor, n: int, m: int):
-    groups = (weight.reshape(weight.shape[0], -1) != 0).reshape(-1, m).sum(1)
+    groups = (nm_layout(weight) != 0).reshape(-1, m).sum(1)
     assert int(groups.max()) <= n
     assert int((groups == n).sum()) == groups.numel()  # random weights: exactly n survive each group
 
 
-def test_two_four_masks_along_the_gemm_input_dim_for_linear_and_conv():
+def test_two_four_masks_along_the_input_channels_for_linear_and_conv():
     torch.manual_seed(0)
-    lin, conv = nn.Linear(16, 8), nn.Conv2d(4, 8, 3, padding=1)  # conv GEMM input: 4*3*3 = 36 = 9 groups of 4
+    lin, conv = nn.Linear(16, 8), nn.Conv2d(4, 8, 3, padding=1)  # conv: 4 channels at each of 9 kernel positions
     x_lin, x_conv = torch.randn(32, 16), torch.randn(4, 4, 6, 6)
     for layer, x in ((lin, x_lin), (conv, x_conv)):
         w = layer.weight.detach()
         _assert_nm(w * nm_keep_mask(w.abs(), 2, 4), 2, 4)
         _assert_nm(w * nm_keep_mask(_wanda_scores(nn.Sequential(layer), x), 2, 4), 2, 4)
         h, _ = _hessians(lambda layer=layer, x=x: layer(x), {"l": layer})
-        new, _, _ = sparsegpt_prune(gemm_weight(layer).detach(), h["l"], blocksize=12, nm=(2, 4))
+        order = nm_column_order(w.shape)
+        new, _, _ = sparsegpt_prune(gemm_weight(layer).detach(), h["l"], blocksize=12, nm=(2, 4), order=order)
         _assert_nm(new.reshape(w.shape), 2, 4)
-    # the axis is the flattened (channel, kh, kw) row: a mask along output channels would not pass
+    # the axis is the input channels at each kernel position: the flattened (channel, kh, kw) row would not pass
     w = conv.weight.detach()
-    transposed = w * nm_keep_mask(w.abs().transpose(0, 1).contiguous(), 2, 4).transpose(0, 1)
+    flattened = w * (~prune_lowest(w.abs().reshape(-1, 4), 2)).reshape(w.shape)
     with pytest.raises(AssertionError):
-        _assert_nm(transposed, 2, 4)
+        _assert_nm(flattened, 2, 4)
 
 
 @pytest.mark.parametrize(

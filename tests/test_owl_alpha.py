@@ -12,7 +12,7 @@ from torch import nn
 from ptsbench.errors import ConfigError
 from ptsbench.models import zoo, zoo_checkpoint_path
 from ptsbench.models.checkpoints import read_state_dict
-from ptsbench.sparsity.allocators import ALLOCATORS, AllocContext, build_allocator
+from ptsbench.sparsity.allocators import AllocContext, build_allocator
 from ptsbench.sparsity.allocators.alphapruning import alpha_rates, esd, hill_alpha
 from ptsbench.sparsity.allocators.owl import outlier_ratio, owl_rates
 from ptsbench.sparsity.layers import LayerInfo, fold_batchnorm, layer_infos, prunable_modules

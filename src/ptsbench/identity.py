@@ -37,6 +37,11 @@ NEUTRAL: tuple[Neutral, ...] = (
     Neutral(
         "eval.dense_cache", "whether the dense score is read from the cache; the score is the same", in_digest=True
     ),
+    # in the digest when set, so that a finished run re-run with save.model=true runs again and writes it
+    Neutral("save.model", "whether the pruned model is also written beside the record", in_digest=True),
+    Neutral("eval.latency", "whether the pruned model is also timed; the scores are the same", in_digest=True),
+    Neutral("eval.latency_batch_size", "the batch the timing uses; the scores are the same", in_digest=True),
+    Neutral("eval.latency_repeats", "how often the timing repeats; the scores are the same", in_digest=True),
 )
 
 

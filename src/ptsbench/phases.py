@@ -7,7 +7,10 @@ calls them in order and times each into the record).
 - ``allocate``: the allocator's per-layer rates (calibration inputs drawn only when something reads them);
 - ``mask``: the pattern x criterion x group masks at those rates (``sparsity.mask_phase``), applied;
 - ``reconstruct``: the reconstruction option (a mask-selecting one, SparseGPT, runs right after ``mask``);
-- ``reconstruct_and_measure``: the unit-wise reconstruction, then the achieved sparsity counted in zeros.
+- ``reconstruct_and_measure``: the unit-wise reconstruction, then the achieved sparsity counted in zeros;
+- ``deploy``: the pruned model's size dense and as a sparse checkpoint, the N:M layers hardware accepts,
+  theoretical FLOPs, and (``save.model``) the checkpoint beside the record;
+- ``latency`` (``eval.latency``): dense vs sparse inference timed with the best backend per layer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import nn
 from .config.spec import RunSpec
 from .data import build_data
 from .data.base import DataBundle
+from .export.run_model import model_sizes, save_run_model
 from .models import build_model
 from .models.adapters import ModelAdapter, get_adapter
 from .models.library import eval_preprocess
@@ -36,8 +40,11 @@ from .sparsity import mask_phase
 from .sparsity.allocators import ALLOCATORS, AllocContext
 from .sparsity.budget import rate_over_included
 from .sparsity.criteria import ScoreContext
+from .sparsity.deployable import deployable_report
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
 from .sparsity.selection import apply_masks, measure_sparsity
+from .speed.flops import model_flops
+from .speed.latency import measure_latency
 from .tasks import TASKS, Task
 
 log = logging.getLogger("ptsbench")
@@ -225,3 +232,31 @@ def check_finite(model: nn.Module) -> None:
             f"non-finite values in {len(bad)} tensor(s) of the sparse model: "
             f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}"
         )
+
+
+def deploy(spec: RunSpec, state: RunState, record: RunRecord) -> None:
+    """What the pruned model weighs on disk, which N:M layers hardware accepts, its theoretical FLOPs, and
+    (``save.model``) the model itself beside the record."""
+    record.size_bytes = model_sizes(state.model, state.all_modules)
+    masks = record.masks or {}
+    if masks.get("pattern") == "nm":
+        weights = {n: m.weight for n, m in state.modules.items()}
+        masks["deployable"] = deployable_report(weights, masks["n"], masks["m"])
+    if spec.save.model:
+        path = save_run_model(spec.identity.record_path, state.model, record.to_dict(), state.data, state.all_modules)
+        record.saved_model = path.name
+    record.flops = model_flops(state.model, state.modules, state.task.forward_for_calibration, state.calib_inputs)
+
+
+def latency(spec: RunSpec, state: RunState, record: RunRecord) -> dict:
+    masks = record.masks or {}
+    return measure_latency(
+        state.model,
+        state.modules,
+        state.calib_inputs[: spec.eval.latency_batch_size],
+        state.task.forward_for_calibration,
+        state.device,
+        (masks["n"], masks["m"]) if masks.get("pattern") == "nm" else None,
+        repeats=spec.eval.latency_repeats,
+        cache_path=spec.paths.cache_dir / "latency_backends.json",
+    )

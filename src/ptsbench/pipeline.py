@@ -4,7 +4,8 @@
 is a ConfigError and writes nothing) and executes its phases, each timed into the record and named in
 ``error.phase`` when it fails: build model + data -> evaluate dense (cached) -> fold BN -> allocate ->
 mask -> (a mask-selecting reconstruction: select and update) -> reconstruct -> check the weights ->
-evaluate sparse. The record is written atomically whatever happens; a failure writes ``status: failed``
+evaluate sparse -> deploy (size, deployable N:M layers, theoretical FLOPs; ``save.model``: the sparse
+checkpoint) -> (``eval.latency``: measured dense vs sparse inference). The record is written atomically whatever happens; a failure writes ``status: failed``
 with the error and no metrics, then re-raises.
 """
 
@@ -63,6 +64,11 @@ def execute(spec: RunSpec) -> dict:
             phases.check_finite(state.model)
         with timer("sparse_eval"):
             record.sparse = state.task.evaluate(state.model, state.data, device)
+        with timer("deploy"):
+            phases.deploy(spec, state, record)
+        if spec.eval.latency:
+            with timer("latency"):
+                record.latency = phases.latency(spec, state, record)
         record.status = "ok"
     except ConfigError:
         raise

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import config_dir
 from ..data.base import DATASETS, CalibConfig
 from ..errors import ConfigError
+from ..export.run_model import SaveConfig
 from ..models import MODEL_SOURCES
 from ..reconstruction import RECONSTRUCTORS
 from ..registry import Registry
@@ -57,6 +58,7 @@ GROUPS: dict[str, Group] = {
         Group("calib", schema=CalibConfig, option_files=True),
         Group("prune", schema=PruneConfig),
         Group("eval", schema=EvalConfig),
+        Group("save", schema=SaveConfig),
     )
 }
 RUN_GROUPS = ("task", "model", "dataset", "allocator", "reconstruction", "sparsity", "calib")  # in record names
@@ -192,4 +194,6 @@ def digest_view(config: dict) -> dict:
         ]
         if omit:
             out[group] = {k: v for k, v in node.items() if k not in omit}
+            if not out[group]:  # a group added later whose knobs are all at their defaults: not there before
+                del out[group]
     return out

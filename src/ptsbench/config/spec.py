@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.base import DATASETS, CalibConfig, DatasetConfig
 from ..errors import ConfigError
+from ..export.run_model import SaveConfig
 from ..identity import config_digest, record_filename
 from ..models import MODEL_SOURCES, ModelConfig, weights_path
 from ..models.fingerprint import weights_sha256
@@ -84,6 +85,7 @@ class RunSpec:
     calib: CalibConfig
     prune: PruneConfig
     eval: EvalConfig
+    save: SaveConfig
     paths: Paths
     seed: int
     device: str

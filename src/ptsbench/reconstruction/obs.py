@@ -66,10 +66,19 @@ def sparsegpt_prune(
     percdamp: float = 0.01,
     group: str = "layer",
     nm: tuple[int, int] | None = None,
+    order: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Prune ``w`` (G, R, C) given H (G, C, C): exactly ``k`` weights in total (unstructured) or the
     M-N lowest-saliency weights of every M consecutive columns (``nm=(N, M)``). Returns the updated
-    weights (pruned entries exactly 0), the keep-mask and the damping used."""
+    weights (pruned entries exactly 0), the keep-mask and the damping used. ``order``: a permutation
+    of the columns to walk them in (N:M groups are M consecutive columns of that order; a conv's
+    channel groups: selection.nm_column_order); results come back in the original column order."""
+    if order is not None:  # permuting W's columns and H's rows and columns alike is the same problem
+        inverse = torch.argsort(order)
+        new, keep, damp = sparsegpt_prune(
+            w[:, :, order], h[:, order][:, :, order], k, blocksize=blocksize, percdamp=percdamp, group=group, nm=nm
+        )
+        return new[:, :, inverse], keep[:, :, inverse], damp
     g, r, c = w.shape
     dead = h.diagonal(dim1=-2, dim2=-1) == 0  # (G, C): inputs the calibration data never activates
     u, damp = inverse_cholesky(h, percdamp, torch.float64 if w.dtype == torch.float64 else torch.float32)
@@ -78,16 +87,7 @@ def sparsegpt_prune(
     widths = [min(blocksize, c - i) for i in range(0, c, blocksize)]
     if nm is None:
         prune |= dead.unsqueeze(1)
-        live = ~dead
-        k_live = max(k - int(dead.sum()) * r, 0)
-        sizes = (live.sum(-1) * r).tolist()
-        per_group = spread(k_live, sizes) if sum(sizes) else torch.zeros(g, dtype=torch.long)  # (G,)
-        block_live = torch.stack([live[:, i : i + wd].sum(-1) for i, wd in zip(range(0, c, blocksize), widths)], -1)
-        if group == "row":
-            per_row = spread(per_group, [1] * r)  # (G, R)
-            per_block = _spread_each(per_row, block_live.unsqueeze(1))  # (G, R, B)
-        else:
-            per_block = _spread_each(per_group, block_live)  # (G, B)
+        per_block = _block_budgets(dead, k, r, widths, blocksize, group)
     for b, i1 in enumerate(range(0, c, blocksize)):
         i2 = i1 + widths[b]
         w1, u1 = w[:, :, i1:i2], u[:, i1:i2, i1:i2]  # _walk_block updates a copy
@@ -112,6 +112,20 @@ def sparsegpt_prune(
         prune[:, :, i1:i2] = p1
         w[:, :, i2:] -= torch.bmm(err1, u[:, i1:i2, i2:])
     return w, ~prune, damp
+
+
+def _block_budgets(dead: torch.Tensor, k: int, r: int, widths: list[int], blocksize: int, group: str) -> torch.Tensor:
+    """How many live weights each column block prunes, (G, B), or per row (G, R, B) under group=row: the
+    layer's ``k`` minus its dead weights, spread over groups, rows and blocks by cumulative rounding."""
+    g, c = dead.shape
+    live = ~dead
+    k_live = max(k - int(dead.sum()) * r, 0)
+    sizes = (live.sum(-1) * r).tolist()
+    per_group = spread(k_live, sizes) if sum(sizes) else torch.zeros(g, dtype=torch.long)  # (G,)
+    block_live = torch.stack([live[:, i : i + wd].sum(-1) for i, wd in zip(range(0, c, blocksize), widths)], -1)
+    if group == "row":
+        return _spread_each(spread(per_group, [1] * r), block_live.unsqueeze(1))  # (G, R, B)
+    return _spread_each(per_group, block_live)  # (G, B)
 
 
 def _spread_each(k: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:

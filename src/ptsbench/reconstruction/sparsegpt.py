@@ -26,6 +26,7 @@ from ..models.adapters import GenericAdapter
 from ..schemas import knob
 from ..sparsity.gemm import add_cross_gram, add_input_gram, gemm_weight
 from ..sparsity.mask_phase import NMConfig
+from ..sparsity.selection import nm_column_order
 from . import RECONSTRUCTORS, ReconstructionConfig
 from .feeder import UnitFeeder
 from .obs import output_error, sparsegpt_prune
@@ -157,7 +158,14 @@ def _prune_layer(name, module, dense_module, keep, h, n_cols, walk: _Walk, cross
     percdamp = float(walk.config.percdamp)
     start = dense if cross is None else dense_target_weight(dense, h, cross, percdamp)
     new, new_keep, damp = sparsegpt_prune(
-        start, h, k, blocksize=walk.config.blocksize, percdamp=percdamp, group=walk.group, nm=walk.nm
+        start,
+        h,
+        k,
+        blocksize=walk.config.blocksize,
+        percdamp=percdamp,
+        group=walk.group,
+        nm=walk.nm,
+        order=nm_column_order(module.weight.shape) if walk.nm else None,  # N:M groups = a position's channels
     )
     w_view.copy_(new.to(w_view.dtype))
     keep.copy_(new_keep.reshape(keep.shape))

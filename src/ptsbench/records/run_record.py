@@ -18,7 +18,19 @@ from typing import Any
 from .schema import SCHEMA_VERSION
 
 log = logging.getLogger("ptsbench")
-SECTIONS = ("not_applicable", "dense", "folded_bn", "allocation", "masks", "reconstruction", "sparse")
+SECTIONS = (
+    "not_applicable",
+    "dense",
+    "folded_bn",
+    "allocation",
+    "masks",
+    "reconstruction",
+    "sparse",
+    "size_bytes",
+    "flops",
+    "saved_model",
+    "latency",
+)
 
 
 def _now() -> str:
@@ -51,6 +63,10 @@ class RunRecord:
     masks: dict[str, Any] | None = None
     reconstruction: dict[str, Any] | None = None
     sparse: dict[str, Any] | None = None
+    size_bytes: dict[str, int] | None = None  # the pruned model as a plain state dict and as a sparse checkpoint
+    flops: dict[str, Any] | None = None  # theoretical multiply-accumulates, dense and non-zero
+    saved_model: str | None = None  # the sparse checkpoint beside the record (save.model=true)
+    latency: dict[str, Any] | None = None  # measured dense vs sparse inference (eval.latency=true)
 
     @classmethod
     def start(

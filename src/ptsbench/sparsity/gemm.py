@@ -1,5 +1,5 @@
-"""The GEMM view of a prunable layer (docs/methods.md#decisions): the axis N:M patterns, Wanda norms and the
-SparseGPT Hessian are all defined on.
+"""The GEMM view of a prunable layer (docs/methods.md#decisions): the axis Wanda norms and the SparseGPT
+Hessian are defined on (N:M groups use its columns in (kh, kw, c) order instead: selection.nm_column_order).
 
 A Linear computes y = W x with W of shape (out, in). A Conv2d with ``groups`` groups computes,
 per group g, Y_g = W_g X_g: W_g is (out/groups, in/groups*kH*kW), the weight flattened per output

@@ -4,9 +4,10 @@
   by ``sparsity.criterion`` (a ``CRITERIA`` entry: magnitude, wanda, ria, ...) within ``sparsity.group``
   (layer | row), optionally refined by DSnoT (``sparsity.refine=dsnot``, sparsity/refine_dsnot.py: swaps
   within output rows at unchanged counts).
-- ``sparsity=nm`` (2:4 by default): at most N non-zeros in every M consecutive weights along the
-  GEMM input dimension (sparsity/gemm.py), i.e. every fitting layer is at exactly 1 - N/M; a layer
-  whose input dimension is not a multiple of M stays dense and is listed in the record. The pattern
+- ``sparsity=nm`` (2:4 by default): at most N non-zeros in every M consecutive input channels at each
+  kernel position (a Linear: M consecutive in_features; the layout sparse tensor cores accept,
+  sparsity/selection.py), i.e. every fitting layer is at exactly 1 - N/M; a layer whose input channels
+  per group are not a multiple of M stays dense and is listed in the record. The pattern
   fixes every layer's rate, so only the ``uniform`` allocator is accepted: the others exist to choose
   free per-layer rates, which N:M does not have. ``sparsity.rate`` must be 1 - N/M (the rate of every
   fitting layer; the achieved global rate, lower when layers stay dense, is measured and recorded).
@@ -27,7 +28,6 @@ from ..errors import ConfigError
 from ..registry import Registry
 from ..schemas import Schema, knob
 from .criteria import CRITERIA, ScoreContext
-from .gemm import gemm_cols
 from .refine_dsnot import input_moments, refine_masks
 from .selection import GROUPS, keep_mask, nm_fits, nm_keep_mask, num_pruned
 
@@ -65,6 +65,10 @@ class NMConfig(UnstructuredConfig):
 
     n: int = knob(2, ge=1)
     m: int = knob(4, ge=2)
+    # the groups of M: input channels at one kernel position (what sparse tensor cores accept). Records of
+    # the earlier layout (M consecutive (c, kh, kw) columns) lack the knob, so their digests differ and a
+    # re-run computes the deployable masks instead of skipping as finished
+    layout: str = knob("channels", choices=("channels",))
 
     def check(self, path: str) -> None:
         super().check(path)
@@ -136,7 +140,7 @@ def pattern_rates(
     if not isinstance(sparsity, NMConfig):
         return rates, {"pattern": "unstructured", **base}
     n, m = sparsity.nm
-    dense = [name for name in rates if not nm_fits(gemm_cols(modules[name]), m)]
+    dense = [name for name in rates if not nm_fits(modules[name].weight.shape, m)]
     out = {name: 0.0 if name in dense else 1 - n / m for name in rates}
     return out, {"pattern": "nm", **base, "n": n, "m": m, "dense_layers": dense}
 

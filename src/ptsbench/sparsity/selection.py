@@ -9,7 +9,11 @@ the count is exact whatever the scores. Comparison groups:
   stable argsort gives);
 - ``row``: per output row (Wanda's default); k_l is spread over the rows by cumulative rounding,
   so every row loses floor or ceil of k_l / rows and the layer total is still exactly k_l;
-- N:M: in every M consecutive weights along the GEMM input dimension the M-N lowest go.
+- N:M: in every group of M weights the M-N lowest go. The groups are the ones sparse tensor cores
+  accept (NVIDIA ASP's layout): a Linear's M consecutive in_features; a conv's M consecutive input
+  channels at one kernel position, i.e. the weight (O, C/g, kH, kW) viewed as (O, kH, kW, C/g) with
+  groups along the last axis. A layer fits when its input channels per group (a Linear: in_features)
+  are a multiple of M; the others stay dense (sparsity/deployable.py states what each layer can deploy).
 """
 
 from __future__ import annotations
@@ -85,15 +89,45 @@ def magnitude_masks(modules: dict[str, nn.Module], rates: dict[str, float]) -> d
     return {n: magnitude_mask(modules[n].weight, r) for n, r in rates.items()}
 
 
-def nm_fits(cols: int, m: int) -> bool:
-    return cols % m == 0
+def nm_fits(shape: tuple[int, ...] | torch.Size, m: int) -> bool:
+    """Whether a weight of ``shape`` (Linear (O, in), conv (O, C/g, kH, kW)) holds whole N:M groups:
+    its input channels per group, ``shape[1]``, are a multiple of M (the kernel size plays no part)."""
+    return len(shape) >= 2 and shape[1] % m == 0
+
+
+def nm_layout(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (weight-shaped) as (O, positions x channels): rows are outputs, and along a row the
+    input channels of one kernel position are consecutive, so N:M groups are M consecutive entries
+    (a Linear is returned as it is)."""
+    return t.movedim(1, -1).reshape(t.shape[0], -1)
+
+
+def from_nm_layout(rows: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Inverse of :func:`nm_layout` for a weight of ``shape``."""
+    moved = (shape[0], *shape[2:], shape[1])
+    return rows.reshape(moved).movedim(-1, 1)
+
+
+def nm_column_order(shape: tuple[int, ...] | torch.Size) -> torch.Tensor | None:
+    """Permutation of a conv's GEMM columns ((c, kh, kw) order, sparsity/gemm.py) into the N:M
+    layout's (kh, kw, c) order: ``cols[:, order]`` puts each kernel position's channels side by
+    side. None for a Linear, whose GEMM columns are already in that order."""
+    if len(shape) <= 2:
+        return None
+    channels, positions = shape[1], math.prod(shape[2:])
+    return torch.arange(channels * positions).reshape(channels, positions).T.reshape(-1)
 
 
 def nm_keep_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Keep the N highest of every M consecutive scores along each row's flattened input dim
-    (for a conv weight (O, C/g, kH, kW): the (c, kh, kw) order of the GEMM view)."""
-    groups = scores.reshape(-1, m)
-    return (~prune_lowest(groups, m - n)).reshape(scores.shape)
+    """Keep the N highest of every M scores of the N:M layout (:func:`nm_layout`); ``scores`` is
+    weight-shaped and must fit (:func:`nm_fits`)."""
+    if not nm_fits(scores.shape, m):
+        raise ValueError(
+            f"N:M with m={m}: a weight of shape {tuple(scores.shape)} has {scores.shape[1] if scores.dim() > 1 else 0} "
+            f"input channels per group, not a multiple of {m}"
+        )
+    groups = nm_layout(scores).reshape(-1, m)
+    return from_nm_layout(~prune_lowest(groups, m - n), scores.shape)
 
 
 @torch.no_grad()

@@ -42,7 +42,18 @@ METHOD_ORDER = (
 )
 PAPER_ROWS = ("Magnitude", "Magnitude + Block-wise")
 CELL = ("model", "dataset", "rate", "allocator", "seed_key")
-COLUMNS = ["score", "gain vs Magnitude", "time s", "host peak MB", "device peak MB", "achieved %", "cells"]
+COLUMNS = [
+    "score",
+    "gain vs Magnitude",
+    "time s",
+    "host peak MB",
+    "device peak MB",
+    "achieved %",
+    "size (compressed / dense) %",
+    "FLOP reduction x (theoretical)",
+    "measured speed-up x",
+    "cells",
+]
 TITLE = "Methods: score and cost of each method"
 
 
@@ -85,7 +96,9 @@ def _group_cells(task, setting, grp, own, methods) -> tuple[set, list[dict], str
     return common, gaps, note
 
 
-def _method_rows(table: TrackTable, task, setting, kept: pd.DataFrame, methods, n_cells: int) -> list:
+def _method_rows(
+    table: TrackTable, task, setting, kept: pd.DataFrame, methods, n_cells: int, speed: dict[tuple, str]
+) -> list:
     stratum, rows = task_label(task), []
     base = cell_estimate(table.plan, kept[kept.method == "Magnitude"], stratum, "rel")
     for m in methods:
@@ -95,8 +108,22 @@ def _method_rows(table: TrackTable, task, setting, kept: pd.DataFrame, methods, 
         gain = combine(lambda a, b: a - b, score, base)
         table.est[(label, "score")], table.est[(label, "gain vs Magnitude")] = score, gain
         costs = [sel.method_s.mean(), sel.host_mb.max(), sel.device_mb.max(), 100 * sel.achieved.mean()]
-        rows.append((label, [score.value, gain.value, *costs, float(n_cells)]))
+        deploy = [100 * sel.size_ratio.mean(), sel.flop_reduction.mean(), sel.speedup.mean()]
+        speed[label] = speed_where(sel)
+        rows.append((label, [score.value, gain.value, *costs, *deploy, float(n_cells)]))
     return rows
+
+
+def speed_where(sel: pd.DataFrame) -> str:
+    """Where the measured speed-up comes from: ``cpu: csr`` (devices: the sparse backends some layer ran
+    on, "dense" when none beat the dense kernels), and how many of the runs were timed; "" when none."""
+    timed = sel[sel.speedup.notna()]
+    if timed.empty:
+        return ""
+    devices = ", ".join(sorted(set(timed.speed_device.dropna())))
+    backends = ", ".join(sorted({b for bs in timed.speed_backends.dropna() for b in bs.split(",")})) or "dense"
+    share = "" if len(timed) == len(sel) else f"; {len(timed)} of {len(sel)} runs"
+    return f"{devices}: {backends}{share}"
 
 
 def methods_table(runset: RunSet, kind: str = JACKKNIFE) -> TrackTable:
@@ -107,10 +134,19 @@ def methods_table(runset: RunSet, kind: str = JACKKNIFE) -> TrackTable:
         pd.DataFrame(columns=COLUMNS),
         pd.DataFrame(columns=COLUMNS),
         better={"score": "max", "gain vs Magnitude": "max", "time s": "min"},
-        digits={"time s": 2, "host peak MB": 0, "device peak MB": 0, "achieved %": 1, "cells": 0},
+        digits={
+            "time s": 2,
+            "host peak MB": 0,
+            "device peak MB": 0,
+            "achieved %": 1,
+            "size (compressed / dense) %": 1,
+            "FLOP reduction x (theoretical)": 2,
+            "measured speed-up x": 2,
+            "cells": 0,
+        },
         plan=make_plan({(task_label(t), m) for t, m in units_of(runs, "task")}, kind),
     )
-    values, notes = [], []
+    values, notes, speed = [], [], {}
     for (task, setting), grp in runs.groupby(["task", "setting"], sort=True):
         methods = sorted(grp.method.unique(), key=_order)
         if ":" not in setting and set(methods) <= set(PAPER_ROWS):
@@ -120,7 +156,8 @@ def methods_table(runset: RunSet, kind: str = JACKKNIFE) -> TrackTable:
         common, gaps, note = _group_cells(task, setting, grp, own, methods)
         table.gaps += gaps
         notes += [note] if note else []
-        values += _method_rows(table, task, setting, grp[[bool(k & common) for k in own]], methods, len(common))
+        kept = grp[[bool(k & common) for k in own]]
+        values += _method_rows(table, task, setting, kept, methods, len(common), speed)
         table.groups.append([label for label, _ in values[-len(methods) :]])
     if not values:
         return table
@@ -131,9 +168,13 @@ def methods_table(runset: RunSet, kind: str = JACKKNIFE) -> TrackTable:
         "score: relative score x100 (A_s/A_dense; GEN A_dense/A_s) over the matched cells, mean over models of each "
         "model's seed-mean; gain vs Magnitude paired by model; ± = half-width of the 95% interval over models "
         "(jackknife t), (n=k) where fewer than 2 models leave none; cells: model x rate x allocator x seed; time: "
-        "allocate + mask + reconstruct phases; N:M settings keep layers whose input dimension does not fit dense "
-        "(achieved %)",
+        "allocate + mask (+ SparseGPT's select and update) + reconstruct phases; N:M settings keep layers whose "
+        "input channels per group do not fit dense (achieved %); size: bytes of the pruned model as a sparse "
+        "checkpoint (bitmask + non-zeros) over a plain state dict; FLOP reduction: theoretical, dense / non-zero "
+        "multiply-accumulates of the prunable layers (what skipping every zero would save, not a timing); measured "
+        "speed-up: dense / sparse kernels on the pruned model (eval.latency=true runs only; below 1 = sparse slower)",
         *notes,
+        *(f"measured speed-up of {' '.join(k)}: {v}" for k, v in speed.items() if v),
     ]
     if diverged:
         table.notes.append(f"{diverged} run(s) left out: every reconstruction unit diverged")

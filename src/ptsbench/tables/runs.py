@@ -157,10 +157,28 @@ def _result(rec: dict) -> dict:
         "rel": relative_score(sparse, dense, hib) if ok else math.nan,
         "achieved": (rec.get("sparsity") or {}).get("achieved", math.nan),
         "time_s": timing.get("total"),
-        "method_s": sum(float(timing.get(p, 0.0)) for p in ("allocate", "mask", "reconstruct")),
+        "method_s": sum(float(timing.get(p, 0.0)) for p in METHOD_PHASES),
         "host_mb": memory.get("host_peak_mb", math.nan),
         "device_mb": memory.get("device_peak_mb", math.nan),
+        **deploy_facts(rec),
     }
+
+
+def deploy_facts(rec: dict) -> dict:
+    """Size ratio (compressed / dense bytes), theoretical FLOP reduction and measured speed-up of one
+    record; NaN / None where the record predates them or was not timed (``eval.latency``)."""
+    size, flops, lat = rec.get("size_bytes") or {}, rec.get("flops") or {}, rec.get("latency") or {}
+    return {
+        "size_ratio": size["compressed"] / size["dense"] if size.get("dense") else math.nan,
+        "flop_reduction": float(flops.get("reduction", math.nan)),
+        "speedup": float(lat.get("speedup", math.nan)),
+        "speed_device": lat.get("device_name") or lat.get("device"),
+        "speed_backends": ",".join(sorted(b for b in (lat.get("backends") or {}) if b != "dense")) or None,
+    }
+
+
+# what a method costs: allocation, masks (SparseGPT: its selection and update too) and reconstruction
+METHOD_PHASES = ("allocate", "mask", "select_update", "reconstruct")
 
 
 @lru_cache(maxsize=4096)

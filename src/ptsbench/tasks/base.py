@@ -27,6 +27,10 @@ class EvalConfig(Schema):
     dense_cache: bool = knob(True)  # evaluate each dense (model, dataset) once per sweep
     # score only the first N test samples (smoke runs: debug=fast); null: the whole split
     max_samples: int | None = knob(None, ge=1, omit_at_default=True)
+    # time dense vs sparse kernels on the pruned model (speed/latency.py); batch size and repeats of the timing
+    latency: bool = knob(False, omit_at_default=True)
+    latency_batch_size: int = knob(32, ge=1, omit_at_default=True)
+    latency_repeats: int = knob(20, ge=3, omit_at_default=True)
 
 
 class Task:
