@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import record as rec_io
-from .run_identity import run_digest
+from .run_identity import record_identity, run_digest
 from .schemas import digest_view
 
 log = logging.getLogger("ptsbench")
@@ -53,6 +53,10 @@ def record_config_failure(
         rate = OmegaConf.select(cfg, "sparsity.rate", default=None)
         rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")
         out_path = Path(str(cfg.paths.records_dir)) / rec_io.record_filename(choices, rate_f, digest)
+        try:  # the digest the sweep plan expects (a user weight file's hash included), so its summary finds it
+            _, _, digest, out_path = record_identity(cfg)
+        except Exception:  # noqa: BLE001 - a config that cannot even be identified keeps the plain digest
+            pass
         record = {
             "schema_version": rec_io.SCHEMA_VERSION,
             "status": "failed",
