@@ -1,0 +1,288 @@
+"""``ptsbench-plan``: what a sweep will cost before it is submitted.
+
+    ptsbench-plan experiment=table3 [overrides ...] [--records DIR] [--device h100] [--by model]
+
+Expands the sweep exactly as ``python -m ptsbench.run -m`` would (``batch.expand``: the experiment's
+sweep params merged with the overrides), composes every job and computes its record digest with the
+function the runs use (``run_identity.record_identity``), marks the jobs whose record is already ``ok``
+in the sweep's records folder (a re-run skips them), and predicts each remaining job's time and peak
+memory with ``ptsbench.cost_model`` calibrated on the records under ``--records`` (default: the sweep's
+own records) that ran on ``--device`` (a substring of the records' device: ``cpu``, ``h100``, ...).
+Prints per-experiment totals in device-hours, the largest predicted peak memory, and the jobs it cannot
+predict (no comparable records) grouped by what is missing. Without calibration records it says so.
+Several experiments: ``experiment=table2,table3``. Exit status 0, 2 on a bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections import Counter, defaultdict
+from functools import cache
+from pathlib import Path
+
+from .cost_model import Features, Sample, fit
+from .errors import ConfigError
+
+# evaluated images of the splits a config does not size itself (dataset.num_test: null)
+SPLIT_SIZES = {"imagenet": 50000, "cifar10": 10000, "cifar100": 10000, "coco2017": 5000, "voc07": 4952}
+HEURISTIC = {"uniform", "l2norm", "erk"}
+
+
+@cache
+def model_size(model_json: str, dataset: str) -> tuple[float | None, float | None]:
+    """(parameters, forward FLOPs per sample) of a model config built on the meta device at the dataset's
+    input size; a detector's FLOPs are its backbone's; None where it cannot be built or counted here."""
+    import torch
+    from omegaconf import OmegaConf
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .list_models import DATASET_SHAPES
+    from .models import MODEL_SOURCES
+
+    shape = DATASET_SHAPES.get(dataset)
+    if shape is None:
+        return None, None
+    classes, chans, size = shape
+    cfg = OmegaConf.create(json.loads(model_json))
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = MODEL_SOURCES.get(cfg.get("source", "zoo"))(cfg, classes, chans, size).eval()
+    except Exception:  # noqa: BLE001 - e.g. a folder-defined model: same-model records still serve
+        return None, None
+    params = float(sum(p.numel() for p in model.parameters()))
+    x = torch.zeros(1, chans, size, size, device="meta")
+    for part in (model, getattr(model, "backbone", None)):
+        if part is None:
+            continue
+        try:
+            with FlopCounterMode(display=False) as counter, torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                part(x)
+            return params, float(counter.get_total_flops())
+        except Exception:  # noqa: BLE001 - data-dependent ops (NMS) cannot run on meta: try the backbone
+            continue
+    return params, None
+
+
+def eval_samples(cfg: dict) -> float:
+    """Images a run evaluates (GEN: generated images x sampling steps)."""
+    task, data, ev = cfg.get("task", {}), cfg.get("dataset", {}), cfg.get("eval", {}) or {}
+    if task.get("name") == "gen":
+        return float(task.get("num_samples") or 0) * float(task.get("steps") or 1)
+    n = ev.get("max_samples") or data.get("num_test") or SPLIT_SIZES.get(str(data.get("name")), 0)
+    return float(n)
+
+
+def features(cfg: dict, device: str, params: float | None = None) -> Features:
+    """Features of a run from its resolved config (``record['config']`` or a composed job)."""
+    model = {k: v for k, v in cfg["model"].items() if k not in ("weights", "tasks", "pretrained")}
+    p_meta, flops = model_size(json.dumps(model, sort_keys=True, default=str), str(cfg["dataset"]["name"]))
+    alloc, recon = cfg.get("allocator", {}), cfg.get("reconstruction", {})
+    fcpts = str(alloc.get("name")) not in HEURISTIC
+    name = str(recon.get("name", "none"))
+    if name == "none":
+        rkind, rwork = ("none",), 0.0
+    elif name == "sparsegpt":
+        rkind, rwork = ("sparsegpt",), float(cfg["calib"]["num_samples"])
+    else:
+        rkind = (name, str(recon.get("input", "sparse")), f"ec{int(bool(recon.get('error_correction')))}")
+        rwork = float(recon.get("iters", 0)) * float(recon.get("batch_size", 1))
+    return Features(
+        device=device,
+        task=str(cfg["task"]["name"]),
+        model=str(cfg["model"]["name"]),
+        family=str(cfg["model"].get("family")),
+        dataset=str(cfg["dataset"]["name"]),
+        params=float(params) if params else p_meta,
+        flops=flops,
+        n_eval=eval_samples(cfg),
+        alloc="fcpts" if fcpts else "heuristic",
+        alloc_work=float(alloc.get("iters", 0)) * float(alloc.get("batch_size", 1)) if fcpts else 1.0,
+        recon=rkind,
+        recon_work=rwork,
+    )
+
+
+def record_device(rec: dict) -> str:
+    env = rec.get("env") or {}
+    dev = str(env.get("device", "cpu"))
+    return str(env.get("device_name", dev)).lower() if dev.startswith("cuda") else dev.split(":")[0]
+
+
+def load_samples(records_dir: Path) -> list[Sample]:
+    """Every ``ok`` record under ``records_dir`` as a cost-model sample (one per digest)."""
+    out, seen = [], set()
+    for path in sorted(records_dir.rglob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or rec.get("status") != "ok" or rec.get("digest") in seen:
+            continue
+        seen.add(rec.get("digest"))
+        dev = record_device(rec)
+        mem = (rec.get("memory") or {}).get("host_peak_mb" if dev == "cpu" else "device_peak_mb")
+        try:
+            f = features(rec["config"], dev, (rec.get("model") or {}).get("params"))
+        except (KeyError, TypeError):
+            continue
+        out.append(Sample(f, rec.get("timing") or {}, mem))
+    return out
+
+
+def compose_jobs(experiments: list[str], overrides: list[str]) -> list[tuple[str, list[str], dict, str, str]]:
+    """(experiment, job overrides, resolved config, digest, records dir) of every job of the sweeps."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from . import config_dir
+    from .batch import expand
+    from .run_identity import record_identity
+
+    jobs = []
+    for experiment in experiments:
+        expanded = expand(experiment, overrides)
+        GlobalHydra.instance().clear()
+        initialize_config_dir(config_dir=str(config_dir()), version_base="1.3")
+        for job in expanded:
+            cfg = compose("config", overrides=job, return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            cfg_dict, _, digest, out_path = record_identity(cfg)
+            jobs.append((experiment, job, cfg_dict, digest, str(out_path.parent)))
+    return jobs
+
+
+def finished_digests(records_dirs: set[str]) -> set[str]:
+    from .sweep_report import scan_records
+
+    done = set()
+    for folder in records_dirs:
+        done |= {d for d, recs in scan_records(Path(folder)).items() if any(r["status"] == "ok" for r in recs)}
+    return done
+
+
+def pick_device(samples: list[Sample], wanted: str | None) -> str:
+    seen = Counter(s.features.device for s in samples)
+    listed = ", ".join(f"{d} ({n} records)" for d, n in seen.most_common())
+    if wanted is None:
+        if len(seen) > 1:
+            raise ConfigError(f"--device is needed: the records ran on {listed}")
+        return next(iter(seen))
+    hits = [d for d in seen if wanted.lower() in d]
+    if len(hits) != 1:
+        raise ConfigError(
+            f"--device {wanted}: {'no' if not hits else 'more than one'} device of the records matches; they ran on {listed}"
+        )
+    return hits[0]
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g}"
+
+
+def report(jobs, done: set[str], samples: list[Sample], device: str | None, by: str | None) -> list[str]:
+    """The plan's lines: per experiment (and per ``by`` group) runs, finished, predicted device-hours and
+    peak memory; then the unpredictable jobs grouped by what they lack."""
+    model = fit([s for s in samples if s.features.device == device]) if device else None
+    rows: dict[tuple, dict] = defaultdict(lambda: Counter())
+    peak: dict[tuple, float] = defaultdict(float)
+    missing: Counter = Counter()
+    dense_groups: set[tuple] = set()
+    for exp, _job, cfg, digest, _ in jobs:
+        keys = [(exp, "")] + ([(exp, str(_group(cfg, by)))] if by else [])
+        if digest in done:
+            for k in keys:
+                rows[k]["runs"] += 1
+                rows[k]["finished"] += 1
+            dense_groups.add((cfg["model"]["name"], cfg["dataset"]["name"], eval_samples(cfg)))
+            continue
+        f = features(cfg, device or "?")
+        pred = model.predict(f) if model else None
+        for k in keys:
+            rows[k]["runs"] += 1
+        if pred is None or pred.total is None:
+            why = "no calibration records" if pred is None else "no comparable record for " + ", ".join(pred.missing)
+            missing[(f.task, f.model, f.recon[0], why)] += 1
+            for k in keys:
+                rows[k]["unpredictable"] += 1
+            continue
+        seconds = pred.total
+        group = (f.model, f.dataset, f.n_eval)
+        if group not in dense_groups:  # the dense model is evaluated once, then read from the cache
+            dense_groups.add(group)
+            seconds += pred.seconds["eval"]
+        for k in keys:
+            rows[k]["predicted"] += 1
+            rows[k]["seconds"] += seconds
+            peak[k] = max(peak[k], pred.memory_mb or 0.0)
+    head = f"{'experiment':<12} {by or '':<28} {'runs':>6} {'finished':>8} {'to run':>6} {'predicted':>9} {'unpredictable':>13} {'device-h':>9} {'peak GB':>8}"
+    lines = [head]
+    for (exp, group), c in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "", kv[0][1])):
+        lines.append(
+            f"{exp:<12} {group:<28} {c['runs']:>6} {c['finished']:>8} {c['runs'] - c['finished']:>6} "
+            f"{c['predicted']:>9} {c['unpredictable']:>13} {_hours(c['seconds']):>9} "
+            f"{(peak[(exp, group)] / 1024 if peak[(exp, group)] else float('nan')):>8.1f}"
+        )
+    if missing:
+        lines.append("unpredictable runs (no comparable records on this device):")
+        for (task, model_name, recon, why), n in sorted(missing.items()):
+            lines.append(f"  {n:>5} x task={task} model={model_name} reconstruction={recon}: {why}")
+    return lines
+
+
+def _group(cfg: dict, by: str) -> str:
+    if by == "model":
+        return cfg["model"]["name"]
+    if by == "reconstruction":
+        return cfg["reconstruction"].get("name", "none")
+    return cfg["allocator"]["name"] if by == "allocator" else cfg["task"]["name"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ptsbench-plan", description=__doc__.splitlines()[0])
+    ap.add_argument("overrides", nargs="+", help="experiment=NAME[,NAME] and overrides, as after `ptsbench-run -m`")
+    ap.add_argument("--records", type=Path, help="records to calibrate on (default: the sweep's own records)")
+    ap.add_argument("--device", help="predict for this device of the records (cpu, h100, a100, ...)")
+    ap.add_argument("--by", choices=["model", "task", "allocator", "reconstruction"], help="also one line per group")
+    args = ap.parse_args(argv)
+    exps = [o.split("=", 1)[1] for o in args.overrides if o.startswith("experiment=")]
+    rest = [o for o in args.overrides if not o.startswith("experiment=")]
+    try:
+        if len(exps) != 1 or not exps[0]:
+            raise ConfigError("pass one experiment=NAME (several: experiment=table2,table3)")
+        from .schemas import check_overrides
+
+        check_overrides(rest)
+        jobs = compose_jobs(exps[0].split(","), rest)
+        own = {j[4] for j in jobs}
+        done = finished_digests(own)
+        calib = [args.records] if args.records else sorted(Path(d) for d in own)
+        samples = [s for folder in calib if folder.is_dir() for s in load_samples(folder)]
+        device = pick_device(samples, args.device) if samples else None
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    where = ", ".join(str(c) for c in calib)
+    print(
+        f"[plan] {len(jobs)} runs of experiment={exps[0]}: {sum(j[3] in done for j in jobs)} finished "
+        f"(records in {', '.join(sorted(own))})"
+    )
+    if device is None:
+        print(f"[plan] no records to calibrate on in {where}: no time predicted (pass --records DIR of past runs)")
+    else:
+        n = sum(s.features.device == device for s in samples)
+        print(f"[plan] calibrated on {n} ok records from {where}, device {device}; times exclude queueing and start-up")
+    print("\n".join(report(jobs, done, samples, device, args.by)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
