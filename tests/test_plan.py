@@ -172,14 +172,32 @@ def test_the_plan_prices_a_sweep_with_the_known_model(synthetic, capsys):
         t = known_seconds(config(m))
         expected[m] = 2 * (t["build"] + t["fold_bn"] + t["sparse_eval"] + t["allocate"]) + t["dense_eval"]
     rows = {
-        line.split()[1]: line.split() for line in out[3:] if line.startswith("demo_alloc ") and len(line.split()) == 9
+        line.split()[1]: line.split() for line in out[3:] if line.startswith("demo_alloc ") and len(line.split()) == 10
     }
     assert {m: rows[m][2:7] for m in expected} == {m: ["2", "0", "2", "2", "0"] for m in expected}
     for m, seconds in expected.items():
         assert float(rows[m][7]) == pytest.approx(seconds / 3600, rel=0.01)
+    # ResNet-56 has no record but its family has; ViT-d64 has its own: each row says what it rests on
+    assert (rows["zoo_resnet56"][9], rows["zoo_vit_d64"][9], out[3].split()[-1]) == (
+        "same-family",
+        "same-model",
+        "same-family",
+    )
     total = out[3].split()
     assert total[:6] == ["demo_alloc", "4", "0", "4", "4", "0"]
     assert float(total[6]) == pytest.approx(sum(expected.values()) / 3600, rel=0.01)
+
+
+def test_a_run_whose_weights_are_not_here_is_priced_but_never_finished(synthetic, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_cache"))  # published weights absent
+    argv = ["experiment=table4", "+case=imagenet_resnet18", "sparsity.rate=0.5", "--records", str(synthetic)]
+    assert plan.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith(
+        "[plan] 1 runs have no digest here, so none of them counts as finished (priced anyway); "
+        "first reason: model.weights=torchvision: the weights 'ResNet18_Weights.IMAGENET1K_V1' are not in the local cache"
+    )
+    assert out[4].split()[:6] == ["table4", "1", "0", "1", "1", "0"] and out[4].split()[-1] == "same-family"
 
 
 def test_without_records_the_plan_says_so(tmp_path, capsys):

@@ -90,13 +90,17 @@ def _stop_cluster(env: dict, folder: Path) -> None:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    """Env of a running one-node cluster (SLURM_CONF set), stopped, with every daemon gone, at the end."""
-    folder = tmp_path_factory.mktemp("slurm")
+    """Env of a running one-node cluster (SLURM_CONF set), stopped, with every daemon gone, at the end.
+    Its folder is $PTSBENCH_SLURM_DIR when set (CI sets it, to stop the cluster even if pytest dies), else
+    a fresh temporary one; a cluster that was already running there is used and left running."""
+    folder = Path(os.environ.get("PTSBENCH_SLURM_DIR") or tmp_path_factory.mktemp("slurm"))
+    running = _script({**os.environ, "PTSBENCH_SLURM_DIR": str(folder)}, "status").returncode == 0
     env = _start_cluster(folder)
     try:
         yield {**env, "OMP_NUM_THREADS": "1"}
     finally:
-        _stop_cluster(env, folder)
+        if not running:
+            _stop_cluster(env, folder)
 
 
 def _sweep(env: dict, out: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -298,8 +302,10 @@ def test_a_job_that_can_never_start_is_reported_and_cancelled(cluster, tmp_path)
 @pytest.mark.slurm
 def test_stop_ends_exactly_the_daemons_its_start_started(cluster, tmp_path):
     second = _start_cluster(tmp_path / "second")  # another cluster beside the session's, own folder and ports
-    assert _script(second, "status").returncode == 0
-    _stop_cluster(second, tmp_path / "second")
+    try:
+        assert _script(second, "status").returncode == 0
+    finally:
+        _stop_cluster(second, tmp_path / "second")
     assert _script(second, "status").returncode == 1
     assert "idle" in _slurm(cluster, "sinfo", "-h", "-o", "%t")  # the session's cluster is untouched
 

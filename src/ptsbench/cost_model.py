@@ -25,7 +25,8 @@ compare models of one family far better than across families (a depthwise Mobile
 per FLOP than a ResNet), hence the order. A term no record is comparable to makes the run
 unpredictable: nothing is guessed.
 Peak memory: the median peak of the same model's records with the same reconstruction; else
-``a + b x P`` fitted by least squares to the device's records of the task.
+``a + b x P`` fitted by least squares to the device's records of the task (``b >= 0``: a fitted
+decrease, where the process's baseline dominates small models, becomes their median).
 """
 
 from __future__ import annotations
@@ -168,11 +169,9 @@ def fit(samples: list[Sample]) -> CostModel:
     for key, pairs in mem_pairs.items():
         x = np.array([p for p, _ in pairs], dtype=float)
         y = np.array([m for _, m in pairs], dtype=float)
-        if len(set(x.tolist())) >= 2:
-            b, a = np.polyfit(x, y, 1)
-            lines[key] = (float(a), float(b))
-        else:
-            lines[key] = (0.0, float(np.median(y / x)))
+        b, a = np.polyfit(x, y, 1) if len(set(x.tolist())) >= 2 else (-1.0, 0.0)
+        # memory does not shrink with size: a fitted decrease (process baseline dominating) is a constant
+        lines[key] = (float(a), float(b)) if b >= 0 else (float(np.median(y)), 0.0)
     return CostModel(
         coef={k: statistics.median(v) for k, v in ratios.items()},
         same_memory={k: statistics.median(v) for k, v in mem_same.items()},

@@ -29,6 +29,8 @@ from .errors import ConfigError
 # evaluated images of the splits a config does not size itself (dataset.num_test: null)
 SPLIT_SIZES = {"imagenet": 50000, "cifar10": 10000, "cifar100": 10000, "coco2017": 5000, "voc07": 4952}
 HEURISTIC = {"uniform", "l2norm", "erk"}
+# what a prediction rests on, best first (cost_model's levels); a row shows the weakest of its runs'
+BASES = ["none", "same model", "same family", "other models"]
 
 
 @cache
@@ -139,11 +141,12 @@ def compose_jobs(experiments: list[str], overrides: list[str]) -> list[tuple[str
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
     from . import config_dir
     from .batch import expand
     from .run_identity import record_identity
+    from .schemas import without_foreign
 
     jobs = []
     for experiment in experiments:
@@ -155,8 +158,13 @@ def compose_jobs(experiments: list[str], overrides: list[str]) -> list[tuple[str
             HydraConfig.instance().set_config(cfg)
             with open_dict(cfg):
                 del cfg["hydra"]
-            cfg_dict, _, digest, out_path = record_identity(cfg)
-            jobs.append((experiment, job, cfg_dict, digest, str(out_path.parent)))
+            try:
+                cfg_dict, _, digest, out_path = record_identity(cfg)
+                records_dir = str(out_path.parent)
+            except ConfigError as e:  # e.g. published weights not in this machine's cache: priced, not matched
+                own, _ = without_foreign(cfg)
+                cfg_dict, digest, records_dir = OmegaConf.to_container(own, resolve=True), f"unidentified: {e}", ""
+            jobs.append((experiment, job, cfg_dict, digest, records_dir))
     return jobs
 
 
@@ -185,7 +193,8 @@ def pick_device(samples: list[Sample], wanted: str | None) -> str:
 
 
 def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.3g}"
+    hours = seconds / 3600
+    return f"{hours:,.0f}" if hours >= 1000 else f"{hours:.3g}"
 
 
 def report(jobs, done: set[str], samples: list[Sample], device: str | None, by: str | None) -> list[str]:
@@ -219,17 +228,23 @@ def report(jobs, done: set[str], samples: list[Sample], device: str | None, by: 
         if group not in dense_groups:  # the dense model is evaluated once, then read from the cache
             dense_groups.add(group)
             seconds += pred.seconds["eval"]
+        weakest = max(BASES.index(b) for b in pred.basis.values() if b in BASES) if pred.basis else 0
         for k in keys:
             rows[k]["predicted"] += 1
             rows[k]["seconds"] += seconds
+            rows[k]["basis"] = max(rows[k]["basis"], weakest)
             peak[k] = max(peak[k], pred.memory_mb or 0.0)
-    head = f"{'experiment':<12} {by or '':<28} {'runs':>6} {'finished':>8} {'to run':>6} {'predicted':>9} {'unpredictable':>13} {'device-h':>9} {'peak GB':>8}"
+    head = (
+        f"{'experiment':<12} {by or '':<28} {'runs':>6} {'finished':>8} {'to run':>6} {'predicted':>9} "
+        f"{'unpredictable':>13} {'device-h':>9} {'peak GB':>8}  basis"
+    )
     lines = [head]
     for (exp, group), c in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "", kv[0][1])):
+        gb = f"{peak[(exp, group)] / 1024:.1f}" if peak[(exp, group)] else "-"
         lines.append(
             f"{exp:<12} {group:<28} {c['runs']:>6} {c['finished']:>8} {c['runs'] - c['finished']:>6} "
-            f"{c['predicted']:>9} {c['unpredictable']:>13} {_hours(c['seconds']):>9} "
-            f"{(peak[(exp, group)] / 1024 if peak[(exp, group)] else float('nan')):>8.1f}"
+            f"{c['predicted']:>9} {c['unpredictable']:>13} {_hours(c['seconds']):>9} {gb:>8}  "
+            f"{BASES[c['basis']].replace(' ', '-') if c['predicted'] else '-'}"
         )
     if missing:
         lines.append("unpredictable runs (no comparable records on this device):")
@@ -262,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
         check_overrides(rest)
         jobs = compose_jobs(exps[0].split(","), rest)
-        own = {j[4] for j in jobs}
+        own = {j[4] for j in jobs if j[4]}
         done = finished_digests(own)
         calib = [args.records] if args.records else sorted(Path(d) for d in own)
         samples = [s for folder in calib if folder.is_dir() for s in load_samples(folder)]
@@ -273,8 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     where = ", ".join(str(c) for c in calib)
     print(
         f"[plan] {len(jobs)} runs of experiment={exps[0]}: {sum(j[3] in done for j in jobs)} finished "
-        f"(records in {', '.join(sorted(own))})"
+        f"(records in {', '.join(sorted(own)) or '-'})"
     )
+    unidentified = [j[3] for j in jobs if j[3].startswith("unidentified: ")]
+    if unidentified:
+        print(
+            f"[plan] {len(unidentified)} runs have no digest here, so none of them counts as finished (priced "
+            f"anyway); first reason: {unidentified[0].removeprefix('unidentified: ')}"
+        )
     if device is None:
         print(f"[plan] no records to calibrate on in {where}: no time predicted (pass --records DIR of past runs)")
     else:
