@@ -231,3 +231,12 @@ def test_the_plan_finds_the_runs_of_the_same_multirun_finished(tmp_path):
     assert lines[0] == f"[plan] 3 runs of experiment=demo_alloc: 2 finished (records in {tmp_path}/records)"
     # the missing rate is priced from the two finished runs of the same model
     assert lines[3].split()[:6] == ["demo_alloc", "3", "2", "1", "1", "0"]
+
+
+def test_bad_input_is_one_line_before_any_job_is_composed(capsys):
+    assert plan.main(["experiment=demo_alloc", "reconstruction.iterz=3"]) == 2
+    assert capsys.readouterr().err.startswith("error: reconstruction.iterz is not a knob of any reconstruction option")
+    assert plan.main(["model=zoo_resnet20"]) == 2
+    assert capsys.readouterr().err == "error: pass one experiment=NAME (several: experiment=table2,table3)\n"
+    assert plan.main(["experiment=demo_allox"]) == 2
+    assert capsys.readouterr().err == "error: In 'config': Could not find 'experiment/demo_allox'\n"

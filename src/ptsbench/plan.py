@@ -273,10 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(exps) != 1 or not exps[0]:
             raise ConfigError("pass one experiment=NAME (several: experiment=table2,table3)")
+        from hydra.errors import HydraException
+
+        from . import run as _entry  # noqa: F401  registers every group's schema, which check_overrides reads
         from .schemas import check_overrides
 
         check_overrides(rest)
-        jobs = compose_jobs(exps[0].split(","), rest)
+        try:
+            jobs = compose_jobs(exps[0].split(","), rest)
+        except HydraException as e:  # e.g. an option file that does not exist
+            raise ConfigError(str(e).strip().splitlines()[0]) from None
         own = {j[4] for j in jobs if j[4]}
         done = finished_digests(own)
         calib = [args.records] if args.records else sorted(Path(d) for d in own)
