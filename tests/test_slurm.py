@@ -253,6 +253,11 @@ def test_requests_no_node_can_run_are_refused_before_submission(cluster, tmp_pat
     )
     assert _slurm(cluster, "squeue", "-h", "--states=all", "-o", "%i") == before  # nothing was submitted
     assert not (tmp_path / "big" / "multirun" / ".submitit").exists()
+    # what only sbatch can tell (a feature no node has) is its one line too, not a traceback
+    p = _sweep(cluster, tmp_path / "feature", *ON_SLURM, "+hydra.launcher.additional_parameters.constraint=nosuch")
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+        "error: sbatch refused the job array: sbatch: error: Batch job submission failed: Invalid feature specification"
+    )
     mem_gb = node.mem_mb // 1024 + 1
     for request, message in [
         (

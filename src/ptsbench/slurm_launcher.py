@@ -163,7 +163,12 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             logging.getLogger("submitit").addFilter(once)
             try:
                 params = [(o, "hydra.sweep.dir", idx, f"job_id_for_{idx}", self._singleton_state()) for idx, o in todo]
-                jobs = executor.map_array(self, *zip(*params))
+                try:
+                    jobs = executor.map_array(self, *zip(*params))
+                except Exception as e:  # noqa: BLE001 - sbatch refused (an account, a QOS, a typo in a knob)
+                    lines = [x for x in str(e).splitlines() if "error" in x.lower()] or str(e).splitlines() or [""]
+                    print(f"error: sbatch refused the job array: {lines[-1].strip()}", file=sys.stderr, flush=True)
+                    raise SystemExit(2) from None
                 arrays = sorted({j.job_id.split("_")[0] for j in jobs})
                 print(
                     f"[slurm] submitted job array {', '.join(arrays)}; logs in {jobs[0].paths.folder.parent}",
@@ -178,9 +183,14 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 ret = JobReturn(overrides=o, status=JobStatus.COMPLETED)
                 if not note:
                     try:
-                        ret = job.results()[0]
+                        got = job.results()[0]
                     except Exception as e:  # noqa: BLE001 - one job's error must not end the sweep
-                        state, note = "FAILED", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                        got = JobReturn(overrides=o, status=JobStatus.FAILED, _return_value=e)
+                    if got.status == JobStatus.COMPLETED:
+                        ret = got
+                    else:  # Hydra's sweeper would re-raise it and skip the summary and the aggregate callback
+                        error = got._return_value
+                        state, note = "FAILED", f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
                 if note:
                     print(f"[slurm] job {job.job_id} ({' '.join(o)}): {note}; log: {job.paths.stderr}", flush=True)
                 returns[idx] = ret
