@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ptsbench.cost_features import features, record_device  # noqa: E402
 from ptsbench.cost_model import Sample, fit  # noqa: E402
-from ptsbench.plan import features, record_device  # noqa: E402
 
 TARGET = 0.30
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ptsbench import plan
+from ptsbench import cost_features, plan
 from ptsbench.cost_model import Sample, fit
 from ptsbench.errors import ConfigError
 
@@ -45,7 +45,7 @@ def config(model: str, num_test=300, alloc="uniform", alloc_iters=0, recon="none
 
 def known_seconds(cfg: dict) -> dict[str, float]:
     """The known model's seconds per phase for ``cfg`` (P and F counted as the planner counts them)."""
-    f = plan.features(cfg, "cpu")
+    f = cost_features.features(cfg, "cpu")
     alloc = FCPTS * f.flops * f.alloc_work if f.alloc == "fcpts" else HEURISTIC * f.params
     return {
         "build": SETUP * f.params * 0.75,
@@ -62,7 +62,7 @@ def known_seconds(cfg: dict) -> dict[str, float]:
 def write_record(folder: Path, cfg: dict, n: int) -> None:
     timing = known_seconds(cfg)
     timing["total"] = sum(timing.values())
-    params = plan.features(cfg, "cpu").params
+    params = cost_features.features(cfg, "cpu").params
     rec = {
         "status": "ok",
         "digest": f"{n:064x}",
@@ -96,7 +96,7 @@ def synthetic(tmp_path):
 
 
 def test_the_fit_recovers_the_known_cost_model(synthetic):
-    samples = plan.load_samples(synthetic)
+    samples = cost_features.load_samples(synthetic)
     assert len(samples) == len(TRAIN)
     model = fit(samples)
     # cross-model coefficients are the known constants; the memory line is the known one
@@ -116,7 +116,7 @@ def test_the_fit_recovers_the_known_cost_model(synthetic):
         (config("zoo_mobilenetv2_x0.5", alloc="fcpts_erk", alloc_iters=10, recon="block", iters=30), "other models"),
         (config("zoo_resnet20", num_test=200, recon="block", iters=77, batch=4), "same model"),
     ]:
-        f = plan.features(cfg, "cpu")
+        f = cost_features.features(cfg, "cpu")
         got = model.predict(f)
         want = known_seconds(cfg)
         assert got.seconds == pytest.approx(
@@ -133,19 +133,19 @@ def test_the_fit_recovers_the_known_cost_model(synthetic):
 
 
 def test_a_phase_no_record_resembles_is_not_guessed(synthetic):
-    model = fit(plan.load_samples(synthetic))
-    layer = model.predict(plan.features(config("zoo_resnet20", recon="layer", iters=20), "cpu"))
+    model = fit(cost_features.load_samples(synthetic))
+    layer = model.predict(cost_features.features(config("zoo_resnet20", recon="layer", iters=20), "cpu"))
     assert layer.missing == ["reconstruct"] and layer.total is None
-    on_gpu = model.predict(plan.features(config("zoo_resnet20"), "nvidia h100 80gb hbm3"))
+    on_gpu = model.predict(cost_features.features(config("zoo_resnet20"), "nvidia h100 80gb hbm3"))
     assert on_gpu.missing == ["setup", "eval", "allocate"] and on_gpu.memory_mb is None
     # block with dense inputs: no exact record, so the block coefficient (input and correction pooled) serves
     dense = config("zoo_resnet20", recon="block", iters=20)
     dense["reconstruction"]["input"] = "dense"
-    assert model.predict(plan.features(dense, "cpu")).basis["reconstruct"] == "same model"
+    assert model.predict(cost_features.features(dense, "cpu")).basis["reconstruct"] == "same model"
 
 
 def test_the_device_is_picked_from_the_records():
-    f = plan.features(config("zoo_resnet20"), "cpu")
+    f = cost_features.features(config("zoo_resnet20"), "cpu")
     samples = [Sample(f, {}, None), Sample(f.__class__(**{**f.__dict__, "device": "nvidia h100 80gb hbm3"}), {}, None)]
     assert plan.pick_device(samples, "H100") == "nvidia h100 80gb hbm3"
     with pytest.raises(ConfigError) as e:

@@ -33,7 +33,7 @@ from ptsbench.slurm_cluster import (
     parse_partitions,
     read_partition,
 )
-from ptsbench.slurm_launcher import JobWatch, _OnceFilter
+from ptsbench.slurm_watch import JobWatch, OnceFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
@@ -375,7 +375,7 @@ def test_job_watch_settles_results_ended_and_stuck_jobs():
 
 
 def test_a_repeated_warning_passes_once():
-    once = _OnceFilter("Bypassing sacct error")
+    once = OnceFilter("Bypassing sacct error")
     records = [
         logging.LogRecord("submitit", 30, "", 0, f"Call #{i} - Bypassing sacct error x", None, None) for i in range(3)
     ]

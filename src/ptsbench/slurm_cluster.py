@@ -1,4 +1,4 @@
-"""What a Slurm partition can ever run, and how a sweep's jobs stand, read from ``scontrol`` and ``squeue``.
+"""What a Slurm partition can ever run, read from ``scontrol``, and which pending reasons never clear.
 
 Rule (a request no node can satisfy is refused before submission): one job of the sweep asks for
 ``nodes`` nodes, each holding ``tasks_per_node x cpus_per_task`` CPUs, ``mem_gb`` of memory and
@@ -12,18 +12,16 @@ Rule (a pending job that cannot start is not waited on): a pending job whose rea
 account) never starts by waiting; the launcher reports and cancels it. Reasons such as
 ``Resources``, ``Priority`` or ``JobArrayTaskLimit`` clear by themselves.
 
-Job states come from ``squeue --states=all``, which works without job accounting (``sacct`` needs
-slurmdbd); slurmctld keeps an ended job there for ``MinJobAge`` seconds.
+The launcher (``slurm_launcher``) refuses the first case before submission and, watching the jobs
+(``slurm_watch``), cancels the second.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import ConfigError
 
@@ -49,7 +47,6 @@ UNRESOLVABLE = {
     "AssocMaxNodesPerJobLimit": "it asks for more nodes than the account allows",
     "AssocMaxWallDurationPerJobLimit": "its time limit is above the account's",
 }
-INDEX = "slurm_jobs.json"  # in the sweep dir: every job of the sweep, its Slurm id, final state and logs
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 _KEY = re.compile(r"^[A-Za-z][\w:/.]*=")
 
@@ -239,42 +236,3 @@ def check_request(req: Request, part: Partition) -> None:
             + ", ".join(f"{n.name} {n.cpus} CPUs {n.mem_mb} MB {n.gpus} GPUs" for n in part.nodes[:4])
             + ")"
         )
-
-
-def job_states(array_id: str) -> dict[str, tuple[str, str]] | None:
-    """{``<array>_<task>``: (state, reason)} of an array's tasks that slurmctld still knows (none once
-    purged, ``MinJobAge`` after they ended); None when squeue could not answer this time."""
-    try:
-        proc = subprocess.run(
-            ["squeue", "-h", "-r", "--states=all", "-j", array_id, "-o", "%i|%T|%r"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return {} if "Invalid job id" in proc.stderr else None
-    out = {}
-    for line in proc.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 3:
-            out[parts[0]] = (parts[1], parts[2])
-    return out
-
-
-def job_notes(sweep_dir: str | Path) -> tuple[dict[tuple[str, ...], str], str | None]:
-    """From ``<sweep dir>/slurm_jobs.json``: {job overrides: "slurm job 12_3 CANCELLED ...; log: FILE"}
-    and the line saying where the per-job logs are; ({}, None) when the sweep did not run on Slurm."""
-    path = Path(sweep_dir) / INDEX
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}, None
-    notes = {}
-    for job in index.get("jobs", []):
-        what = f"slurm job {job['job_id']} {job['state']}" + (f": {job['note']}" if job.get("note") else "")
-        notes[tuple(job["overrides"])] = f"{what}; log: {job['stderr']}"
-    folders = sorted({str(Path(j["stderr"]).parent.parent) for j in index.get("jobs", [])})
-    line = f"  logs: {', '.join(folders)}/<job id>/ (<job id>_0_log.out|err); jobs: {path}" if folders else None
-    return notes, line

@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,84 +30,10 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
 from .errors import ConfigError
-from .slurm_cluster import ENDED, INDEX, UNRESOLVABLE, Request, check_request, job_states, read_partition
+from .slurm_cluster import UNRESOLVABLE, Request, check_request, read_partition
+from .slurm_watch import INDEX, JobWatch, OnceFilter, job_states
 
 log = logging.getLogger("ptsbench")
-
-
-class JobWatch:
-    """When each job of a sweep is over, from the result files that exist and what squeue says.
-
-    A job with a result file is done. A job squeue shows as ended (or no longer shows) without one is
-    over once ``grace_s`` passed without the file appearing (a shared filesystem may show it late).
-    A job pending for an ``UNRESOLVABLE`` reason is returned by ``update`` to be cancelled."""
-
-    def __init__(self, job_ids: list[str], grace_s: float = 30.0) -> None:
-        self.pending = list(job_ids)
-        self.grace_s = grace_s
-        self.ended_at: dict[str, float] = {}
-        self.last: dict[str, tuple[str, str]] = {}
-        self.stuck: dict[str, str] = {}
-        self.outcomes: dict[str, tuple[str, str]] = {}  # job id -> (state, note)
-
-    def update(self, states: dict[str, tuple[str, str]] | None, with_result: set[str], now: float) -> dict[str, str]:
-        """Settle what can be settled; return {job id: reason} of newly stuck pending jobs."""
-        newly_stuck = {}
-        for job_id in list(self.pending):
-            if job_id in with_result:
-                self._settle(job_id, "COMPLETED", "")
-                continue
-            if states is None:  # squeue did not answer this time
-                continue
-            state, reason = states.get(job_id, ("GONE", ""))
-            self.last[job_id] = (state, reason)
-            if state == "PENDING" and reason in UNRESOLVABLE and job_id not in self.stuck:
-                self.stuck[job_id] = reason
-                newly_stuck[job_id] = reason
-            if state in ENDED or state == "GONE":
-                first = self.ended_at.setdefault(job_id, now)
-                if now - first >= self.grace_s or job_id in self.stuck:
-                    self._settle(job_id, state if state != "GONE" else "ENDED", self._note(job_id, state))
-        return newly_stuck
-
-    def _note(self, job_id: str, state: str) -> str:
-        if job_id in self.stuck:
-            reason = self.stuck[job_id]
-            return f"cancelled while pending: {reason} ({UNRESOLVABLE[reason]})"
-        if state == "GONE":
-            return "ended without a result; slurmctld no longer knows its state"
-        return f"{state} without a result"
-
-    def _settle(self, job_id: str, state: str, note: str) -> None:
-        self.pending.remove(job_id)
-        self.outcomes[job_id] = (state, note)
-
-    def counts(self) -> str:
-        """'2 running, 1 pending (Resources), 1 done' for the progress line."""
-        c: Counter = Counter()
-        for job_id in self.pending:
-            state, reason = self.last.get(job_id, ("SUBMITTED", ""))
-            c[
-                f"{state.lower()} ({reason})" if state == "PENDING" and reason not in ("", "None") else state.lower()
-            ] += 1
-        c["done"] = len(self.outcomes)
-        return ", ".join(f"{n} {what}" for what, n in c.items() if n)
-
-
-class _OnceFilter(logging.Filter):
-    """Lets the first record whose message holds ``text`` through, and none after it."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text, self.seen = text, False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.text not in record.getMessage():
-            return True
-        if self.seen:
-            return False
-        self.seen = True
-        return True
 
 
 def _request(params: dict) -> Request:
@@ -159,7 +84,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         index = {"jobs": [], "finished_before": [jobs_in[i - initial_job_idx][1] for i in sorted(finished)]}
         if todo:
             executor = self._executor(submitit)
-            once = _OnceFilter("Bypassing sacct error")
+            once = OnceFilter("Bypassing sacct error")
             logging.getLogger("submitit").addFilter(once)
             try:
                 params = [(o, "hydra.sweep.dir", idx, f"job_id_for_{idx}", self._singleton_state()) for idx, o in todo]
