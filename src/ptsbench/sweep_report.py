@@ -131,7 +131,7 @@ class SweepReport(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from .slurm_cluster import job_notes
+        from .slurm_watch import job_notes
 
         new = scan_records(self.records_dir, since=self.t0 - 1.0)
         notes, logs_line = job_notes(config.hydra.sweep.dir)  # a Slurm sweep: each job's state and log
