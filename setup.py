@@ -8,4 +8,6 @@ subpackages so setuptools ships their YAML files without warning about them.
 from setuptools import find_namespace_packages, find_packages, setup
 
 CONF = ["ptsbench.conf", *(f"ptsbench.conf.{p}" for p in find_namespace_packages("conf"))]
-setup(packages=[*find_packages("src"), *CONF])
+# Hydra finds launchers only under the hydra_plugins namespace (no __init__.py, so find_packages skips it)
+PLUGINS = ["hydra_plugins.ptsbench_slurm"]
+setup(packages=[*find_packages("src"), *PLUGINS, *CONF])

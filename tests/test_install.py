@@ -79,6 +79,7 @@ def test_non_editable_install_runs_from_another_directory(tmp_path):
         "ptsbench/conf/config.yaml",
         "ptsbench/conf/allocator/fcpts_erk.yaml",
         "ptsbench/conf/model/zoo_resnet20.yaml",
+        "hydra_plugins/ptsbench_slurm/__init__.py",  # hydra/launcher=slurm: Hydra finds launchers only there
     } <= names
     assert sum(n.startswith("ptsbench/zoo_checkpoints/") and n.endswith(".pt") for n in names) == len(
         list((ROOT / "src/ptsbench/zoo_checkpoints").glob("*.pt"))

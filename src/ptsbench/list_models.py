@@ -17,20 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import config_dir
+from .data.base import DATASET_SHAPES
 
 CONF_DIR = config_dir()
-# dataset -> (classes, channels, image size) of the head and stem a model is built with
-DATASET_SHAPES = {
-    "mnist5k_gen": (10, 1, 28),
-    "imagenet": (1000, 3, 224),
-    "cifar10": (10, 3, 32),
-    "cifar100": (100, 3, 32),
-    "mnist5k": (10, 1, 28),
-    "digits": (10, 1, 8),
-    "coco2017": (90, 3, 800),
-    "voc07": (20, 3, 300),
-    "digits_det": (10, 1, 64),
-}
 
 
 def model_configs(conf_dir: Path = CONF_DIR) -> list[DictConfig]:

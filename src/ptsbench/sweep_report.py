@@ -143,35 +143,47 @@ class SweepReport(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from .slurm_watch import job_notes
+
         new = scan_records(self.records_dir, since=self.t0 - 1.0)
+        notes, logs_line = job_notes(config.hydra.sweep.dir)  # a Slurm sweep: each job's state and log
         ok, skipped, failed = [], [], []
-        for _job, digest, name in self.plan:
+        for job, digest, name in self.plan:
             recs = sorted(new.get(digest, []), key=lambda r: r["mtime"]) if digest else []
             if recs and recs[-1]["status"] == "ok":
                 ok.append(recs[-1]["name"])
             elif recs:
-                failed.append((recs[-1]["name"], recs[-1]["error"]))
+                failed.append((recs[-1]["name"], recs[-1]["error"], notes.get(tuple(job))))
             elif digest in self.finished_before:
                 skipped.append(name)
             else:
-                failed.append((name, None))
+                failed.append((name, None, notes.get(tuple(job))))
         if not self.plan:  # sweep not expanded: count what was written
             for recs in new.values():
                 last = max(recs, key=lambda r: r["mtime"])
-                (ok.append(last["name"]) if last["status"] == "ok" else failed.append((last["name"], last["error"])))
+                (
+                    ok.append(last["name"])
+                    if last["status"] == "ok"
+                    else failed.append((last["name"], last["error"], None))
+                )
         lines = [
             f"[summary] {len(ok)} ok, {len(skipped)} skipped, {len(failed)} failed in "
             f"{_duration(time.time() - self.t0)}; records in {self.records_dir}"
         ]
-        for name, error in failed[: self.max_listed]:
+        for name, error, note in failed[: self.max_listed]:
             why = (
                 "no record written (see the job's log)"
                 if not error
                 else f"{error.get('phase', '?')}: {error.get('type', 'Error')}: {error.get('message', '')}".strip()
             )
-            lines.append(f"  failed: {name} ({why.splitlines()[0] if why else ''})")
+            why = why.splitlines()[0] if why else ""
+            if note:
+                why = f"no record written: {note}" if not error else f"{why}; {note.split('; ')[-1]}"
+            lines.append(f"  failed: {name} ({why})")
         if len(failed) > self.max_listed:
             lines.append(f"  ... and {len(failed) - self.max_listed} more failed runs")
+        if logs_line:
+            lines.append(logs_line)
         out = f"{config.paths.output_dir}/tables"
         if "aggregate_tables" in (OmegaConf.select(config, "hydra.callbacks") or {}):
             lines.append(f"  tables: {out} (rebuilt by hydra/callbacks=aggregate)")

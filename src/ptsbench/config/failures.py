@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..identity import config_digest, record_filename
 from ..records import RunRecord, write_record
 from .groups import digest_view
-from .spec import group_choices
+from .spec import group_choices, identity_of
 
 log = logging.getLogger("ptsbench")
 
@@ -25,10 +25,15 @@ def record_config_failure(cfg: DictConfig, overrides: list[str] | None, error: E
             config = OmegaConf.to_container(cfg, resolve=False)
         assert isinstance(config, dict)
         choices = group_choices(cfg)
-        digest = config_digest(digest_view(config))
         rate = OmegaConf.select(cfg, "sparsity.rate", default=None)
-        rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")
-        path = Path(str(cfg.paths.records_dir)) / record_filename(choices, rate_f, digest)
+        try:  # the run's own digest (a user weight file's hash included): the sweep plan finds the record, and
+            # the run, once its cause is fixed, replaces it
+            identity = identity_of(cfg)
+            digest, path, config = identity.digest, identity.record_path, identity.config
+        except Exception:  # noqa: BLE001 - a config that cannot even be identified keeps the plain digest
+            digest = config_digest(digest_view(config))
+            rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")
+            path = Path(str(cfg.paths.records_dir)) / record_filename(choices, rate_f, digest)
         record = RunRecord.start(
             digest=digest,
             name=path.stem,

@@ -18,6 +18,18 @@ from ..registry import Registry
 from ..schemas import Schema, knob
 
 DATASETS: Registry = Registry("dataset", "dataset", plugins="ptsbench.data")
+# dataset -> (classes, channels, image size) of the head and stem a model is built with
+DATASET_SHAPES = {
+    "mnist5k_gen": (10, 1, 28),
+    "imagenet": (1000, 3, 224),
+    "cifar10": (10, 3, 32),
+    "cifar100": (100, 3, 32),
+    "mnist5k": (10, 1, 28),
+    "digits": (10, 1, 8),
+    "coco2017": (90, 3, 800),
+    "voc07": (20, 3, 300),
+    "digits_det": (10, 1, 64),
+}
 log = logging.getLogger("ptsbench")
 
 
