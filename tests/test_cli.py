@@ -126,7 +126,9 @@ def test_sweep_summary_counts_what_the_records_say(tmp_path, capsys):
         "failed",
         {"phase": "allocate", "type": "RuntimeError", "message": "out of memory\nmore"},
     )
-    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "hydra": {"callbacks": {}}})
+    cfg = OmegaConf.create(
+        {"paths": {"output_dir": str(tmp_path)}, "hydra": {"callbacks": {}, "sweep": {"dir": str(tmp_path / "multirun")}}}
+    )
     report.on_multirun_end(cfg)
     out = capsys.readouterr().out
     assert re.search(rf"\[summary\] 1 ok, 1 skipped, 2 failed in \d+s; records in {re.escape(str(records))}\n", out)

@@ -83,57 +83,61 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         returns = {idx: JobReturn(overrides=o, status=JobStatus.COMPLETED) for idx, o in jobs_in if idx in finished}
         index = {"jobs": [], "finished_before": [jobs_in[i - initial_job_idx][1] for i in sorted(finished)]}
         if todo:
-            executor = self._executor(submitit)
-            once = OnceFilter("Bypassing sacct error")
-            logging.getLogger("submitit").addFilter(once)
-            try:
-                params = [(o, "hydra.sweep.dir", idx, f"job_id_for_{idx}", self._singleton_state()) for idx, o in todo]
-                try:
-                    jobs = executor.map_array(self, *zip(*params))
-                except Exception as e:  # noqa: BLE001 - sbatch refused (an account, a QOS, a typo in a knob)
-                    lines = [x for x in str(e).splitlines() if "error" in x.lower()] or str(e).splitlines() or [""]
-                    print(f"error: sbatch refused the job array: {lines[-1].strip()}", file=sys.stderr, flush=True)
-                    raise SystemExit(2) from None
-                arrays = sorted({j.job_id.split("_")[0] for j in jobs})
-                print(
-                    f"[slurm] submitted job array {', '.join(arrays)}; logs in {jobs[0].paths.folder.parent}",
-                    flush=True,
-                )
-                self._note_accounting(arrays[0])
-                outcomes = self._wait(jobs, arrays)
-            finally:
-                logging.getLogger("submitit").removeFilter(once)
+            jobs, outcomes = self._submit_and_wait(submitit, todo)
             for (idx, o), job in zip(todo, jobs):
-                state, note = outcomes[job.job_id]
-                ret = JobReturn(overrides=o, status=JobStatus.COMPLETED)
-                if not note:
-                    try:
-                        got = job.results()[0]
-                    except Exception as e:  # noqa: BLE001 - one job's error must not end the sweep
-                        got = JobReturn(overrides=o, status=JobStatus.FAILED, _return_value=e)
-                    if got.status == JobStatus.COMPLETED:
-                        ret = got
-                    else:  # Hydra's sweeper would re-raise it and skip the summary and the aggregate callback
-                        error = got._return_value
-                        state, note = "FAILED", f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
-                if note:
-                    print(f"[slurm] job {job.job_id} ({' '.join(o)}): {note}; log: {job.paths.stderr}", flush=True)
-                returns[idx] = ret
-                index["jobs"].append(
-                    {
-                        "num": idx,
-                        "overrides": o,
-                        "job_id": job.job_id,
-                        "state": state,
-                        "note": note,
-                        "stdout": str(job.paths.stdout),
-                        "stderr": str(job.paths.stderr),
-                    }
-                )
+                returns[idx], entry = self._collect(job, o, outcomes[job.job_id])
+                index["jobs"].append({"num": idx, **entry})
         from .records.io import write_json_atomic
 
         write_json_atomic(sweep_dir / INDEX, index)
         return [returns[idx] for idx, _ in jobs_in]
+
+    def _submit_and_wait(self, submitit, todo):
+        """Submit ``todo`` as one job array and wait until every job is over: (jobs, outcome per job id)."""
+        executor = self._executor(submitit)
+        once = OnceFilter("Bypassing sacct error")
+        logging.getLogger("submitit").addFilter(once)
+        try:
+            params = [(o, "hydra.sweep.dir", idx, f"job_id_for_{idx}", self._singleton_state()) for idx, o in todo]
+            try:
+                jobs = executor.map_array(self, *zip(*params))
+            except Exception as e:  # noqa: BLE001 - sbatch refused (an account, a QOS, a typo in a knob)
+                lines = [x for x in str(e).splitlines() if "error" in x.lower()] or str(e).splitlines() or [""]
+                print(f"error: sbatch refused the job array: {lines[-1].strip()}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+            arrays = sorted({j.job_id.split("_")[0] for j in jobs})
+            print(f"[slurm] submitted job array {', '.join(arrays)}; logs in {jobs[0].paths.folder.parent}", flush=True)
+            self._note_accounting(arrays[0])
+            return jobs, self._wait(jobs, arrays)
+        finally:
+            logging.getLogger("submitit").removeFilter(once)
+
+    @staticmethod
+    def _collect(job, overrides, outcome) -> tuple[JobReturn, dict]:
+        """One finished job's JobReturn (never raising: one job's error must not end the sweep) and index entry."""
+        state, note = outcome
+        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
+        if not note:
+            try:
+                got = job.results()[0]
+            except Exception as e:  # noqa: BLE001 - one job's error must not end the sweep
+                got = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=e)
+            if got.status == JobStatus.COMPLETED:
+                ret = got
+            else:  # Hydra's sweeper would re-raise it and skip the summary and the aggregate callback
+                error = got._return_value
+                state, note = "FAILED", f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        if note:
+            print(f"[slurm] job {job.job_id} ({' '.join(overrides)}): {note}; log: {job.paths.stderr}", flush=True)
+        entry = {
+            "overrides": overrides,
+            "job_id": job.job_id,
+            "state": state,
+            "note": note,
+            "stdout": str(job.paths.stdout),
+            "stderr": str(job.paths.stderr),
+        }
+        return ret, entry
 
     def _singleton_state(self):
         from hydra.core.singleton import Singleton

@@ -95,13 +95,13 @@ def job_identity(config: DictConfig, overrides: list[str]) -> tuple[str, str]:
     """(digest, record name) the job's run will have: its config composed as the launcher will."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from .config.spec import identity_of
+    from .config.failures import failure_identity
 
     job_cfg = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
     with open_dict(job_cfg):
         del job_cfg["hydra"]
-    identity = identity_of(job_cfg)
-    return identity.digest, identity.name
+    digest, path, _ = failure_identity(job_cfg)  # a run refused at validation is recorded under this digest too
+    return digest, path.stem
 
 
 def _duration(seconds: float) -> str:

@@ -32,6 +32,21 @@ def load_plugins() -> list[str]:
     return names
 
 
+def _register_slurm_launcher() -> None:
+    """Make ``hydra/launcher=slurm`` resolvable however ptsbench is installed.
+
+    Hydra finds launchers by walking ``hydra_plugins`` on disk with pkgutil, which cannot see the
+    import hook of an editable (``pip install -e``) install; registering the class directly works for
+    wheels and editable installs alike. Without the ``launchers`` extra there is no class to register."""
+    try:
+        from hydra_plugins.ptsbench_slurm import SlurmLauncher
+    except ImportError:
+        return
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(SlurmLauncher)
+
+
 def register() -> None:
     """Ready Hydra for PTSBench (idempotent): plugins, schema nodes, resolvers."""
     global _registered
@@ -45,6 +60,7 @@ def register() -> None:
     from .groups import GROUPS, option_nodes, root_node
 
     load_plugins()
+    _register_slurm_launcher()
     store = ConfigStore.instance()
     store.store(name="ptsbench_schemas", node=root_node())
     for name, group in GROUPS.items():

@@ -19,21 +19,9 @@ log = logging.getLogger("ptsbench")
 def record_config_failure(cfg: DictConfig, overrides: list[str] | None, error: Exception) -> Path | None:
     """A ``status: failed`` record with ``error.phase: config``; None when even that cannot be written."""
     try:
-        try:
-            config = OmegaConf.to_container(cfg, resolve=True)
-        except Exception:  # noqa: BLE001 - an interpolation that cannot resolve is part of the error
-            config = OmegaConf.to_container(cfg, resolve=False)
-        assert isinstance(config, dict)
         choices = group_choices(cfg)
         rate = OmegaConf.select(cfg, "sparsity.rate", default=None)
-        try:  # the run's own digest (a user weight file's hash included): the sweep plan finds the record, and
-            # the run, once its cause is fixed, replaces it
-            identity = identity_of(cfg)
-            digest, path, config = identity.digest, identity.record_path, identity.config
-        except Exception:  # noqa: BLE001 - a config that cannot even be identified keeps the plain digest
-            digest = config_digest(digest_view(config))
-            rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")
-            path = Path(str(cfg.paths.records_dir)) / record_filename(choices, rate_f, digest)
+        digest, path, config = failure_identity(cfg)
         record = RunRecord.start(
             digest=digest,
             name=path.stem,
@@ -53,6 +41,25 @@ def record_config_failure(cfg: DictConfig, overrides: list[str] | None, error: E
     except Exception as e:  # noqa: BLE001 - e.g. an unwritable records dir: the logged error must do
         log.warning("[record] could not record the config error (%s: %s)", type(e).__name__, e)
         return None
+
+
+def failure_identity(cfg: DictConfig) -> tuple[str, Path, dict]:
+    """(digest, record path, recorded config) of a refused run: the run's own identity (a user weight file's
+    hash included) so the sweep plan finds the record and the run, once its cause is fixed, replaces it; a
+    config that cannot even be identified keeps the digest of its plain config."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve is part of the error
+        config = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(config, dict)
+    try:
+        identity = identity_of(cfg)
+        return identity.digest, identity.record_path, identity.config
+    except Exception:  # noqa: BLE001 - the refusal itself is what the record reports
+        digest = config_digest(digest_view(config))
+        rate = OmegaConf.select(cfg, "sparsity.rate", default=None)
+        rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")
+        return digest, Path(str(cfg.paths.records_dir)) / record_filename(group_choices(cfg), rate_f, digest), config
 
 
 def _select(cfg: DictConfig, key: str):
