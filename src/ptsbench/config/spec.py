@@ -32,7 +32,7 @@ from ..reconstruction import ReconstructionConfig
 from ..schemas import build, check_value
 from ..sparsity.allocators import AllocatorConfig
 from ..sparsity.layers import PruneConfig
-from ..sparsity.mask_phase import PATTERNS, UnstructuredConfig, check_with
+from ..sparsity.mask_phase import PATTERNS, UnstructuredConfig, check_with, with_pattern_rate
 from ..tasks.base import EvalConfig, TaskConfig
 from . import preflight
 from .groups import GROUPS, RUN_GROUPS, digest_view, schema_for, split_node
@@ -115,6 +115,7 @@ def typed_groups(cfg: DictConfig) -> tuple[dict[str, dict], dict[str, Any], dict
     for group in GROUPS:
         _, own[group], foreign = split_node(group, cfg[group])
         not_applicable.update({f"{group}.{k}": v for k, v in foreign.items()})
+    own["sparsity"] = with_pattern_rate(own["sparsity"])  # N:M without a rate: the pattern's
     _check_required(own)
     for knob, kind in (("seed", int), ("device", str), ("skip_finished", bool)):
         check_value(knob, cfg.get(knob), kind, {})
