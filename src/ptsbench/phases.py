@@ -87,6 +87,8 @@ def start_record(spec: RunSpec, device: torch.device) -> RunRecord:
     )
     record.not_applicable = dict(ident.not_applicable)
     record.model["weights_sha256"] = ident.weights_sha256
+    if ident.data_sha256 is not None:
+        record.data = {"eval_sha256": ident.eval_data_sha256, "run_sha256": ident.data_sha256}
     return record
 
 
@@ -106,10 +108,13 @@ def build(spec: RunSpec, device: torch.device, record: RunRecord) -> RunState:
 
 def dense_metrics(spec: RunSpec, state: RunState) -> dict:
     """The dense model's metrics, cached under ``paths.cache_dir/dense``: the key follows the task,
-    model and dataset knobs and the weights' content, not the path that names them."""
+    model and dataset knobs, the weights' content and the evaluated files' content, not the paths that name
+    them."""
     config = spec.identity.config
     keyed: dict[str, Any] = {k: config[k] for k in ("task", "model", "dataset")}
     keyed["weights_sha256"] = spec.identity.weights_sha256
+    if spec.identity.eval_data_sha256 is not None:  # the files evaluated (embedded datasets: keys as before)
+        keyed["dataset_sha256"] = spec.identity.eval_data_sha256
     if spec.eval.max_samples is not None:  # a test-split prefix scores differently (absent: full-split keys)
         keyed["eval.max_samples"] = spec.eval.max_samples
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20]
