@@ -195,3 +195,48 @@ def test_out_of_memory_in_a_phase_is_a_failed_record_naming_the_knob_to_lower(
     message = rec["error"]["message"]
     assert rec["status"] == "failed" and rec["error"]["type"] == "OutOfMemory" and "\n" not in message
     assert f"lower {knob}" in message and rec["error"]["phase"] in message
+
+
+# --- a config failure is superseded once the same run (same digest) finishes ok
+def test_a_config_failure_is_superseded_by_a_later_ok_run_of_the_same_digest(make_cfg, tmp_path):
+    import shutil
+
+    from ptsbench.aggregate import aggregate, main
+    from ptsbench.config.failures import record_config_failure
+    from ptsbench.pipeline import run
+
+    refused = make_cfg(*TINY, "sparsity.rate=0.7", "device=cuda:7")  # the device is outside the digest
+    with pytest.raises(ConfigError) as err:
+        resolve(refused)
+    failed_path = record_config_failure(refused, ["device=cuda:7"], err.value)
+    failed = json.loads(failed_path.read_text())
+    assert failed["status"] == "failed" and failed["error"]["phase"] == "config"
+    records = tmp_path / "out" / "records"
+    (records / "from_another_machine").mkdir()
+    shutil.copy(failed_path, records / "from_another_machine" / failed_path.name)  # kept beside the later run
+    assert aggregate(records, None, echo=lambda s: None)["failed"] == 1  # before the fix: reported
+
+    ok = run(make_cfg(*TINY, "sparsity.rate=0.7", "device=cpu"))
+    assert ok["status"] == "ok" and ok["digest"] == failed["digest"]
+    summary = aggregate(records, None, echo=lambda s: None)
+    assert summary["failed"] == 0 and summary["ok"] == 1 and summary["gaps"] == 0
+    assert main([str(records), "--out", str(tmp_path / "tables"), "--no-plots", "--strict"]) == 0
+
+
+def test_a_run_whose_every_reconstruction_unit_diverged_is_left_out_of_the_methods_table(tmp_path):
+    from test_methods import _record
+
+    from ptsbench.records import write_json_atomic
+    from ptsbench.tables import load_runs, methods_table
+
+    recs = [_record("m_a", 0.7, 0.50), _record("m_a", 0.7, 0.90, recon="sparsegpt", seconds=3.0)]
+    diverged = _record("m_b", 0.7, 0.95, recon="sparsegpt", seconds=3.0)
+    diverged["reconstruction"] = {"units": [{"unit": f"u{i}", "diverged": True} for i in range(3)]}
+    partly = _record("m_c", 0.7, 0.80, recon="sparsegpt", seconds=3.0)
+    partly["reconstruction"] = {"units": [{"unit": "u0", "diverged": True}, {"unit": "u1", "diverged": False}]}
+    for r in [*recs, diverged, partly, _record("m_b", 0.7, 0.3), _record("m_c", 0.7, 0.4)]:
+        write_json_atomic(tmp_path / f"{r['name']}.json", r)
+    table = methods_table(load_runs(tmp_path))
+    assert "1 run(s) left out: every reconstruction unit diverged" in table.notes
+    # m_b's SparseGPT score (95) is no result: the row averages m_a and m_c (90, 80), m_b is a gap
+    assert table.values.loc[("CLS", "70", "SparseGPT"), "score"] == pytest.approx(85)
