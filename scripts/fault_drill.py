@@ -549,8 +549,8 @@ def imagefolder_val_changed(d: Drill, out: Path) -> Result:
     shutil.move(moved, root / "val" / "cat" / "moved.JPEG")
     p2 = d.cli(out / "run", *run, "skip_finished=false", tiny=False, cache=False)
     p3 = d.cli(out / "fresh", *run, "eval.dense_cache=false", tiny=False, cache=False)
-    dense = [(d.records(o) or [{}])[-1].get("dense", {}).get("top1") for o in (out / "run", out / "fresh")]
-    recs = sorted(d.records(out / "run"), key=lambda r: r["created"])
+    recs = sorted(d.records(out / "run"), key=lambda r: r["created"])  # the file names sort by digest, not time
+    dense = [(r or [{}])[-1].get("dense", {}).get("top1") for r in (recs, d.records(out / "fresh"))]
     digests = len({r["digest"] for r in recs})
     ok = not (p1.returncode or p2.returncode or p3.returncode) and len(recs) == 2 and dense[0] == dense[1]
     return Result(ok and digests == 2, f"dense top1 after the change {dense[0]} vs fresh {dense[1]}, digests {digests}")
