@@ -549,8 +549,8 @@ def imagefolder_val_changed(d: Drill, out: Path) -> Result:
     shutil.move(moved, root / "val" / "cat" / "moved.JPEG")
     p2 = d.cli(out / "run", *run, "skip_finished=false", tiny=False, cache=False)
     p3 = d.cli(out / "fresh", *run, "eval.dense_cache=false", tiny=False, cache=False)
-    dense = [(d.records(o) or [{}])[-1].get("dense", {}).get("top1") for o in (out / "run", out / "fresh")]
-    recs = sorted(d.records(out / "run"), key=lambda r: r["created"])
+    recs = sorted(d.records(out / "run"), key=lambda r: r["created"])  # the file names sort by digest, not time
+    dense = [(r or [{}])[-1].get("dense", {}).get("top1") for r in (recs, d.records(out / "fresh"))]
     digests = len({r["digest"] for r in recs})
     ok = not (p1.returncode or p2.returncode or p3.returncode) and len(recs) == 2 and dense[0] == dense[1]
     return Result(ok and digests == 2, f"dense top1 after the change {dense[0]} vs fresh {dense[1]}, digests {digests}")
@@ -579,6 +579,41 @@ def truncated_jpeg(d: Drill, out: Path) -> Result:
         names=(str(bad), "not a readable image"),
         tiny=False,
     )(d, out / "run")
+
+
+def failed_at_target(*args: str) -> Callable[[Drill, Path], Result]:
+    """A run whose masks miss the target rate: exit 1, one failed record (phase mask) whose reason names the
+    target, the achieved rate and the tolerance, and no ok record."""
+
+    def check(d: Drill, out: Path) -> Result:
+        p = d.cli(out, *args, "reconstruction=single", "reconstruction.iters=5")
+        recs = d.records(out)
+        error = (recs[0].get("error") or {}) if recs else {}
+        message = str(error.get("message", ""))
+        ok = (
+            p.returncode == 1
+            and [r["status"] for r in recs] == ["failed"]
+            and error.get("phase") == "mask"
+            and all(w in message for w in ("target", "achieved", "tolerance"))
+            and "reconstruct" not in recs[0]["timing"]
+        )
+        return Result(ok, f"rc={p.returncode} {[r['status'] for r in recs]} {message[:110]!r}")
+
+    return check
+
+
+def ok_with(
+    *args: str, want: Callable[[dict], bool], show: Callable[[dict], object]
+) -> Callable[[Drill, Path], Result]:
+    """A run that exits 0 with one ok record for which ``want`` holds (``show``: what the line prints)."""
+
+    def check(d: Drill, out: Path) -> Result:
+        p = d.cli(out, *args)
+        recs = d.records(out)
+        ok = p.returncode == 0 and [r["status"] for r in recs] == ["ok"] and want(recs[0])
+        return Result(ok, f"rc={p.returncode} {show(recs[0]) if recs else _last_line(p.stderr)!r}")
+
+    return check
 
 
 DET = ("task=det", "model=zoo_retinanet_digits", "dataset=digits_det", "calib.num_samples=4")
@@ -710,10 +745,77 @@ CASES = [
         ),
     ),
     Case(
+        "targets.erk-power-inf",
+        "allocator.power=inf refused naming the knob and (0, 10]",
+        refused("allocator=erk", "allocator.power=inf", names=("allocator.power=inf", "(0, 10]")),
+    ),
+    Case(
+        "targets.erk-power-1e300",
+        "allocator.power=1e300 refused naming the knob and (0, 10]",
+        refused("allocator=erk", "allocator.power=1e300", names=("allocator.power=1e+300", "(0, 10]")),
+    ),
+    Case(
+        "targets.keep-dense-everything",
+        "prune.keep_dense=[*] at 0.7: failed record (target, achieved, tolerance), no ok",
+        failed_at_target("prune.keep_dense=[*]", "sparsity.rate=0.7"),
+    ),
+    Case(
+        "targets.nm-misfit-layers-ok",
+        "2:4 with a misfit stem: ok at the documented rate",
+        ok_with(
+            "sparsity=nm",
+            want=lambda r: abs(r["sparsity"]["achieved"] - r["sparsity"]["after_masking"]["documented"]) < 1e-9,
+            show=lambda r: (r["sparsity"]["achieved"], r["masks"]["dense_layers"]),
+        ),
+    ),
+    Case(
+        "bounds.fcpts-temperature-inf",
+        "allocator.temperature=inf refused naming the knob and its range",
+        refused("allocator=fcpts_erk", "allocator.temperature=inf", names=("allocator.temperature=inf", "(0, 100]")),
+    ),
+    Case(
+        "bounds.reconstruction-lr-nan",
+        "reconstruction.lr=nan refused naming the knob and its range",
+        refused("reconstruction=block", "reconstruction.lr=nan", names=("reconstruction.lr=nan", "[0, 1e+06]")),
+    ),
+    Case(
+        "memory.reconstruction-batch-100000",
+        "batch 100000 on 32 calibration images: ok, effective batch 32 recorded",
+        ok_with(
+            "reconstruction=single",
+            "reconstruction.iters=5",
+            "reconstruction.batch_size=100000",
+            want=lambda r: (r["reconstruction"]["batch_size"], r["reconstruction"]["batch_size_asked"]) == (32, 100000),
+            show=lambda r: (r["reconstruction"]["batch_size"], r["memory"]["host_peak_mb"]),
+        ),
+    ),
+    Case(
+        "nm.one-of-three-printed-rate",
+        "sparsity=nm n=1 m=3 sparsity.rate=0.666667: ok",
+        ok_with(
+            "sparsity=nm",
+            "sparsity.n=1",
+            "sparsity.m=3",
+            "sparsity.rate=0.666667",
+            want=lambda r: r["sparsity"]["target"] == 0.666667,
+            show=lambda r: r["sparsity"]["target"],
+        ),
+    ),
+    Case(
+        "nm.one-of-three-derived-rate",
+        "sparsity=nm n=1 m=3 without a rate: ok at 0.666667",
+        ok_with(
+            "sparsity=nm",
+            "sparsity.n=1",
+            "sparsity.m=3",
+            want=lambda r: r["sparsity"]["target"] == 0.666667 and r["name"].endswith(r["digest"][:12]),
+            show=lambda r: r["sparsity"]["target"],
+        ),
+    ),
+    Case(
         "results.imagefolder-val-changed",
         "changed val/: new digest, dense score recomputed",
         imagefolder_val_changed,
-        pending_on="the lead's wiring of data.file_digest.dataset_digest into the dense-cache key and run digest",
     ),
     Case(
         "messages.models-unknown-family",

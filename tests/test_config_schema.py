@@ -35,11 +35,14 @@ def digest_of(cfg) -> str:
 
 # --- each unchecked knob fails in validation with knob, value and what is valid
 BAD_KNOBS = [
-    (("allocator=erk", "allocator.power=-1"), "allocator.power=-1 must be a number > 0"),
+    (("allocator=erk", "allocator.power=-1"), "allocator.power=-1 must be a number > 0; valid range (0, 10]"),
     (("allocator=erk", "allocator.power=abc"), "allocator.power='abc' must be a number"),
     (("sparsity.pattern=blocks",), "unknown sparsity.pattern 'blocks'; valid choices: nm, unstructured"),
     (("prune.fold_bn=abc",), "prune.fold_bn='abc' must be true or false"),
-    (("allocator=fcpts_erk", "allocator.lambda=-1"), "allocator.lambda=-1 must be a number >= 0"),
+    (
+        ("allocator=fcpts_erk", "allocator.lambda=-1"),
+        "allocator.lambda=-1 must be a number >= 0; valid range [0, 1e+06]",
+    ),
     (("seed=abc",), "seed='abc' must be an integer"),
     (("eval.batch_size=-1",), "eval.batch_size=-1 must be an integer >= 1"),
     (
@@ -51,10 +54,13 @@ BAD_KNOBS = [
         ("reconstruction=block", "reconstruction.input=noisy"),
         "reconstruction.input='noisy'; valid choices: sparse, dense",
     ),
-    (("reconstruction=block", "reconstruction.lr=-1"), "reconstruction.lr=-1 must be a number >= 0"),
+    (
+        ("reconstruction=block", "reconstruction.lr=-1"),
+        "reconstruction.lr=-1 must be a number >= 0; valid range [0, 1e+06]",
+    ),
     (
         ("allocator=fcpts_l2norm", "allocator.bandwidth=-2.0"),
-        "allocator.bandwidth=-2.0 must be silverman or a number > 0",
+        "allocator.bandwidth=-2.0 must be silverman or a number > 0; valid range (0, 1]",
     ),
     (
         ("task=gen", "model=zoo_ddpm_digits", "dataset=mnist5k_gen", "task.steps=0"),

@@ -7,8 +7,8 @@ the knob still enters the config digest, so that the records written before it w
 neutral keep their names (a re-run finds them and skips).
 
 The digest (:func:`config_digest`) is the SHA-256 of the resolved config without the knobs left out
-of it, plus the content hash of a user's weight file (a path alone does not tell a replaced file
-apart); a record is named by its group choices, rate and digest (:func:`record_filename`).
+of it, plus the content hash of a user's weight file and of a file-backed dataset's files (a path alone
+does not tell a replaced file apart); a record is named by its group choices, rate and digest (:func:`record_filename`).
 """
 
 from __future__ import annotations
@@ -70,12 +70,15 @@ def without_excluded(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_digest(cfg: dict[str, Any], weights_sha256: str | None = None) -> str:
+def config_digest(cfg: dict[str, Any], weights_sha256: str | None = None, dataset_sha256: str | None = None) -> str:
     """The run digest: SHA-256 of the config's JSON (sorted keys) without the excluded knobs, with the
-    content hash of a user weight file when there is one."""
+    content hash of a user weight file and of a file-backed dataset's files when there are (an embedded
+    dataset has none, so its runs keep their digests)."""
     view = without_excluded(cfg)
     if weights_sha256 is not None:
         view["weights_sha256"] = weights_sha256
+    if dataset_sha256 is not None:
+        view["dataset_sha256"] = dataset_sha256
     blob = json.dumps(view, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -38,7 +38,7 @@ from .records.env import env_record
 from .registry import Entry
 from .sparsity import mask_phase
 from .sparsity.allocators import ALLOCATORS, AllocContext
-from .sparsity.budget import rate_over_included
+from .sparsity.budget import check_kept_zeros, check_masked_rate, rate_over_included
 from .sparsity.criteria import ScoreContext
 from .sparsity.deployable import deployable_report
 from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
@@ -87,6 +87,8 @@ def start_record(spec: RunSpec, device: torch.device) -> RunRecord:
     )
     record.not_applicable = dict(ident.not_applicable)
     record.model["weights_sha256"] = ident.weights_sha256
+    if ident.data_sha256 is not None:
+        record.data = {"eval_sha256": ident.eval_data_sha256, "run_sha256": ident.data_sha256}
     return record
 
 
@@ -106,10 +108,13 @@ def build(spec: RunSpec, device: torch.device, record: RunRecord) -> RunState:
 
 def dense_metrics(spec: RunSpec, state: RunState) -> dict:
     """The dense model's metrics, cached under ``paths.cache_dir/dense``: the key follows the task,
-    model and dataset knobs and the weights' content, not the path that names them."""
+    model and dataset knobs, the weights' content and the evaluated files' content, not the paths that name
+    them."""
     config = spec.identity.config
     keyed: dict[str, Any] = {k: config[k] for k in ("task", "model", "dataset")}
     keyed["weights_sha256"] = spec.identity.weights_sha256
+    if spec.identity.eval_data_sha256 is not None:  # the files evaluated (embedded datasets: keys as before)
+        keyed["dataset_sha256"] = spec.identity.eval_data_sha256
     if spec.eval.max_samples is not None:  # a test-split prefix scores differently (absent: full-split keys)
         keyed["eval.max_samples"] = spec.eval.max_samples
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -184,6 +189,14 @@ def mask(spec: RunSpec, state: RunState, rates: dict[str, float], record: RunRec
     state.masks, selection = mask_phase.select_masks(spec.sparsity, state.modules, state.rates, context)
     record.masks.update(selection)
     apply_masks(state.modules, state.masks)
+    # before any reconstruction: a run that prunes another rate than asked is never reported ok
+    record.sparsity["after_masking"] = check_masked_rate(
+        spec.rate,
+        {n: m.weight.numel() for n, m in state.all_modules.items()},
+        state.masks,
+        spec.sparsity.nm if isinstance(spec.sparsity, mask_phase.NMConfig) else None,
+        spec.allocator.name,
+    )
     entry = RECONSTRUCTORS.entry(spec.reconstruction.name)
     state.selector = entry if entry.trait("selects_masks", False) else None
 
@@ -208,6 +221,7 @@ def reconstruct_and_measure(spec: RunSpec, state: RunState, record: RunRecord) -
     if state.selector is None:
         record.reconstruction = reconstruct(spec, state, RECONSTRUCTORS.entry(spec.reconstruction.name))
     achieved = measure_sparsity(state.all_modules)
+    check_kept_zeros(achieved["zeros"], achieved["total"], record.sparsity["after_masking"])
     record.sparsity.update(
         {
             "achieved": achieved["global"],
@@ -260,3 +274,47 @@ def latency(spec: RunSpec, state: RunState, record: RunRecord) -> dict:
         repeats=spec.eval.latency_repeats,
         cache_path=spec.paths.cache_dir / "latency_backends.json",
     )
+
+
+class OutOfMemory(MemoryError):
+    """A phase ran out of host or device memory; the message names the knobs that shrink it."""
+
+
+# phase -> the knobs whose lower values shrink its memory, first the one to lower first (a knob the run's
+# option does not have is skipped)
+MEMORY_KNOBS = {
+    "build": ("calib.num_samples",),
+    "dense_eval": ("eval.batch_size", "task.sample_batch"),
+    "sparse_eval": ("eval.batch_size", "task.sample_batch"),
+    "allocate": ("allocator.batch_size", "calib.num_samples"),
+    "mask": ("calib.num_samples",),
+    "select_update": ("reconstruction.chunk_size", "calib.num_samples"),
+    "reconstruct": ("reconstruction.batch_size", "reconstruction.chunk_size", "calib.num_samples"),
+    "deploy": ("calib.num_samples",),
+    "latency": ("eval.latency_batch_size",),
+}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch's (CUDA) out-of-memory error, Python's MemoryError, or a CPU allocation torch could not make."""
+    text = str(error)
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def out_of_memory(error: BaseException, spec: RunSpec, phase: str | None) -> OutOfMemory | None:
+    """The failed record's reason when ``error`` is an out-of-memory error: the phase, the first line of what
+    torch said, and the knobs to lower with their values in this run; None for any other error."""
+    if not is_out_of_memory(error):
+        return None
+    values = []
+    for knob in MEMORY_KNOBS.get(phase or "", ()):
+        group, _, name = knob.partition(".")
+        config = getattr(spec, group)
+        value = config.as_dict().get(name) if hasattr(config, "as_dict") else None
+        if value is not None:
+            values.append(f"{knob} (now {value})")
+    said = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    lower = f"lower {' or '.join(values)}" if values else "run it on a machine with more memory"
+    return OutOfMemory(f"out of memory in phase {phase} ({type(error).__name__}: {said}); {lower}")

@@ -73,7 +73,10 @@ def execute(spec: RunSpec) -> dict:
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - recorded, then re-raised
-        record.fail(e, timer.current)
+        memory = phases.out_of_memory(e, spec, timer.current)  # the record names the knob to lower
+        record.fail(memory or e, timer.current)
+        if memory is not None:
+            raise memory from e
         raise
     finally:
         if record.status == "ok" or record.error is not None:

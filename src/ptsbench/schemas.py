@@ -13,6 +13,7 @@ point receives. Nothing else reads a raw config or repeats a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -157,22 +158,40 @@ def check_value(path: str, value, tp, meta: dict) -> None:
             hint = f" (a single entry is written {path}=[{value}])"
         raise ConfigError(f"{path}={_show(value)} must be {_describe(tp)}{hint}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for key, ok, word in (
-            ("ge", lambda v, b: v >= b, ">="),
-            ("gt", lambda v, b: v > b, ">"),
-            ("le", lambda v, b: v <= b, "<="),
-            ("lt", lambda v, b: v < b, "<"),
-        ):
-            bound = meta.get(key)
-            if bound is not None and not ok(value, bound):
-                kind = "an integer" if tp is int else "a number"
-                words = [
-                    str(a)
-                    for arg in typing.get_args(tp)
-                    if typing.get_origin(arg) is Literal
-                    for a in typing.get_args(arg)
-                ]  # e.g. bandwidth: silverman or a number > 0
-                raise ConfigError(f"{path}={_show(value)} must be {' or '.join([*words, kind])} {word} {bound}")
+        _check_range(path, value, tp, meta)
+
+
+BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+BOUND_TESTS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b, "<": lambda v, b: v < b}
+
+
+def _range_text(meta: dict) -> str:
+    """The knob's interval, e.g. ``(0, 10]``; "" without two bounds (the one bound is named on its own)."""
+    low = ("[", meta["ge"]) if meta.get("ge") is not None else ("(", meta.get("gt"))
+    high = ("]", meta["le"]) if meta.get("le") is not None else (")", meta.get("lt"))
+    if low[1] is None or high[1] is None:
+        return ""
+    return f"{low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+
+
+def _check_range(path: str, value: float, tp, meta: dict) -> None:
+    """A number knob: finite (inf and nan pass no range check honestly), then within its bounds; the error
+    names the knob, the value and the bound it broke (with the whole interval when there are two)."""
+    words = [
+        str(a) for arg in typing.get_args(tp) if typing.get_origin(arg) is Literal for a in typing.get_args(arg)
+    ]  # e.g. bandwidth: silverman or a number > 0
+    kind = " or ".join([*words, "an integer" if tp is int else "a number"])
+    interval = _range_text(meta)
+    broken = [(word, meta[key]) for key, word in BOUND_WORDS.items() if meta.get(key) is not None]
+    if not math.isfinite(value):
+        where = f" in {interval}" if interval else "".join(f" {w} {b}" for w, b in broken)
+        raise ConfigError(f"{path}={_show(value)} must be {kind.replace('a number', 'a finite number')}{where}")
+    for word, bound in broken:
+        if not BOUND_TESTS[word](value, bound):
+            raise ConfigError(
+                f"{path}={_show(value)} must be {kind} {word} {bound}"
+                + (f"; valid range {interval}" if interval else "")
+            )
 
 
 def check_params(path: str, cls: type[Schema], params: Mapping[str, Any]) -> dict[str, Any]:

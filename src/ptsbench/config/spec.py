@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.base import DATASETS, CalibConfig, DatasetConfig
+from ..data.file_digest import dataset_digest
 from ..errors import ConfigError
 from ..export.run_model import SaveConfig
 from ..identity import config_digest, record_filename
@@ -32,7 +33,7 @@ from ..reconstruction import ReconstructionConfig
 from ..schemas import build, check_value
 from ..sparsity.allocators import AllocatorConfig
 from ..sparsity.layers import PruneConfig
-from ..sparsity.mask_phase import PATTERNS, UnstructuredConfig, check_with
+from ..sparsity.mask_phase import PATTERNS, UnstructuredConfig, check_with, with_pattern_rate
 from ..tasks.base import EvalConfig, TaskConfig
 from . import preflight
 from .groups import GROUPS, RUN_GROUPS, digest_view, schema_for, split_node
@@ -66,6 +67,10 @@ class RunIdentity:
     record_path: Path
     weights_sha256: str | None
     not_applicable: dict[str, Any] = field(default_factory=dict)
+    # content digests of a file-backed dataset (None for the embedded ones, which the config names):
+    # the evaluated split (the dense-cache key) and everything the run reads (the run digest)
+    eval_data_sha256: str | None = None
+    data_sha256: str | None = None
 
     @property
     def name(self) -> str:
@@ -115,6 +120,7 @@ def typed_groups(cfg: DictConfig) -> tuple[dict[str, dict], dict[str, Any], dict
     for group in GROUPS:
         _, own[group], foreign = split_node(group, cfg[group])
         not_applicable.update({f"{group}.{k}": v for k, v in foreign.items()})
+    own["sparsity"] = with_pattern_rate(own["sparsity"])  # N:M without a rate: the pattern's
     _check_required(own)
     for knob, kind in (("seed", int), ("device", str), ("skip_finished", bool)):
         check_value(knob, cfg.get(knob), kind, {})
@@ -133,7 +139,7 @@ def resolve(cfg: DictConfig, overrides: list[str] | None = None) -> RunSpec:
         seed=int(cfg.seed),
         device=str(cfg.device),
         skip_finished=bool(cfg.skip_finished),
-        identity=_identity(cfg, own, typed, paths, not_applicable),
+        identity=_identity(cfg, own, typed, paths, not_applicable, data_checked=True),
         overrides=tuple(overrides or ()),
     )
 
@@ -145,9 +151,33 @@ def identity_of(cfg: DictConfig) -> RunIdentity:
     return _identity(cfg, own, typed, _paths(cfg), not_applicable)
 
 
-def _identity(cfg: DictConfig, own: dict, typed: dict, paths: Paths, not_applicable: dict) -> RunIdentity:
+def _identity(
+    cfg: DictConfig, own: dict, typed: dict, paths: Paths, not_applicable: dict, data_checked: bool = False
+) -> RunIdentity:
     config = {**OmegaConf.to_container(cfg, resolve=True), **own}  # type: ignore[dict-item]
-    return identify(config, group_choices(cfg), typed["model"], typed["dataset"], paths, not_applicable)
+    data = data_identity(typed["dataset"], typed["calib"], paths.cache_dir, data_checked)
+    return identify(config, group_choices(cfg), typed["model"], typed["dataset"], paths, not_applicable, data)
+
+
+def data_identity(
+    dataset: DatasetConfig, calib: CalibConfig, cache_dir: Path | None, checked: bool
+) -> tuple[str | None, str | None]:
+    """(digest of the evaluated split's files, of every file the run reads) of a dataset read from
+    ``dataset.root``; (None, None) for an embedded one, whose digests stay as they were. ``checked``: the
+    dataset passed its checks, so a listing error is the run's; else (a sweep's plan, a config failure's
+    record) data that cannot be listed yet leaves the digest without it."""
+    knobs = {k: v for k, v in dataset.as_dict().items() if v is not None}
+    if knobs.get("root") in (None, "", "???"):
+        return None, None
+    try:
+        return (
+            dataset_digest(knobs, cache_dir=cache_dir),
+            dataset_digest(knobs, (calib.num_samples, calib.seed), cache_dir),
+        )
+    except (OSError, ValueError, KeyError):  # ConfigError is a ValueError
+        if checked:
+            raise
+        return None, None
 
 
 def _paths(cfg: DictConfig) -> Paths:
@@ -222,13 +252,15 @@ def identify(
     dataset: DatasetConfig,
     paths: Paths,
     not_applicable: dict[str, Any] | None = None,
+    data: tuple[str | None, str | None] = (None, None),
 ) -> RunIdentity:
-    """The run's identity from its resolved ``config`` (each group's own knobs)."""
+    """The run's identity from its resolved ``config`` (each group's own knobs) and ``data``, the content
+    digests of a file-backed dataset (:func:`data_identity`)."""
     sha, user_weights = weights_identity(model, dataset.name, paths.cache_dir)
-    digest = config_digest(digest_view(config), sha if user_weights else None)
+    digest = config_digest(digest_view(config), sha if user_weights else None, data[1])
     rate = float(config["sparsity"]["rate"])
     path = paths.records_dir / record_filename(choices, rate, digest)
-    return RunIdentity(config, choices, digest, path, sha, dict(not_applicable or {}))
+    return RunIdentity(config, choices, digest, path, sha, dict(not_applicable or {}), *data)
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:

@@ -49,9 +49,9 @@ class UnitwiseConfig(ReconstructionConfig):
     iters: int = knob(20000, ge=0)  # optimisation steps per unit (paper: 20,000)
     batch_size: int = knob(64, ge=1)
     optimizer: str = knob("sgd", choices=tuple(PRESETS))  # sgd (paper: momentum 0.9, lr 1e-4) | adam (public code)
-    lr: float | None = knob(None, ge=0)  # weight learning rate; null = the optimizer preset's
-    lr_bias: float | None = knob(None, ge=0)  # bias learning rate; null = the preset's
-    momentum: float | None = knob(None, ge=0)  # SGD momentum; null = the preset's (0.9)
+    lr: float | None = knob(None, ge=0, le=1e6)  # weight learning rate; null = the optimizer preset's
+    lr_bias: float | None = knob(None, ge=0, le=1e6)  # bias learning rate; null = the preset's
+    momentum: float | None = knob(None, ge=0, lt=1)  # SGD momentum; null = the preset's (0.9)
     offload: bool | str = knob("auto", choices=AUTO_BOOL)  # cached unit inputs/targets on the host
     amp: bool | str = knob("auto", choices=AUTO_BOOL)  # bf16 autocast of the unit forward (auto: on CUDA)
     cuda_graphs: bool | str = knob("auto", choices=AUTO_BOOL)  # the whole training step as a CUDA graph
@@ -65,7 +65,9 @@ def _auto(value, default: bool) -> bool:
     return default if value == "auto" else bool(value)
 
 
-def settings_from(config: UnitwiseConfig, device: torch.device) -> TrainSettings:
+def settings_from(config: UnitwiseConfig, device: torch.device, num_calib: int | None = None) -> TrainSettings:
+    """The training settings; the batch is at most the ``num_calib`` cached samples (a larger one only
+    repeats them, and its up-front indices grow with iters x batch: 20,000 x 100,000 is 16 GB)."""
     preset = PRESETS[config.optimizer]
     on_cuda = device.type == "cuda"
 
@@ -75,7 +77,7 @@ def settings_from(config: UnitwiseConfig, device: torch.device) -> TrainSettings
 
     return TrainSettings(
         iters=config.iters,
-        batch_size=config.batch_size,
+        batch_size=min(config.batch_size, num_calib) if num_calib else config.batch_size,
         optimizer=config.optimizer,
         lr=pick("lr"),
         lr_bias=pick("lr_bias"),
@@ -108,7 +110,7 @@ def reconstruct(
     adapter = adapter or GenericAdapter()
     units = adapter.units(model, config.name)
     forward = task.forward_for_calibration if task is not None else (lambda m, x: m(x))
-    settings = settings_from(config, device)
+    settings = settings_from(config, device, len(calib_inputs))
     report = _report_head(config, settings, adapter, units)
     uncovered = sorted(set(masks) - {layer for u in units for layer in u.layers})
     report["unreconstructed_layers"] = uncovered
@@ -139,7 +141,8 @@ def _report_head(config: UnitwiseConfig, settings: TrainSettings, adapter, units
         "input": config.input,
         "error_correction": config.error_correction,
         "iters": settings.iters,
-        "batch_size": settings.batch_size,
+        "batch_size": settings.batch_size,  # the effective one: at most the calibration set
+        **({"batch_size_asked": config.batch_size} if config.batch_size != settings.batch_size else {}),
         "optimizer": settings.optimizer,
         "lr": settings.lr,
         "lr_bias": settings.lr_bias,

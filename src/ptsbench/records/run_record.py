@@ -20,6 +20,7 @@ from .schema import SCHEMA_VERSION
 log = logging.getLogger("ptsbench")
 SECTIONS = (
     "not_applicable",
+    "data",
     "dense",
     "folded_bn",
     "allocation",
@@ -57,6 +58,7 @@ class RunRecord:
     memory: dict[str, float] = field(default_factory=dict)
     # filled by the phases (a section left None is not written)
     not_applicable: dict[str, Any] | None = None
+    data: dict[str, str | None] | None = None  # a file-backed dataset's content digests (eval split, all read)
     dense: dict[str, Any] | None = None
     folded_bn: int | None = None
     allocation: dict[str, Any] | None = None

@@ -9,8 +9,9 @@
   sparsity/selection.py), i.e. every fitting layer is at exactly 1 - N/M; a layer whose input channels
   per group are not a multiple of M stays dense and is listed in the record. The pattern
   fixes every layer's rate, so only the ``uniform`` allocator is accepted: the others exist to choose
-  free per-layer rates, which N:M does not have. ``sparsity.rate`` must be 1 - N/M (the rate of every
-  fitting layer; the achieved global rate, lower when layers stay dense, is measured and recorded).
+  free per-layer rates, which N:M does not have. ``sparsity.rate`` must be 1 - N/M up to its 6-digit
+  rounding (the rate of every fitting layer; left out, it is derived: :func:`with_pattern_rate`); the achieved
+  global rate, lower when layers stay dense, is measured and recorded.
 A reconstruction registered with ``selects_masks`` (SparseGPT) then re-selects these masks itself
 while it updates the weights; that step is timed as its own phase by the pipeline.
 """
@@ -63,6 +64,7 @@ class UnstructuredConfig(Schema):
 class NMConfig(UnstructuredConfig):
     """conf/sparsity/nm.yaml: at most n non-zeros in every m consecutive weights (2:4 by default)."""
 
+    rate: float = knob()  # unset: 1 - n/m (``with_pattern_rate``); set, it must be that rate up to rounding
     n: int = knob(2, ge=1)
     m: int = knob(4, ge=2)
     # the groups of M: input channels at one kernel position (what sparse tensor cores accept). Records of
@@ -70,30 +72,51 @@ class NMConfig(UnstructuredConfig):
     # re-run computes the deployable masks instead of skipping as finished
     layout: str = knob("channels", choices=("channels",))
 
+    def __post_init__(self) -> None:
+        if self.rate is None:  # built from knobs without a rate (``typed``): the pattern's own
+            object.__setattr__(self, "rate", with_pattern_rate({"pattern": "nm", "n": self.n, "m": self.m}).get("rate"))
+
     def check(self, path: str) -> None:
+        if not 0 < self.n < self.m:
+            raise ConfigError(f"{path}.n={self.n!r}, {path}.m={self.m!r}: need integers 0 < n < m (e.g. n=2 m=4)")
         super().check(path)
         if self.refine != "none":
             raise ConfigError(
                 f"{path}.refine={self.refine} with sparsity=nm: DSnoT refines unstructured masks; valid choices "
                 f"with nm: none"
             )
-        if not 0 < self.n < self.m:
-            raise ConfigError(f"{path}.n={self.n!r}, {path}.m={self.m!r}: need integers 0 < n < m (e.g. n=2 m=4)")
         if self.group != "layer":
             raise ConfigError(
                 f"{path}.group={self.group} with sparsity=nm: every M weights are their own group; "
                 f"valid choices with nm: layer"
             )
         if abs(float(self.rate) - (1 - self.n / self.m)) > NM_RATE_TOLERANCE:
-            rate = float(1 - Fraction(self.n, self.m))
+            rate = nm_rate(self.n, self.m)
             raise ConfigError(
                 f"{path}.rate={self.rate} with sparsity=nm n={self.n} m={self.m}: the pattern prunes "
-                f"exactly {rate:g} of every fitting layer; pass {path}.rate={rate:g} or use sparsity=unstructured"
+                f"exactly {rate:g} of every fitting layer; pass {path}.rate={rate:g} (or leave it out) or use "
+                f"sparsity=unstructured"
             )
 
     @property
     def nm(self) -> tuple[int, int]:
         return self.n, self.m
+
+
+def nm_rate(n: int, m: int) -> float:
+    """1 - n/m to 6 digits, as the hint prints it: a derived rate and a typed one share one digest (2:4 -> 0.5)."""
+    return round(float(1 - Fraction(n, m)), 6)
+
+
+def with_pattern_rate(knobs: dict) -> dict:
+    """The sparsity knobs as set, with ``rate`` derived where the pattern fixes it and it was left out
+    (``sparsity=nm sparsity.n=1 sparsity.m=3``: 0.666667); invalid n or m are left to the schema's checks."""
+    if knobs.get("pattern") != "nm" or "rate" in knobs:
+        return knobs
+    n, m = knobs.get("n", NMConfig.n), knobs.get("m", NMConfig.m)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, m)) or not 0 < n < m:
+        return knobs
+    return {**knobs, "rate": nm_rate(n, m)}
 
 
 PATTERNS.register("unstructured", config=UnstructuredConfig)("unstructured")

@@ -42,10 +42,10 @@ class GenerationConfig(TaskConfig):
     metric: str = knob(choices=METRICS)
     num_samples: int = knob(1000, ge=2)  # generated images per evaluation
     steps: int = knob(50, ge=1)  # DDIM steps (also the steps calibration inputs are captured over)
-    eta: float = knob(0.0, ge=0)  # DDIM eta (0: deterministic given the noise)
+    eta: float = knob(0.0, ge=0, le=1)  # DDIM eta (0: deterministic given the noise)
     seed: int = knob(0)  # noise seed; the dense and the sparse model see the same noise
     sample_batch: int = knob(50, ge=1)  # images per sampling batch
-    guidance_scale: float = knob(1.0)  # classifier-free guidance (conditional models; 1.0 = off)
+    guidance_scale: float = knob(1.0, ge=0, le=100)  # classifier-free guidance (conditional models; 1.0 = off)
     prompt: str | None = knob(None)  # text prompt of conditional models; null: the dataset's
     inception_weights: str | None = knob(None)  # local pt_inception-2015-12-05-6726825d.pth (metric fid)
 

@@ -151,7 +151,8 @@ def learn(p, rank: torch.Tensor, flat: FlatLayers, rate: float, context) -> dict
     dual_step = float(p.lambda_lr) / (float(p.lr) * float((share**2).sum()))  # gap -> lambda, in lr steps
     with frozen(context.model):
         calib = context.calib_inputs.to(device)
-        idx = batch_indices(len(calib), iters, min(p.batch_size, len(calib)), context.seed, device)
+        batch = min(p.batch_size, len(calib))  # a batch beyond the calibration set would repeat samples
+        idx = batch_indices(len(calib), iters, batch, context.seed, device)
         objective = build_objective(p.loss, context, calib, idx)
         try:
             weight = flat.weight.clone().requires_grad_() if p.train_weights else flat.weight
@@ -187,6 +188,7 @@ def learn(p, rank: torch.Tensor, flat: FlatLayers, rate: float, context) -> dict
         "task": task.tolist() if objective.active else [],
         "dual_step": dual_step,
         "loss": objective.loss,
+        "batch_size": batch,
     }
 
 

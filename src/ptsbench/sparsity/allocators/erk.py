@@ -16,7 +16,7 @@ from .base import ALLOCATORS, Allocator, AllocatorConfig
 
 @dataclass(frozen=True)
 class ERKConfig(AllocatorConfig):
-    power: float = knob(1.0, gt=0)  # r_l = (sum of dims / product of dims) ** power; <= 0 inverts the ranking
+    power: float = knob(1.0, gt=0, le=10)  # r_l = (sum of dims / product of dims) ** power; <= 0 inverts the ranking
 
 
 def erk_densities(shapes: dict[str, tuple[int, ...]], rate: float, power: float = 1.0) -> dict[str, float]:

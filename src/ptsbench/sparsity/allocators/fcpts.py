@@ -57,19 +57,19 @@ class FCPTSConfig(AllocatorConfig):
     init: str = knob("erk")  # starting allocation the thresholds reproduce exactly: erk | l2norm
     iters: int = knob(1600, ge=0)  # SGD steps on the calibration set
     batch_size: int = knob(64, ge=1)
-    lr: float = knob(0.01, gt=0)  # cosine-decayed to 0 over iters
-    momentum: float = knob(0.9, ge=0)
+    lr: float = knob(0.01, gt=0, le=10)  # cosine-decayed to 0 over iters
+    momentum: float = knob(0.9, ge=0, lt=1)
     # initial value of the dual variable of S(t) = S* (docs/methods.md#decisions)
-    lambda_: float = knob(1.0, ge=0, key="lambda")
-    lambda_lr: float = knob(0.1, ge=0)  # dual ascent: lambda += lambda_lr / (lr sum_l (N_l/N)^2) * (S* - S(t))
-    penalty: float = knob(1.0, ge=0)  # augmented-Lagrangian step: fraction of the gap |S(t) - S*| closed per step
+    lambda_: float = knob(1.0, ge=0, le=1e6, key="lambda")
+    lambda_lr: float = knob(0.1, ge=0, le=1e3)  # dual ascent: lambda += lambda_lr / (lr sum_l (N_l/N)^2) * (S* - S(t))
+    penalty: float = knob(1.0, ge=0, le=1)  # augmented-Lagrangian step: fraction of the gap |S(t) - S*| closed per step
     warmup: float = knob(0.25, ge=0, lt=1)  # fraction of iters before S(t) is held to S*
-    temperature: float = knob(4.0, gt=0)  # KL temperature (loss scaled by T^2)
+    temperature: float = knob(4.0, gt=0, le=100)  # KL temperature (loss scaled by T^2)
     loss: str = knob("kl", choices=LOSSES)  # kl | mse (of the adapter's block outputs; also non-logit outputs) | none
     train_weights: bool = knob(False)  # true: also train a copy of the weights (weight_lr); masks stay on the originals
-    weight_lr: float = knob(1e-4, gt=0)
+    weight_lr: float = knob(1e-4, gt=0, le=10)
     kde: str = knob("gaussian", choices=("gaussian", "histogram"))  # density of the weights at +-t for ds/dt
-    bandwidth: Literal["silverman"] | float = knob("silverman", gt=0)  # or a float, in units of max |w|
+    bandwidth: Literal["silverman"] | float = knob("silverman", gt=0, le=1)  # or a float, in units of max |w|
     bins: int = knob(100, ge=1)  # histogram bins over [0, 1] (kde: histogram)
     trace_points: int = knob(100, ge=1)  # loss-trace points kept in the run record
 
@@ -159,6 +159,7 @@ class FCPTSAllocator(Allocator):
                 "layer_order": names,
                 "init_rates": init_rates,
                 "iters": p.iters,
+                "batch_size": traces["batch_size"],  # the effective one: at most the calibration set
                 "task_loss": traces["loss"] if p.iters else None,
                 "learn_time_s": round(learn_s, 3),
                 "learned_rates": {n: k / m for n, k, m in zip(names, learned, flat.numels)},

@@ -30,7 +30,7 @@ from .exact_counts import exact_rates
 
 @dataclass(frozen=True)
 class OWLConfig(AllocatorConfig):
-    m: float = knob(5.0, gt=0)  # an outlier scores above m x the layer's mean score (reference: 5)
+    m: float = knob(5.0, gt=0, le=1000)  # an outlier scores above m x the layer's mean score (reference: 5)
     lam: float = knob(0.08, ge=0, lt=1)  # layer rates span [S - lam, S + lam] before the shift (reference: 0.08)
 
 
