@@ -27,6 +27,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .file_names import expand_path
+
 OUTCOME_ENV = "PTSBENCH_SWEEP_OUTCOME"
 
 
@@ -118,7 +120,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.t0 = time.time()
-        self.records_dir = Path(str(config.paths.records_dir))
+        self.records_dir = expand_path(config.paths.records_dir)
         self.finished_before = {
             d for d, recs in scan_records(self.records_dir).items() if any(r["status"] == "ok" for r in recs)
         }
@@ -184,7 +186,7 @@ class SweepReport(Callback):
             lines.append(f"  ... and {len(failed) - self.max_listed} more failed runs")
         if logs_line:
             lines.append(logs_line)
-        out = f"{config.paths.output_dir}/tables"
+        out = expand_path(config.paths.output_dir) / "tables"
         if "aggregate_tables" in (OmegaConf.select(config, "hydra.callbacks") or {}):
             lines.append(f"  tables: {out} (rebuilt by hydra/callbacks=aggregate)")
         else:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..file_names import expand_path
 from ..identity import config_digest, record_filename
 from ..records import RunRecord, write_record
 from .groups import digest_view
@@ -33,7 +34,7 @@ def record_config_failure(cfg: DictConfig, overrides: list[str] | None, error: E
         except Exception:  # noqa: BLE001 - a config that cannot even be identified keeps the plain digest
             digest = config_digest(digest_view(config))
             rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")
-            path = Path(str(cfg.paths.records_dir)) / record_filename(choices, rate_f, digest)
+            path = expand_path(cfg.paths.records_dir) / record_filename(choices, rate_f, digest)
         record = RunRecord.start(
             digest=digest,
             name=path.stem,
