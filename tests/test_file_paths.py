@@ -55,7 +55,7 @@ def test_run_dir_and_sweep_subdir_of_a_path_value_stay_in_the_output_folder(tmp_
 
 def test_a_long_sweep_value_and_many_knobs_give_a_bounded_folder_name(tmp_path):
     many = [f"reconstruction.{k}={v}" for k, v in (("iters", 1), ("lr", 0.001), ("batch_size", 4))]
-    many += [f"calib.num_samples={2 ** 5}", "dataset.num_test=100", f"prune.exclude=[{','.join(['x' * 30] * 20)}]"]
+    many += [f"calib.num_samples={2**5}", "dataset.num_test=100", f"prune.exclude=[{','.join(['x' * 30] * 20)}]"]
     run_dir, _, subdir = hydra_dirs(f"paths.output_dir={tmp_path}", *many)
     assert len(run_dir.name.encode()) <= MAX_NAME and len(subdir.encode()) <= MAX_NAME
     run_dir.mkdir(parents=True)  # no "File name too long"
@@ -121,5 +121,8 @@ def test_a_joblib_worker_resolves_the_safe_sweep_subdir(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     subdirs = sorted(p.name for p in (out / "multirun").iterdir() if p.is_dir())
-    assert [d.split(",model.")[-1] for d in subdirs] == ["weights=none,sparsity.rate=0.5", "weights=zoo,sparsity.rate=0.5"]
+    assert [d.split(",model.")[-1] for d in subdirs] == [
+        "weights=none,sparsity.rate=0.5",
+        "weights=zoo,sparsity.rate=0.5",
+    ]
     assert len([json.loads(p.read_text()) for p in (out / "records").glob("*.json")]) == 2
