@@ -608,13 +608,15 @@ def test_a_full_disk_mid_write_leaves_the_previous_tables_whole(records_dir, tmp
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def full(path, *args, **kwargs):  # the page is written last: a part set exists by then
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "report.html"))
 
     monkeypatch.setattr(agg, "report_html", full)
     capsys.readouterr()
     assert main([str(records_dir), "--out", str(out), "--no-plots"]) == 2
-    err = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("error:")]
-    assert len(err) == 1 and "No space left on device" in err[0] and str(out) in err[0]
+    printed = capsys.readouterr().out.splitlines()
+    err = [ln for ln in printed if ln.startswith("error:")]
+    assert len(err) == 1 and printed[-1] == err[0]  # the whole message on its one, last line
+    assert "No space left on device" in err[0] and str(out / "report.html") in err[0]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["records", "tables"]  # no temporary folder left
     out.rename(tmp_path / "kept")

@@ -162,7 +162,7 @@ def _replace_whole(out: Path, write) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():
             old.rename(out)
-        why = f"{e.strerror or type(e).__name__}: {e.filename or out}"
+        why = f"{e.strerror or type(e).__name__}: {str(e.filename or out).splitlines()[0]}"
         raise TablesNotWritten(f"--out {out}: the tables could not be written ({why}); nothing was changed") from None
     shutil.rmtree(old, ignore_errors=True)
     moved = {
