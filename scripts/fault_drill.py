@@ -619,6 +619,146 @@ def ok_with(
 DET = ("task=det", "model=zoo_retinanet_digits", "dataset=digits_det", "calib.num_samples=4")
 
 
+# ---- paths from config values, the record target, claims, one-line CLI refusals --------------------------
+
+
+def _py(out: Path, code: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -c code args...`` in the repo (a fault injected into the CLI's own process)."""
+    cmd = [sys.executable, "-c", code, *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env or _env())
+
+
+def _files_outside(roots: list[Path], before: set[Path], under: Path) -> list[Path]:
+    after = {p for r in roots for p in r.rglob("*")}
+    return sorted(p for p in after - before if not p.resolve().is_relative_to(under.resolve()))
+
+
+def weights_outside(d: Drill, out: Path) -> Result:
+    """model.weights reached through ``..``: Hydra's run folder stays under the output folder."""
+    ckpt = out / "home" / "me" / "ckpt"
+    ckpt.mkdir(parents=True)
+    shutil.copy(ROOT / "src/ptsbench/zoo_checkpoints/cifar_resnet20__mnist5k.pt", ckpt / "good.pt")
+    rel = os.path.relpath(ckpt / "good.pt", ROOT)
+    runs = out / "o"
+    p = d.cli(runs, f"model.weights={rel}", "sparsity.rate=0.5")
+    beside = sorted(x.name for x in ckpt.iterdir())
+    dirs = [x.name for x in (runs / "runs").iterdir()] if (runs / "runs").is_dir() else []
+    ok = p.returncode == 0 and beside == ["good.pt"] and len(dirs) == 1 and "/" not in dirs[0] and ".." not in dirs[0]
+    return Result(ok, f"rc={p.returncode} beside checkpoint={beside} run dir={dirs[:1]}")
+
+
+def long_sweep_value(d: Drill, out: Path) -> Result:
+    """A sweep value of 300+ characters: every job runs, its folder name bounded (a hash ends it)."""
+    deep = out / ("w" * 100) / ("x" * 100) / ("y" * 100)
+    deep.mkdir(parents=True)
+    shutil.copy(ROOT / "src/ptsbench/zoo_checkpoints/cifar_resnet20__mnist5k.pt", deep / "good.pt")
+    p = d.cli(out, f"model.weights={deep / 'good.pt'}", "sparsity.rate=0.5,0.6", multirun=True)
+    subdirs = [x.name for x in (out / "multirun").iterdir() if x.is_dir()] if (out / "multirun").is_dir() else []
+    longest = max((len(s.encode()) for s in subdirs), default=0)
+    ok = p.returncode == 0 and len(d.records(out)) == 2 and len(subdirs) == 2 and longest <= 255
+    return Result(ok, f"rc={p.returncode} records={len(d.records(out))} longest folder name={longest} bytes")
+
+
+def tilde_output_dir(d: Drill, out: Path) -> Result:
+    home = out / "home"
+    home.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "ptsbench.run", *TINY, f"paths.cache_dir={d.cache}", "paths.output_dir='~/ptsout'"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(_env(), HOME=str(home)))
+    recs = list((home / "ptsout" / "records").glob("*.json"))
+    runs = (home / "ptsout" / "runs").is_dir()
+    ok = p.returncode == 0 and len(recs) == 1 and runs and not (ROOT / "~").exists()
+    return Result(
+        ok, f"rc={p.returncode} records under ~/ptsout={len(recs)} run dir there={runs} ./~={(ROOT / '~').exists()}"
+    )
+
+
+def target_broken(kind: str) -> Callable[[Drill, Path], Result]:
+    """records/ a dangling symlink or a symlink loop: refused at validation naming it and paths.records_dir."""
+
+    def check(d: Drill, out: Path) -> Result:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "records").symlink_to(out / ("gone" if kind == "dangling" else "records"))
+        return refused(names=(str(out / "records"), "paths.records_dir"))(d, out)
+
+    return check
+
+
+FULL_DISK = """
+import errno, os, sys
+import ptsbench.records.io as io
+def full(path, *a):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "{target}")
+io.{target} = full
+sys.argv = [{module!r}, *sys.argv[1:]]
+from {module} import main
+raise SystemExit(main())
+"""
+
+
+def record_write_fails(d: Drill, out: Path) -> Result:
+    """The final record write fails (ENOSPC): the record goes to a fallback folder and the log names it."""
+    args = [*TINY, f"paths.output_dir={out}", f"paths.cache_dir={d.cache}"]
+    p = _py(out, FULL_DISK.format(target="write_record", module="ptsbench.run"), *args)
+    found = [x for x in out.rglob("*.json") if x.parent.name == "records" and x.parent != out / "records"]
+    named = bool(found) and str(found[0]) in p.stderr
+    ok = p.returncode == 0 and len(found) == 1 and named and not d.records(out)
+    return Result(ok, f"rc={p.returncode} fallback records={[str(x.relative_to(out)) for x in found]} named={named}")
+
+
+def aggregate_out_broken(kind: str) -> Callable[[Drill, Path], Result]:
+    """ptsbench-aggregate --out under a regular file, or a full disk mid-write: one line, no partial set."""
+
+    def check(d: Drill, out: Path) -> Result:
+        first = d.cli(out, "sparsity.rate=0.5")
+        if first.returncode:
+            return Result(False, f"setup run rc={first.returncode} {_last_line(first.stderr)}")
+        (out / "afile").write_text("x")
+        tables = out / "afile" / "tables" if kind == "under-file" else out / "tables"
+        if kind == "under-file":
+            p = d.cli(out, str(out / "records"), "--out", str(tables), "--no-plots", module="ptsbench.aggregate")
+        else:
+            code = FULL_DISK.replace("import ptsbench.records.io as io", "import ptsbench.aggregate as io")
+            p = _py(
+                out,
+                code.format(target="report_html", module="ptsbench.aggregate"),
+                str(out / "records"),
+                "--out",
+                str(tables),
+                "--no-plots",
+            )
+        err = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("error:")]
+        left = sorted(x.name for x in out.iterdir() if "tables" in x.name)
+        ok = p.returncode == 2 and len(err) == 1 and "Traceback" not in p.stderr and not left
+        return Result(ok, f"rc={p.returncode} {err[-1][:120] if err else _last_line(p.stderr)!r} left={left}")
+
+    return check
+
+
+def slurm_tools_missing(d: Drill, out: Path) -> Result:
+    empty = out / "bin"
+    empty.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "ptsbench.run", "-m", *TINY, f"paths.output_dir={out}", "hydra/launcher=slurm"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(_env(), PATH=str(empty)))
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    ok = p.returncode == 2 and len(err) == 1 and "sbatch" in err[0] and "srun" in err[0] and "Traceback" not in p.stderr
+    return Result(ok, f"rc={p.returncode} {err[-1][:150] if err else _last_line(p.stderr)!r}")
+
+
+def claimed_run(d: Drill, out: Path) -> Result:
+    """Two identical sweeps into one folder at once: each run computed once, the record there once."""
+    cmd = [sys.executable, "-m", "ptsbench.run", "-m", *TINY, f"paths.output_dir={out}", f"paths.cache_dir={d.cache}"]
+    cmd += ["sparsity.rate=0.5,0.6"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    time.sleep(1.0)
+    second = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    logs = [first.communicate(timeout=300)[0], second.communicate(timeout=300)[0]]
+    computed = sum(log.count("[record] ok:") for log in logs)
+    elsewhere = sum(log.count("[running elsewhere]") for log in logs)
+    claims = list((out / "records").glob("*.claim"))
+    ok = first.returncode == second.returncode == 0 and computed == 2 and len(d.records(out)) == 2 and not claims
+    return Result(ok, f"rc={first.returncode},{second.returncode} computed={computed} running elsewhere={elsewhere}")
+
+
 CASES = [
     Case(
         "weights.stale-dense-score",
@@ -730,6 +870,31 @@ CASES = [
     ),
     Case("security.convert-ldm-payload", "ptsbench-convert-ldm --ckpt payload refused", payload_convert_ldm),
     Case("security.cifar-batch-payload", "CIFAR batch payload refused naming the file", payload_cifar_batch),
+    Case("paths.weights-outside", "weights via ../: run ok, nothing beside the checkpoint", weights_outside),
+    Case("paths.long-sweep-value", "a 300-char sweep value: both jobs ok, folder name bounded", long_sweep_value),
+    Case(
+        "paths.model-name-escape",
+        "model.name=../../../victim/PWNED refused",
+        refused("model.name=../../../victim/PWNED", names=("model.name=",)),
+    ),
+    Case("paths.tilde-output-dir", "paths.output_dir='~/ptsout' lands in $HOME/ptsout", tilde_output_dir),
+    Case("records.target-dangling-symlink", "refused naming records/ and paths.records_dir", target_broken("dangling")),
+    Case("records.target-symlink-loop", "refused naming records/ and paths.records_dir", target_broken("loop")),
+    Case("records.write-fails-fallback", "ENOSPC at the record write: record in a fallback, named", record_write_fails),
+    Case(
+        "messages.override-unquoted-space",
+        "refused with the quoted form",
+        refused("model.weights=/a", "b/c.pt", names=('model.weights="/a b/c.pt"',)),
+    ),
+    Case(
+        "messages.n-jobs-zero",
+        "refused",
+        refused("-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=0", names=("hydra.launcher.n_jobs=0",)),
+    ),
+    Case("messages.slurm-tools-missing", "one line naming sbatch and srun, rc 2", slurm_tools_missing),
+    Case("messages.aggregate-out-under-file", "one line, rc 2, no tables", aggregate_out_broken("under-file")),
+    Case("messages.aggregate-out-disk-full", "one line, rc 2, no partial tables", aggregate_out_broken("full")),
+    Case("sweeps.claimed-run", "two identical sweeps at once: each run computed once", claimed_run),
     Case(
         "results.weights-copied-touched-back",
         "cp B over A + touch back: re-run, B's hash and score",

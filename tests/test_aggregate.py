@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import types
 from pathlib import Path
@@ -587,3 +588,36 @@ def test_a_run_that_reads_no_calibration_stands_for_every_seed(tmp_path):
     assert not t3.gaps and t3.values.at["Sparse Input", "CLS 80"] > t3.values.at["Dense Input", "CLS 80"] > 0
     c3 = pd.DataFrame(t3.cells).set_index(["row", "column"])
     assert c3.at[("Sparse Input", "CLS 80"), "n_runs"] == c3.at[("Dense Input", "CLS 80"), "n_runs"] == 4
+
+
+def test_out_under_a_regular_file_is_one_line_and_writes_nothing(records_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main([str(records_dir), "--out", str(tmp_path / "afile" / "tables"), "--no-plots"]) == 2
+    err = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "--out" in err[0] and "afile' is a file" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "records"]
+
+
+def test_a_full_disk_mid_write_leaves_the_previous_tables_whole(records_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import ptsbench.aggregate as agg
+
+    out = tmp_path / "tables"
+    assert main([str(records_dir), "--out", str(out), "--no-plots"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(path, *args, **kwargs):  # the page is written last: a part set exists by then
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "report.html"))
+
+    monkeypatch.setattr(agg, "report_html", full)
+    capsys.readouterr()
+    assert main([str(records_dir), "--out", str(out), "--no-plots"]) == 2
+    printed = capsys.readouterr().out.splitlines()
+    err = [ln for ln in printed if ln.startswith("error:")]
+    assert len(err) == 1 and printed[-1] == err[0]  # the whole message on its one, last line
+    assert "No space left on device" in err[0] and str(out / "report.html") in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["records", "tables"]  # no temporary folder left
+    out.rename(tmp_path / "kept")
+    assert main([str(records_dir), "--out", str(out), "--no-plots"]) == 2 and not out.exists()

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -138,6 +140,37 @@ def _write(out: Path, runset, tables, findings, gaps, sizes, head: str, markdown
     return {"tables": written + [str(page)] + ([str(shot)] if shot else []), "plots": made}
 
 
+class TablesNotWritten(Exception):
+    """``--out`` cannot hold the table set; nothing of it was written (one line, for the CLI)."""
+
+
+def _replace_whole(out: Path, write) -> dict:
+    """``write(folder)`` into a temporary sibling of ``out``, renamed to ``out`` only once every file is
+    there: a failure mid-way (a full disk) leaves the previous table set, or nothing, never a part of one.
+    Returns ``write``'s summary with its paths under ``out``."""
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise TablesNotWritten(f"--out {out}: '{blocker}' is a file, not a folder; pass a folder for the tables")
+    tmp, old = out.parent / f".{out.name}.tmp-{os.getpid()}", out.parent / f".{out.name}.old-{os.getpid()}"
+    try:
+        tmp.mkdir(parents=True)
+        summary = write(tmp)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            old.rename(out)
+        why = f"{e.strerror or type(e).__name__}: {str(e.filename or out).splitlines()[0]}"
+        raise TablesNotWritten(f"--out {out}: the tables could not be written ({why}); nothing was changed") from None
+    shutil.rmtree(old, ignore_errors=True)
+    moved = {
+        k: [str(out / Path(p).relative_to(tmp)) for p in v] if isinstance(v, list) else v for k, v in summary.items()
+    }
+    return moved
+
+
 def aggregate(
     records_dir: str | Path,
     out_dir: str | Path | None,
@@ -170,7 +203,9 @@ def aggregate(
         echo(_skipped_files(runset))
     if out_dir is not None:
         out = Path(out_dir)
-        summary.update(_write(out, runset, tables, findings, gaps, sizes, head, markdown, plots))
+        summary.update(
+            _replace_whole(out, lambda tmp: _write(tmp, runset, tables, findings, gaps, sizes, head, markdown, plots))
+        )
         echo(f"tables written to {out}/ ({len(summary['tables'])} files, {len(summary['plots'])} plots)")
     return summary
 
@@ -234,7 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.min_models < 2:
         print(f"error: --min-models={args.min_models} must be >= 2 (one model has no interval)")
         return 2
-    summary = aggregate(
+    try:
+        summary = _aggregate_cli(records, out, args, baseline)
+    except TablesNotWritten as e:
+        print(f"error: {e}")
+        return 2
+    if not summary["runs"]:
+        return 1
+    return 3 if args.strict and (summary["failed"] or summary["gaps"] or summary["refused"]) else 0
+
+
+def _aggregate_cli(records: Path, out: Path, args, baseline) -> dict:
+    return aggregate(
         records,
         out,
         args.model_allocator,
@@ -243,9 +289,6 @@ def main(argv: list[str] | None = None) -> int:
         recon_baseline=baseline,
         min_models=args.min_models,
     )
-    if not summary["runs"]:
-        return 1
-    return 3 if args.strict and (summary["failed"] or summary["gaps"] or summary["refused"]) else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .file_names import expand_path
+
 log = logging.getLogger("ptsbench")
 
 
@@ -34,8 +36,8 @@ class AggregateTables(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .aggregate import aggregate
 
-        records = self.records_dir or str(config.paths.records_dir)
-        out = self.out_dir or f"{config.paths.output_dir}/tables"
+        records = str(expand_path(self.records_dir or config.paths.records_dir))
+        out = str(expand_path(self.out_dir or f"{config.paths.output_dir}/tables"))
         try:
             aggregate(records, out, self.model_allocator, plots=self.plots, echo=print)
         except Exception as e:  # noqa: BLE001 - the sweep's records are safe; the tables can be rebuilt

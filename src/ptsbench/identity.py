@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .file_names import safe_name
+
 
 @dataclass(frozen=True)
 class Neutral:
@@ -84,5 +86,7 @@ def config_digest(cfg: dict[str, Any], weights_sha256: str | None = None, datase
 
 
 def record_filename(choices: dict, rate: float, digest: str) -> str:
-    parts = [choices.get(k, "?") for k in ("task", "model", "dataset", "allocator", "reconstruction")]
-    return "-".join(str(p).replace("/", "_") for p in parts) + f"-s{rate:g}-{digest[:12]}.json"
+    """``<task>-<model>-<dataset>-<allocator>-<reconstruction>-s<rate>-<digest[:12]>.json``; the choices part
+    made a safe name (a long one ends in a hash), the digest always last (records are found by it)."""
+    parts = [str(choices.get(k, "?")) for k in ("task", "model", "dataset", "allocator", "reconstruction")]
+    return safe_name("-".join(parts), limit=120) + f"-s{rate:g}-{digest[:12]}.json"

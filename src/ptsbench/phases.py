@@ -29,6 +29,7 @@ from .config.spec import RunSpec
 from .data import build_data
 from .data.base import DataBundle
 from .export.run_model import model_sizes, save_run_model
+from .file_names import safe_name
 from .models import build_model
 from .models.adapters import ModelAdapter, get_adapter
 from .models.library import eval_preprocess
@@ -118,7 +119,8 @@ def dense_metrics(spec: RunSpec, state: RunState) -> dict:
     if spec.eval.max_samples is not None:  # a test-split prefix scores differently (absent: full-split keys)
         keyed["eval.max_samples"] = spec.eval.max_samples
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    path = spec.paths.cache_dir / "dense" / f"{spec.model.name}-{spec.dataset.name}-{key}.json"
+    stem = safe_name(f"{spec.model.name}-{spec.dataset.name}", limit=120)  # names from the config: a safe name
+    path = spec.paths.cache_dir / "dense" / f"{stem}-{key}.json"
     if spec.eval.dense_cache and path.exists():
         try:
             cached = json.loads(path.read_text())

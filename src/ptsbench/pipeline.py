@@ -6,13 +6,17 @@ is a ConfigError and writes nothing) and executes its phases, each timed into th
 mask -> (a mask-selecting reconstruction: select and update) -> reconstruct -> check the weights ->
 evaluate sparse -> deploy (size, deployable N:M layers, theoretical FLOPs; ``save.model``: the sparse
 checkpoint) -> (``eval.latency``: measured dense vs sparse inference). The record is written atomically whatever happens; a failure writes ``status: failed``
-with the error and no metrics, then re-raises.
+with the error and no metrics, then re-raises; a record that cannot be written where it goes is written to a
+fallback folder, named in the log. A run in progress is claimed (``records.claims``): a second sweep into
+the same folder skips it as running elsewhere.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -21,7 +25,14 @@ from . import phases
 from .config.preflight import resolve_device
 from .config.spec import RunSpec, resolve
 from .errors import ConfigError
-from .records import RunRecord, load_finished, peak_memory, write_record
+from .records import (
+    RunRecord,
+    check_record_target,
+    claim_run,
+    load_finished,
+    peak_memory,
+    write_record_or_fallback,
+)
 from .timing import PhaseTimer
 
 __all__ = ["execute", "run"]
@@ -35,11 +46,30 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 def execute(spec: RunSpec) -> dict:
-    """The phases of one resolved run; returns its record (or the finished one it skipped)."""
+    """The phases of one resolved run; returns its record (the finished one it skipped, or a note that
+    another process is computing it: a run is claimed while in progress, ``records.claims``)."""
     t_start = time.perf_counter()
     done = finished(spec)
     if done is not None:
         return done
+    check_record_target(spec.identity.record_path)  # before any work: a result must have somewhere to go
+    claim = claim_run(spec.identity.record_path)
+    if claim.holder is not None:
+        log.info("[running elsewhere] %s: claimed by %s (%s)", spec.identity.name, claim.describe(), claim.path)
+        return {
+            "status": "running_elsewhere",
+            "name": spec.identity.name,
+            "digest": spec.identity.digest,
+            "claimed_by": claim.holder,
+        }
+    try:
+        done = finished(spec)  # finished by another process between the first look and the claim
+        return done if done is not None else _execute_claimed(spec, t_start)
+    finally:
+        claim.release()
+
+
+def _execute_claimed(spec: RunSpec, t_start: float) -> dict:
     device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)
     record = phases.start_record(spec, device)
@@ -97,4 +127,17 @@ def finished(spec: RunSpec) -> dict | None:
 def write_final(spec: RunSpec, record: RunRecord, device: torch.device, t_start: float) -> None:
     record.timing["total"] = round(time.perf_counter() - t_start, 4)
     record.memory = peak_memory(device)
-    write_record(spec.identity.record_path, record.to_dict())
+    write_record_or_fallback(spec.identity.record_path, record.to_dict(), fallback_dirs())
+
+
+def fallback_dirs() -> list[Path]:
+    """Where a record goes when paths.records_dir fails at the end of a run: the Hydra job's own folder,
+    then ``$TMPDIR/ptsbench-records``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folders = []
+    if HydraConfig.initialized():
+        output_dir = HydraConfig.get().runtime.get("output_dir")
+        if output_dir:
+            folders.append(Path(str(output_dir)) / "records")
+    return [*folders, Path(tempfile.gettempdir()) / "ptsbench-records"]

@@ -26,6 +26,7 @@ from . import config_dir
 from .config import register
 from .config.failures import record_config_failure
 from .config.groups import check_overrides
+from .config.overrides import check_launcher_overrides, check_override_syntax
 from .config.preflight import check_device
 from .devices import claim_device, cpu_threads_per_job
 from .errors import ConfigError
@@ -88,9 +89,12 @@ def cli() -> int:
     """Hydra's run or multirun; returns the exit status: 2 for a refused config, 1 when the sweep summary
     counted a failed run (after every callback, so the tables of a partly failed sweep are still written;
     the summary, handed back through ``$PTSBENCH_SWEEP_OUTCOME``, is printed last). A knob no option of its
-    group knows fails first, naming the valid ones (Hydra would only say "Key 'iterz' is not in struct")."""
+    group knows fails first, naming the valid ones (Hydra would only say "Key 'iterz' is not in struct"), as does
+    a value Hydra cannot parse (say how to quote it) and a ``hydra.launcher.n_jobs`` that runs no job."""
     try:
         register()  # first: plugins named outside the tree add options and knobs the checks must know
+        check_override_syntax(sys.argv[1:])  # Hydra's own parser error is a traceback-like block
+        check_launcher_overrides(sys.argv[1:])
         own_configs_only = not any(a.split("=")[0] in ("-cd", "--config-dir", "-cp", "--config-path") for a in sys.argv)
         check_overrides([a for a in sys.argv[1:] if not a.startswith("-")], options=own_configs_only)
     except ConfigError as e:

@@ -166,16 +166,21 @@ def parse_partitions(partition_lines: str, node_lines: str) -> dict[str, Partiti
     return out
 
 
+# what the launcher runs: sbatch submits, srun starts the job step (submitit's script), scontrol reads limits
+SLURM_TOOLS = ("sbatch", "srun", "scontrol")
+
+
 def _scontrol(*args: str) -> str:
     return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def read_partition(name: str | None) -> Partition:
     """The partition a job goes to (``name``, or the cluster's default), read from ``scontrol``."""
-    if shutil.which("scontrol") is None:
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
+    if missing:
         raise ConfigError(
-            "hydra/launcher=slurm: no Slurm here (scontrol is not on PATH); submit from a login node of the "
-            "cluster, or run locally with hydra/launcher=parallel"
+            f"hydra/launcher=slurm: no Slurm here ({', '.join(missing)} not on PATH); submit from a login node of "
+            "the cluster, or run locally with hydra/launcher=parallel"
         )
     try:
         parts = parse_partitions(_scontrol("show", "partition", "-o"), _scontrol("show", "node", "-o"))

@@ -27,6 +27,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .file_names import expand_path
+
 OUTCOME_ENV = "PTSBENCH_SWEEP_OUTCOME"
 
 
@@ -118,7 +120,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.t0 = time.time()
-        self.records_dir = Path(str(config.paths.records_dir))
+        self.records_dir = expand_path(config.paths.records_dir)
         self.finished_before = {
             d for d, recs in scan_records(self.records_dir).items() if any(r["status"] == "ok" for r in recs)
         }
@@ -142,12 +144,20 @@ class SweepReport(Callback):
             flush=True,
         )
 
+    def _claimed_elsewhere(self, name: str) -> bool:
+        """Whether another live process holds the claim on the run recorded as ``name`` (this sweep's jobs
+        have released theirs by now)."""
+        from .records.claims import claim_path, is_stale, read_claim
+
+        path = claim_path(self.records_dir / f"{name}.json")
+        return path.exists() and not is_stale(path, read_claim(path))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .slurm_watch import job_notes
 
         new = scan_records(self.records_dir, since=self.t0 - 1.0)
         notes, logs_line = job_notes(config.hydra.sweep.dir)  # a Slurm sweep: each job's state and log
-        ok, skipped, failed = [], [], []
+        ok, skipped, failed, elsewhere = [], [], [], []
         for job, digest, name in self.plan:
             recs = sorted(new.get(digest, []), key=lambda r: r["mtime"]) if digest else []
             if recs and recs[-1]["status"] == "ok":
@@ -156,6 +166,8 @@ class SweepReport(Callback):
                 failed.append((recs[-1]["name"], recs[-1]["error"], notes.get(tuple(job))))
             elif digest in self.finished_before:
                 skipped.append(name)
+            elif digest and self._claimed_elsewhere(name):
+                elsewhere.append(name)
             else:
                 failed.append((name, None, notes.get(tuple(job))))
         if not self.plan:  # sweep not expanded: count what was written
@@ -166,9 +178,13 @@ class SweepReport(Callback):
                     if last["status"] == "ok"
                     else failed.append((last["name"], last["error"], None))
                 )
+        running = f"{len(elsewhere)} running elsewhere, " if elsewhere else ""
         lines = [
-            f"[summary] {len(ok)} ok, {len(skipped)} skipped, {len(failed)} failed in "
+            f"[summary] {len(ok)} ok, {len(skipped)} skipped, {running}{len(failed)} failed in "
             f"{_duration(time.time() - self.t0)}; records in {self.records_dir}"
+        ]
+        lines += [
+            f"  running elsewhere: {name} (claimed by another sweep; its record appears there)" for name in elsewhere
         ]
         for name, error, note in failed[: self.max_listed]:
             why = (
@@ -184,7 +200,7 @@ class SweepReport(Callback):
             lines.append(f"  ... and {len(failed) - self.max_listed} more failed runs")
         if logs_line:
             lines.append(logs_line)
-        out = f"{config.paths.output_dir}/tables"
+        out = expand_path(config.paths.output_dir) / "tables"
         if "aggregate_tables" in (OmegaConf.select(config, "hydra.callbacks") or {}):
             lines.append(f"  tables: {out} (rebuilt by hydra/callbacks=aggregate)")
         else:

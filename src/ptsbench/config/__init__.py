@@ -5,8 +5,10 @@ a frozen, typed :class:`~ptsbench.config.spec.RunSpec` (``ptsbench.config.spec.r
 (``PTSBENCH_PLUGINS``, a comma-separated list of modules, and the ``ptsbench.plugins`` entry-point group),
 stores every group's schema nodes in Hydra's ConfigStore by walking the registries (``groups.GROUPS``),
 and registers the OmegaConf resolvers the config files use. It is idempotent; the entry points
-(``ptsbench.run``, ``ptsbench.batch``, the sweep plan) and the test fixtures call it, and importing a
-module registers nothing.
+(``ptsbench.run``, ``ptsbench.batch``, the sweep plan) and the test fixtures call it. Importing this
+package registers only the resolvers of Hydra's run and sweep folders (``ptsbench.file_names``): a
+launcher's worker resolves its job's folder before the task function runs, and unpickling that function
+imports this package.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import os
 from importlib.metadata import entry_points
 
 from .. import config_dir
+from ..file_names import register_resolvers as register_folder_resolvers
+
+register_folder_resolvers()
 
 PLUGINS_ENV = "PTSBENCH_PLUGINS"
 ENTRY_POINT_GROUP = "ptsbench.plugins"

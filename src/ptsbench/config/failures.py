@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..file_names import expand_path
 from ..identity import config_digest, record_filename
 from ..records import RunRecord, write_record
 from .groups import digest_view
@@ -59,7 +60,7 @@ def failure_identity(cfg: DictConfig) -> tuple[str, Path, dict]:
         digest = config_digest(digest_view(config))
         rate = OmegaConf.select(cfg, "sparsity.rate", default=None)
         rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")
-        return digest, Path(str(cfg.paths.records_dir)) / record_filename(group_choices(cfg), rate_f, digest), config
+        return digest, expand_path(cfg.paths.records_dir) / record_filename(group_choices(cfg), rate_f, digest), config
 
 
 def _select(cfg: DictConfig, key: str):

@@ -3,6 +3,7 @@ the weights a config names."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from ..registry import Registry
 from ..schemas import Schema, knob, typed
 from . import zoo
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 MODEL_SOURCES: Registry = Registry("model source", "model.source", plugins="ptsbench.models")
 
 
@@ -29,6 +31,14 @@ class ModelConfig(Schema):
     weights: str | None = knob(required=True)  # none | zoo | torchvision | timm | <local checkpoint path>
     trained_on: str | None = knob()  # dataset of the published weights (ptsbench-models)
     tasks: list[str] | None = knob()  # the task(s) the model serves; another task= is refused (preflight)
+
+    def check(self, path: str) -> None:
+        # the name becomes part of file names (records, the dense cache): an identifier, never a path
+        if not MODEL_NAME.fullmatch(str(self.name)) or ".." in str(self.name):
+            raise ConfigError(
+                f"{path}.name={self.name!r} is not a model name; use letters, digits and _ . + - "
+                f"(at most 64 characters, no '/' or '..'), e.g. {path}.name=resnet20"
+            )
 
 
 @dataclass(frozen=True)

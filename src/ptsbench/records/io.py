@@ -68,3 +68,69 @@ def write_record(out_path: Path, record: dict) -> Path:
     write_json_atomic(out_path, record)
     log.info("[record] %s: %s", record["status"], out_path)
     return out_path
+
+
+PROBE_BYTES = 64 * 1024  # a record with its per-layer tables is tens of KiB: the probe must fit where it will
+
+
+def check_record_target(record_path: Path) -> None:
+    """The record can be written where it goes, checked before the run and creating nothing: every symlink
+    on the way resolves (none dangling, no loop), the target is not a folder, and a probe file of a record's
+    size is written, synced and removed in the nearest existing folder. A failure is one ConfigError naming
+    the path and ``paths.records_dir``."""
+    from ..errors import ConfigError
+
+    fix = "point paths.records_dir at a writable folder with free space, e.g. paths.records_dir=$HOME/ptsbench/records"
+    try:
+        record_path.resolve()  # a symlink loop anywhere on the way raises
+        existing = record_path
+        while not existing.exists():
+            if existing.is_symlink():
+                raise ConfigError(
+                    f"record target '{existing}' is a symlink to '{os.readlink(existing)}', which does not exist; {fix}"
+                )
+            existing = existing.parent
+        if existing == record_path and not record_path.is_file():
+            raise ConfigError(f"record target '{record_path}' exists and is not a file; remove it or {fix}")
+        folder = record_path.parent if existing == record_path else existing
+        if not folder.is_dir():
+            raise ConfigError(f"record target '{record_path}': '{folder}' is not a folder; {fix}")
+        _probe_write(folder)
+    except RuntimeError as e:  # pathlib's "Symlink loop from ..."
+        raise ConfigError(f"record target '{record_path}': {e}; {fix}") from None
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise ConfigError(f"record target '{record_path}' cannot be written ({why}: {e.filename}); {fix}") from None
+
+
+def _probe_write(folder: Path) -> None:
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        os.unlink(probe)
+
+
+def write_record_or_fallback(out_path: Path, record: dict, fallbacks: list[Path]) -> Path:
+    """:func:`write_record`; when that fails (a full disk, a folder gone), the record is written to the first
+    of ``fallbacks`` that takes it and the log says where: a finished result is never dropped."""
+    try:
+        return write_record(out_path, record)
+    except OSError as e:
+        first_error = e
+    for folder in fallbacks:
+        try:
+            path = write_json_atomic(Path(folder) / out_path.name, record)
+        except OSError:
+            continue
+        log.warning(
+            "[record] could not write %s (%s); the record is at %s instead: move it into paths.records_dir",
+            out_path,
+            first_error.strerror or first_error,
+            path,
+        )
+        return path
+    raise first_error
