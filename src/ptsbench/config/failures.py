@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,6 +20,7 @@ log = logging.getLogger("ptsbench")
 def record_config_failure(cfg: DictConfig, overrides: list[str] | None, error: Exception) -> Path | None:
     """A ``status: failed`` record with ``error.phase: config``; None when even that cannot be written."""
     try:
+        config: Any
         try:
             config = OmegaConf.to_container(cfg, resolve=True)
         except Exception:  # noqa: BLE001 - an interpolation that cannot resolve is part of the error
