@@ -81,10 +81,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             flush=True,
         )
         returns = {idx: JobReturn(overrides=o, status=JobStatus.COMPLETED) for idx, o in jobs_in if idx in finished}
-        index: dict[str, list] = {
-            "jobs": [],
-            "finished_before": [jobs_in[i - initial_job_idx][1] for i in sorted(finished)],
-        }
+        before = [jobs_in[i - initial_job_idx][1] for i in sorted(finished)]
+        index: dict[str, list] = {"jobs": [], "finished_before": before}
         if todo:
             executor = self._executor(submitit)
             once = OnceFilter("Bypassing sacct error")
