@@ -49,9 +49,10 @@ test: $(STAMP)  ## run the test suite (CPU only; `pytest -m "not slow"` is the q
 smoke: $(STAMP)  ## paper-table sweeps (2, 3, 4, 6) at smoke size (debug=fast) on embedded stand-ins, aggregated
 	$(PY) scripts/smoke.py --out outputs/smoke
 
-lint: $(STAMP)  ## ruff: lint rules and the formatting check (pyproject.toml [tool.ruff])
+lint: $(STAMP)  ## ruff (lint rules, formatting) and mypy on src/ (pyproject.toml [tool.ruff], [tool.mypy])
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 drill: $(STAMP)  ## fault drill: every known bad input and fault, end to end against the CLI (CPU, minutes)
 	$(PY) scripts/fault_drill.py

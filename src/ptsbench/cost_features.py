@@ -76,6 +76,7 @@ def features(cfg: dict, device: str, params: float | None = None) -> Features:
     alloc, recon = cfg.get("allocator", {}), cfg.get("reconstruction", {})
     fcpts = str(alloc.get("name")) not in HEURISTIC
     name = str(recon.get("name", "none"))
+    rkind: tuple[str, ...]
     if name == "none":
         rkind, rwork = ("none",), 0.0
     elif name == "sparsegpt":

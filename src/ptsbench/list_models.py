@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -23,7 +24,7 @@ CONF_DIR = config_dir()
 
 
 def model_configs(conf_dir: Path = CONF_DIR) -> list[DictConfig]:
-    return [OmegaConf.load(p) for p in sorted((conf_dir / "model").glob("*.yaml"))]
+    return [cast(DictConfig, OmegaConf.load(p)) for p in sorted((conf_dir / "model").glob("*.yaml"))]
 
 
 def needs_checkpoint(cfg: DictConfig) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 __all__ = [
     "relative_score",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-def _finite(values: Mapping[object, float] | Iterable[float]) -> list[float]:
+def _finite(values: Mapping[Any, float] | Iterable[float]) -> list[float]:
     """The finite values of a sequence, or of a mapping's values (e.g. ``{rate: mean}``)."""
     if isinstance(values, Mapping):
         values = values.values()
@@ -91,7 +92,7 @@ def recon_gain(recon: float, none: float, dense: float, higher_is_better: bool =
     return math.exp(max(float(dense) / r, -745.0))  # A/R < 0: the term lies in [0, 1)
 
 
-def mean(values: Mapping[object, float] | Iterable[float]) -> float:
+def mean(values: Mapping[Any, float] | Iterable[float]) -> float:
     """E(.): arithmetic mean over the runs of one cell, NaN-free; NaN when empty.
 
     >>> round(mean([0.9, 0.8, float("nan")]), 6)
@@ -101,7 +102,7 @@ def mean(values: Mapping[object, float] | Iterable[float]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def quadratic_mean(values: Mapping[object, float] | Iterable[float]) -> float:
+def quadratic_mean(values: Mapping[Any, float] | Iterable[float]) -> float:
     """sqrt(mean(v^2)) over the finite values (of a mapping: its values); NaN when there are none.
 
     >>> quadratic_mean([3.0, 4.0]) == math.sqrt(12.5)
@@ -111,7 +112,7 @@ def quadratic_mean(values: Mapping[object, float] | Iterable[float]) -> float:
     return math.sqrt(sum(v * v for v in vals) / len(vals)) if vals else math.nan
 
 
-def signed_quadratic_mean(values: Mapping[object, float] | Iterable[float]) -> float:
+def signed_quadratic_mean(values: Mapping[Any, float] | Iterable[float]) -> float:
     """sgn(m) * sqrt(|m|) with m = mean(v * |v|) over the finite values: the quadratic mean when
     every value is >= 0, and a value that keeps the sign of the squares' balance otherwise
     (a gain of -0.3 and one of +0.3 no longer score alike). NaN when there are none.

@@ -42,7 +42,7 @@ from .sparsity.allocators import ALLOCATORS, AllocContext
 from .sparsity.budget import check_kept_zeros, check_masked_rate, rate_over_included
 from .sparsity.criteria import ScoreContext
 from .sparsity.deployable import deployable_report
-from .sparsity.layers import fold_batchnorm, layer_infos, prunable_modules
+from .sparsity.layers import PrunableLayer, fold_batchnorm, layer_infos, prunable_modules
 from .sparsity.selection import apply_masks, measure_sparsity
 from .speed.flops import model_flops
 from .speed.latency import measure_latency
@@ -62,8 +62,8 @@ class RunState:
     adapter: ModelAdapter
     keep_dense: list[str]
     dense_model: nn.Module | None = None
-    modules: dict[str, nn.Module] = field(default_factory=dict)  # the layers the allocator prunes
-    all_modules: dict[str, nn.Module] = field(default_factory=dict)  # every prunable layer (excluded ones too)
+    modules: dict[str, PrunableLayer] = field(default_factory=dict)  # the layers the allocator prunes
+    all_modules: dict[str, PrunableLayer] = field(default_factory=dict)  # every prunable layer (excluded ones too)
     calib_inputs: torch.Tensor | None = None
     rates: dict[str, float] = field(default_factory=dict)  # per layer, as the sparsity pattern imposes them
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -261,11 +261,13 @@ def deploy(spec: RunSpec, state: RunState, record: RunRecord) -> None:
     if spec.save.model:
         path = save_run_model(spec.identity.record_path, state.model, record.to_dict(), state.data, state.all_modules)
         record.saved_model = path.name
+    assert state.calib_inputs is not None  # set by the mask phase, before deploy and latency
     record.flops = model_flops(state.model, state.modules, state.task.forward_for_calibration, state.calib_inputs)
 
 
 def latency(spec: RunSpec, state: RunState, record: RunRecord) -> dict:
     masks = record.masks or {}
+    assert state.calib_inputs is not None  # set by the mask phase, before deploy and latency
     return measure_latency(
         state.model,
         state.modules,

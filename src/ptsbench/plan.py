@@ -19,6 +19,7 @@ import argparse
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import cast
 
 from .cost_features import eval_samples, features, load_samples
 from .cost_model import Sample, fit
@@ -56,7 +57,7 @@ def compose_jobs(experiments: list[str], overrides: list[str]) -> list[tuple[str
             except ConfigError as e:  # e.g. published weights not in this machine's cache: priced, not matched
                 own = {group: split_node(group, cfg[group])[1] for group in GROUPS}
                 cfg_dict, digest, records_dir = (
-                    {**OmegaConf.to_container(cfg, resolve=True), **own},
+                    {**cast(dict, OmegaConf.to_container(cfg, resolve=True)), **own},
                     f"unidentified: {e}",
                     "",
                 )

@@ -93,7 +93,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         return self.entry(name).obj
 
-    def config(self, name: str) -> type:
+    def config(self, name: str) -> type[Any]:
         """The knobs' schema of entry ``name``."""
         cfg = self.entry(name).config
         if cfg is None:

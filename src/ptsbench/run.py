@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -52,7 +53,7 @@ def _limit_cpu_threads(hc) -> None:
 def hydra_main(cfg: DictConfig) -> dict | None:
     register()  # a launcher's worker process starts here, not in main()
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    hc = HydraConfig.get()
+    hc: DictConfig = cast(DictConfig, HydraConfig.get())  # the hydra node itself, not the HydraConf dataclass
     multirun = hc.mode == RunMode.MULTIRUN
     job_name = hc.job.get("override_dirname") or hc.job.name
     if multirun and "joblib" in str((hc.get("launcher") or {}).get("_target_", "")):

@@ -71,7 +71,11 @@ class RefusedGlobal(pickle.UnpicklingError):
         self.name = name
 
 
-class SafeUnpickler(pickle._Unpickler):
+# typeshed describes only the C Unpickler's public API, not the pure-Python one's stack and load_* methods
+_PurePythonUnpickler: Any = pickle._Unpickler
+
+
+class SafeUnpickler(_PurePythonUnpickler):
     """Pure-Python unpickler: globals from ``allowed`` (else an inert placeholder when ``inert``,
     else refused); only allowed callables and placeholders are called; BUILD, SETITEM(S),
     APPEND(S) and ADDITEMS reach only the containers listed in ``buildable`` and placeholders.
@@ -146,7 +150,7 @@ class SafeUnpickler(pickle._Unpickler):
         self._check_target(self.metastack[-1][-1], (set,))
         super().load_additems()
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch: dict[int, Any] = dict(pickle._Unpickler.dispatch)
     for _op, _fn in {
         pickle.REDUCE: load_reduce,
         pickle.NEWOBJ: load_newobj,
@@ -182,8 +186,8 @@ def _numpy_allowed() -> dict[str, object]:
 
 
 def _pickle_module(allowed: dict, buildable: tuple[type, ...], inert: bool, seen: set[str]):
-    cls = type("FileUnpickler", (SafeUnpickler,), {"allowed": allowed, "buildable": buildable, "inert": inert})
-    cls.seen = seen
+    namespace = {"allowed": allowed, "buildable": buildable, "inert": inert, "seen": seen}
+    cls = type("FileUnpickler", (SafeUnpickler,), namespace)
 
     def load(file, **kwargs):
         return cls(file, **kwargs).load()

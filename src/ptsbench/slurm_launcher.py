@@ -81,7 +81,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             flush=True,
         )
         returns = {idx: JobReturn(overrides=o, status=JobStatus.COMPLETED) for idx, o in jobs_in if idx in finished}
-        index = {"jobs": [], "finished_before": [jobs_in[i - initial_job_idx][1] for i in sorted(finished)]}
+        before = [jobs_in[i - initial_job_idx][1] for i in sorted(finished)]
+        index: dict[str, list] = {"jobs": [], "finished_before": before}
         if todo:
             jobs, outcomes = self._submit_and_wait(submitit, todo)
             for (idx, o), job in zip(todo, jobs):
@@ -187,10 +188,10 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     @staticmethod
     def _note_accounting(array_id: str) -> None:
         """One line when the cluster keeps no job accounting (sacct fails): states then come from squeue."""
+        proc: subprocess.CompletedProcess[str] | None = None
         try:
             proc = subprocess.run(["sacct", "-n", "-X", "-j", array_id], capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.SubprocessError) as e:
-            proc = None
             why = str(e)
         else:
             why = (proc.stderr.strip().splitlines() or [""])[0]
@@ -206,7 +207,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             while watch.pending:
                 now = time.monotonic()
                 with_result = {i for i in watch.pending if by_id[i].paths.result_pickle.exists()}
-                states = None
+                states: dict[str, tuple[str, str]] | None = None
                 if now >= next_poll:
                     states = {}
                     for array in arrays:

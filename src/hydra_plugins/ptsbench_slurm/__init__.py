@@ -7,9 +7,8 @@
 try:
     from ptsbench.slurm_launcher import SlurmLauncher as _CheckedSlurmLauncher
 except ImportError:  # the launchers extra is not installed: hydra/launcher=slurm is then unavailable anyway
-    _CheckedSlurmLauncher = None
-
-if _CheckedSlurmLauncher is not None:
+    pass
+else:
 
     class SlurmLauncher(_CheckedSlurmLauncher):
         """submitit's Slurm launcher, checked before it submits and watched until every job is over."""

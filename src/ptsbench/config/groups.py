@@ -11,6 +11,7 @@ composes for every option: an option ignores a knob it does not use, the run rec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -104,7 +105,7 @@ def split_node(group: str, node: DictConfig) -> tuple[type[Schema], dict, dict]:
     cls = schema_for(group, node)
     fields = fields_of(cls)
     union = set(group_knobs(group))
-    values = OmegaConf.to_container(node, resolve=True)
+    values = cast(dict, OmegaConf.to_container(node, resolve=True))
     own, foreign = {}, {}
     for key in map(str, node):
         missing = OmegaConf.is_missing(node, key)

@@ -11,7 +11,7 @@ def build_data(dataset, calib, **context) -> DataBundle:
     the way the model's weights expect and may cache decoded images. The caller (the pipeline) picks the
     transform, so the data layer never reaches up into models."""
     entry = DATASETS.entry(dataset.name if not isinstance(dataset, dict) else dataset["name"])
-    dataset, calib = typed("dataset", entry.config, dataset), typed("calib", CalibConfig, calib)
+    dataset, calib = typed("dataset", DATASETS.config(entry.name), dataset), typed("calib", CalibConfig, calib)
     if entry.trait("takes_context", False):
         return entry.obj(dataset, calib, **context)
     return entry.obj(dataset, calib)

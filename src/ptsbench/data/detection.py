@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -95,7 +96,7 @@ def file_detection_bundle(
     paths: list[Path],
     targets: list[dict],
     calib_paths: list[Path],
-    calib_idx: list[int],
+    calib_idx: np.ndarray,
     size: int,
     split: str,
     calib_split: str,

@@ -54,7 +54,8 @@ def make_canvases(
     resized = {}  # side -> all pool digits at that side, computed once
     targets = []
     for i in range(n):
-        boxes, classes, patches = [], [], []
+        boxes, classes = [], []
+        patches: list[tuple[int, int, int, int]] = []
         for _ in range(int(rng.integers(1, max_digits + 1))):
             k = int(rng.integers(len(digits)))
             side = int(sizes[rng.integers(len(sizes))])
@@ -134,7 +135,8 @@ def export_coco(dataset, num_classes: int, folder, ann_name: str = "instances_te
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    images, anns = [], []
+    images: list[dict] = []
+    anns: list[dict] = []
     for i in range(len(dataset)):
         img, target = dataset[i]
         Image.fromarray(img.mul(255).round().clamp(0, 255).to(torch.uint8)[0].numpy()).save(folder / f"{i}.png")

@@ -23,7 +23,16 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .base import DATASETS, LocalImagesConfig, dataset_root, indices_digest, sample_calibration
-from .images import EvalPreprocess, ImageBundle, ImageFiles, Normalized, cached_uint8, files_digest, stack_uint8
+from .images import (
+    EvalPreprocess,
+    ImageBundle,
+    ImageFiles,
+    Normalized,
+    Uint8Images,
+    cached_uint8,
+    files_digest,
+    stack_uint8,
+)
 
 LAYOUT = (
     "<root>/train/<class>/<image>.JPEG and <root>/val/<class>/<image>.JPEG (ImageFolder; the "
@@ -95,7 +104,8 @@ def build_imagenet(
     val_samples = image_samples(root / "val", num_classes, index)
     val_files = ImageFiles(val_samples, spec)
     meta = {"num_train": len(train_samples), "num_test": len(val_samples), "preprocess": asdict(spec)}
-    test_source, loader_workers = val_files, workers
+    test_source: ImageFiles | Uint8Images = val_files
+    loader_workers = workers
     if cfg.eval_cache:
         if not cache_dir:
             raise ConfigError("dataset.eval_cache=true needs paths.cache_dir to write the decoded val split to")

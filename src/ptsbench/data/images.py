@@ -14,8 +14,10 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sized
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -133,7 +135,7 @@ class Normalized(Dataset):
         self.scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(cast(Sized, self.source))  # torch's Dataset declares no __len__; ours all have one
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x.float().sub_(self.shift).mul_(self.scale)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import cast
 
 from ..errors import ConfigError
 from .base import DATASETS, VocConfig, dataset_root, sample_calibration
@@ -66,7 +67,8 @@ def parse_voc_xml(path: Path) -> dict:
                 f"dataset=voc07: unknown class '{name}' in {path}; valid classes: {', '.join(VOC_CLASSES)}"
             )
         bb = obj.find("bndbox")
-        x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        # a VOC object always has a bndbox with its four corners
+        x1, y1, x2, y2 = (float(cast(str, cast(ET.Element, bb).findtext(k))) for k in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append((x1 - 1, y1 - 1, x2, y2))
         labels.append(VOC_CLASSES.index(name) + 1)
         difficult.append(int(obj.findtext("difficult", "0").strip() or 0))

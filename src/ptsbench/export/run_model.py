@@ -14,12 +14,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..schemas import Schema, knob
 from .sparse_checkpoint import load_sparse, save_sparse, size_bytes
+
+if TYPE_CHECKING:
+    from ..sparsity.layers import PrunableLayer
 
 
 @dataclass(frozen=True)
@@ -34,17 +38,17 @@ def checkpoint_path(record_path: str | Path) -> Path:
     return Path(record_path).with_suffix(".safetensors")
 
 
-def weight_keys(modules: dict[str, nn.Module]) -> list[str]:
+def weight_keys(modules: dict[str, PrunableLayer]) -> list[str]:
     """State-dict keys of the prunable layers' weights."""
     return [f"{name}.weight" for name in modules]
 
 
-def model_sizes(model: nn.Module, modules: dict[str, nn.Module]) -> dict[str, int]:
+def model_sizes(model: nn.Module, modules: dict[str, PrunableLayer]) -> dict[str, int]:
     """``size_bytes`` of a record: the model as a plain state dict vs as a sparse checkpoint."""
     return size_bytes(model.state_dict(), weight_keys(modules))
 
 
-def save_run_model(record_path, model: nn.Module, record: dict, data, modules: dict[str, nn.Module]) -> Path:
+def save_run_model(record_path, model: nn.Module, record: dict, data, modules: dict[str, PrunableLayer]) -> Path:
     """Write the run's model beside its record; ``data``: the run's DataBundle (input geometry)."""
     meta = {
         "config": record["config"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -116,7 +117,7 @@ def load_state(model: nn.Module, path: Path, cfg) -> None:
     """Load the checkpoint at ``path`` into ``model`` (strict: every tensor must fit)."""
     module = importlib.import_module(type(model).__module__)
     if path.suffix == ".npz" and hasattr(model, "load_pretrained"):  # timm's original ViT files
-        model.load_pretrained(str(path))
+        cast(Any, model).load_pretrained(str(path))
         return
     state = read_state_dict(path)
     for convert in getattr(model, "foreign_layouts", {}).values():  # e.g. qfgaohao/pytorch-ssd key names

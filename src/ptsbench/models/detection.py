@@ -15,6 +15,7 @@ give torchvision's 91-way COCO heads.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from torch import nn
 
@@ -43,7 +44,7 @@ def build_detector(cfg: LibraryModelConfig, num_classes: int, in_chans: int, img
     return DET_ARCHS.get(cfg.arch)(cfg, num_classes + 1, in_chans, img_size)
 
 
-def _set_stem(resnet: nn.Module, in_chans: int) -> None:
+def _set_stem(resnet: Any, in_chans: int) -> None:  # a torchvision ResNet (untyped)
     if in_chans != resnet.conv1.in_channels:
         old = resnet.conv1
         resnet.conv1 = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -175,11 +176,11 @@ def load_config(name: str):
 class MMDetDetector(nn.Module):
     """An mmdet detector behind torchvision's detection interface (see the module docstring)."""
 
-    def __init__(self, detector: nn.Module, test_pipeline: list, label_ids: list[int], in_chans: int):
+    def __init__(self, detector: Any, test_pipeline: list, label_ids: list[int], in_chans: int):
         super().__init__()
         from mmcv.transforms import Compose
 
-        self.detector = detector
+        self.detector: Any = detector  # an mmdet detector (mmdet is untyped)
         steps = [dict(s) for s in test_pipeline if s["type"].split(".")[-1] != "LoadAnnotations"]
         if steps and steps[0]["type"].split(".")[-1].startswith("LoadImageFrom"):
             steps[0] = {"type": "mmdet.LoadImageFromNDArray"}
@@ -249,7 +250,7 @@ def _label_ids(cfg, head_classes: int, num_classes: int) -> list[int]:
     )
 
 
-def _quiet_init(detector: nn.Module) -> None:
+def _quiet_init(detector: Any) -> None:
     """mmdet's ``init_weights`` (the config's init_cfg: normal heads, prior-probability bias), without
     mmengine's one log line per parameter."""
     import logging

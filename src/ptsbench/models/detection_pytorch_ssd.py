@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,6 +72,8 @@ class PytorchSSDPriors(nn.Module):
     """Anchor generator for torchvision's SSD: the repository's priors as corner boxes in pixels
     of the (resized) input."""
 
+    corners: torch.Tensor  # a buffer
+
     def __init__(self):
         super().__init__()
         p = pytorch_ssd_priors()
@@ -88,7 +91,7 @@ class PytorchSSDPriors(nn.Module):
         return [boxes for _ in range(images.tensors.shape[0])]
 
 
-def _as_pytorch_ssd(model: nn.Module, cfg) -> nn.Module:
+def _as_pytorch_ssd(model: Any, cfg) -> nn.Module:  # torchvision's SSD (untyped)
     model.anchor_generator = PytorchSSDPriors()
     model.transform.image_mean, model.transform.image_std = MEAN, STD
     # pytorch-ssd's own test-time settings (its predictor: prob threshold 0.01, top 200, NMS IoU 0.45)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
+from typing import Any
 
 from torch import nn
 
@@ -108,7 +109,7 @@ def ssd300_mobilenet_v1(cfg, num_classes: int, in_chans: int, img_size: int) -> 
 
 
 def _ssdlite_mobilenet_v2(
-    mnv2: nn.Module, split: int, extra_channels: list[int], num_classes: int, norm
+    mnv2: Any, split: int, extra_channels: list[int], num_classes: int, norm
 ) -> tuple[SSDStages, nn.Module]:
     """Split torchvision MobileNetV2 ``features`` at the expansion layer of block ``split``."""
     from torchvision.models.detection.ssdlite import SSDLiteHead, _extra_block
@@ -130,7 +131,7 @@ def _ssdlite_mobilenet_v2(
     return backbone, head
 
 
-def _mobilenet_v2(in_chans: int, **kw) -> nn.Module:
+def _mobilenet_v2(in_chans: int, **kw) -> Any:  # torchvision's MobileNetV2 (untyped)
     from torchvision.models import mobilenet_v2
 
     m = mobilenet_v2(weights=None, **kw)

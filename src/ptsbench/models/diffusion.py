@@ -21,6 +21,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -35,6 +36,10 @@ ARCHS = ("ddpm_digits", "ldm", "sd")
 
 class _Frozen:
     """Holds modules that must not be registered (so they are never pruned, counted or copied)."""
+
+    decoder: Any
+    text_encoder: Any
+    tokenizer: Any
 
     def __init__(self, **parts):
         self.__dict__.update(parts)
@@ -61,13 +66,14 @@ class GenerationModel(nn.Module):
         self.frozen = _Frozen(decoder=decoder, text_encoder=text_encoder, tokenizer=tokenizer)
         for m in self.frozen.modules():
             m.eval().requires_grad_(False)
-        size = unet.config.sample_size
+        unet_config = cast(Any, unet).config  # a diffusers UNet's
+        size = unet_config.sample_size
         size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-        self.latent_shape = (int(unet.config.in_channels), *map(int, size))
+        self.latent_shape = (int(unet_config.in_channels), *map(int, size))
         self.conditional = text_encoder is not None
-        self.cond_shape = None
+        self.cond_shape: tuple[int, int] | None = None  # set exactly when conditional
         if self.conditional:
-            self.cond_shape = (int(tokenizer.model_max_length), int(text_encoder.config.hidden_size))
+            self.cond_shape = (int(tokenizer.model_max_length), int(cast(Any, text_encoder).config.hidden_size))
         self._prompt_cache: dict[tuple, torch.Tensor] = {}
         pack_side_inputs(self.unet)
 
@@ -95,6 +101,7 @@ class GenerationModel(nn.Module):
     def pack(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         parts = [x.flatten(1), t.to(x.dtype).reshape(-1, 1).expand(len(x), 1)]
         if self.conditional:
+            assert cond is not None  # a conditional model's calls carry the prompt embedding
             parts.append(cond.to(x.dtype).flatten(1))
         return torch.cat(parts, 1)
 
@@ -102,7 +109,7 @@ class GenerationModel(nn.Module):
         n_x = math.prod(self.latent_shape)
         x = packed[:, :n_x].reshape(-1, *self.latent_shape)
         t = packed[:, n_x].round().long()
-        cond = packed[:, n_x + 1 :].reshape(-1, *self.cond_shape) if self.conditional else None
+        cond = packed[:, n_x + 1 :].reshape(-1, *self.cond_shape) if self.cond_shape is not None else None
         return x, t, cond
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
@@ -117,7 +124,7 @@ class GenerationModel(nn.Module):
     def example_input(self, batch: int = 1) -> torch.Tensor:
         dev = self.device
         x = torch.randn(batch, *self.latent_shape, device=dev)
-        cond = torch.zeros(batch, *self.cond_shape, device=dev) if self.conditional else None
+        cond = torch.zeros(batch, *self.cond_shape, device=dev) if self.cond_shape is not None else None
         return self.pack(x, torch.full((batch,), 500, device=dev), cond)
 
     @torch.no_grad()
@@ -177,6 +184,7 @@ class GenerationModel(nn.Module):
                 inp = sched.scale_model_input(lat, t)
                 tt = torch.full((b,), int(t), device=dev, dtype=torch.long)
                 if uncond is not None:
+                    assert cond is not None  # both come with the prompt
                     inp2, tt2 = torch.cat([inp, inp]), torch.cat([tt, tt])
                     c2 = torch.cat([uncond.expand(b, -1, -1), cond.expand(b, -1, -1)])
                     if capture is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -217,7 +218,7 @@ def convert(ckpt: Path, config: Path, out: Path) -> Path:
     from diffusers import DDIMScheduler, LDMPipeline, UNet2DModel
     from omegaconf import OmegaConf
 
-    params = OmegaConf.to_container(OmegaConf.load(config), resolve=True)["model"]["params"]
+    params = cast(dict, OmegaConf.to_container(OmegaConf.load(config), resolve=True))["model"]["params"]
     state = read_checkpoint(ckpt)
     unet_state = {k[len(UNET_PREFIX) :]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
     fs_state = {k[len(FIRST_STAGE_PREFIX) :]: v for k, v in state.items() if k.startswith(FIRST_STAGE_PREFIX)}

@@ -16,6 +16,7 @@ most) and timm's ``resolve_data_config`` (crop_pct, interpolation, mean/std of t
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import nn
 
@@ -33,15 +34,11 @@ def _replace_stem(model: nn.Module, in_chans: int) -> None:
     name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
     if conv.in_channels == in_chans:
         return
-    new = nn.Conv2d(
-        in_chans,
-        conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        bias=conv.bias is not None,
+    # the conv's geometry as stored (tuples of any length to torch's types; 2-tuples here)
+    geometry: dict[str, Any] = dict(
+        kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation
     )
+    new = nn.Conv2d(in_chans, conv.out_channels, bias=conv.bias is not None, **geometry)
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 

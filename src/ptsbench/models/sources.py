@@ -4,6 +4,7 @@ the weights a config names."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,13 @@ def load_weights(model: nn.Module, cfg, dataset_name: str) -> None:
         load_state(model, path, cfg)
 
 
-def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, img_size: int, dataset_name: str) -> nn.Module:
-    """The model of the typed ``cfg`` (sources registered with ``loads_weights`` read their own weights,
+def build_model(
+    knobs: ModelConfig | Mapping[str, Any], num_classes: int, in_chans: int, img_size: int, dataset_name: str
+) -> nn.Module:
+    """The model of ``knobs`` (typed or plain; sources registered with ``loads_weights`` read their own weights,
     e.g. a diffusers folder; the others get ``model.weights`` loaded here)."""
-    cfg = typed("model", MODEL_SOURCES.config(cfg["source"] if not isinstance(cfg, Schema) else cfg.source), cfg)
+    source = knobs.source if isinstance(knobs, Schema) else knobs["source"]
+    cfg: ModelConfig = typed("model", MODEL_SOURCES.config(source), knobs)
     entry = MODEL_SOURCES.entry(cfg.source)
     model = entry.obj(cfg, num_classes, in_chans, img_size)
     if not entry.trait("loads_weights", False):

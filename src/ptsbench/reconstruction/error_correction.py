@@ -15,10 +15,13 @@ dense model (or a dense unit) runs; a layer without a bias gets one.
 from __future__ import annotations
 
 import contextlib
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..sparsity.layers import PrunableLayer
 
 EPS = 1e-8
 
@@ -54,8 +57,8 @@ class ErrorCorrection:
 
     def __init__(self, model: nn.Module, dense_model: nn.Module, masks: dict[str, torch.Tensor], names):
         self.names = [n for n in names if n in masks]
-        self.layers = {n: model.get_submodule(n) for n in self.names}
-        self.dense = {n: dense_model.get_submodule(n) for n in self.names}
+        self.layers = {n: cast(PrunableLayer, model.get_submodule(n)) for n in self.names}
+        self.dense = {n: cast(PrunableLayer, dense_model.get_submodule(n)) for n in self.names}
         self.new_weights = {
             n: corrected_weight(self.dense[n].weight, self.layers[n].weight, masks[n]) for n in self.names
         }

@@ -13,6 +13,7 @@ Y = dense unit on dense X); this class only makes them cheaper to get:
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ class UnitFeeder:
         # first PROBE samples only: enough to verify the next unit's shortcut, since whether one
         # unit feeds the next is a property of the graph, not of the data
         self.dense_calib = calib_inputs if targets or input_mode == "dense" else calib_inputs[:PROBE]
-        self.kw = dict(chunk_size=chunk_size, channels_last=channels_last)
+        self.kw: dict[str, Any] = dict(chunk_size=chunk_size, channels_last=channels_last)
         n = len(calib_inputs)
         sizes = _probe_sizes(dense_model, units, calib_inputs[:1], forward, device)
         free = _free_bytes(device)
@@ -87,7 +88,9 @@ class UnitFeeder:
         self.dense_inputs: dict[str, CalibTensor] = {}
         if sum(sizes) * n <= 0.25 * store_free:
             self.dense_inputs = self._capture_all(dense_model, [u.modules[0] for u in units], self.dense_calib)
-        self.prev = None  # (unit, sparse X, dense Y) of the last unit served, for the shortcut
+        self.prev: tuple[Any, CalibTensor, CalibTensor] | None = (
+            None  # (unit, sparse X, dense Y) of the last unit served, for the shortcut
+        )
         self.dense_x: CalibTensor | None = None  # dense X of the last unit served
         self.shortcuts = 0
 
@@ -132,6 +135,7 @@ class UnitFeeder:
         else:
             with while_target:
                 y = apply_chunked(dense_chain, x_dense, self.store, self.device, **self.kw)
+        x: CalibTensor | None
         if self.input_mode == "dense":
             x = x_dense
         else:

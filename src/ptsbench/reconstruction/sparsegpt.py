@@ -18,7 +18,9 @@ Layers no unit covers are pruned last, their inputs captured by a forward of the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -65,7 +67,8 @@ def _hessians(run_forward, modules: dict, stop: bool = False) -> tuple[dict, dic
     """H (G, C, C) and input-column counts of ``modules`` over one pass of ``run_forward()``.
     ``stop``: the (single, called-once) layer's hook ends each forward right after it, so the rest of
     the unit is not computed; ``run_forward`` then calls each chunk through ``_until_reached``."""
-    hs, counts = {}, {}
+    hs: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
 
     def hook(name):
         def accumulate(mod, args):
@@ -103,7 +106,7 @@ def _paired_grams(run_sparse, run_dense, n_chunks: int, module, dense_module, st
         return hook
 
     for i in range(n_chunks):
-        seen = {"s": [], "d": []}
+        seen: dict[str, list] = {"s": [], "d": []}
         hs = module.register_forward_pre_hook(grab(seen["s"]))
         hd = dense_module.register_forward_pre_hook(grab(seen["d"]))
         try:
@@ -189,7 +192,7 @@ class _Walk:
     masks: dict
     config: SparseGPTConfig
     device: torch.device
-    forward: object
+    forward: Callable[[torch.nn.Module, torch.Tensor], Any]
     group: str
     nm: tuple[int, int] | None
     todo: set = field(default_factory=set)
@@ -296,6 +299,7 @@ def _prune_unit(walk: _Walk, unit, feeder: UnitFeeder) -> dict:
     dense_chain, x_dense = UnitChain(walk.dense_model, unit.modules), feeder.dense_x
     for name in order:
         if walk.dense_target:
+            assert x_dense is not None  # the feeder keeps the dense X when the target is dense
             h, cross, count = _paired_grams(
                 lambda i: chain(x.chunk(i * chunk, (i + 1) * chunk).to(device)),
                 lambda i: dense_chain(x_dense.chunk(i * chunk, (i + 1) * chunk).to(device)),

@@ -12,6 +12,7 @@ NHWC layout so a gathered batch is already channels_last.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,6 +108,7 @@ def capture_input(
             _put(out, start, seen[0])
     finally:
         handle.remove()
+    assert out is not None  # the calibration set is never empty
     return out
 
 
@@ -126,6 +128,7 @@ def apply_chunked(
         if out is None:
             out = _alloc(len(x), y, store, channels_last)
         _put(out, start, y)
+    assert out is not None  # the calibration set is never empty
     return out
 
 
@@ -142,7 +145,7 @@ def unit_tensors(
     channels_last: bool = False,
 ) -> tuple[CalibTensor, CalibTensor]:
     """(X, Y) for a unit: X from the dense or the sparse model, Y = dense unit on dense X."""
-    kw = dict(chunk_size=chunk_size, channels_last=channels_last)
+    kw: dict[str, Any] = dict(chunk_size=chunk_size, channels_last=channels_last)
     x_dense = capture_input(dense_model, unit_modules[0], calib_inputs, forward, device, store, **kw)
     y = apply_chunked(UnitChain(dense_model, unit_modules), x_dense, store, device, **kw)
     if input_mode == "dense":

@@ -22,6 +22,8 @@ of sparsity/gemm.py).
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 from torch import nn
 
@@ -33,7 +35,7 @@ DOT_ROWS = 4096  # rows per piece of a depthwise dot product: the product stays 
 SLICE_BUDGET = 2**23  # input elements per slice of samples (32 MB fp32); a few copies of it live at once
 
 
-def applies(module: nn.Module, x: torch.Tensor) -> bool:
+def applies(module: nn.Module, x: torch.Tensor) -> TypeGuard[nn.Conv2d]:
     """Stride-1 zero-padded 2-D convs with at least one output position, on a batch of at least
     MIN_POSITIONS sample-positions."""
     if not (isinstance(module, nn.Conv2d) and x.dim() == 4 and module.padding_mode == "zeros"):
@@ -69,10 +71,11 @@ def lag_gram(module: nn.Conv2d, x_left: torch.Tensor, x_right: torch.Tensor | No
     """sum over the batch of X_l X_r^T, (G, cols, cols) in the (channel, kh, kw) feature order of
     ``gemm_weight``; ``x_right=None`` means X_r = X_l (the symmetric Hessian)."""
     step = max(1, SLICE_BUDGET // x_left[0].numel())
-    out = None
+    out: torch.Tensor | None = None
     for s in range(0, x_left.shape[0], step):
         part = _lag_gram(module, x_left[s : s + step], None if x_right is None else x_right[s : s + step])
         out = part if out is None else out.add_(part)
+    assert out is not None  # a batch has at least one sample
     return out
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import conv_gram
+from .layers import PrunableLayer
 
 UNFOLD_BUDGET = 2**25  # unfolded elements per slice (128 MB fp32): im2col of a big map in pieces
 
@@ -24,20 +25,20 @@ def num_groups(module: nn.Module) -> int:
     return module.groups if isinstance(module, nn.Conv2d) else 1
 
 
-def gemm_weight(module: nn.Module) -> torch.Tensor:
+def gemm_weight(module: PrunableLayer) -> torch.Tensor:
     """The weight as (G, rows, cols), a view of ``module.weight``."""
     w = module.weight
     g = num_groups(module)
     return w.reshape(g, w.shape[0] // g, -1)
 
 
-def gemm_cols(module: nn.Module) -> int:
+def gemm_cols(module: PrunableLayer) -> int:
     """Length of the GEMM input dimension (per group): in_features, or in/groups*kH*kW."""
     w = module.weight
     return w[0].numel()
 
 
-def input_slices(module: nn.Module, x: torch.Tensor):
+def input_slices(module: PrunableLayer, x: torch.Tensor):
     """The layer's GEMM inputs for input ``x``, as (G, n, cols) slices of at most UNFOLD_BUDGET
     elements (n = samples x output positions; a Linear's tokens count as positions)."""
     if not isinstance(module, nn.Conv2d):
@@ -66,7 +67,7 @@ def _positions(module: nn.Conv2d, hw) -> int:
     return max(ho * wo, 1)
 
 
-def input_sq_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def input_sq_sums(module: PrunableLayer, x: torch.Tensor) -> torch.Tensor:
     """sum over samples and positions of each GEMM input feature squared, as (G, cols): the diagonal
     of X X^T without unfolding. A conv's feature (c, kh, kw) sees the padded input at rows
     kh*dilation + stride*i; summing x^2 over the batch first and then taking kH*kW strided slices
@@ -78,7 +79,7 @@ def input_sq_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _position_sums(module, x.pow(2).sum(0, keepdim=True))
 
 
-def input_sums(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def input_sums(module: PrunableLayer, x: torch.Tensor) -> torch.Tensor:
     """sum over samples and positions of each GEMM input feature, as (G, cols): X 1 without
     unfolding (the same strided slices as ``input_sq_sums``, on x instead of x^2)."""
     if not isinstance(module, nn.Conv2d):
@@ -109,7 +110,7 @@ def _position_sums(module: nn.Conv2d, summed: torch.Tensor) -> torch.Tensor:
     return out.reshape(module.groups, -1)
 
 
-def input_count(module: nn.Module, x: torch.Tensor) -> int:
+def input_count(module: PrunableLayer, x: torch.Tensor) -> int:
     """Number of GEMM input columns (samples x output positions; a Linear's tokens) in ``x``."""
     if not isinstance(module, nn.Conv2d):
         return x.reshape(-1, x.shape[-1]).shape[0]
@@ -118,7 +119,7 @@ def input_count(module: nn.Module, x: torch.Tensor) -> int:
     return x.shape[0] * _positions(module, x.shape[-2:])
 
 
-def add_input_gram(module: nn.Module, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+def add_input_gram(module: PrunableLayer, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, int]:
     """h + X X^T over the GEMM inputs of ``x`` (h: (G, cols, cols) or None) and the number of input
     columns added. Stride-1 zero-padded convs go through conv_gram.lag_gram (the same sum, one GEMM
     per kernel lag); other convs multiply each slice's im2col block, gathered as
@@ -152,7 +153,7 @@ def add_input_gram(module: nn.Module, x: torch.Tensor, h: torch.Tensor | None) -
 
 
 def add_cross_gram(
-    module: nn.Module, x_left: torch.Tensor, x_right: torch.Tensor, c: torch.Tensor | None
+    module: PrunableLayer, x_left: torch.Tensor, x_right: torch.Tensor, c: torch.Tensor | None
 ) -> torch.Tensor:
     """c + X_left X_right^T over paired GEMM inputs (same samples, same positions; (G, cols, cols)).
     The asymmetric SparseGPT target needs it with X_left the dense model's and X_right the sparse

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from ..errors import ConfigError
 from ..schemas import Schema, knob
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+PrunableLayer = nn.Conv2d | nn.Linear
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class LayerInfo:
 
 def prunable_modules(
     model: nn.Module, exclude: list[str] | tuple[str, ...] = (), skip: list[str] | tuple[str, ...] = ()
-) -> dict[str, nn.Module]:
+) -> dict[str, PrunableLayer]:
     """Conv2d/Linear modules by qualified name, minus ``exclude`` globs (user) and ``skip`` globs
     (adapter-declared dense parts, e.g. a diffusion time embedding).
 
@@ -53,7 +55,7 @@ def prunable_modules(
     return {n: m for n, m in found.items() if not any(fnmatch.fnmatchcase(n, p) for p in dropped)}
 
 
-def layer_infos(modules: dict[str, nn.Module]) -> list[LayerInfo]:
+def layer_infos(modules: dict[str, PrunableLayer]) -> list[LayerInfo]:
     return [LayerInfo(n, tuple(m.weight.shape)) for n, m in modules.items()]
 
 
@@ -85,7 +87,7 @@ def _traced_pairs(module: nn.Module) -> list[tuple[str, str]] | None:
     except Exception:  # noqa: BLE001 - the caller falls back to the module's children
         return None
     mods = dict(gm.named_modules())
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(mods.get(node.target), nn.BatchNorm2d):
             continue
@@ -96,7 +98,7 @@ def _traced_pairs(module: nn.Module) -> list[tuple[str, str]] | None:
             and isinstance(mods.get(src.target), nn.Conv2d)
             and len(src.users) == 1
         ):
-            pairs.append((src.target, node.target))
+            pairs.append((str(src.target), str(node.target)))  # a call_module target is the module's name
     return pairs
 
 
@@ -150,12 +152,14 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
     model.eval()
     pairs = find_conv_bn_pairs(model)
     for conv_name, bn_name in pairs:
-        conv = model.get_submodule(conv_name)
-        bn = model.get_submodule(bn_name)
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        conv = cast(nn.Conv2d, model.get_submodule(conv_name))
+        bn = cast(nn.BatchNorm2d, model.get_submodule(bn_name))
+        running_mean, running_var = bn.running_mean, bn.running_var
+        assert running_mean is not None and running_var is not None  # eval-mode BN keeps running statistics
+        scale = bn.weight / torch.sqrt(running_var + bn.eps)
         conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        new_bias = (bias - bn.running_mean) * scale + bn.bias
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(running_mean)
+        new_bias = (bias - running_mean) * scale + bn.bias
         conv.bias = nn.Parameter(new_bias.detach().clone())
         _set_submodule(model, bn_name, _after_norm(bn))
     return pairs

@@ -21,9 +21,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
@@ -31,6 +31,9 @@ from ..schemas import Schema, knob
 from .criteria import CRITERIA, ScoreContext
 from .refine_dsnot import input_moments, refine_masks
 from .selection import GROUPS, keep_mask, nm_fits, nm_keep_mask, num_pruned
+
+if TYPE_CHECKING:
+    from .layers import PrunableLayer
 
 NM_ALLOCATORS = ("uniform",)
 REFINES = ("none", "dsnot")
@@ -155,7 +158,7 @@ def needs_calibration(sparsity: UnstructuredConfig) -> bool:
 
 
 def pattern_rates(
-    sparsity: UnstructuredConfig, modules: dict[str, nn.Module], rates: dict[str, float]
+    sparsity: UnstructuredConfig, modules: dict[str, PrunableLayer], rates: dict[str, float]
 ) -> tuple[dict[str, float], dict]:
     """Per-layer rates the pattern imposes (N:M: fitting layers at 1 - N/M, the others 0), and the
     record's ``masks`` section."""
@@ -170,7 +173,7 @@ def pattern_rates(
 
 @torch.no_grad()
 def select_masks(
-    sparsity: UnstructuredConfig, modules: dict[str, nn.Module], rates: dict[str, float], context: ScoreContext
+    sparsity: UnstructuredConfig, modules: dict[str, PrunableLayer], rates: dict[str, float], context: ScoreContext
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Keep-masks at ``rates`` under the pattern, criterion and group, and what the record says of them
     (a calibration criterion's report and its seconds)."""

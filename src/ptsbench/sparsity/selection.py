@@ -19,9 +19,12 @@ the count is exact whatever the scores. Comparison groups:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from .layers import PrunableLayer
 
 GROUPS = ("layer", "row")
 
@@ -84,7 +87,7 @@ def magnitude_mask(weight: torch.Tensor, rate: float) -> torch.Tensor:
     return keep_mask(weight.detach().abs(), num_pruned(rate, weight.numel()))
 
 
-def magnitude_masks(modules: dict[str, nn.Module], rates: dict[str, float]) -> dict[str, torch.Tensor]:
+def magnitude_masks(modules: dict[str, PrunableLayer], rates: dict[str, float]) -> dict[str, torch.Tensor]:
     """The magnitude mask of every layer of ``rates`` (the mask phase's default criterion, group and pattern)."""
     return {n: magnitude_mask(modules[n].weight, r) for n, r in rates.items()}
 
@@ -131,13 +134,13 @@ def nm_keep_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def apply_masks(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+def apply_masks(modules: dict[str, PrunableLayer], masks: dict[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
         modules[name].weight.masked_fill_(~mask.to(modules[name].weight.device).bool(), 0.0)  # NaN*0 is NaN
 
 
 @torch.no_grad()
-def measure_sparsity(modules: dict[str, nn.Module]) -> dict:
+def measure_sparsity(modules: dict[str, PrunableLayer]) -> dict:
     """Achieved sparsity from exact zeros: per layer and parameter-weighted global over ``modules``
     (the prunable set, excluded layers included so the global rate is over the same total)."""
     per_layer, zeros, total = {}, 0, 0

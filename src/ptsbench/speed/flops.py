@@ -12,9 +12,13 @@ zero: the figure is a bound on what a sparse kernel could gain, not a measured s
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..sparsity.layers import PrunableLayer
 
 
 def flop_counts(nonzeros: dict[str, int], numel: dict[str, int], positions: dict[str, int]) -> dict[str, float]:
@@ -32,7 +36,7 @@ def from_sparsity(achieved_per_layer: dict[str, float], numel: dict[str, int], p
 
 
 @torch.no_grad()
-def output_positions(modules: dict[str, nn.Module], run_forward) -> dict[str, int]:
+def output_positions(modules: dict[str, PrunableLayer], run_forward) -> dict[str, int]:
     """Output positions of each layer in ``modules`` over one ``run_forward()`` (give it one sample):
     outputs / output channels, summed over the calls of a layer called several times (a shared head
     over pyramid levels)."""
@@ -54,7 +58,7 @@ def output_positions(modules: dict[str, nn.Module], run_forward) -> dict[str, in
     return seen
 
 
-def model_flops(model: nn.Module, modules: dict[str, nn.Module], forward, inputs: torch.Tensor) -> dict | None:
+def model_flops(model: nn.Module, modules: dict[str, PrunableLayer], forward, inputs: torch.Tensor) -> dict | None:
     """A record's ``flops``: dense/sparse MACs per sample, the theoretical reduction and each layer's
     output positions, from ``forward(model, inputs[:1])``; None when there is no input to run (a
     diffusion run that captured no UNet inputs)."""

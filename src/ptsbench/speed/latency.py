@@ -18,12 +18,16 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from ..records.io import write_json_atomic
 from .sparse_layers import candidates, make_sparse
+
+if TYPE_CHECKING:
+    from ..sparsity.layers import PrunableLayer
 
 MARGIN = 0.95  # a sparse backend must take at most 95% of the dense time to be chosen
 _CACHE: dict[str, dict[str, float]] = {}
@@ -44,7 +48,7 @@ def median_seconds(fn, device: torch.device, warmup: int, repeats: int) -> float
     return statistics.median(times)
 
 
-def shape_key(module: nn.Module, x: torch.Tensor, device: torch.device) -> str:
+def shape_key(module: PrunableLayer, x: torch.Tensor, device: torch.device) -> str:
     w = module.weight
     density = round(float((w != 0).float().mean()), 2)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -65,13 +69,13 @@ def shape_key(module: nn.Module, x: torch.Tensor, device: torch.device) -> str:
 
 def choose(timings: dict[str, float]) -> str:
     """The backend to run: the fastest sparse one if it takes at most MARGIN of the dense time."""
-    best = min((b for b in timings if b != "dense"), key=timings.get, default="dense")
+    best = min((b for b in timings if b != "dense"), key=lambda b: timings[b], default="dense")
     return best if best != "dense" and timings[best] <= MARGIN * timings["dense"] else "dense"
 
 
 @torch.no_grad()
 def plan_backends(
-    model, modules: dict[str, nn.Module], run, device, nm, warmup: int, repeats: int
+    model, modules: dict[str, PrunableLayer], run, device, nm, warmup: int, repeats: int
 ) -> tuple[dict, dict]:
     """Per layer: input and weight shapes, density, each candidate's median ms and the chosen backend,
     from one ``run(model)`` during which every layer times its candidates on its own input; and the
@@ -128,7 +132,7 @@ def swap_layers(model: nn.Module, backends: dict[str, str]) -> nn.Module:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = sparse.get_submodule(parent_name) if parent_name else sparse
-        setattr(parent, child, make_sparse(sparse.get_submodule(name), backend))
+        setattr(parent, child, make_sparse(cast("PrunableLayer", sparse.get_submodule(name)), backend))
     return sparse
 
 
@@ -145,7 +149,7 @@ def save_cache(path: Path | None) -> None:
 @torch.no_grad()
 def measure_latency(
     model: nn.Module,
-    modules: dict[str, nn.Module],
+    modules: dict[str, PrunableLayer],
     inputs: torch.Tensor,
     forward,
     device: torch.device,
@@ -164,7 +168,7 @@ def measure_latency(
     dtype = torch.float16 if device.type == "cuda" and nm == (2, 4) else torch.float32
     names = list(modules)
     dense = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-    layers = {n: dense.get_submodule(n) for n in names}
+    layers = {n: cast("PrunableLayer", dense.get_submodule(n)) for n in names}
     x = inputs.to(device=device, dtype=dtype)
     load_cache(cache_path)
     plan, unavailable = plan_backends(

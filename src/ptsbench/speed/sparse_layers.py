@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sparsity.deployable import semi_structured_rejection
+from ..sparsity.layers import PrunableLayer
 
 BACKENDS = ("dense", "csr", "semi_structured")
 
@@ -41,11 +42,11 @@ def gemm_capable(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_pointwise(module)
 
 
-def _weight_2d(module: nn.Module) -> torch.Tensor:
+def _weight_2d(module: PrunableLayer) -> torch.Tensor:
     return module.weight.detach().reshape(module.weight.shape[0], -1)
 
 
-def _pixels_as_rows(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+def _pixels_as_rows(module: nn.Conv2d | SemiStructuredGemm, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     sh, sw = module.stride
     if (sh, sw) != (1, 1):
         x = x[..., ::sh, ::sw]
@@ -61,10 +62,10 @@ def _rows_as_pixels(y: torch.Tensor, nhw: tuple[int, ...]) -> torch.Tensor:
 class CSRGemm(nn.Module):
     """A Linear or 1x1 conv whose weight is a CSR matrix."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: PrunableLayer):
         super().__init__()
         self.pointwise = isinstance(module, nn.Conv2d)
-        self.stride = module.stride if self.pointwise else (1, 1)
+        self.stride: tuple[int, ...] = module.stride if isinstance(module, nn.Conv2d) else (1, 1)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": known, and the outputs are tested
             warnings.simplefilter("ignore", UserWarning)
             self.weight_csr = _weight_2d(module).to_sparse_csr()
@@ -89,7 +90,7 @@ class CSRGemm(nn.Module):
 class SemiStructuredGemm(nn.Module):
     """A Linear or 1x1 conv whose weight is a 2:4 semi-structured tensor (CUDA, half precision)."""
 
-    def __init__(self, module: nn.Module, dtype: torch.dtype = torch.float16):
+    def __init__(self, module: PrunableLayer, dtype: torch.dtype = torch.float16):
         super().__init__()
         from torch.sparse import to_sparse_semi_structured
 
@@ -98,7 +99,7 @@ class SemiStructuredGemm(nn.Module):
         if reason is not None:
             raise ValueError(f"semi-structured conversion refused: {reason}")
         self.pointwise = isinstance(module, nn.Conv2d)
-        self.stride = module.stride if self.pointwise else (1, 1)
+        self.stride: tuple[int, ...] = module.stride if isinstance(module, nn.Conv2d) else (1, 1)
         self.weight_ss = to_sparse_semi_structured(w)
         self.bias = None if module.bias is None else module.bias.detach().to(dtype)
 
@@ -109,7 +110,9 @@ class SemiStructuredGemm(nn.Module):
         return F.linear(x, self.weight_ss, self.bias)
 
 
-def candidates(module: nn.Module, device: torch.device, nm: tuple[int, int] | None, dtype: torch.dtype) -> list[str]:
+def candidates(
+    module: PrunableLayer, device: torch.device, nm: tuple[int, int] | None, dtype: torch.dtype
+) -> list[str]:
     """The backends worth timing for ``module`` on ``device`` (``nm``: the run's N:M pattern): dense
     always; CSR for a Linear / 1x1 conv (MKL on CPU, cuSPARSE on CUDA); 2:4 tensor cores on CUDA
     when the weight, cast to ``dtype``, passes the semi-structured constraints."""
@@ -121,7 +124,7 @@ def candidates(module: nn.Module, device: torch.device, nm: tuple[int, int] | No
     return out
 
 
-def make_sparse(module: nn.Module, backend: str) -> nn.Module:
+def make_sparse(module: PrunableLayer, backend: str) -> nn.Module:
     """``module`` itself for ``dense``, else its sparse version on ``backend``."""
     if backend == "dense":
         return module

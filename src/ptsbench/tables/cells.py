@@ -12,12 +12,12 @@ import math
 
 import pandas as pd
 
-from .evidence import Estimate, Plan, cell, interval, n_models, scaled
+from .evidence import Estimate, Plan, Unit, cell, interval, n_models, scaled
 
 CELL_COLUMNS = ["table", "row", "task", "column", "rate", "value", "n_models", "n_runs", "ci_low", "ci_high", "models"]
 
 
-def unit_values(runs: pd.DataFrame, stratum: str, value_col: str) -> dict[tuple[str, str], float]:
+def unit_values(runs: pd.DataFrame, stratum: str, value_col: str) -> dict[Unit, float]:
     """(stratum, model) -> the model's mean over its distinct runs with a finite value."""
     runs = runs.drop_duplicates("digest")
     vals = runs[value_col].astype(float)

@@ -64,8 +64,8 @@ def _others(table: TrackTable, me: str, column: str) -> dict[str, Estimate]:
     for idx in table.values.index:
         name = str(idx[-1] if isinstance(idx, tuple) else idx)
         in_group = not table.groups or any(me in g and idx in g for g in table.groups)
-        if name != me and in_group and _est(table, name, column) is not None:
-            out[name] = _est(table, name, column)
+        if name != me and in_group and (est := _est(table, name, column)) is not None:
+            out[name] = est
     return out
 
 
@@ -74,8 +74,8 @@ def _margin_builder(spec: dict, table: TrackTable, sign: float) -> Callable[[str
     kind, rows = spec["kind"], list(spec.get("rows", []))
 
     def build(column: str):
-        have = {r: _est(table, r, column) for r in rows}
-        lacking = [r for r, e in have.items() if e is None]
+        have = {r: e for r in rows if (e := _est(table, r, column)) is not None}
+        lacking = [r for r in rows if r not in have]
         if lacking:
             return None, f"no value for {', '.join(lacking)} in {spec['table']} {column}"
         if kind in ("best", "worst"):
@@ -152,6 +152,7 @@ def check_finding(spec: dict, tables: dict[str, TrackTable], runs=None, min_mode
     if table is None or column not in table.values.columns:
         out.reason = f"no column {column} in {spec['table']}"
         return out
+    column = str(column)  # a column of the table: a name
     build = _margin_builder(spec, table, -1.0 if table.better.get(column) == "min" else 1.0)
     est, why = build(column)
     if est is None:

@@ -68,15 +68,15 @@ def held_fixed(
         }
         for k in fixed
     ]
-    shown = [f"{d['knob']}={d['value']}" for d in full if not d["at_default"]]
+    not_default = [f"{d['knob']}={d['value']}" for d in full if not d["at_default"]]
     varying = [
         f"{k} ({', '.join(sorted(v)[:4])}{', ...' if len(v) > 4 else ''})"
         for k, v in sorted(values.items())
         if k not in fixed and (len(v) > 1 or not _at_default(k, v, changed, option_files))
     ]
     out = [
-        f"held fixed, not at their defaults: {', '.join(shown)}"
-        if shown
+        f"held fixed, not at their defaults: {', '.join(not_default)}"
+        if not_default
         else "held fixed: every other knob at its default (full list in held_fixed.csv)"
     ]
     if varying:

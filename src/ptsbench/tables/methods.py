@@ -146,7 +146,8 @@ def methods_table(runset: RunSet, kind: str = JACKKNIFE) -> TrackTable:
         },
         plan=make_plan({(task_label(t), m) for t, m in units_of(runs, "task")}, kind),
     )
-    values, notes, speed = [], [], {}
+    values, notes = [], []
+    speed: dict = {}
     for (task, setting), grp in runs.groupby(["task", "setting"], sort=True):
         methods = sorted(grp.method.unique(), key=_order)
         if ":" not in setting and set(methods) <= set(PAPER_ROWS):

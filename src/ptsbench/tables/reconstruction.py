@@ -18,6 +18,7 @@ rows only within one aspect (paper §5.1.2).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -33,7 +34,8 @@ from .matching import with_rest
 from .runs import RunSet
 
 # aspect -> (run column, [(value, row label)], config knobs the aspect varies)
-ASPECTS = {
+# aspect -> (column, [(value, label)], the knobs that must match between compared runs)
+ASPECTS: dict[str, tuple[str, list[tuple[Any, str]], tuple[str, ...]]] = {
     "error correction": (
         "error_correction",
         [(True, "w/ Correction"), (False, "w/o Correction")],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -46,7 +47,9 @@ def cell_strings(table: TrackTable, bold: tuple[str, str], missing: str, star: s
     out = []
     groups = table.groups or [list(table.values.index)]
     group_of = {row: i for i, g in enumerate(groups) for row in g}
-    best = {(i, c): _best(table, c, g) for i, g in enumerate(groups) for c in table.values.columns}
+    best: dict[tuple[int | None, Any], Any] = {
+        (i, c): _best(table, c, g) for i, g in enumerate(groups) for c in table.values.columns
+    }
     for idx, row in table.values.iterrows():
         label = list(idx) if isinstance(idx, tuple) else [idx]
         cells = []

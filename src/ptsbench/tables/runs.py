@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -146,7 +147,8 @@ def _result(rec: dict) -> dict:
     """What the run measured and cost."""
     task = rec.get("task") or {}
     metric, hib = task.get("metric"), bool(task.get("higher_is_better", True))
-    dense, sparse = (rec.get("dense") or {}).get(metric), (rec.get("sparse") or {}).get(metric)
+    dense: Any = (rec.get("dense") or {}).get(metric)
+    sparse: Any = (rec.get("sparse") or {}).get(metric)
     ok = rec.get("status") == "ok" and dense is not None and sparse is not None
     err, timing, memory = rec.get("error") or {}, rec.get("timing") or {}, rec.get("memory") or {}
     return {

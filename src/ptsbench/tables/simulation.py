@@ -133,7 +133,8 @@ def _covers(ci: tuple[float, float], true: float) -> float:
 def run_scenario(scn: Scenario, reps: int, kind: str, rng: np.random.Generator, min_models: int = MIN_MODELS) -> dict:
     """Coverage and verdict rates of ``reps`` replicates of one scenario."""
     table = allocation_table(RunSet(replicated_runs(scn, reps, rng)), kind=kind)
-    true, out = truth(scn), {"cell": [], "om": [], "margin": [], "verdict": []}
+    true = truth(scn)
+    out: dict[str, list] = {"cell": [], "om": [], "margin": [], "verdict": []}
     for r in range(reps):
         spec = {**FINDING, "rows": [f"{row} #{r}" for row in FINDING["rows"]]}
         verdict = check_finding(spec, {"table2": table}, None, min_models)

@@ -16,6 +16,8 @@ no NMS) and returns one tensor ``[N, anchors, classes + 4]`` for allocators and 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -120,7 +122,7 @@ def _check_detection_data(data) -> None:
         )
 
 
-def _input_pixels(model: nn.Module, data) -> int:
+def _input_pixels(model: Any, data) -> int:  # a torchvision detector or MMDetDetector
     """Pixels of one image as the detector sees it (after its own resize)."""
     if getattr(model, "input_pixels", None):  # a wrapped detector (mmdet) that states its own
         return int(model.input_pixels)
@@ -147,10 +149,11 @@ class DetectionTask(Task):
 
     def forward_for_calibration(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Raw head outputs: classification logits and box deltas of every anchor, concatenated."""
-        if hasattr(model, "raw_head_outputs"):  # a wrapped detector (mmdet) runs its own preprocessing
-            return model.raw_head_outputs(x)
-        images, _ = model.transform(list(x))
-        features = model.backbone(images.tensors)
+        detector: Any = model  # a torchvision detector or MMDetDetector: their parts are read by name
+        if hasattr(detector, "raw_head_outputs"):  # a wrapped detector (mmdet) runs its own preprocessing
+            return detector.raw_head_outputs(x)
+        images, _ = detector.transform(list(x))
+        features = detector.backbone(images.tensors)
         features = list(features.values()) if isinstance(features, dict) else [features]
-        out = model.head(features)
+        out = detector.head(features)
         return torch.cat([out["cls_logits"], out["bbox_regression"]], dim=-1)

@@ -18,8 +18,10 @@ noise prediction on such rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..data.base import sample_calibration
@@ -58,7 +60,7 @@ class GenerationTask(Task):
     def __init__(self, config: GenerationConfig, evaluation=None):
         super().__init__(config, evaluation)
         self.inception_weights = check_inception_weights(config.inception_weights) if config.metric == "fid" else None
-        self._features = None
+        self._features: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _check_model(self, model) -> None:
         if not hasattr(model, "sample") or not hasattr(model, "unet"):
@@ -77,7 +79,7 @@ class GenerationTask(Task):
             self._features = build_features(self.metric, torch.device(device), self.inception_weights)
         return self._features(images)
 
-    def reference_stats(self, data, size: tuple[int, int], device) -> tuple:
+    def reference_stats(self, data, size: tuple[int, int], device) -> tuple[np.ndarray, np.ndarray]:
         """(mu, sigma) of the real test images at the generated resolution (cached per process)."""
         key = (data.name, data.meta.get("test_indices_digest", len(data.test)), self.metric, tuple(size))
         if key not in _REFERENCE_CACHE:

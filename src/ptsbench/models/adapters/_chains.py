@@ -81,7 +81,7 @@ def features_classifier_units(model: nn.Module, granularity: str, is_block, bloc
     classifier are conv/linear chains."""
     with_act, kind = unit_mode(granularity)
     units: list[Unit] = []
-    for child_name, child in model.features.named_children():
+    for child_name, child in model.get_submodule("features").named_children():
         prefix = f"features.{child_name}"
         if not is_block(child):
             units.extend(chain_unit(c, kind) for c in sequential_chains(model, prefix, with_act))

@@ -28,7 +28,7 @@ _SUBCLASSES: dict[type, type] = {}
 
 def _dims(t: torch.Tensor | None, n: int) -> list[int]:
     shape = [] if t is None else list(t.shape[1:])
-    if len(shape) > n:
+    if t is not None and len(shape) > n:
         raise ValueError(f"cannot pack a tensor of shape {tuple(t.shape)} (at most {n} dims after the batch)")
     return [len(shape)] + [int(d) for d in shape] + [0] * (n - len(shape))
 
@@ -76,7 +76,9 @@ def _pack_pre_hook(module, args, kwargs):
     return (pack(h, side),), {}
 
 
-class _PackedEntry:
+class _PackedEntry(nn.Module):
+    _side_input: tuple[str, int | None]  # set on each class of SIDE_INPUTS
+
     def forward(self, packed: torch.Tensor):  # noqa: D401 - see module docstring
         h, side = unpack(packed)
         return super().forward(h, **{self._side_input[0]: side})

@@ -17,6 +17,8 @@ The towers are shared by all pyramid levels; a unit sees the first level the hea
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 from ._chains import attr_chain, chain_unit, sequential_chains
@@ -41,8 +43,9 @@ def _body_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
 
 def _fpn_units(model: nn.Module, prefix: str, kind: str) -> list[Unit]:
     fpn = model.get_submodule(prefix)
-    units = []
-    for i in reversed(range(len(fpn.inner_blocks))):
+    inner_blocks = cast(nn.ModuleList, fpn.get_submodule("inner_blocks"))
+    units: list[Unit] = []
+    for i in reversed(range(len(inner_blocks))):
         for part in ("inner_blocks", "layer_blocks"):
             units.extend(chain_unit(c, kind) for c in sequential_chains(model, f"{prefix}.{part}.{i}", with_act=False))
     extra = getattr(fpn, "extra_blocks", None)
@@ -55,14 +58,14 @@ def _fpn_units(model: nn.Module, prefix: str, kind: str) -> list[Unit]:
 def head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
     """Units of RetinaNet's two head towers (``prefix`` = the RetinaNetHead)."""
     with_act, kind = unit_mode(granularity)
-    units = []
+    units: list[Unit] = []
     for head, final in HEADS:
         tower, last = f"{prefix}.{head}.conv", f"{prefix}.{head}.{final}"
         if granularity == "block":
             name = f"{prefix}.{head}"
             units.append(Unit(name, (tower, last), prunable_in(model, tower) + (last,), "block"))
         else:
-            for i, layer in enumerate(model.get_submodule(tower)):
+            for i, layer in enumerate(cast(nn.Sequential, model.get_submodule(tower))):
                 # Conv2dNormActivation: conv [+ norm] + ReLU; a GroupNorm (RetinaNet v2) cannot
                 # be folded, so a ``layer`` unit keeps it, a ``single`` unit ends before it
                 parts = [f"{tower}.{i}.{n}" for n, _ in layer.named_children()]

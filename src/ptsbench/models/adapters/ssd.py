@@ -16,6 +16,8 @@ Their backbone is ``SSDStages``: stages run in turn, each ending in one feature 
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 from ._chains import chain_unit, sequential_chains
@@ -47,7 +49,7 @@ def _module_units(model: nn.Module, name: str, granularity: str, is_block: bool)
 
 def backbone_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
     units: list[Unit] = []
-    for i, stage in enumerate(model.get_submodule(prefix).stages):
+    for i, stage in enumerate(cast(nn.ModuleList, model.get_submodule(f"{prefix}.stages"))):
         stage_name = f"{prefix}.stages.{i}"
         children = list(stage.named_children())
         if all(_is_conv_norm_act(c) for _, c in children):  # an extra stage: one block
@@ -62,7 +64,7 @@ def backbone_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit
 def head_units(model: nn.Module, prefix: str, granularity: str) -> list[Unit]:
     units: list[Unit] = []
     for head in ("regression_head", "classification_head"):
-        predictors = model.get_submodule(f"{prefix}.{head}.module_list")
+        predictors = cast(nn.ModuleList, model.get_submodule(f"{prefix}.{head}.module_list"))
         for i in range(len(predictors)):
             units.extend(_module_units(model, f"{prefix}.{head}.module_list.{i}", granularity, is_block=True))
     return units

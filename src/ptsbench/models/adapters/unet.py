@@ -21,6 +21,7 @@ Units made only of dense-by-default layers are left out (they keep their dense w
 from __future__ import annotations
 
 import fnmatch
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ def execution_order(model: nn.Module, root: str = "unet") -> list[str]:
 
         handles.append(mod.register_forward_pre_hook(first_call))
     try:
-        model(model.example_input(1))
+        model(cast(Any, model).example_input(1))  # the generation wrapper's (models/diffusion.py)
     finally:
         for h in handles:
             h.remove()

@@ -23,7 +23,7 @@ from .base import ADAPTERS, ModelAdapter, Unit
 def conv_stages(model: nn.Module) -> list[tuple[str, ...]]:
     """Module names of each run of ``features`` children between pools (pools excluded)."""
     stages: list[list[str]] = [[]]
-    for name, module in model.features.named_children():
+    for name, module in model.get_submodule("features").named_children():
         if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
             stages.append([])
         else:

@@ -12,6 +12,8 @@ The LayerNorms, class token and position embedding stay dense and are not traine
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 from ...sparsity.layers import PRUNABLE_TYPES
@@ -22,7 +24,9 @@ ACT_AFTER = {"mlp.fc1": "mlp.act"}  # the only in-block Linear followed directly
 
 def _outside_blocks(model: nn.Module) -> tuple[list[str], list[str]]:
     """Prunable layers before and after the ``blocks`` stack, in module (= execution) order."""
-    before, after, seen_blocks = [], [], False
+    before: list[str] = []
+    after: list[str] = []
+    seen_blocks = False
     for name, mod in model.named_modules():
         if name == "blocks" or name.startswith("blocks."):
             seen_blocks = True
@@ -35,7 +39,7 @@ def _in_block_units(model: nn.Module, block: str, with_act: bool) -> list[Unit]:
     units = []
     for layer in prunable_in(model, block):
         local = layer[len(block) + 1 :]
-        chain = (layer,)
+        chain: tuple[str, ...] = (layer,)
         if with_act and local in ACT_AFTER and hasattr(model.get_submodule(block), "mlp"):
             chain = (layer, f"{block}.{ACT_AFTER[local]}")
         units.append(Unit(layer, chain, (layer,), "layer" if with_act else "single"))
@@ -49,7 +53,7 @@ class ViTAdapter(ModelAdapter):
         with_act, kind = self.mode(granularity)
         before, after = _outside_blocks(model)
         units = [Unit(n, (n,), (n,), kind) for n in before]
-        for i in range(len(model.blocks)):
+        for i in range(len(cast(nn.Sequential, model.get_submodule("blocks")))):
             block = f"blocks.{i}"
             if granularity == "block":
                 units.append(block_unit(model, block))

@@ -171,6 +171,7 @@ def learn(p, rank: torch.Tensor, flat: FlatLayers, rate: float, context) -> dict
                 traces["sparsity"][i] = (torch.dot(sparsity, flat.numel_t) / flat.numel_t.sum()).detach()
                 traces["lambda"][i] = lam
                 if objective.active:
+                    assert idx is not None  # drawn whenever iters > 0
                     masked = dict(zip(keys, flat.split(weight * keep)))
                     loss = objective.value(masked, calib[idx[i]], idx[i], float(p.temperature))
                     task[i] = loss.detach()

@@ -18,7 +18,7 @@ from torch import nn
 
 from ...registry import Registry
 from ...schemas import Schema, build, knob
-from ..layers import LayerInfo
+from ..layers import LayerInfo, PrunableLayer
 
 ALLOCATORS: Registry[type[Allocator]] = Registry("allocator", "allocator", plugins="ptsbench.sparsity.allocators")
 
@@ -28,7 +28,7 @@ class AllocContext:
     """What learned allocators need beyond the weights: the model and calibration inputs."""
 
     model: nn.Module
-    modules: dict[str, nn.Module]
+    modules: dict[str, PrunableLayer]
     calib_inputs: torch.Tensor | None = None
     device: torch.device = torch.device("cpu")
     seed: int = 0

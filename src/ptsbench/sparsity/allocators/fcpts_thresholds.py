@@ -101,16 +101,16 @@ class FlatLayers:
         self.bandwidth = bw.clamp_min(1.0 / KDE_GRID)
         self.min_density = 0.05  # dt/du <= 20: a gap in a layer's magnitudes is no infinite lever
         # knots: the threshold that prunes exactly k weights, k = 0..N_l (halfway between neighbours)
-        knots, self.knot_offsets = [], []
+        knots, offsets = [], []
         offset = 0
         for mag in torch.split(self.mag, self.numels):
             srt = torch.sort(mag).values
             mid = torch.cat([srt[:1] / 2, (srt[:-1] + srt[1:]) / 2, srt[-1:]])
             knots.append(mid)
-            self.knot_offsets.append(offset)
+            offsets.append(offset)
             offset += mag.numel() + 1
         self.knots = torch.cat(knots)
-        self.knot_offsets = torch.tensor(self.knot_offsets, device=device)
+        self.knot_offsets = torch.tensor(offsets, device=device)
         grid = int(bins) if kde == "histogram" else KDE_GRID
         self.bin_of = (self.mag * grid).long().clamp_max(grid - 1)
         layer_of = torch.repeat_interleave(torch.arange(len(ws), device=device), self.lengths)

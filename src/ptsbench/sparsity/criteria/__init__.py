@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ...registry import Registry
+
+if TYPE_CHECKING:
+    from ..layers import PrunableLayer
 
 CRITERIA: Registry[type[Criterion]] = Registry("mask criterion", "sparsity.criterion", plugins=__name__)
 
@@ -33,7 +36,7 @@ class ScoreContext:
 
 
 class Criterion:
-    def scores(self, modules: dict[str, nn.Module], context: ScoreContext) -> dict[str, torch.Tensor]:
+    def scores(self, modules: dict[str, PrunableLayer], context: ScoreContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 

@@ -34,9 +34,10 @@ def input_sq_norms(model, modules: dict, context: ScoreContext) -> dict[str, tor
 
     handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in modules]
     try:
-        x_all = context.calib_inputs
+        x_all, forward = context.calib_inputs, context.forward
+        assert x_all is not None and forward is not None  # needs_calibration: the mask phase passes both
         for start in range(0, len(x_all), context.chunk_size):
-            context.forward(model, x_all[start : start + context.chunk_size].to(context.device))
+            forward(model, x_all[start : start + context.chunk_size].to(context.device))
     finally:
         for h in handles:
             h.remove()
