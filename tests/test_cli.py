@@ -127,7 +127,10 @@ def test_sweep_summary_counts_what_the_records_say(tmp_path, capsys):
         {"phase": "allocate", "type": "RuntimeError", "message": "out of memory\nmore"},
     )
     cfg = OmegaConf.create(
-        {"paths": {"output_dir": str(tmp_path)}, "hydra": {"callbacks": {}, "sweep": {"dir": str(tmp_path / "multirun")}}}
+        {
+            "paths": {"output_dir": str(tmp_path)},
+            "hydra": {"callbacks": {}, "sweep": {"dir": str(tmp_path / "multirun")}},
+        }
     )
     report.on_multirun_end(cfg)
     out = capsys.readouterr().out

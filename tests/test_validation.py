@@ -181,7 +181,9 @@ def test_unitwise_base_config_is_not_runnable():
         r"block, layer, none, single, sparsegpt",
     ):
         check_overrides(["model=zoo_resnet20", "reconstruction=single,_unitwise"])
-    with pytest.raises(ConfigError, match=r"allocator=ekr: no such allocator option; valid choices: alphapruning, erk, "):
+    with pytest.raises(
+        ConfigError, match=r"allocator=ekr: no such allocator option; valid choices: alphapruning, erk, "
+    ):
         check_overrides(["allocator=ekr"])
     check_overrides(["reconstruction=single,block", "experiment=null", "+case=embedded_cls", "hydra/launcher=parallel"])
     check_overrides(["reconstruction=mine"], options=False)  # --config-dir / hydra.searchpath: other trees

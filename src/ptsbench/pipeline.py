@@ -137,7 +137,7 @@ def fallback_dirs() -> list[Path]:
 
     folders = []
     if HydraConfig.initialized():
-        output_dir = HydraConfig.get().runtime.get("output_dir")
+        output_dir = getattr(HydraConfig.get().runtime, "output_dir", None)
         if output_dir:
             folders.append(Path(str(output_dir)) / "records")
     return [*folders, Path(tempfile.gettempdir()) / "ptsbench-records"]
