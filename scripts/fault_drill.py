@@ -196,11 +196,12 @@ def nan_weights(d: Drill, out: Path) -> Result:
 def imagefolder_labels(d: Drill, out: Path) -> Result:
     from omegaconf import OmegaConf
 
+    from ptsbench.data.base import LocalImagesConfig
     from ptsbench.data.imagenet import build_imagenet
 
     root = _fake_imagefolder(out / "data", train=("cat", "dog", "eel"), val=("dog", "eel"))
     data = build_imagenet(
-        OmegaConf.create({"name": "imagenet", "root": str(root), "num_classes": 3}),
+        LocalImagesConfig(name="imagenet", tasks=["cls"], root=str(root), num_classes=3, img_size=32),
         OmegaConf.create({"num_samples": 2, "seed": 0}),
     )
     labels = sorted({int(data.test.source[i][1]) for i in range(len(data.test))})
