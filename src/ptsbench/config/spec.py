@@ -163,9 +163,11 @@ def data_identity(
     dataset: DatasetConfig, calib: CalibConfig, cache_dir: Path | None, checked: bool
 ) -> tuple[str | None, str | None]:
     """(digest of the evaluated split's files, of every file the run reads) of a dataset read from
-    ``dataset.root``; (None, None) for an embedded one, whose digests stay as they were. ``checked``: the
-    dataset passed its checks, so a listing error is the run's; else (a sweep's plan, a config failure's
-    record) data that cannot be listed yet leaves the digest without it."""
+    ``dataset.root``; (None, None) for an embedded one, whose digests stay as they were. Data that cannot
+    be listed (a root not filled yet, a missing annotation file) leaves the digest without it: the data
+    phase then refuses the run naming what is missing, and once the files are there the digest includes
+    them, so the run is a new one. ``checked``: the dataset passed its checks (kept for the callers'
+    symmetry; a listing error is never the identity's to report)."""
     knobs = {k: v for k, v in dataset.as_dict().items() if v is not None}
     if knobs.get("root") in (None, "", "???"):
         return None, None
@@ -175,8 +177,6 @@ def data_identity(
             dataset_digest(knobs, (calib.num_samples, calib.seed), cache_dir),
         )
     except (OSError, ValueError, KeyError):  # ConfigError is a ValueError
-        if checked:
-            raise
         return None, None
 
 
