@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import phases
 from .config.preflight import resolve_device
@@ -137,7 +137,7 @@ def fallback_dirs() -> list[Path]:
 
     folders = []
     if HydraConfig.initialized():
-        output_dir = getattr(HydraConfig.get().runtime, "output_dir", None)
+        output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None)  # type: ignore[arg-type]
         if output_dir:
             folders.append(Path(str(output_dir)) / "records")
     return [*folders, Path(tempfile.gettempdir()) / "ptsbench-records"]
