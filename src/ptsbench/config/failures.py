@@ -49,14 +49,14 @@ def failure_identity(cfg: DictConfig) -> tuple[str, Path, dict]:
     hash included) so the sweep plan finds the record and the run, once its cause is fixed, replaces it; a
     config that cannot even be identified keeps the digest of its plain config."""
     try:
-        config = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve is part of the error
-        config = OmegaConf.to_container(cfg, resolve=False)
-    assert isinstance(config, dict)
-    try:
         identity = identity_of(cfg)
         return identity.digest, identity.record_path, identity.config
     except Exception:  # noqa: BLE001 - the refusal itself is what the record reports
+        try:
+            config = OmegaConf.to_container(cfg, resolve=True)
+        except Exception:  # noqa: BLE001 - an interpolation that cannot resolve is part of the error
+            config = OmegaConf.to_container(cfg, resolve=False)
+        assert isinstance(config, dict)
         digest = config_digest(digest_view(config))
         rate = OmegaConf.select(cfg, "sparsity.rate", default=None)
         rate_f = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else float("nan")

@@ -139,7 +139,7 @@ def resolve(cfg: DictConfig, overrides: list[str] | None = None) -> RunSpec:
         seed=int(cfg.seed),
         device=str(cfg.device),
         skip_finished=bool(cfg.skip_finished),
-        identity=_identity(cfg, own, typed, paths, not_applicable, data_checked=True),
+        identity=_identity(cfg, own, typed, paths, not_applicable),
         overrides=tuple(overrides or ()),
     )
 
@@ -151,23 +151,18 @@ def identity_of(cfg: DictConfig) -> RunIdentity:
     return _identity(cfg, own, typed, _paths(cfg), not_applicable)
 
 
-def _identity(
-    cfg: DictConfig, own: dict, typed: dict, paths: Paths, not_applicable: dict, data_checked: bool = False
-) -> RunIdentity:
+def _identity(cfg: DictConfig, own: dict, typed: dict, paths: Paths, not_applicable: dict) -> RunIdentity:
     config = {**OmegaConf.to_container(cfg, resolve=True), **own}  # type: ignore[dict-item]
-    data = data_identity(typed["dataset"], typed["calib"], paths.cache_dir, data_checked)
+    data = data_identity(typed["dataset"], typed["calib"], paths.cache_dir)
     return identify(config, group_choices(cfg), typed["model"], typed["dataset"], paths, not_applicable, data)
 
 
-def data_identity(
-    dataset: DatasetConfig, calib: CalibConfig, cache_dir: Path | None, checked: bool
-) -> tuple[str | None, str | None]:
+def data_identity(dataset: DatasetConfig, calib: CalibConfig, cache_dir: Path | None) -> tuple[str | None, str | None]:
     """(digest of the evaluated split's files, of every file the run reads) of a dataset read from
     ``dataset.root``; (None, None) for an embedded one, whose digests stay as they were. Data that cannot
     be listed (a root not filled yet, a missing annotation file) leaves the digest without it: the data
     phase then refuses the run naming what is missing, and once the files are there the digest includes
-    them, so the run is a new one. ``checked``: the dataset passed its checks (kept for the callers'
-    symmetry; a listing error is never the identity's to report)."""
+    them, so the run is a new one."""
     knobs = {k: v for k, v in dataset.as_dict().items() if v is not None}
     if knobs.get("root") in (None, "", "???"):
         return None, None
