@@ -19,6 +19,15 @@ torch.set_num_threads(1)
 register()  # the schema nodes and resolvers the config files name (as the entry points do)
 
 
+@pytest.fixture(autouse=True)
+def no_hydra_run_config_leaks():
+    """Hydra's run config is a process global: one test's choices must not become the next test's record."""
+    from hydra.core.hydra_config import HydraConfig
+
+    yield
+    HydraConfig.instance().cfg = None
+
+
 def compose_cfg(overrides: list[str], out_dir: Path):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(config_name="config", overrides=[f"paths.output_dir={out_dir}", *overrides])

@@ -28,8 +28,11 @@ def hydra_dirs(*overrides: str) -> tuple[Path, Path, str]:
     """(run dir, sweep dir, sweep subdir) Hydra resolves for ``overrides``."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        return Path(cfg.hydra.run.dir), Path(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)
+        HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} in the run dir names
+        try:
+            return Path(cfg.hydra.run.dir), Path(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)
+        finally:
+            HydraConfig.instance().cfg = None
 
 
 def test_safe_name_has_no_separator_no_dot_dot_and_a_bounded_length():

@@ -158,7 +158,9 @@ def test_a_job_array_writes_the_records_a_local_sweep_writes(cluster, tmp_path):
 @pytest.mark.slurm
 def test_a_task_cancelled_mid_run_is_the_only_job_of_the_rerun(cluster, tmp_path):
     out = tmp_path / "resume"
-    grid = ["sparsity.rate=0.5,0.7", "reconstruction=block", "reconstruction.iters=60", "reconstruction.batch_size=8"]
+    # ~30 s of reconstruction per task (about 500 steps/s on two CPU cores): long enough that the cancel
+    # below lands while the task is still reconstructing, on a fast runner too
+    grid = ["sparsity.rate=0.5,0.7", "reconstruction=block", "reconstruction.iters=1500", "reconstruction.batch_size=8"]
     cmd = [sys.executable, "-m", "ptsbench.run", "-m", *TINY, *grid, *ON_SLURM, f"paths.output_dir={out}"]
     first = subprocess.Popen(cmd, cwd=ROOT, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim, deadline = None, time.monotonic() + 240
