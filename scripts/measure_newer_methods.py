@@ -20,6 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ptsbench import config_dir
+from ptsbench.config import register
 from ptsbench.pipeline import run
 
 MODELS = ["zoo_resnet20", "zoo_resnet32", "zoo_resnet56", "zoo_mobilenetv2_x0.5", "zoo_mobilenetv2_x1.0"]
@@ -100,6 +101,7 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.getLogger("ptsbench").setLevel(logging.WARNING)
     rows = []
+    register()  # the schema nodes and resolvers the config files name (as the entry points do)
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         for model in args.models.split(","):
             for rate in args.rates.split(","):
