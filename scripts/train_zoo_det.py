@@ -29,12 +29,16 @@ from omegaconf import OmegaConf  # noqa: E402
 from ptsbench.data import build_data  # noqa: E402
 from ptsbench.models import save_zoo_checkpoint, zoo_checkpoint_path  # noqa: E402
 from ptsbench.models.detection import DET_ARCHS  # noqa: E402
+from ptsbench.models.sources import LibraryModelConfig  # noqa: E402
+from ptsbench.schemas import typed  # noqa: E402
+from ptsbench.tasks.base import TaskConfig  # noqa: E402
 from ptsbench.tasks.detection import DetectionTask  # noqa: E402
 
 DATASET = "digits_det"
 # arch -> (epochs, peak lr, max grad norm or None); AdamW + one-cycle, batch 32
 RECIPES = {
     "small_retinanet_resnet8": (8, 2e-3, 1.0),
+    "small_retinanet_resnet8_x0.5": (8, 2e-3, 1.0),
     "small_ssdlite_mobilenetv2": (6, 3e-3, None),
 }
 BATCH = 32
@@ -43,7 +47,10 @@ BATCH = 32
 def train_one(arch: str, data, epochs: int, lr: float, clip: float | None, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = DET_ARCHS.get(arch)(OmegaConf.create({}), data.num_classes + 1, data.in_chans, data.img_size)
+    cfg = typed(
+        "model", LibraryModelConfig, {"name": arch, "arch": arch, "source": "torchvision_det", "weights": "none"}
+    )
+    model = DET_ARCHS.get(arch)(cfg, data.num_classes + 1, data.in_chans, data.img_size)
     images, targets = data.train.images, data.train.targets
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * (len(images) // BATCH)
@@ -75,7 +82,8 @@ def train_and_save(arch: str, threads: int) -> None:
     t0 = time.time()
     epochs, lr, clip = RECIPES[arch]
     model = train_one(arch, data, epochs, lr, clip)
-    metrics = DetectionTask(batch_size=500).evaluate(model, data, torch.device("cpu"))
+    task = DetectionTask(typed("task", TaskConfig, {"name": "det", "metric": "map50"}))
+    metrics = task.evaluate(model, data, torch.device("cpu"))
     meta = {**metrics, "epochs": epochs, "lr": lr, "clip": clip, "threads": threads}
     path = save_zoo_checkpoint(model.state_dict(), arch, DATASET, {**meta, "train_seconds": round(time.time() - t0, 1)})
     print(

@@ -44,7 +44,13 @@ def test_ptsbench_models_lists_every_model_and_marks_local_checkpoints(capsys):
     assert "imagenet" not in rows["zoo_ddpm_digits"] and "mnist5k_gen" in rows["zoo_ddpm_digits"]
     main(["unet"])
     out = capsys.readouterr().out
-    assert {ln.split()[0] for ln in out.splitlines()[1:]} == {"zoo_ddpm_digits", "ldm", "sd"}
+    assert {ln.split()[0] for ln in out.splitlines()[1:]} == {
+        "zoo_ddpm_digits_x0.5",
+        "zoo_ddpm_digits",
+        "zoo_ddpm_digits_x1.5",
+        "ldm",
+        "sd",
+    }
 
 
 def test_aggregate_names_unreadable_files(tmp_path, capsys):

@@ -98,9 +98,8 @@ class SmallResNetBody(nn.Module):
         return self.layer3(self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x))))))
 
 
-@DET_ARCHS.register("small_retinanet_resnet8")
-def small_retinanet_resnet8(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    """The embedded RetinaNet: ResNet-8 body, 32-channel FPN on C3 (stride 8) and C4 (stride 16),
+def _small_retinanet(cfg, num_classes: int, in_chans: int, img_size: int, width: int) -> nn.Module:
+    """The embedded RetinaNet: ResNet-8 body (``width`` stem channels), 32-channel FPN on C3 (stride 8) and C4 (stride 16),
     P5/P6 from stride-2 convs on C4, GroupNorm head towers; two sizes x two aspect ratios of
     anchors per place, sized for digits 7-22 px tall (the finest level carries nearly all)."""
     from torchvision.models.detection import RetinaNet
@@ -111,7 +110,11 @@ def small_retinanet_resnet8(cfg, num_classes: int, in_chans: int, img_size: int)
 
     fpn = 32
     backbone = BackboneWithFPN(
-        SmallResNetBody(in_chans), {"layer2": "0", "layer3": "1"}, [32, 64], fpn, extra_blocks=LastLevelP6P7(64, fpn)
+        SmallResNetBody(in_chans, width),
+        {"layer2": "0", "layer3": "1"},
+        [2 * width, 4 * width],
+        fpn,
+        extra_blocks=LastLevelP6P7(4 * width, fpn),
     )
     anchors = AnchorGenerator(((12, 18), (24, 34), (44, 56), (64, 80)), ((1.0, 2.0),) * 4)
     mean, std = mean_std(in_chans)
@@ -131,3 +134,14 @@ def small_retinanet_resnet8(cfg, num_classes: int, in_chans: int, img_size: int)
         head=head,
         detections_per_img=20,
     )
+
+
+@DET_ARCHS.register("small_retinanet_resnet8")
+def small_retinanet_resnet8(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    return _small_retinanet(cfg, num_classes, in_chans, img_size, 16)
+
+
+@DET_ARCHS.register("small_retinanet_resnet8_x0.5")
+def small_retinanet_resnet8_x0_5(cfg, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    """Half the body width (8/16/32 channels), the same FPN and head: DET's second size of one family."""
+    return _small_retinanet(cfg, num_classes, in_chans, img_size, 8)

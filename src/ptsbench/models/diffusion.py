@@ -9,9 +9,9 @@ over DDIM sampling (``sample(..., capture=list)``); ``sample`` is plain DDIM (So
 with optional classifier-free guidance, from a CPU generator so the noise is the same on
 every device and for the dense and the sparse model.
 
-``model.source=diffusers``, ``model.arch``: ``ddpm_digits`` (embedded, MNIST-5k), ``ldm``
+``model.source=diffusers``, ``model.arch``: ``ddpm_digits`` (embedded, MNIST-5k; also ``_x0.5`` and ``_x1.5`` widths), ``ldm``
 (UNet2DModel on VQ/KL latents, LDMPipeline layout), ``sd`` (Stable Diffusion layout);
-``model.weights``: a local diffusers folder, ``zoo`` (ddpm_digits), or ``none`` (tiny
+``model.weights``: a local diffusers folder, ``zoo`` (the embedded ddpm_digits sizes), or ``none`` (tiny
 random-init pipeline of that arch, for tests).
 """
 
@@ -31,7 +31,8 @@ from ..schemas import knob
 from .adapters._packed import pack_side_inputs
 from .sources import MODEL_SOURCES, ModelConfig
 
-ARCHS = ("ddpm_digits", "ldm", "sd")
+ZOO_DDPMS = ("ddpm_digits_x0.5", "ddpm_digits", "ddpm_digits_x1.5")  # models.diffusion_zoo.ZOO_WIDTHS
+ARCHS = (*ZOO_DDPMS, "ldm", "sd")
 
 
 class _Frozen:
@@ -262,19 +263,19 @@ def check_config(cfg: DiffusersModelConfig) -> None:
             f"(model.weights=/models/{arch}), or model.weights=none for a tiny random-init pipeline"
         )
     weights = str(weights)
-    if arch == "ddpm_digits" and weights == "zoo":
+    if arch in ZOO_DDPMS and weights == "zoo":
         from .diffusion_zoo import zoo_path
 
-        if not zoo_path().is_file():
+        if not zoo_path(arch).is_file():
             raise ConfigError(
-                f"model.weights=zoo: no DDPM checkpoint at {zoo_path()}; train it with "
-                f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init"
+                f"model.weights=zoo: no DDPM checkpoint at {zoo_path(arch)}; train it with "
+                f"`python scripts/train_zoo_gen.py --arch {arch}`, or pass model.weights=none for random init"
             )
-    if arch == "ddpm_digits" or weights == "none":
+    if arch in ZOO_DDPMS or weights == "none":
         return
     if weights == "zoo":
         raise ConfigError(
-            f"model.weights=zoo exists only for model.arch=ddpm_digits; for arch={arch} pass a local "
+            f"model.weights=zoo exists only for the embedded DDPMs ({', '.join(ZOO_DDPMS)}); for arch={arch} pass a local "
             f"diffusers folder (model.weights=/models/{arch}) or model.weights=none"
         )
     if not (Path(weights).expanduser() / "model_index.json").is_file():
@@ -284,11 +285,11 @@ def check_config(cfg: DiffusersModelConfig) -> None:
         )
 
 
-def build_ddpm_digits(weights: str) -> GenerationModel:
-    """The embedded DDPM (``models.diffusion_zoo``; ``weights``: zoo | none | a state-dict file)."""
-    from .diffusion_zoo import ARCH, PixelFold, ddpm_scheduler, load_unet
+def build_ddpm_digits(weights: str, arch: str = "ddpm_digits") -> GenerationModel:
+    """An embedded DDPM (``models.diffusion_zoo``; ``weights``: zoo | none | a state-dict file)."""
+    from .diffusion_zoo import PixelFold, ddpm_scheduler, load_unet
 
-    return GenerationModel(load_unet(weights), ddpm_scheduler().config, PixelFold(), arch=ARCH)
+    return GenerationModel(load_unet(weights, arch), ddpm_scheduler().config, PixelFold(), arch=arch)
 
 
 # loads_weights: build_model must not torch.load a diffusers folder
@@ -296,8 +297,8 @@ def build_ddpm_digits(weights: str) -> GenerationModel:
 def _build(cfg: DiffusersModelConfig, num_classes: int, in_chans: int, img_size: int) -> GenerationModel:
     check_config(cfg)
     arch, weights = str(cfg.arch), str(cfg.weights)
-    if arch == "ddpm_digits":
-        return build_ddpm_digits(weights)
+    if arch in ZOO_DDPMS:
+        return build_ddpm_digits(weights, arch)
     if weights == "none":
         from .diffusion_tiny import tiny_pipeline
 

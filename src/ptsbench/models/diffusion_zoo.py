@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-ARCH = "ddpm_digits"
+ARCH = "ddpm_digits"  # the default size; ZOO_WIDTHS names the embedded sizes
 DATASET = "mnist5k_gen"
 FOLD, PAD = 2, 2  # 28 + 2*2 = 32 pixels, 2x2 folded into channels -> 4x16x16
 UNET_CONFIG = dict(
@@ -25,12 +25,19 @@ UNET_CONFIG = dict(
     in_channels=FOLD * FOLD,
     out_channels=FOLD * FOLD,
     layers_per_block=1,
-    block_out_channels=(16, 32, 32),
+    block_out_channels=(16, 32, 32),  # ddpm_digits; the other sizes scale it (ZOO_WIDTHS)
     norm_num_groups=8,
     attention_head_dim=16,
     down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
 )
+# Three widths of one UNet, so GEN has models to replicate a finding over and a size-robustness row;
+# every width divides by the 8 norm groups and the 16-channel attention heads
+ZOO_WIDTHS = {
+    "ddpm_digits_x0.5": (8, 16, 16),
+    "ddpm_digits": (16, 32, 32),
+    "ddpm_digits_x1.5": (24, 48, 48),
+}
 # v-prediction (Salimans & Ho 2022) and trailing DDIM timesteps (sampling starts at t = T-1, Lin et
 # al. 2024): with eps-prediction this short training left grey, grainy backgrounds (fid_digits ~260
 # vs ~18 for v at 1,500 iterations)
@@ -61,10 +68,10 @@ class PixelFold(nn.Module):
         return ((x.clamp(-1, 1) + 1) / 2).contiguous()
 
 
-def ddpm_digits_unet() -> nn.Module:
+def ddpm_digits_unet(arch: str = ARCH) -> nn.Module:
     from diffusers import UNet2DModel
 
-    return UNet2DModel(**UNET_CONFIG)
+    return UNet2DModel(**{**UNET_CONFIG, "block_out_channels": ZOO_WIDTHS[arch]})
 
 
 def ddpm_scheduler():
@@ -73,22 +80,22 @@ def ddpm_scheduler():
     return DDPMScheduler(**SCHEDULER_CONFIG)
 
 
-def zoo_path() -> Path:
+def zoo_path(arch: str = ARCH) -> Path:
     from . import zoo_checkpoint_path
 
-    return zoo_checkpoint_path(ARCH, DATASET)
+    return zoo_checkpoint_path(arch, DATASET)
 
 
-def load_unet(weights: str) -> nn.Module:
+def load_unet(weights: str, arch: str = ARCH) -> nn.Module:
     """``weights``: ``zoo`` (the committed checkpoint), ``none`` (random init) or a state-dict file.
     ``models.diffusion.build_ddpm_digits`` wraps it into the pipeline's ``GenerationModel``."""
-    unet = ddpm_digits_unet()
+    unet = ddpm_digits_unet(arch)
     if weights != "none":
-        path = zoo_path() if weights == "zoo" else Path(weights).expanduser()
+        path = zoo_path(arch) if weights == "zoo" else Path(weights).expanduser()
         if not path.is_file():
             raise ConfigError(
                 f"model.weights={weights}: no DDPM checkpoint at {path}; train it with "
-                f"`python scripts/train_zoo_gen.py`, or pass model.weights=none for random init"
+                f"`python scripts/train_zoo_gen.py --arch {arch}`, or pass model.weights=none for random init"
             )
         from ..safe_load import read_state_dict
 
