@@ -89,7 +89,8 @@ def score_and_grid(data, num_samples: int, steps: int, arch: str) -> float:
 
 
 def train_and_score(arch: str, args, data) -> None:
-    path, meta_path = dz.zoo_path(arch), dz.zoo_path(arch).with_suffix(".json")
+    path = dz.zoo_path(arch)
+    meta_path = path.with_suffix(".json")
     if path.exists() and not (args.force or args.grid_only):
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         print(f"{arch}: dense fid_digits {meta.get('fid_digits', '?')} (checkpoint {path.name})")

@@ -29,9 +29,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..schemas import knob
 from .adapters._packed import pack_side_inputs
+from .diffusion_zoo import ZOO_WIDTHS
 from .sources import MODEL_SOURCES, ModelConfig
 
-ZOO_DDPMS = ("ddpm_digits_x0.5", "ddpm_digits", "ddpm_digits_x1.5")  # models.diffusion_zoo.ZOO_WIDTHS
+ZOO_DDPMS = tuple(ZOO_WIDTHS)  # the embedded sizes (model.weights=zoo)
 ARCHS = (*ZOO_DDPMS, "ldm", "sd")
 
 

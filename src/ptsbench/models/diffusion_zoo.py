@@ -20,24 +20,23 @@ from ..errors import ConfigError
 ARCH = "ddpm_digits"  # the default size; ZOO_WIDTHS names the embedded sizes
 DATASET = "mnist5k_gen"
 FOLD, PAD = 2, 2  # 28 + 2*2 = 32 pixels, 2x2 folded into channels -> 4x16x16
-UNET_CONFIG = dict(
-    sample_size=16,
-    in_channels=FOLD * FOLD,
-    out_channels=FOLD * FOLD,
-    layers_per_block=1,
-    block_out_channels=(16, 32, 32),  # ddpm_digits; the other sizes scale it (ZOO_WIDTHS)
-    norm_num_groups=8,
-    attention_head_dim=16,
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-)
-# Three widths of one UNet, so GEN has models to replicate a finding over and a size-robustness row;
-# every width divides by the 8 norm groups and the 16-channel attention heads
+# block_out_channels of each embedded size: three widths of one UNet, so GEN findings rest on three
+# models; every width divides by the 8 norm groups and the 16-channel attention heads
 ZOO_WIDTHS = {
     "ddpm_digits_x0.5": (8, 16, 16),
     "ddpm_digits": (16, 32, 32),
     "ddpm_digits_x1.5": (24, 48, 48),
 }
+UNET_CONFIG = dict(  # every size but block_out_channels
+    sample_size=16,
+    in_channels=FOLD * FOLD,
+    out_channels=FOLD * FOLD,
+    layers_per_block=1,
+    norm_num_groups=8,
+    attention_head_dim=16,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+)
 # v-prediction (Salimans & Ho 2022) and trailing DDIM timesteps (sampling starts at t = T-1, Lin et
 # al. 2024): with eps-prediction this short training left grey, grainy backgrounds (fid_digits ~260
 # vs ~18 for v at 1,500 iterations)
