@@ -243,16 +243,15 @@ def test_batch_jobs_write_the_records_a_multirun_writes(tmp_path):
 
 def test_the_demo_gives_every_task_three_models_and_every_classifier_family_two_sizes():
     """Task-level verdicts need 3 models per task (tables.evidence), size robustness 2 sizes per family."""
-    from omegaconf import OmegaConf
-
     from ptsbench import batch
+    from ptsbench.list_models import model_configs
 
     models = {}
     for base in ("demo_alloc", "demo_det", "demo_gen"):
         models[base] = sorted({next(o for o in j if o.startswith("model="))[6:] for j in batch.expand(base, [])})
     assert {b: len(m) for b, m in models.items()} == {"demo_alloc": 7, "demo_det": 3, "demo_gen": 3}
     families: dict[str, set[str]] = {}
-    for name in models["demo_alloc"]:
-        node = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-        families.setdefault(str(node.family), set()).add(str(node.size))
+    for node in model_configs():
+        if str(node.name) in models["demo_alloc"]:
+            families.setdefault(str(node.family), set()).add(str(node.size))
     assert families and all(len(sizes) >= 2 for sizes in families.values()), families
