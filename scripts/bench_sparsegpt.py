@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ptsbench.models.adapters import get_adapter  # noqa: E402
 from ptsbench.reconstruction import RECONSTRUCTORS  # noqa: E402
+from ptsbench.reconstruction.sparsegpt import SparseGPTConfig  # noqa: E402
+from ptsbench.reconstruction.unitwise import UnitwiseConfig  # noqa: E402
 from ptsbench.sparsity.layers import fold_batchnorm, prunable_modules  # noqa: E402
 from ptsbench.sparsity.selection import (  # noqa: E402
     apply_masks,
@@ -72,7 +74,7 @@ def bench_recon(device: torch.device, n_images: int, block_iters: int) -> None:
     calib = torch.randn(n_images, 3, 224, 224)
     adapter = get_adapter("resnet")
     model, dense, masks = _pruned_resnet18(device)
-    sgpt_cfg = OmegaConf.create({"blocksize": 128, "percdamp": 0.01, "chunk_size": 32, "offload": False})
+    sgpt_cfg = SparseGPTConfig(name="sparsegpt", blocksize=128, percdamp=0.01, chunk_size=32, offload=False)
     rep, t_sgpt = _timed(
         lambda: RECONSTRUCTORS.get("sparsegpt")(model, dense, masks, calib, sgpt_cfg, device, adapter=adapter), device
     )
@@ -86,7 +88,7 @@ def bench_recon(device: torch.device, n_images: int, block_iters: int) -> None:
         flush=True,
     )
     model, dense, masks = _pruned_resnet18(device)
-    dense_cfg = OmegaConf.merge(sgpt_cfg, {"target": "dense"})
+    dense_cfg = dataclasses.replace(sgpt_cfg, target="dense")
     _, t_dense = _timed(
         lambda: RECONSTRUCTORS.get("sparsegpt")(model, dense, masks, calib, dense_cfg, device, adapter=adapter), device
     )
@@ -97,16 +99,15 @@ def bench_recon(device: torch.device, n_images: int, block_iters: int) -> None:
     )
 
     model, dense, masks = _pruned_resnet18(device)
-    block_cfg = OmegaConf.create(
-        {
-            "iters": block_iters,
-            "batch_size": 64,
-            "input": "sparse",
-            "optimizer": "sgd",
-            "progress": False,
-            "chunk_size": 32,
-            "offload": False,
-        }
+    block_cfg = UnitwiseConfig(
+        name="block",
+        iters=block_iters,
+        batch_size=64,
+        input="sparse",
+        optimizer="sgd",
+        progress=False,
+        chunk_size=32,
+        offload=False,
     )
     rep, t_block = _timed(
         lambda: RECONSTRUCTORS.get("block")(model, dense, masks, calib, block_cfg, device, adapter=adapter), device

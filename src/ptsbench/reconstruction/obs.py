@@ -118,7 +118,7 @@ def _block_budgets(dead: torch.Tensor, k: int, r: int, widths: list[int], blocks
     """How many live weights each column block prunes, (G, B), or per row (G, R, B) under group=row: the
     layer's ``k`` minus its dead weights, spread over groups, rows and blocks by cumulative rounding."""
     g, c = dead.shape
-    live = ~dead
+    live = (~dead).cpu()  # integer bookkeeping stays on the host, where ``spread`` builds its parts
     k_live = max(k - int(dead.sum()) * r, 0)
     sizes = (live.sum(-1) * r).tolist()
     per_group = spread(k_live, sizes) if sum(sizes) else torch.zeros(g, dtype=torch.long)  # (G,)

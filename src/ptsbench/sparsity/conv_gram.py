@@ -36,9 +36,12 @@ SLICE_BUDGET = 2**23  # input elements per slice of samples (32 MB fp32); a few 
 
 
 def applies(module: nn.Module, x: torch.Tensor) -> TypeGuard[nn.Conv2d]:
-    """Stride-1 zero-padded 2-D convs with at least one output position, on a batch of at least
-    MIN_POSITIONS sample-positions."""
+    """Stride-1 zero-padded 2-D convs with at least one output position, on a CPU batch of at least
+    MIN_POSITIONS sample-positions. On a GPU one im2col GEMM wins: the per-lag Grams measured
+    0.07x-0.70x its speed on an H200 (scripts/bench_sparsegpt.py, part 2), so CUDA inputs take im2col."""
     if not (isinstance(module, nn.Conv2d) and x.dim() == 4 and module.padding_mode == "zeros"):
+        return False
+    if x.device.type != "cpu":
         return False
     if tuple(module.stride) != (1, 1) or x.shape[0] * x.shape[2] * x.shape[3] < MIN_POSITIONS:
         return False
