@@ -8,7 +8,10 @@ overrides, exactly as ``python -m ptsbench.run -m experiment=X <overrides>`` wou
 - Table 3: ERK + reconstruction at the highest demo rate, 2 seeds, around the baseline block /
   sparse input / no correction, each aspect varying only its own knob: granularity single / layer /
   block, input sparse / dense, correction off / on (5 settings); their none twins are the ERK runs
-  of Table 2.
+  of Table 2;
+- beyond the paper: OWL (2 seeds) and AlphaPruning rows of Table 2 on every task, and on the classifiers
+  at 70% Wanda under Uniform and OWL (Table 2 on Wanda masks), RIA, Wanda + DSnoT and Magnitude + DSnoT
+  under Uniform (the methods table).
 Every other ``demo_*.yaml`` (the methods rows, their 2:4 twins) is swept once as it is, after the
 tracks. All jobs run on one pool of 2 long-lived workers (``ptsbench.batch``), longest first, instead
 of one multirun per sweep: the same records, without 14 start-ups. Budgets are cut (iterations,
@@ -55,11 +58,21 @@ ASPECTS = [  # around the baseline block / sparse input / no correction, one kno
 ]
 RECON_RATE = 0.7  # the highest demo rate: where reconstruction has most to recover
 BASES = ("demo_alloc", "demo_det", "demo_gen")
+# beyond the paper: Table 2's newer rows on every task (OWL reads calibration data: 2 seeds; AlphaPruning
+# at eps 0.1, the largest that every zoo model admits at 0.7), and on the classifiers at 70% the claims of
+# the newer criteria: OWL vs uniform for Wanda (Table 2 on Wanda masks), RIA and DSnoT against Wanda
+NEWER_ALLOCATORS = [["allocator=owl", SEEDS], ["allocator=alphapruning", "++allocator.eps=0.1"]]
+NEWER_CLS = [
+    ["method=wanda", "allocator=uniform,owl", SEEDS, f"sparsity.rate={RECON_RATE}"],
+    ["method=ria,wanda_dsnot,magnitude_dsnot", "allocator=uniform", SEEDS, f"sparsity.rate={RECON_RATE}"],
+]
 # (base experiment, extra overrides) in run order; extend here or add a demo_*.yaml
 TRACKS = (
     [(b, []) for b in BASES]
     + [(b, FCPTS) for b in BASES]
     + [(b, RECON + a + [f"sparsity.rate={RECON_RATE}"]) for b in BASES for a in ASPECTS]
+    + [(b, a) for b in BASES for a in NEWER_ALLOCATORS]
+    + [("demo_alloc", a) for a in NEWER_CLS]
 )
 # relative cost of a job, to start the longest first (measured on the demo: a reconstruction of
 # ResNet-56 or a GEN FCPTS run takes ~10x an ERK run of ResNet-20)
@@ -72,6 +85,7 @@ COSTS = [
     (r"reconstruction=(single|layer)\b", 6.0),
     (r"reconstruction=(block|sparsegpt)\b|method=(magnitude_block|sparsegpt)", 4.0),
     (r"allocator=fcpts", 4.0),
+    (r"method=(wanda_dsnot|magnitude_dsnot)", 2.0),
 ]
 
 

@@ -63,7 +63,7 @@ def test_methods_table_shows_size_theoretical_flops_and_measured_speed(tmp_path)
         write_json_atomic(tmp_path / f"{r['name']}-{r['choices']['reconstruction']}.json", r)
     table = methods_table(load_runs(tmp_path))
     v = table.values
-    mag, sgpt = ("CLS", "70", "Magnitude"), ("CLS", "70", "SparseGPT")
+    mag, sgpt = ("CLS", "70 ERK", "Magnitude"), ("CLS", "70 ERK", "SparseGPT")
     assert v.loc[mag, "size (compressed / dense) %"] == pytest.approx(25.0)  # mean of 30% and 20%
     assert v.loc[mag, "FLOP reduction x (theoretical)"] == pytest.approx(3.5)
     assert v.loc[mag, "measured speed-up x"] == pytest.approx(0.8)  # below 1: the sparse model is slower
@@ -72,4 +72,4 @@ def test_methods_table_shows_size_theoretical_flops_and_measured_speed(tmp_path)
     md = to_markdown(table)
     assert "FLOP reduction x (theoretical)" in md and "measured speed-up x" in md
     assert any("FLOP reduction: theoretical" in n for n in table.notes)
-    assert "measured speed-up of CLS 70 Magnitude: cpu: csr; 1 of 2 runs" in table.notes
+    assert "measured speed-up of CLS 70 ERK Magnitude: cpu: csr; 1 of 2 runs" in table.notes

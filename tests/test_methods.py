@@ -346,15 +346,15 @@ def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
     table = methods_table(runs)
     v = table.values
     # matched on m_a only (the one cell every method of CLS 70 has): 50, 60, 90
-    assert v.loc[("CLS", "70", "Magnitude"), "score"] == pytest.approx(50)
-    assert v.loc[("CLS", "70", "Wanda (layer)"), "score"] == pytest.approx(60)
-    assert v.loc[("CLS", "70", "SparseGPT"), "gain vs Magnitude"] == pytest.approx(40)
-    assert v.loc[("CLS", "70", "SparseGPT"), "time s"] == pytest.approx(4.0)
-    assert v.loc[("CLS", "70", "Wanda (layer)"), "cells"] == 1
-    assert v.loc[("CLS", "2:4", "SparseGPT"), "score"] == pytest.approx(85)
-    assert v.loc[("CLS", "2:4", "Magnitude"), "achieved %"] == pytest.approx(45)
+    assert v.loc[("CLS", "70 ERK", "Magnitude"), "score"] == pytest.approx(50)
+    assert v.loc[("CLS", "70 ERK", "Wanda (layer)"), "score"] == pytest.approx(60)
+    assert v.loc[("CLS", "70 ERK", "SparseGPT"), "gain vs Magnitude"] == pytest.approx(40)
+    assert v.loc[("CLS", "70 ERK", "SparseGPT"), "time s"] == pytest.approx(4.0)
+    assert v.loc[("CLS", "70 ERK", "Wanda (layer)"), "cells"] == 1
+    assert v.loc[("CLS", "2:4 ERK", "SparseGPT"), "score"] == pytest.approx(85)
+    assert v.loc[("CLS", "2:4 ERK", "Magnitude"), "achieved %"] == pytest.approx(45)
     assert any("1 cell(s) left out" in n for n in table.notes)
-    assert [(g["row"], g["model"]) for g in table.gaps] == [("CLS 70 SparseGPT", "m_b")]
+    assert [(g["row"], g["model"]) for g in table.gaps] == [("CLS 70 ERK SparseGPT", "m_b")]
     # Table 2 (allocation) sees only the magnitude unstructured runs: ERK at 70 = mean(50, 30)
     (t2, *_), _ = build_tables(runs)
     assert t2.values.loc["ERK", "CLS 70"] == pytest.approx(40)
@@ -375,11 +375,11 @@ def test_methods_table_cells_are_per_calibration_seed_with_intervals(tmp_path):
     table = methods_table(load_runs(tmp_path))
     v = table.values
     # 2 models x 2 calibration seeds; each magnitude run stands for both seeds of its model
-    assert v.loc[("CLS", "70", "SparseGPT"), "cells"] == v.loc[("CLS", "70", "Magnitude"), "cells"] == 4
-    assert v.loc[("CLS", "70", "SparseGPT"), "score"] == pytest.approx(75)
+    assert v.loc[("CLS", "70 ERK", "SparseGPT"), "cells"] == v.loc[("CLS", "70 ERK", "Magnitude"), "cells"] == 4
+    assert v.loc[("CLS", "70 ERK", "SparseGPT"), "score"] == pytest.approx(75)
     from ptsbench.tables.cells import tidy
 
-    cell = tidy(table.plan, table.est[(("CLS", "70", "SparseGPT"), "score")], "methods", "", "CLS", "score", 0.7)
+    cell = tidy(table.plan, table.est[(("CLS", "70 ERK", "SparseGPT"), "score")], "methods", "", "CLS", "score", 0.7)
     assert (cell["n_models"], cell["n_runs"]) == (2, 4) and not table.gaps
     # the interval is over the 2 models' seed-means (85, 65): 75 ± t(0.975, 1) * 10
     assert (cell["ci_low"], cell["ci_high"]) == pytest.approx((75 - 127.062, 75 + 127.062), abs=1e-3)

@@ -239,4 +239,4 @@ def test_a_run_whose_every_reconstruction_unit_diverged_is_left_out_of_the_metho
     table = methods_table(load_runs(tmp_path))
     assert "1 run(s) left out: every reconstruction unit diverged" in table.notes
     # m_b's SparseGPT score (95) is no result: the row averages m_a and m_c (90, 80), m_b is a gap
-    assert table.values.loc[("CLS", "70", "SparseGPT"), "score"] == pytest.approx(85)
+    assert table.values.loc[("CLS", "70 ERK", "SparseGPT"), "score"] == pytest.approx(85)

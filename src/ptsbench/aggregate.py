@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import build_tables, load_runs, methods_table, paper_methods, rate_curves
+from .tables import beyond_tables, build_tables, load_runs, methods_table, paper_methods, rate_curves
 from .tables.browser import screenshot
 from .tables.findings import check_findings, findings_markdown
 from .tables.reconstruction import parse_baseline
@@ -188,11 +188,12 @@ def aggregate(
         echo(f"no run records under {records_dir}\n" + _skipped_files(runset))
         return summary
     tables, sizes = build_tables(runset, model_allocator, matched, recon_baseline, min_models)
-    findings = check_findings(tables, paper_methods(runset), min_models=min_models)
-    summary["findings"] = [(f.id, f.verdict, f.margin) for f in findings]
+    tables += beyond_tables(runset, matched)  # Table 2 on Wanda masks, when there are Wanda runs
     methods = methods_table(runset)
     if not methods.values.empty:  # Wanda / SparseGPT / N:M runs present
         tables.append(methods)
+    findings = check_findings(tables, paper_methods(runset), min_models=min_models)
+    summary["findings"] = [(f.id, f.verdict, f.margin) for f in findings]
     gaps = gaps_frame(tables)
     summary["gaps"] = len(gaps)
     markdown = "\n".join(to_markdown(t) for t in tables)

@@ -7,7 +7,7 @@ statistics (model-level estimates, intervals, verdicts) in ``evidence``, ``cells
 
 from __future__ import annotations
 
-from .allocation import allocation_table, rate_curves
+from .allocation import allocation_table, rate_curves, wanda_allocation_table
 from .architecture import architecture_tables
 from .base import TrackTable
 from .evidence import JACKKNIFE
@@ -18,7 +18,16 @@ from .runs import RunSet, load_runs
 from .tasks import tasks_table
 from .verdicts import MIN_MODELS
 
-__all__ = ["RunSet", "TrackTable", "build_tables", "load_runs", "methods_table", "paper_methods", "rate_curves"]
+__all__ = [
+    "RunSet",
+    "TrackTable",
+    "beyond_tables",
+    "build_tables",
+    "load_runs",
+    "methods_table",
+    "paper_methods",
+    "rate_curves",
+]
 
 
 def build_tables(
@@ -42,3 +51,10 @@ def build_tables(
     t4 = tasks_table(runset, model_allocator, matched, kind)
     t5 = ranking_table(t2, t3, t4, t6, min_models)
     return [t2, t3, t6, t4, t5], sizes
+
+
+def beyond_tables(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE) -> list[TrackTable]:
+    """The tables beyond the paper that have runs: Table 2 on Wanda masks (``alloc-wanda``). The methods
+    table (``methods_table``) is the other one."""
+    tables = [wanda_allocation_table(runset, matched, kind)]
+    return [t for t in tables if not t.values.dropna(how="all").empty]

@@ -12,6 +12,7 @@ cells, whose runs differ only in the allocator subtree. Intervals resample model
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -23,6 +24,10 @@ from .knobs import held_fixed
 from .labels import ordered_tasks, task_label
 from .matching import with_rest
 from .runs import RunSet
+
+TITLE = "Table 2: sparsity allocation (no reconstruction)"
+WANDA_KEY = "alloc-wanda"
+WANDA_TITLE = "Table 2 on Wanda masks: sparsity allocation beyond the paper (Wanda's per-row rule, no reconstruction)"
 
 COORDS = ("task", "model", "dataset", "rate", "seed")
 COMPARED = ("allocator",)
@@ -39,7 +44,11 @@ def allocator_rows(runs) -> list[str]:
     return sorted(order, key=lambda label: order[label])
 
 
-def allocation_table(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE) -> TrackTable:
+def allocation_table(
+    runset: RunSet, matched: bool = True, kind: str = JACKKNIFE, key: str = "table2_allocation", title: str = TITLE
+) -> TrackTable:
+    """Table 2 on ``runset``'s runs without reconstruction; ``key``/``title`` name a rebuild of it on
+    other masks (``wanda_allocation_table``)."""
     ok = with_rest(runset.ok[runset.ok.reconstruction == "none"], COMPARED)
     failed = runset.failed[runset.failed.reconstruction == "none"]
     rows = allocator_rows(pd.concat([ok, failed]))
@@ -68,8 +77,8 @@ def allocation_table(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE
         )
     fixed_notes, fixed = held_fixed(grid.used, COMPARED, "table2")
     return TrackTable(
-        "table2_allocation",
-        "Table 2: sparsity allocation (no reconstruction)",
+        key,
+        title,
         grid.values,
         flags,
         {c: "max" for c in grid.values.columns if not grid.values[c].isna().all()},
@@ -81,7 +90,21 @@ def allocation_table(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE
         unranked=grid.unmatched_rows if not matched else set(),
         pooled=grid.pooled,
         fixed=fixed,
+        beyond=set(beyond),
     )
+
+
+def wanda_runs(runset: RunSet) -> RunSet:
+    """The runs of Table 2 on Wanda masks: Wanda as published (per output row), unstructured, no
+    reconstruction; each allocator decides the layers' counts, Wanda which weights."""
+    runs = runset.runs
+    keep = (runs.method == "Wanda") & (runs.pattern == "unstructured") & (runs.reconstruction == "none")
+    return dataclasses.replace(runset, runs=runs[keep].reset_index(drop=True))
+
+
+def wanda_allocation_table(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE) -> TrackTable:
+    """Table 2 rebuilt on Wanda masks: where OWL's claim (it beats uniform allocation for Wanda) is judged."""
+    return allocation_table(wanda_runs(runset), matched, kind, WANDA_KEY, WANDA_TITLE)
 
 
 def rate_curves(runset: RunSet) -> dict[str, dict[str, dict[float, float]]]:

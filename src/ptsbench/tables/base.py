@@ -44,6 +44,7 @@ class TrackTable:
     pooled: dict = field(default_factory=dict)  # overall column -> the per-task columns it pools
     fixed: list[dict] = field(default_factory=list)  # every knob held fixed (held_fixed.csv)
     unit: str = "model"  # what one resampled unit is called in reasons ("model", "size")
+    beyond: set = field(default_factory=set)  # rows beyond the paper (the paper's findings leave them out)
     _rows: dict = field(default_factory=dict, repr=False)
 
     def estimate(self, row, column) -> Estimate | None:

@@ -9,6 +9,12 @@ lies above 0, 'fails' when below, and only when every task (or family) it pools 
 models; otherwise 'not enough evidence', with the reason. A finding on an overall column (OM over
 tasks) also reports each task's own margin and is flagged when the tasks disagree in sign. An
 ``order`` finding holds when every neighbour pair does, fails when any pair fails.
+
+Beyond the paper (section 'beyond'): the claims of the methods published after it, judged the same
+way. A paper finding is judged among the paper's own rows (a table's ``beyond`` rows are left out of
+its 'best'/'worst' comparisons). On the methods table, whose rows recur once per task, setting and
+allocator, an order of two rows is their paired difference within each group that has both,
+averaged over those groups.
 """
 
 from __future__ import annotations
@@ -59,18 +65,78 @@ def _est(table: TrackTable, label: str, column: str) -> Estimate | None:
     return e if e is not None and math.isfinite(e.value) else None
 
 
-def _others(table: TrackTable, me: str, column: str) -> dict[str, Estimate]:
+def _is_paper(spec: dict) -> bool:
+    """A finding of the paper itself (not one of the newer methods' claims, section 'beyond')."""
+    return str(spec.get("section", "")) != "beyond"
+
+
+def _others(table: TrackTable, me: str, column: str, paper: bool = False) -> dict[str, Estimate]:
+    """Every other row's estimate in ``column``; ``paper``: the paper's rows only, so a paper finding is
+    judged among the rows the paper compared (an OWL row below Uniform does not break 'Uniform is worst')."""
     out = {}
     for idx in table.values.index:
         name = str(idx[-1] if isinstance(idx, tuple) else idx)
         in_group = not table.groups or any(me in g and idx in g for g in table.groups)
+        if paper and name in table.beyond:
+            continue
         if name != me and in_group and (est := _est(table, name, column)) is not None:
             out[name] = est
     return out
 
 
+def _repeats_rows(table: TrackTable) -> bool:
+    """Whether a row label recurs in several groups (the methods table: one group per task and setting)."""
+    names = [str(i[-1] if isinstance(i, tuple) else i) for i in table.values.index]
+    return len(names) != len(set(names))
+
+
+def _pooled_pairs(table: TrackTable, rows: list[str], column: str, sign: float) -> list[tuple[str, Estimate]]:
+    """(group name, rows[0] - rows[1] there, paired by model) for every group holding both rows."""
+    pairs = []
+    for group in table.groups:
+        by_name = {str(label[-1]): label for label in group}
+        if not all(r in by_name for r in rows):
+            continue
+        a, b = (table.estimate(by_name[r], column) for r in rows)
+        if a is not None and b is not None and math.isfinite(a.value) and math.isfinite(b.value):
+            name = " ".join(str(x) for x in by_name[rows[0]][:-1])
+            pairs.append((name, combine(lambda x, y: sign * (x - y), a, b)))
+    return pairs
+
+
+class _PooledMargin:
+    """column -> the mean over the groups holding both rows of their paired difference (a table whose rows
+    recur per group, such as the methods table's per task and setting). Only an order of two rows is
+    defined there: 'best' or 'worst' would mix groups that compare different rows. Each column's group
+    pairs are built once and kept for the verdict's detail."""
+
+    def __init__(self, spec: dict, table: TrackTable, sign: float):
+        self.rows = list(spec.get("rows", []))
+        if spec["kind"] != "order" or len(self.rows) != 2:
+            raise ValueError(
+                f"findings.yaml: finding '{spec['id']}' on {spec['table']}: its rows recur per group there, so "
+                f"only kind 'order' with two rows is defined (got kind '{spec['kind']}' with {len(self.rows)} rows)"
+            )
+        self.table, self.sign, self.name = table, sign, spec["table"]
+        self.pairs: dict[str, list[tuple[str, Estimate]]] = {}
+
+    def __call__(self, column: str) -> tuple[Estimate | None, str]:
+        pairs = self.pairs.setdefault(column, _pooled_pairs(self.table, self.rows, column, self.sign))
+        if not pairs:
+            return None, f"no group of {self.name} holds both {self.rows[0]} and {self.rows[1]} in {column}"
+        return combine(lambda *d: sum(d) / len(d), *(e for _, e in pairs)), ""
+
+    def detail(self, column: str) -> str:
+        groups = [name for name, _ in self.pairs.get(column, [])]
+        return (
+            f"{self.rows[0]} - {self.rows[1]}, paired by model, mean over {len(groups)} group(s): {', '.join(groups)}"
+        )
+
+
 def _margin_builder(spec: dict, table: TrackTable, sign: float) -> Callable[[str], tuple[Estimate | None, str]]:
     """column -> (the finding's margin estimate there, or None with why)."""
+    if _repeats_rows(table):
+        return _PooledMargin(spec, table, sign)
     kind, rows = spec["kind"], list(spec.get("rows", []))
 
     def build(column: str):
@@ -79,7 +145,7 @@ def _margin_builder(spec: dict, table: TrackTable, sign: float) -> Callable[[str
         if lacking:
             return None, f"no value for {', '.join(lacking)} in {spec['table']} {column}"
         if kind in ("best", "worst"):
-            others = _others(table, rows[0], column)
+            others = _others(table, rows[0], column, _is_paper(spec))
             if not others:
                 return None, f"no other row of {spec['table']} {column} to compare with"
             if kind == "best":
@@ -164,8 +230,10 @@ def check_finding(spec: dict, tables: dict[str, TrackTable], runs=None, min_mode
         j = _verdict_of(table, est, spec, min_models)
         out.verdict, out.margin, out.ci, out.reason = j.verdict, est.value, j.ci, j.reason
         out.models = models_text(j.n_models, table.unit)
-        if kind in ("best", "worst"):
-            others = _others(table, spec["rows"][0], column)
+        if isinstance(build, _PooledMargin):
+            out.detail = build.detail(column)
+        elif kind in ("best", "worst"):
+            others = _others(table, spec["rows"][0], column, _is_paper(spec))
             key = max if kind == "best" else min
             out.detail = (
                 f"vs {'best' if kind == 'best' else 'worst'} other: {key(others, key=lambda k: others[k].value)}"

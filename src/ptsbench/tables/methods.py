@@ -1,7 +1,7 @@
 """The methods table: what each post-training sparsity method buys and what it costs.
 
 Rows, per task and setting (a rate such as 70, or an N:M pattern such as 2:4, whose achieved
-rate is printed with it), labelled from the criterion and reconstruction registries
+rate is printed with it, and the allocator that set the layers' counts: "70 ERK"), labelled from the criterion and reconstruction registries
 (``runs.method_label``): Magnitude (magnitude mask at the allocator's counts, no reconstruction),
 Magnitude + Block-wise (the paper's block reconstruction: sparse input, no error correction),
 Wanda, SparseGPT (the reference: dense weights on the sparse model's input) and SparseGPT (dense
@@ -74,7 +74,11 @@ def _method_runs(runset: RunSet) -> tuple[pd.DataFrame, int]:
     runs = runset.ok[runset.ok.method.notna()]
     diverged = (runs.units > 0) & (runs.diverged_units == runs.units)
     runs = runs[~diverged]
-    setting = [nm if isinstance(nm, str) else f"{r * 100:g}" for nm, r in zip(runs.nm_setting, runs.rate)]
+    # one allocation per group: methods are compared at the same per-layer counts (e.g. "70 ERK", "2:4 Uniform")
+    setting = [
+        f"{nm if isinstance(nm, str) else f'{r * 100:g}'} {alloc}"
+        for nm, r, alloc in zip(runs.nm_setting, runs.rate, runs.allocator)
+    ]
     return runs.assign(setting=setting), int(diverged.sum())
 
 
@@ -150,7 +154,7 @@ def methods_table(runset: RunSet, kind: str = JACKKNIFE) -> TrackTable:
     speed: dict = {}
     for (task, setting), grp in runs.groupby(["task", "setting"], sort=True):
         methods = sorted(grp.method.unique(), key=_order)
-        if ":" not in setting and set(methods) <= set(PAPER_ROWS):
+        if ":" not in setting.split()[0] and set(methods) <= set(PAPER_ROWS):
             continue  # the paper's own methods only: Tables 2 and 3 show them
         grp = grp.drop_duplicates("digest")
         own = run_keys(grp, CELL)
