@@ -367,11 +367,49 @@ def test_gen_gain_is_bounded_and_worsened_runs_are_counted(tmp_path):
     assert t3.values.at["Dense Input", "GEN worse mean"] == pytest.approx(-100 * 0.01 / 5.0)
 
 
-def load_runs_from(recs, tmp: Path):
+def load_runs_from(recs, tmp: Path, score: str = "metric"):
     d = tmp / "recs"
     for r in recs:
         write_json_atomic(d / f"{r['name']}.json", r)
-    return load_runs(d)
+    return load_runs(d, score)
+
+
+def with_agreement(rec: dict, agreement: float) -> dict:
+    return {**rec, "sparse": {**rec["sparse"], "agreement": agreement, "kl": 0.1}}
+
+
+def test_score_agreement_makes_a_cls_value_100_times_the_mean_agreement_and_keeps_other_tasks(tmp_path):
+    # CLS top-1 at half the dense one (rel 0.5) but agreeing with the dense model on 90/80/70% of inputs
+    cls = [with_agreement(make_record(m, rel=0.5), a) for m, a in zip(MODELS, (0.9, 0.8, 0.7))]
+    det = make_record("r_det", rel=0.9, task="det", metric="bbox_mAP")
+    (*_, t4_metric, _), _ = build_tables(load_runs_from([*cls, det], tmp_path / "metric"))
+    runs = load_runs_from([*cls, det], tmp_path / "agreement", score="agreement")
+    (*_, t4, _), _ = build_tables(runs)
+    assert t4_metric.values.at["CLS", "50"] == pytest.approx(50.0)
+    assert t4.values.at["CLS", "50"] == pytest.approx(100 * (0.9 + 0.8 + 0.7) / 3)
+    assert t4.values.at["DET", "50"] == pytest.approx(90.0) == t4_metric.values.at["DET", "50"]
+    cls_rows = runs.ok[runs.ok.task == "cls"]
+    assert (cls_rows["dense"] == 1.0).all() and sorted(cls_rows["sparse"]) == sorted(cls_rows.rel) == [0.7, 0.8, 0.9]
+
+
+def test_score_agreement_on_a_record_without_agreement_is_a_gap_and_an_unknown_score_is_refused(tmp_path):
+    runs = load_runs_from([make_record("m_a", rel=0.5)], tmp_path, score="agreement")
+    assert list(runs.failed.error) == ["no sparse.agreement in the record (--score agreement); re-run it"]
+    with pytest.raises(ValueError, match="score 'labels' is not one of the valid choices: metric, agreement"):
+        load_runs(tmp_path / "recs", "labels")
+
+
+def test_cli_score_option_reaches_the_tables_and_names_its_choices(tmp_path, capsys):
+    recs = [with_agreement(make_record(m, rel=0.5), a) for m, a in zip(MODELS, (0.9, 0.8, 0.7))]
+    for r in recs:
+        write_json_atomic(tmp_path / "records" / f"{r['name']}.json", r)
+    assert main([str(tmp_path / "records"), "--out", str(tmp_path / "t"), "--no-plots", "--score", "agreement"]) == 0
+    printed = capsys.readouterr().out
+    assert "score: agreement" in printed and "| L2Norm | 80.00 ± " in printed
+    with pytest.raises(SystemExit) as refused:
+        main([str(tmp_path / "records"), "--score", "labels"])
+    assert refused.value.code == 2
+    assert "--score: invalid choice: 'labels' (choose from 'metric', 'agreement')" in capsys.readouterr().err
 
 
 def test_tables_6_4_5_by_hand(records_dir):

@@ -84,3 +84,45 @@ def test_recon_gain_follows_eqs_3_and_4():
 def test_means_ignore_nan_and_empty_is_nan():
     assert mean([0.5, float("nan"), 1.0]) == pytest.approx(0.75)
     assert math.isnan(mean([])) and math.isnan(quadratic_mean([float("nan")]))
+
+
+def test_classification_docstring_examples_hold():
+    from ptsbench.tasks import classification
+
+    failures, tried = doctest.testmod(classification)
+    assert tried >= 4 and failures == 0
+
+
+def test_fidelity_counts_agreeing_top1_and_sums_kl_by_hand():
+    import torch
+
+    from ptsbench.tasks.classification import fidelity
+
+    # dense p = (1/2, 1/4, 1/4) on every input (logits ln 2, 0, 0)
+    dense = torch.log(torch.tensor([[2.0, 1.0, 1.0]] * 3))
+    # sparse: the same distribution; q = (1/4, 1/2, 1/4) (top-1 moves); q = (1/2, 1/8, 3/8) (top-1 kept)
+    sparse = torch.log(torch.tensor([[2.0, 1.0, 1.0], [1.0, 2.0, 1.0], [4.0, 1.0, 3.0]]))
+    agreeing, kl_sum = fidelity(dense, sparse)
+    moved = 0.5 * math.log(2) + 0.25 * math.log(0.5) + 0  # 1/2 ln(2) + 1/4 ln(1/2) + 1/4 ln(1)
+    kept = 0 + 0.25 * math.log(2) + 0.25 * math.log(2 / 3)  # 1/4 ln(1/4 / 1/8) + 1/4 ln(1/4 / 3/8)
+    assert agreeing == 2 and kl_sum == pytest.approx(moved + kept, abs=1e-7)  # float32 logits
+    assert fidelity(dense, dense) == (3, 0.0)
+    # logits far beyond exp()'s float range: still finite, and 0 for identical ones
+    huge = torch.tensor([[1000.0, -1000.0], [-1000.0, 1000.0]])
+    assert fidelity(huge, huge) == (2, 0.0)
+    agreeing, kl_sum = fidelity(huge, huge.flip(1))
+    assert agreeing == 0 and kl_sum == pytest.approx(2 * 2000.0)
+
+
+def test_evaluate_classifier_against_itself_agrees_fully_with_zero_kl():
+    import torch
+    from torch import nn
+
+    from ptsbench.tasks.classification import evaluate_classifier, top1_accuracy
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    batches = [(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(2)]
+    metrics = evaluate_classifier(model, batches, reference=model)
+    assert metrics["agreement"] == 1.0 and metrics["kl"] == 0.0
+    assert metrics["top1"] == top1_accuracy(model, batches) and set(evaluate_classifier(model, batches)) == {"top1"}

@@ -31,6 +31,13 @@ def test_run_writes_a_valid_record_with_exact_sparsity(make_cfg, tmp_path):
     assert abs(sp["zeros"] - int(0.7 * sp["total"])) <= len(sp["target_per_layer"])
     assert set(sp["achieved_per_layer"]) == set(sp["target_per_layer"])
     assert 0.9 < rec["dense"]["top1"] <= 1.0 and 0.0 <= rec["sparse"]["top1"] <= 1.0
+    # fidelity to the dense model, measured on the sparse side only (the dense model agrees with itself)
+    assert set(rec["sparse"]) == {"top1", "agreement", "kl"} and set(rec["dense"]) == {"top1"}
+    assert 0.0 <= rec["sparse"]["agreement"] <= 1.0 and rec["sparse"]["kl"] >= 0.0
+    # at 70% some predictions move: agreement below 1 and a positive KL; top-1 cannot differ by more than
+    # the disagreeing fraction
+    assert rec["sparse"]["agreement"] < 1.0 and rec["sparse"]["kl"] > 0.0
+    assert abs(rec["sparse"]["top1"] - rec["dense"]["top1"]) <= 1.0 - rec["sparse"]["agreement"] + 1e-12
     assert rec["calibration"]["num_samples"] == 64 and len(rec["calibration"]["indices_digest"]) == 16
     assert rec["env"]["packages"]["torch"].startswith("2.14")
     assert {"build", "dense_eval", "allocate", "mask", "sparse_eval", "total"} <= set(rec["timing"])
@@ -41,6 +48,8 @@ def test_rate_zero_keeps_the_dense_accuracy(make_cfg):
     rec = run(make_cfg("sparsity.rate=0.0", *FAST))
     assert rec["sparsity"]["zeros"] == 0
     assert rec["sparse"]["top1"] == pytest.approx(rec["dense"]["top1"], abs=0.002)  # BN folding only
+    # the reference is the BN-folded dense model: unpruned, the sparse model is that very function
+    assert rec["sparse"]["agreement"] == 1.0 and rec["sparse"]["kl"] == 0.0
 
 
 def test_repeated_run_is_skipped_and_changed_config_is_not(make_cfg, tmp_path):

@@ -172,7 +172,7 @@ def test_an_fcpts_batch_beyond_the_calibration_set_is_recorded_at_its_effective_
     [
         ("ptsbench.reconstruction.unitwise.train_unit", "torch", "reconstruction.batch_size (now 64)"),
         ("ptsbench.reconstruction.unitwise.train_unit", "python", "reconstruction.batch_size (now 64)"),
-        ("ptsbench.tasks.classification.top1_accuracy", "torch", "eval.batch_size (now 100)"),
+        ("ptsbench.tasks.classification.evaluate_classifier", "torch", "eval.batch_size (now 100)"),
     ],
 )
 def test_out_of_memory_in_a_phase_is_a_failed_record_naming_the_knob_to_lower(

@@ -13,7 +13,8 @@ Chromium is installed). It prints the Markdown tables and the findings. Compared
 pools every run instead and Table 5 then skips the rows that lack cells). A finding holds or fails
 only on ``--min-models`` (3) models per task it pools. Failed runs, missing cells, absent tasks
 and refused records (an unknown schema version) are reported, never fatal; ``--strict`` turns them
-into exit status 3 (for CI).
+into exit status 3 (for CI). ``--score agreement`` scores classification runs by their top-1 agreement
+with the dense model (label-free) instead of their relative top-1; the other tasks keep their metric.
 
 Formulas: ``ptsbench.metrics``; table rules: the docstrings of ``ptsbench.tables.*``.
 """
@@ -34,6 +35,7 @@ from .tables.findings import check_findings, findings_markdown
 from .tables.reconstruction import parse_baseline
 from .tables.render import gaps_frame, to_markdown, write_table
 from .tables.report import report_html
+from .tables.runs import SCORES
 from .tables.verdicts import MIN_MODELS
 
 log = logging.getLogger("ptsbench")
@@ -86,8 +88,9 @@ def _gaps_summary(gaps, failed_runs, limit: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _summary(runset) -> dict:
+def _summary(runset, score: str = "metric") -> dict:
     return {
+        "score": score,
         "findings": [],
         "files": runset.files,
         "runs": len(runset.runs),
@@ -107,6 +110,7 @@ def _head(records_dir, summary: dict) -> str:
         f"PTSBench tables from {records_dir}: {summary['ok']} ok run(s), {summary['failed']} failed, "
         f"{summary['duplicates']} duplicate record(s) dropped, {summary['unreadable']} unreadable file(s), "
         f"{summary['refused']} refused, {summary['gaps']} gap(s)"
+        + ("" if summary["score"] == "metric" else f"; score: {summary['score']} (CLS: top-1 agreement with dense)")
     )
 
 
@@ -180,10 +184,12 @@ def aggregate(
     matched: bool = True,
     recon_baseline: dict | None = None,
     min_models: int = MIN_MODELS,
+    score: str = "metric",
 ) -> dict:
-    """Build, write (when ``out_dir``) and echo the tables and findings; returns a summary dict."""
-    runset = load_runs(records_dir)
-    summary = _summary(runset)
+    """Build, write (when ``out_dir``) and echo the tables and findings; returns a summary dict.
+    ``score`` (one of ``tables.runs.SCORES``): what each run's relative score is."""
+    runset = load_runs(records_dir, score)
+    summary = _summary(runset, score)
     if runset.runs.empty:
         echo(f"no run records under {records_dir}\n" + _skipped_files(runset))
         return summary
@@ -222,7 +228,7 @@ def _plots(runset, sizes, plot_dir: Path) -> list[Path]:
     return [p for p in made if p is not None]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("records_dir", help="directory holding run records (searched recursively)")
     ap.add_argument("--out", default=None, help="directory for the table files (default: RECORDS_DIR/../tables)")
@@ -251,8 +257,20 @@ def main(argv: list[str] | None = None) -> int:
         help="independent models every task (family) a finding or a Table 5 order rests on needs "
         f"before it may say holds/fails or '>' (default {MIN_MODELS})",
     )
+    ap.add_argument(
+        "--score",
+        choices=SCORES,
+        default="metric",
+        help="what a run's relative score is: 'metric' (default), its primary metric over the dense one; "
+        "'agreement', for classification runs their top-1 agreement with the dense model (label-free; "
+        "the other tasks keep their metric)",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 3 when any run failed or a table has gaps")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     records = Path(args.records_dir)
     if not records.is_dir():
@@ -289,6 +307,7 @@ def _aggregate_cli(records: Path, out: Path, args, baseline) -> dict:
         matched=not args.unmatched,
         recon_baseline=baseline,
         min_models=args.min_models,
+        score=args.score,
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .run_model import checkpoint_path, dense_state_dict, read_record, rebuild_model
+from .run_model import checkpoint_path, dense_state_dict, read_record, rebuild_dense_model, rebuild_model
 from .sparse_checkpoint import load_sparse, save_sparse
 
 FORMATS = ("dense", "compressed", "onnx")
@@ -78,7 +78,9 @@ def _export_onnx(model, build: dict, out: Path) -> None:
 
 
 def reevaluate(model, record: dict) -> dict[str, float]:
-    """The rebuilt model's metrics on the run's test split, evaluated as the pipeline does."""
+    """The rebuilt model's metrics on the run's test split, evaluated as the pipeline does: against the
+    dense model rebuilt from the record's config, so a classifier's ``agreement`` and ``kl`` are reproduced
+    too."""
     from ..data import build_data
     from ..models import MODEL_SOURCES
     from ..models.library import eval_preprocess
@@ -92,7 +94,13 @@ def reevaluate(model, record: dict) -> dict[str, float]:
     data = build_data(
         cfg["dataset"], cfg["calib"], preprocess=eval_preprocess(model_cfg), cache_dir=cfg["paths"]["cache_dir"]
     )
-    return task.evaluate(model, data, torch.device("cpu"))
+    build = {
+        "num_classes": data.num_classes,
+        "in_chans": data.in_chans,
+        "img_size": data.img_size,
+        "dataset": data.name,
+    }
+    return task.evaluate_sparse(model, rebuild_dense_model(record, build), data, torch.device("cpu"))
 
 
 def main(argv: list[str] | None = None) -> int:

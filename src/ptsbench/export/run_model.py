@@ -68,19 +68,33 @@ def save_run_model(record_path, model: nn.Module, record: dict, data, modules: d
 
 def rebuild_model(checkpoint: str | Path) -> tuple[nn.Module, dict]:
     """The pruned model of a sparse checkpoint (eval mode, CPU) and the checkpoint's metadata."""
-    from ..models import MODEL_SOURCES, build_model
-    from ..sparsity.layers import fold_batchnorm
+    from ..models import MODEL_SOURCES
 
     state, meta = load_sparse(checkpoint)
     model_cfg = dict(meta["config"]["model"])
     if not MODEL_SOURCES.trait(str(model_cfg.get("source", "zoo")), "loads_weights", False):
         model_cfg["weights"] = "none"  # every tensor comes from the checkpoint
-    b = meta["build"]
-    model = build_model(model_cfg, b["num_classes"], b["in_chans"], b["img_size"], b["dataset"])
-    if meta.get("folded_bn", 0):
-        fold_batchnorm(model)
+    model = _architecture(model_cfg, meta["build"], meta.get("folded_bn", 0))
     model.load_state_dict(state, strict=True)
     return model.eval(), meta
+
+
+def rebuild_dense_model(record: dict, build: dict) -> nn.Module:
+    """The run's model before pruning (eval mode, CPU), the reference its sparse ``agreement`` and ``kl``
+    were measured against: the record's model config with its own weights, BatchNorm folded as the run
+    folded it. ``build``: the input geometry (num_classes, in_chans, img_size, dataset) as in the checkpoint."""
+    return _architecture(record["config"]["model"], build, record.get("folded_bn", 0)).eval()
+
+
+def _architecture(model_cfg, build: dict, folded_bn: int) -> nn.Module:
+    """``build_model`` at the run's input geometry, BatchNorm folded when the run folded any."""
+    from ..models import build_model
+    from ..sparsity.layers import fold_batchnorm
+
+    model = build_model(model_cfg, build["num_classes"], build["in_chans"], build["img_size"], build["dataset"])
+    if folded_bn:
+        fold_batchnorm(model)
+    return model
 
 
 def read_record(path: str | Path) -> dict:

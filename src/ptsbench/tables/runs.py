@@ -3,7 +3,8 @@
 Every record JSON under a directory becomes one row with the coordinates the tracks group by
 (task, model, family, size, dataset, allocator and method labels from their registries,
 reconstruction knobs, rate, seeds), its relative score (docs/methods.md#track-metrics: A_s/A_dense,
-or A_dense/A_s for lower-is-better metrics), its knobs (every knob that can change a result:
+or A_dense/A_s for lower-is-better metrics; with ``score="agreement"`` a classification run's top-1
+agreement with the dense model), its knobs (every knob that can change a result:
 ``identity.is_neutral`` ones are left out) and the reconstruction units that diverged. Failed
 runs stay in the frame (status 'failed', no score) so tables can name the gap; files that are not
 run records, or not JSON, are counted and skipped, and a record of a schema version this code does
@@ -30,6 +31,11 @@ from .defaults import knob_defaults, non_default, option_file_defaults
 from .labels import allocator_label, family_label, method_label
 
 REPLICATE_KNOBS = ("seed", "calib.seed")  # what varies between replicates of one setting
+# what a row's relative score ``rel`` is: "metric", the record's primary metric over the dense one;
+# "agreement", for a classification run its sparse top-1 agreement with the dense model (the dense model
+# agrees with itself: 1), a label-free score; the other tasks keep their metric
+SCORES = ("metric", "agreement")
+AGREEMENT_TASKS = ("cls",)  # the tasks whose records carry sparse.agreement
 
 
 @dataclass
@@ -143,17 +149,24 @@ def _method(rec: dict, alloc_name: str) -> dict:
     }
 
 
-def _result(rec: dict) -> dict:
-    """What the run measured and cost."""
+def _result(rec: dict, score: str = "metric") -> dict:
+    """What the run measured and cost; ``rel`` as ``score`` (one of SCORES) says."""
     task = rec.get("task") or {}
     metric, hib = task.get("metric"), bool(task.get("higher_is_better", True))
     dense: Any = (rec.get("dense") or {}).get(metric)
     sparse: Any = (rec.get("sparse") or {}).get(metric)
     ok = rec.get("status") == "ok" and dense is not None and sparse is not None
     err, timing, memory = rec.get("error") or {}, rec.get("timing") or {}, rec.get("memory") or {}
+    error = f"{err.get('type', '')}: {err.get('message', '')}".strip(": ") if not ok else ""
+    if ok and score == "agreement" and task.get("name") in AGREEMENT_TASKS:
+        # the dense model agrees with itself: dense 1, sparse its agreement, so every table (Table 3's
+        # gains too) reads the one score
+        dense, sparse, hib = 1.0, (rec.get("sparse") or {}).get("agreement"), True
+        ok = sparse is not None  # a record from before agreement was measured has no score: a gap
+        error = "" if ok else "no sparse.agreement in the record (--score agreement); re-run it"
     return {
         "status": "ok" if ok else "failed",
-        "error": f"{err.get('type', '')}: {err.get('message', '')}".strip(": ") if not ok else "",
+        "error": error,
         "dense": float(dense) if ok else math.nan,
         "sparse": float(sparse) if ok else math.nan,
         "rel": relative_score(sparse, dense, hib) if ok else math.nan,
@@ -196,8 +209,8 @@ def _option_defaults(choices_json: str) -> dict[str, str]:
     return option_file_defaults(json.loads(choices_json))
 
 
-def run_row(rec: dict, path: str = "") -> dict:
-    """The flat row of one record (ok or failed)."""
+def run_row(rec: dict, path: str = "", score: str = "metric") -> dict:
+    """The flat row of one record (ok or failed); ``score``: what ``rel`` is (SCORES)."""
     cfg = rec.get("config") or {}
     ident = _identity(rec, path)
     knobs, setting = _knobs_and_setting(json.dumps(cfg, sort_keys=True, default=str))
@@ -205,7 +218,7 @@ def run_row(rec: dict, path: str = "") -> dict:
     return {
         **ident,
         **_method(rec, ident["allocator_name"]),
-        **_result(rec),
+        **_result(rec, score),
         "baseline_key": _digest(setting, ("reconstruction",)),
         "baseline_key_seedless": _digest(setting, ("reconstruction", *REPLICATE_KNOBS)),
         "per_layer": (rec.get("sparsity") or {}).get("target_per_layer"),
@@ -237,9 +250,13 @@ def _read(path: Path) -> tuple[dict | None, str | None, str | None]:
     return rec, None, None
 
 
-def load_runs(records_dir: str | Path) -> RunSet:
+def load_runs(records_dir: str | Path, score: str = "metric") -> RunSet:
     """Read every ``*.json`` under ``records_dir``; keep one row per config digest (the newest
-    ``ok`` record wins over failed ones and over older copies)."""
+    ``ok`` record wins over failed ones and over older copies). ``score`` (one of SCORES) is what each
+    row's relative score ``rel`` is: the primary metric over the dense one, or for classification runs
+    their top-1 agreement with the dense model."""
+    if score not in SCORES:
+        raise ValueError(f"score {score!r} is not one of the valid choices: {', '.join(SCORES)}")
     rows, unreadable, refused = [], [], []
     files = sorted(Path(records_dir).rglob("*.json"))
     for p in files:
@@ -249,7 +266,7 @@ def load_runs(records_dir: str | Path) -> RunSet:
             refused += [refusal] if refusal else []
             continue
         try:
-            rows.append(run_row(rec, str(p)))
+            rows.append(run_row(rec, str(p), score))
         except (TypeError, ValueError, AttributeError) as e:
             unreadable.append(f"{p} ({type(e).__name__}: {e})")
     runs = pd.DataFrame(rows, columns=list(run_row({"digest": "", "status": "failed"}).keys()))

@@ -62,6 +62,11 @@ class Task:
     def evaluate(self, model, data, device) -> dict[str, float]:
         raise NotImplementedError
 
+    def evaluate_sparse(self, model, dense_model, data, device) -> dict[str, float]:
+        """The pruned ``model``'s metrics; ``dense_model`` (the model before pruning, on ``device``) lets a
+        task add label-free fidelity metrics (classification: agreement and KL). By default: ``evaluate``."""
+        return self.evaluate(model, data, device)
+
     def forward_for_calibration(self, model, x):
         """What learned allocators/reconstruction run the model on (logits for classifiers)."""
         return model(x)
