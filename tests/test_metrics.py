@@ -123,6 +123,12 @@ def test_evaluate_classifier_against_itself_agrees_fully_with_zero_kl():
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     batches = [(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(2)]
-    metrics = evaluate_classifier(model, batches, reference=model)
+    outputs: list = []
+    dense = evaluate_classifier(model, batches, outputs=outputs)
+    (logits,) = outputs
+    assert logits.shape == (10, 3) and torch.equal(logits, torch.cat([model(x) for x, _ in batches]).detach())
+    metrics = evaluate_classifier(model, batches, reference=logits)
     assert metrics["agreement"] == 1.0 and metrics["kl"] == 0.0
-    assert metrics["top1"] == top1_accuracy(model, batches) and set(evaluate_classifier(model, batches)) == {"top1"}
+    assert metrics["top1"] == dense["top1"] == top1_accuracy(model, batches) and set(dense) == {"top1"}
+    with pytest.raises(ValueError, match="same test inputs"):
+        evaluate_classifier(model, batches[:1], reference=logits)

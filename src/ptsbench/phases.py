@@ -19,7 +19,10 @@ import copy
 import hashlib
 import json
 import logging
+import os
+import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,6 +65,7 @@ class RunState:
     adapter: ModelAdapter
     keep_dense: list[str]
     dense_model: nn.Module | None = None
+    dense_outputs: torch.Tensor | None = None  # the dense model's test outputs, what sparse fidelity compares to
     modules: dict[str, PrunableLayer] = field(default_factory=dict)  # the layers the allocator prunes
     all_modules: dict[str, PrunableLayer] = field(default_factory=dict)  # every prunable layer (excluded ones too)
     calib_inputs: torch.Tensor | None = None
@@ -108,9 +112,10 @@ def build(spec: RunSpec, device: torch.device, record: RunRecord) -> RunState:
 
 
 def dense_metrics(spec: RunSpec, state: RunState) -> dict:
-    """The dense model's metrics, cached under ``paths.cache_dir/dense``: the key follows the task,
-    model and dataset knobs, the weights' content and the evaluated files' content, not the paths that name
-    them."""
+    """The dense model's metrics, and in ``state.dense_outputs`` its test outputs (classifiers: logits, the
+    reference of the sparse agreement and KL), cached under ``paths.cache_dir/dense``: the key follows the
+    task, model and dataset knobs, the weights' content and the evaluated files' content, not the paths that
+    name them. Outputs are read back as plain tensors (``weights_only``: no code runs from the cache)."""
     config = spec.identity.config
     keyed: dict[str, Any] = {k: config[k] for k in ("task", "model", "dataset")}
     keyed["weights_sha256"] = spec.identity.weights_sha256
@@ -121,18 +126,41 @@ def dense_metrics(spec: RunSpec, state: RunState) -> dict:
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20]
     stem = safe_name(f"{spec.model.name}-{spec.dataset.name}", limit=120)  # names from the config: a safe name
     path = spec.paths.cache_dir / "dense" / f"{stem}-{key}.json"
+    outputs_path = path.with_suffix(".outputs.pt")
     if spec.eval.dense_cache and path.exists():
-        try:
-            cached = json.loads(path.read_text())
-            if isinstance(cached, dict) and spec.task.metric in cached:
-                return cached
-            log.warning("[cache] %s holds no %s; evaluating the dense model again", path, spec.task.metric)
-        except (OSError, ValueError) as e:
-            log.warning("[cache] %s is unreadable (%s); evaluating the dense model again", path, type(e).__name__)
-    metrics = state.task.evaluate(state.model, state.data, state.device)
+        cached = _read_dense_cache(path, outputs_path, spec.task.metric)
+        if cached is not None:
+            metrics, state.dense_outputs = cached
+            return metrics
+    metrics, state.dense_outputs = state.task.evaluate_dense(state.model, state.data, state.device)
     if spec.eval.dense_cache:
-        write_json_atomic(path, metrics)
+        if state.dense_outputs is not None:  # first: a metrics file is only trusted beside its outputs
+            tmp = outputs_path.with_name(f".{outputs_path.name}.{os.getpid()}.tmp")
+            outputs_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state.dense_outputs, tmp)
+            os.replace(tmp, outputs_path)
+        write_json_atomic(path, {**metrics, "has_outputs": state.dense_outputs is not None})
     return metrics
+
+
+def _read_dense_cache(path: Path, outputs_path: Path, metric: str) -> tuple[dict, torch.Tensor | None] | None:
+    """(metrics, outputs) from the dense cache, or None (with a warning) when either is missing or unreadable."""
+    try:
+        cached = json.loads(path.read_text())
+        if not isinstance(cached, dict) or metric not in cached:
+            log.warning("[cache] %s holds no %s; evaluating the dense model again", path, metric)
+            return None
+        if "has_outputs" not in cached:  # written before outputs were cached: evaluate once more
+            return None
+        outputs = None
+        if cached.pop("has_outputs"):
+            outputs = torch.load(outputs_path, map_location="cpu", weights_only=True)
+            if not isinstance(outputs, torch.Tensor):
+                raise ValueError("not a tensor")
+        return cached, outputs
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:
+        log.warning("[cache] %s is unreadable (%s); evaluating the dense model again", path, type(e).__name__)
+        return None
 
 
 def fold_bn(spec: RunSpec, state: RunState, record: RunRecord) -> None:

@@ -93,7 +93,7 @@ def _execute_claimed(spec: RunSpec, t_start: float) -> dict:
         with timer("check_weights"):
             phases.check_finite(state.model)
         with timer("sparse_eval"):
-            record.sparse = state.task.evaluate_sparse(state.model, state.dense_model, state.data, device)
+            record.sparse = state.task.evaluate_sparse(state.model, state.dense_outputs, state.data, device)
         with timer("deploy"):
             phases.deploy(spec, state, record)
         if spec.eval.latency:

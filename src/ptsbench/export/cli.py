@@ -79,8 +79,8 @@ def _export_onnx(model, build: dict, out: Path) -> None:
 
 def reevaluate(model, record: dict) -> dict[str, float]:
     """The rebuilt model's metrics on the run's test split, evaluated as the pipeline does: against the
-    dense model rebuilt from the record's config, so a classifier's ``agreement`` and ``kl`` are reproduced
-    too."""
+    outputs of the dense model rebuilt from the record's config, so a classifier's ``agreement`` and ``kl``
+    are reproduced too."""
     from ..data import build_data
     from ..models import MODEL_SOURCES
     from ..models.library import eval_preprocess
@@ -100,7 +100,8 @@ def reevaluate(model, record: dict) -> dict[str, float]:
         "img_size": data.img_size,
         "dataset": data.name,
     }
-    return task.evaluate_sparse(model, rebuild_dense_model(record, build), data, torch.device("cpu"))
+    _, reference = task.evaluate_dense(rebuild_dense_model(record, build), data, torch.device("cpu"))
+    return task.evaluate_sparse(model, reference, data, torch.device("cpu"))
 
 
 def main(argv: list[str] | None = None) -> int:

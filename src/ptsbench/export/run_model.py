@@ -80,10 +80,10 @@ def rebuild_model(checkpoint: str | Path) -> tuple[nn.Module, dict]:
 
 
 def rebuild_dense_model(record: dict, build: dict) -> nn.Module:
-    """The run's model before pruning (eval mode, CPU), the reference its sparse ``agreement`` and ``kl``
-    were measured against: the record's model config with its own weights, BatchNorm folded as the run
-    folded it. ``build``: the input geometry (num_classes, in_chans, img_size, dataset) as in the checkpoint."""
-    return _architecture(record["config"]["model"], build, record.get("folded_bn", 0)).eval()
+    """The run's dense model as its dense score was measured (eval mode, CPU, BatchNorm unfolded), the
+    reference of its sparse ``agreement`` and ``kl``: the record's model config with its own weights.
+    ``build``: the input geometry (num_classes, in_chans, img_size, dataset) as in the checkpoint."""
+    return _architecture(record["config"]["model"], build, 0).eval()
 
 
 def _architecture(model_cfg, build: dict, folded_bn: int) -> nn.Module:

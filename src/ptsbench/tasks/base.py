@@ -62,9 +62,14 @@ class Task:
     def evaluate(self, model, data, device) -> dict[str, float]:
         raise NotImplementedError
 
-    def evaluate_sparse(self, model, dense_model, data, device) -> dict[str, float]:
-        """The pruned ``model``'s metrics; ``dense_model`` (the model before pruning, on ``device``) lets a
-        task add label-free fidelity metrics (classification: agreement and KL). By default: ``evaluate``."""
+    def evaluate_dense(self, model, data, device):
+        """(the dense ``model``'s metrics, its outputs on the test inputs that ``evaluate_sparse`` compares a
+        pruned model against, or None where the task compares none). By default: ``evaluate``, None."""
+        return self.evaluate(model, data, device), None
+
+    def evaluate_sparse(self, model, reference, data, device) -> dict[str, float]:
+        """The pruned ``model``'s metrics; ``reference`` (``evaluate_dense``'s outputs) lets a task add
+        label-free fidelity metrics (classification: agreement and KL). By default: ``evaluate``."""
         return self.evaluate(model, data, device)
 
     def forward_for_calibration(self, model, x):

@@ -32,30 +32,50 @@ def fidelity(dense_logits: torch.Tensor, sparse_logits: torch.Tensor) -> tuple[i
     return agreeing, float(kl.sum())
 
 
+FIDELITY_CHUNK = 4096  # inputs per float64 softmax: bounds the memory of a large split's KL
+
+
 @torch.no_grad()
-def evaluate_classifier(
-    model: nn.Module, loader, device: torch.device | str = "cpu", reference: nn.Module | None = None
-) -> dict[str, float]:
-    """``top1`` of ``model`` over ``loader``'s (inputs, labels) batches; with ``reference`` (the dense
-    model) also ``agreement`` (the fraction of inputs where both models' top-1 class is the same) and
-    ``kl`` (the mean KL(reference || model) in nats), both models run on each batch in one pass."""
+def classify(model: nn.Module, loader, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, classes) on the CPU, labels (N,)) of ``model`` over ``loader``'s (inputs, labels) batches."""
     model.eval()
-    if reference is not None:
-        reference.eval()
-    correct = total = agreeing = 0
-    kl_sum = 0.0
+    logits, labels = [], []
     for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        logits = model(x)
-        correct += int((logits.argmax(1).cpu() == y).sum())
-        total += len(y)
-        if reference is not None:
-            batch_agreeing, batch_kl = fidelity(reference(x), logits)
-            agreeing += batch_agreeing
-            kl_sum += batch_kl
-    metrics = {"top1": correct / max(total, 1)}
+        logits.append(model(x.to(device, non_blocking=True)).float().cpu())
+        labels.append(y)
+    if not logits:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate_classifier(
+    model: nn.Module,
+    loader,
+    device: torch.device | str = "cpu",
+    reference: torch.Tensor | None = None,
+    outputs: list | None = None,
+) -> dict[str, float]:
+    """``top1`` of ``model`` over ``loader``; with ``reference`` (the dense model's logits on the same
+    inputs, in order) also ``agreement`` (the fraction of inputs where both models' top-1 class is the
+    same) and ``kl`` (the mean KL(reference || model) in nats). ``outputs``, when given, receives the
+    logits, so the dense evaluation hands them to every sparse one (the dense model runs once)."""
+    logits, labels = classify(model, loader, device)
+    total = max(len(labels), 1)
+    metrics = {"top1": int((logits.argmax(1) == labels).sum()) / total if len(labels) else 0.0}
+    if outputs is not None:
+        outputs.append(logits)
     if reference is not None:
-        metrics.update(agreement=agreeing / max(total, 1), kl=kl_sum / max(total, 1))
+        if reference.shape != logits.shape:
+            raise ValueError(
+                f"the dense reference logits are {tuple(reference.shape)}, the model's {tuple(logits.shape)}: "
+                "they must come from the same test inputs"
+            )
+        agreeing, kl_sum = 0, 0.0
+        for start in range(0, len(logits), FIDELITY_CHUNK):
+            part = slice(start, start + FIDELITY_CHUNK)
+            chunk_agreeing, chunk_kl = fidelity(reference[part], logits[part])
+            agreeing, kl_sum = agreeing + chunk_agreeing, kl_sum + chunk_kl
+        metrics.update(agreement=agreeing / total, kl=kl_sum / total)
     return metrics
 
 
@@ -69,6 +89,12 @@ class ClassificationTask(Task):
     def evaluate(self, model, data, device) -> dict[str, float]:
         return evaluate_classifier(model, self.limited(data.test_loader(self.batch_size)), device)
 
-    def evaluate_sparse(self, model, dense_model, data, device) -> dict[str, float]:
-        """``top1`` plus the sparse model's ``agreement`` with and ``kl`` from ``dense_model``."""
-        return evaluate_classifier(model, self.limited(data.test_loader(self.batch_size)), device, dense_model)
+    def evaluate_dense(self, model, data, device) -> tuple[dict[str, float], torch.Tensor | None]:
+        """``top1`` and the logits on the test inputs, the reference of every sparse evaluation."""
+        outputs: list = []
+        metrics = evaluate_classifier(model, self.limited(data.test_loader(self.batch_size)), device, outputs=outputs)
+        return metrics, outputs[0]
+
+    def evaluate_sparse(self, model, reference, data, device) -> dict[str, float]:
+        """``top1`` plus the sparse model's ``agreement`` with and ``kl`` from the dense logits ``reference``."""
+        return evaluate_classifier(model, self.limited(data.test_loader(self.batch_size)), device, reference)
