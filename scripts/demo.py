@@ -10,7 +10,7 @@ overrides, exactly as ``python -m ptsbench.run -m experiment=X <overrides>`` wou
   block, input sparse / dense, correction off / on (5 settings); their none twins are the ERK runs
   of Table 2;
 - beyond the paper: OWL (2 seeds) and AlphaPruning rows of Table 2 on every task, and on the classifiers
-  at 70% Wanda under Uniform and OWL (Table 2 on Wanda masks), RIA, Wanda + DSnoT and Magnitude + DSnoT
+  at 70% Wanda under Uniform, OWL and ERK (Table 2 on Wanda masks), RIA, Wanda + DSnoT and Magnitude + DSnoT
   under Uniform (the methods table).
 Every other ``demo_*.yaml`` (the methods rows, their 2:4 twins) is swept once as it is, after the
 tracks. All jobs run on one pool of 2 long-lived workers (``ptsbench.batch``), longest first, instead
@@ -63,7 +63,7 @@ BASES = ("demo_alloc", "demo_det", "demo_gen")
 # the newer criteria: OWL vs uniform for Wanda (Table 2 on Wanda masks), RIA and DSnoT against Wanda
 NEWER_ALLOCATORS = [["allocator=owl", SEEDS], ["allocator=alphapruning", "++allocator.eps=0.1"]]
 NEWER_CLS = [
-    ["method=wanda", "allocator=uniform,owl", SEEDS, f"sparsity.rate={RECON_RATE}"],
+    ["method=wanda", "allocator=uniform,owl,erk", SEEDS, f"sparsity.rate={RECON_RATE}"],
     ["method=ria,wanda_dsnot,magnitude_dsnot", "allocator=uniform", SEEDS, f"sparsity.rate={RECON_RATE}"],
 ]
 # (base experiment, extra overrides) in run order; extend here or add a demo_*.yaml

@@ -501,7 +501,9 @@ def test_cli_writes_every_format_and_plots(records_dir, tmp_path, capsys, monkey
     page = (out / "report.html").read_text()
     from ptsbench.tables.findings import load_findings
 
-    assert page.count('<section id="table-') == 5 and page.count('<tr id="finding-') == len(load_findings())
+    # Tables 2, 3, 6, 4, 5, and beyond the paper the per-family gain over Uniform (no Wanda runs: no alloc-wanda)
+    assert page.count('<section id="table-') == 6 and page.count('<tr id="finding-') == len(load_findings())
+    assert '<section id="table-alloc-family">' in page and (out / "alloc-family.csv").exists()
     assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") >= 2
     fixed = pd.read_csv(out / "held_fixed.csv")
     assert {"table2", "table3", "table6", "table4"} <= set(fixed.table)

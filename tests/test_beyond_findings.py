@@ -89,6 +89,13 @@ def test_table2_on_wanda_masks_holds_only_wanda_runs_and_judges_owl(tmp_path):
     assert v.margin == pytest.approx(np.mean(diffs))
     assert v.ci == pytest.approx(_t_interval(diffs))
     assert v.verdict == HOLDS
+    assert {c["table"] for c in table.cells} == {"alloc-wanda"}  # never mixed with Table 2's cells
+
+
+def test_a_missing_wanda_run_is_a_gap_of_this_table(tmp_path):
+    recs = [_wanda(m, "uniform", 0.5) for m in MODELS] + [_wanda(m, "owl", 0.5) for m in MODELS[:2]]
+    (table,) = beyond_tables(_write(tmp_path, recs))
+    assert [(g["table"], g["row"], g["model"]) for g in table.gaps] == [("alloc-wanda", "OWL", "m_c")]
 
 
 def test_no_wanda_runs_no_table(tmp_path):
@@ -155,3 +162,55 @@ def test_paper_findings_are_judged_among_the_papers_rows(tmp_path):
     # L2Norm - Uniform = 30, 31, 32 over the models (the smaller of the paper's other rows)
     assert v.verdict == HOLDS and v.margin == pytest.approx(31.0), v.reason
     assert "vs worst other: L2Norm" in v.detail
+
+
+def test_paper_tables_leave_refined_masks_out_and_refined_runs_read_calibration(tmp_path):
+    """A DSnoT-refined magnitude run is a method row, not a Table 2 allocator row, and (an older record
+    without calibration.used) it depends on its calibration sample, so its seeds are replicates."""
+    from ptsbench.tables import build_tables
+
+    for i, model in enumerate(MODELS):
+        write_json_atomic(tmp_path / f"u{i}.json", _record(model, "uniform", 0.5))
+        write_json_atomic(tmp_path / f"d{i}.json", _record(model, "uniform", 0.6, refine="dsnot"))
+    runs = load_runs(tmp_path)
+    (t2, *_), _ = build_tables(runs)
+    assert list(t2.values.index) == ["Uniform"]
+    assert t2.values.loc["Uniform", "CLS 70"] == pytest.approx(50)
+    refined = runs.ok[runs.ok.refine == "dsnot"]
+    assert len(refined) == 3 and not refined.seed_free.any() and runs.ok[runs.ok.refine == "none"].seed_free.all()
+    assert methods_table(runs).values.loc[("CLS", "70 Uniform", "Magnitude + DSnoT"), "score"] == pytest.approx(60)
+
+
+def test_allocation_gain_per_family_is_paired_by_model_within_each_family(tmp_path):
+    """alloc-family: per family, mean over its models of (allocator - Uniform), each model's score the mean
+    over rates; the interval is over that family's models only."""
+    from ptsbench.tables.family_gain import family_gain_table
+    from ptsbench.tables.methods import paper_methods
+
+    resnet = {"m_a": (0.50, 0.70), "m_b": (0.40, 0.55), "m_c": (0.30, 0.50)}  # (uniform, erk) at 50 and 70
+    vit = {"m_a": (0.60, 0.61), "m_b": (0.50, 0.53)}
+    recs = []
+    for family, models in (("resnet", resnet), ("vit", vit)):
+        for model, (uniform, erk) in models.items():
+            for rate, shift in ((0.5, 0.1), (0.7, 0.0)):
+                for allocator, v in (("uniform", uniform), ("erk", erk)):
+                    rec = _record(model, allocator, v + shift, rate=rate)
+                    name = f"{family}_{model}"
+                    rec["model"] = {**rec["model"], "name": name, "family": family}
+                    rec["config"]["model"] = {**rec["config"]["model"], "name": name, "family": family}
+                    rec["choices"]["model"] = name
+                    rec["name"] = rec["digest"] = hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[
+                        :20
+                    ]
+                    recs.append(rec)
+    table = family_gain_table(paper_methods(_write(tmp_path, recs)))
+    assert table.key == "alloc-family" and list(table.values.index) == ["ResNet", "ViT"]
+    resnet_gains = [100 * (e - u) for u, e in resnet.values()]  # 20, 15, 20: the shift cancels in the pair
+    assert table.values.at["ResNet", "ERK"] == pytest.approx(np.mean(resnet_gains))
+    assert table.values.at["ViT", "ERK"] == pytest.approx(2.0)  # (1 + 3) / 2
+    assert table.values.at["ResNet", "models"] == 3 and table.values.at["ViT", "models"] == 2
+    from ptsbench.tables.evidence import interval
+
+    assert interval(table.plan, table.est[("ResNet", "ERK")]) == pytest.approx(_t_interval(resnet_gains))
+    assert interval(table.plan, table.est[("ViT", "ERK")]) == pytest.approx(_t_interval([1.0, 3.0]))
+    assert table.beyond == {"ResNet", "ViT"}  # a report: the paper's findings never read it

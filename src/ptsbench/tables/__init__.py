@@ -11,6 +11,7 @@ from .allocation import allocation_table, rate_curves, wanda_allocation_table
 from .architecture import architecture_tables
 from .base import TrackTable
 from .evidence import JACKKNIFE
+from .family_gain import family_gain_table
 from .methods import methods_table, paper_methods
 from .ranking import ranking_table
 from .reconstruction import reconstruction_table
@@ -54,7 +55,8 @@ def build_tables(
 
 
 def beyond_tables(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE) -> list[TrackTable]:
-    """The tables beyond the paper that have runs: Table 2 on Wanda masks (``alloc-wanda``). The methods
-    table (``methods_table``) is the other one."""
-    tables = [wanda_allocation_table(runset, matched, kind)]
+    """The tables beyond the paper that have runs: Table 2 on Wanda masks (``alloc-wanda``) and the gain of
+    each non-uniform allocator per family (``alloc-family``). The methods table (``methods_table``) is the
+    other one."""
+    tables = [wanda_allocation_table(runset, matched, kind), family_gain_table(paper_methods(runset), matched, kind)]
     return [t for t in tables if not t.values.dropna(how="all").empty]

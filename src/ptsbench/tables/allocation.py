@@ -45,16 +45,21 @@ def allocator_rows(runs) -> list[str]:
 
 
 def allocation_table(
-    runset: RunSet, matched: bool = True, kind: str = JACKKNIFE, key: str = "table2_allocation", title: str = TITLE
+    runset: RunSet,
+    matched: bool = True,
+    kind: str = JACKKNIFE,
+    key: str = "table2_allocation",
+    title: str = TITLE,
+    name: str = "table2",
 ) -> TrackTable:
-    """Table 2 on ``runset``'s runs without reconstruction; ``key``/``title`` name a rebuild of it on
-    other masks (``wanda_allocation_table``)."""
+    """Table 2 on ``runset``'s runs without reconstruction; ``key``/``title``/``name`` (the label of its
+    cells, gaps and held-fixed knobs) name a rebuild of it on other masks (``wanda_allocation_table``)."""
     ok = with_rest(runset.ok[runset.ok.reconstruction == "none"], COMPARED)
     failed = runset.failed[runset.failed.reconstruction == "none"]
     rows = allocator_rows(pd.concat([ok, failed]))
     tasks = ordered_tasks(set(ok.task) | set(failed.task))
-    grid = task_rate_grid(ok, "allocator", rows, tasks, "rel", "OM_alloc", table="table2", matched=matched, kind=kind)
-    gaps = coverage_gaps("table2", ok, failed, ["allocator"], COORDS)
+    grid = task_rate_grid(ok, "allocator", rows, tasks, "rel", "OM_alloc", table=name, matched=matched, kind=kind)
+    gaps = coverage_gaps(name, ok, failed, ["allocator"], COORDS)
     flags = flag_task_rate(grid.values, grid.where, gaps, "allocator", incomplete=not matched)
     notes = []
     missing = [task_label(t) for t in tasks if ok[ok.task == t].empty]
@@ -75,7 +80,7 @@ def allocation_table(
         notes.append(
             f"--unmatched: {', '.join(sorted(grid.unmatched_rows))} lack some cells ('*'); Table 5 does not rank them"
         )
-    fixed_notes, fixed = held_fixed(grid.used, COMPARED, "table2")
+    fixed_notes, fixed = held_fixed(grid.used, COMPARED, name)
     return TrackTable(
         key,
         title,
@@ -99,12 +104,13 @@ def wanda_runs(runset: RunSet) -> RunSet:
     reconstruction; each allocator decides the layers' counts, Wanda which weights."""
     runs = runset.runs
     keep = (runs.method == "Wanda") & (runs.pattern == "unstructured") & (runs.reconstruction == "none")
+    keep &= runs.refine == "none"
     return dataclasses.replace(runset, runs=runs[keep].reset_index(drop=True))
 
 
 def wanda_allocation_table(runset: RunSet, matched: bool = True, kind: str = JACKKNIFE) -> TrackTable:
     """Table 2 rebuilt on Wanda masks: where OWL's claim (it beats uniform allocation for Wanda) is judged."""
-    return allocation_table(wanda_runs(runset), matched, kind, WANDA_KEY, WANDA_TITLE)
+    return allocation_table(wanda_runs(runset), matched, kind, WANDA_KEY, WANDA_TITLE, WANDA_KEY)
 
 
 def rate_curves(runset: RunSet) -> dict[str, dict[str, dict[float, float]]]:

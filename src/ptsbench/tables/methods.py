@@ -58,9 +58,10 @@ TITLE = "Methods: score and cost of each method"
 
 
 def paper_methods(runset: RunSet) -> RunSet:
-    """The runs of the paper's tables: magnitude masks, unstructured, paper reconstructions."""
+    """The runs of the paper's tables: magnitude masks, unstructured, unrefined, paper reconstructions."""
     runs = runset.runs
-    keep = (runs.criterion == "magnitude") & (runs.pattern == "unstructured") & (runs.reconstruction != "sparsegpt")
+    keep = (runs.criterion == "magnitude") & (runs.pattern == "unstructured") & (runs.refine == "none")
+    keep &= runs.reconstruction != "sparsegpt"
     return dataclasses.replace(runset, runs=runs[keep].reset_index(drop=True))
 
 

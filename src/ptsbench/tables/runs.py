@@ -83,9 +83,11 @@ def _reads_calibration(rec: dict, alloc_name: str, recon: str) -> bool:
     if used is not None:
         return bool(used)
     cfg = rec.get("config") or {}
-    criterion = str((cfg.get("sparsity") or {}).get("criterion") or "magnitude")
+    sparsity_cfg = cfg.get("sparsity") or {}
+    criterion = str(sparsity_cfg.get("criterion") or "magnitude")
+    refined = str(sparsity_cfg.get("refine") or "none") != "none"
     learned = alloc_name in ALLOCATORS and ALLOCATORS.trait(alloc_name, "needs_calibration", False)
-    return bool(learned or recon != "none" or criterion not in ("magnitude", "None"))
+    return bool(learned or refined or recon != "none" or criterion not in ("magnitude", "None"))
 
 
 def _as_bool(value):
@@ -139,6 +141,7 @@ def _method(rec: dict, alloc_name: str) -> dict:
         "granularity": recon_cfg.get("granularity") or (recon if recon in ("single", "layer", "block") else None),
         "criterion": str(sparsity_cfg.get("criterion", "magnitude")),
         "pattern": str(sparsity_cfg.get("pattern", "unstructured")),
+        "refine": str(sparsity_cfg.get("refine") or "none"),
         "input": recon_cfg.get("input") if recon != "none" else None,
         "error_correction": _as_bool(recon_cfg.get("error_correction")) if recon != "none" else None,
         "seed_free": not _reads_calibration(rec, alloc_name, recon),
