@@ -86,7 +86,7 @@ class FixedLogits(nn.Module):
 
 def test_eval_max_samples_scores_exactly_the_first_n_test_samples():
     labels = torch.tensor([0, 0, 1, 0, 1, 1, 1, 0, 1, 1])  # first 7: four of class 0
-    batches = [(torch.zeros(3, 1), labels[i : i + 3]) for i in range(0, 10, 3)]
+    batches = [(torch.zeros(len(labels[i : i + 3]), 1), labels[i : i + 3]) for i in range(0, 10, 3)]
 
     class Data:
         def test_loader(self, batch_size):
