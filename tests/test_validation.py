@@ -168,7 +168,7 @@ def test_corrupt_dense_cache_is_named_and_recomputed(make_cfg, tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="ptsbench"):
         again = run(make_cfg(*TINY, "sparsity.rate=0.5", "skip_finished=false"))
     assert cache.name in caplog.text and again["dense"] == first["dense"]
-    assert json.loads(cache.read_text()) == first["dense"]
+    assert json.loads(cache.read_text()) == {**first["dense"], "has_outputs": True}  # logits beside it
 
 
 def test_unitwise_base_config_is_not_runnable():
