@@ -299,3 +299,49 @@ def test_cli_cifar_root_with_a_payload_batch_is_a_one_line_refusal(tmp_path):
     assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
     assert lines[0].startswith(f"error: dataset.root: {root / 'cifar-10-batches-py' / 'data_batch_1'} holds")
     assert f"`{SYSTEM}`" in lines[0] and not marker.exists()
+
+
+class _Scripted(torch.nn.Module):
+    """A scripted module with its own ``__setstate__`` (TorchScript code in the archive) that changes a buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(2))
+        self.register_buffer("kept", torch.arange(3.0))
+
+    def forward(self, x):
+        return x + self.seen.sum()
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        return (self.seen, self.kept, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, torch.Tensor, bool]) -> None:
+        self.seen = state[0] + 1.0  # what loading with torch.jit.load runs
+        self.kept = state[1]
+        self.training = state[2]
+
+
+def test_a_torchscript_archive_gives_its_tensors_and_none_of_its_code_runs(tmp_path, monkeypatch):
+    """torch.load dispatches a TorchScript zip to torch.jit.load, which compiles the archive's code and runs
+    its __setstate__; PTSBench reads the tensors from data.pkl with the safe unpickler instead."""
+    from ptsbench.safe_load import read_state_dict
+
+    torch.manual_seed(0)
+    plain = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3)))
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(plain, str(path))
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load was called"))
+    state = read_state_dict(path, "model.weights")
+    expected = plain.state_dict()
+    assert set(state) == set(expected) and all(torch.equal(state[k], expected[k]) for k in expected)
+    monkeypatch.undo()
+
+    custom = torch.jit.script(_Scripted())
+    torch.jit.save(custom, str(path))
+    assert torch.jit.load(str(path)).seen.tolist() == [1.0, 1.0]  # its code runs on load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load was called"))
+    # its state is what its own code makes of a tuple: refused, naming the object, nothing run
+    with pytest.raises(safe_load.ConfigError, match="_Scripted`, which PTSBench does not run"):
+        safe_load.read_checkpoint(path, "model.weights")

@@ -212,9 +212,65 @@ def _is_safetensors(path: Path) -> bool:
     return path.suffix == ".safetensors" or (head[8:9] == b"{" and 0 < size < path.stat().st_size)
 
 
+def torchscript_prefix(path: Path) -> str | None:
+    """The record folder of a TorchScript archive (a zip whose ``data.pkl`` has ``code/`` or
+    ``constants.pkl`` beside it), else None. ``torch.load`` hands such a file to ``torch.jit.load``,
+    which compiles the archive's code and runs the ``__setstate__`` methods it defines: never called here."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    for name in names:
+        if name.endswith("data.pkl"):
+            prefix = name[: -len("data.pkl")]
+            if f"{prefix}constants.pkl" in names or any(n.startswith(f"{prefix}code/") for n in names):
+                return prefix
+    return None
+
+
+def read_torchscript_tensors(path: Path, prefix: str, seen: set[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a TorchScript archive by qualified attribute name (``net.layers.conv.weight``), read
+    from its ``data.pkl`` by the :class:`SafeUnpickler`: its scripted modules become inert placeholders
+    whose attributes are walked; the archive's code is never compiled, nothing in it runs."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        module = _pickle_module(_torch_allowed(), (torch.Tensor, OrderedDict), True, seen)
+
+        class ArchiveUnpickler(module.Unpickler):  # type: ignore[name-defined]
+            def persistent_load(self, pid):
+                _, storage_type, key, _, _ = pid  # ('storage', type, key, location, numel)
+                data = archive.read(f"{prefix}data/{key}")
+                dtype = storage_type.dtype if hasattr(storage_type, "dtype") else storage_type
+                if not isinstance(dtype, torch.dtype):
+                    raise pickle.UnpicklingError(f"storage of type {storage_type!r:.60}")
+                raw = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else torch.UntypedStorage(0)
+                return torch.storage.TypedStorage(wrap_storage=raw, dtype=dtype, _internal=True)
+
+        root = ArchiveUnpickler(io.BytesIO(archive.read(f"{prefix}data.pkl"))).load()
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj, name: str, depth: int) -> None:
+        state = getattr(obj, "state", None)
+        if depth > 64 or not isinstance(state, dict):
+            return
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}{key}"] = value
+            elif isinstance(value, InertGlobal):
+                walk(value, f"{name}{key}.", depth + 1)
+
+    walk(root, "", 0)
+    return tensors
+
+
 def read_checkpoint(path: str | Path, knob: str) -> tuple[Any, set[str]]:
     """The object tree of a ``torch.save`` file (zip or legacy) or a .safetensors file, and the
-    names of the pickled globals that became inert placeholders."""
+    names of the pickled globals that became inert placeholders; a TorchScript archive gives its
+    tensors by name (:func:`read_torchscript_tensors`), never a loaded script module."""
     path = Path(path)
     seen: set[str] = set()
     try:
@@ -222,6 +278,12 @@ def read_checkpoint(path: str | Path, knob: str) -> tuple[Any, set[str]]:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu"), seen
+        prefix = torchscript_prefix(path)
+        if prefix is not None:
+            tensors = read_torchscript_tensors(path, prefix, seen)
+            if not tensors:
+                raise pickle.UnpicklingError("a TorchScript archive without tensors")
+            return tensors, set()
         module = _pickle_module(_torch_allowed(), (torch.Tensor, OrderedDict), True, seen)
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=module), seen
     except Exception as e:  # noqa: BLE001 - truncated, random or hostile bytes end in many different errors
