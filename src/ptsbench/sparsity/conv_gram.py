@@ -41,16 +41,36 @@ def applies(module: nn.Module, x: torch.Tensor) -> TypeGuard[nn.Conv2d]:
     0.07x-0.70x its speed on an H200 (scripts/bench_sparsegpt.py, part 2), so CUDA inputs take im2col."""
     if not (isinstance(module, nn.Conv2d) and x.dim() == 4 and module.padding_mode == "zeros"):
         return False
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or same_padded(module):
         return False
     if tuple(module.stride) != (1, 1) or x.shape[0] * x.shape[2] * x.shape[3] < MIN_POSITIONS:
         return False
     return all(n > 0 for n in out_size(module, x.shape[-2:]))
 
 
+def same_padded(module: nn.Module) -> bool:
+    """timm's ``Conv2dSame``: TensorFlow 'same' padding, computed from the input size inside ``forward``
+    (its ``padding`` attribute is 0), as in the TF-ported EfficientNet-Lite weights' strided convs."""
+    return any(c.__name__ == "Conv2dSame" for c in type(module).__mro__)
+
+
+def conv_pad(module: nn.Conv2d, hw) -> tuple[int, ...]:
+    """The (left, right, top, bottom) padding the kernel of ``module`` sees on an (H, W) input: the conv's
+    own (``padding='same'`` included), or TF 'same' for a ``same_padded`` conv: per axis
+    max((ceil(n / s) - 1) s + (k - 1) d + 1 - n, 0), the smaller half before, as TensorFlow and timm pad."""
+    if not same_padded(module):
+        return tuple(module._reversed_padding_repeated_twice)
+    total = [
+        max((-(-int(n) // s) - 1) * s + (k - 1) * d + 1 - int(n), 0)
+        for n, k, s, d in zip(hw, module.kernel_size, module.stride, module.dilation)
+    ]
+    (ph, pw) = total
+    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+
+
 def out_size(module: nn.Conv2d, hw) -> tuple[int, int]:
     """Output rows and columns of ``module`` on an (H, W) input (0 where the kernel does not fit)."""
-    pads = module._reversed_padding_repeated_twice  # (left, right, top, bottom), 'same' included
+    pads = conv_pad(module, hw)  # (left, right, top, bottom)
     return tuple(
         max(
             0,

@@ -49,8 +49,8 @@ def input_slices(module: PrunableLayer, x: torch.Tensor):
         return
     g = module.groups
     mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    # conv pads (all padding modes, 'same' included) by _reversed_padding_repeated_twice
-    pad = module._reversed_padding_repeated_twice
+    # conv pads (all padding modes, 'same' included) by _reversed_padding_repeated_twice; TF 'same' by size
+    pad = conv_gram.conv_pad(module, x.shape[-2:])
     if x.dim() == 3:
         x = x.unsqueeze(0)
     per_sample = gemm_cols(module) * g * _positions(module, x.shape[-2:])
@@ -92,7 +92,7 @@ def input_sums(module: PrunableLayer, x: torch.Tensor) -> torch.Tensor:
 def _position_sums(module: nn.Conv2d, summed: torch.Tensor) -> torch.Tensor:
     """(G, cols) sums of a batch-summed input map (1, C, H, W) over the positions each (c, kh, kw)
     feature sees."""
-    pad = module._reversed_padding_repeated_twice
+    pad = conv_gram.conv_pad(module, summed.shape[-2:])
     if any(pad):  # reflect/replicate/circular remap indices, so they commute with squaring and summing
         summed = F.pad(summed, pad, mode="constant" if module.padding_mode == "zeros" else module.padding_mode)
     sq = summed[0]
@@ -137,7 +137,7 @@ def add_input_gram(module: PrunableLayer, x: torch.Tensor, h: torch.Tensor | Non
         h += conv_gram.lag_gram(module, x)
         return h, x.shape[0] * _positions(module, x.shape[-2:])
     mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    pad = module._reversed_padding_repeated_twice
+    pad = conv_gram.conv_pad(module, x.shape[-2:])
     step = max(1, UNFOLD_BUDGET // (cols * g * _positions(module, x.shape[-2:])))
     n_cols = 0
     for s in range(0, x.shape[0], step):
