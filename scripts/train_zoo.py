@@ -1,11 +1,15 @@
-"""Train the embedded model zoo deterministically on MNIST-5k and save the checkpoints.
+"""Train the embedded model zoo deterministically on MNIST-5k (or Fashion-MNIST-5k) and save the checkpoints.
 
-Every checkpoint lands in src/ptsbench/zoo_checkpoints/<arch>__mnist5k.pt; existing ones are
+Every checkpoint lands in src/ptsbench/zoo_checkpoints/<arch>__<dataset>.pt; existing ones are
 kept unless --force. Same seed, same data split, same recipe -> the same weights on a given
 torch build (CPU, fixed thread count).
 
     python scripts/train_zoo.py              # all missing members
     python scripts/train_zoo.py --only cifar_resnet20 --force
+    python scripts/train_zoo.py --dataset fashion5k   # needs Fashion-MNIST's test files:
+        # apt-get install dataset-fashion-mnist (or --root /folder/with/t10k-*-ubyte.gz)
+
+Both suites use the same recipes, so their checkpoints differ only by the images they saw.
 """
 
 from __future__ import annotations
@@ -73,11 +77,17 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(RECIPES)}")
     ap.add_argument("--force", action="store_true", help="retrain even if a checkpoint exists")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dataset", choices=["mnist5k", "fashion5k"], default="mnist5k")
+    ap.add_argument("--root", default=None, help="fashion5k: folder of Fashion-MNIST's IDX files (default: Debian's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = build_data(OmegaConf.create({"name": "mnist5k"}), OmegaConf.create({"num_samples": 1024, "seed": 0}))
+    # the dataset's own config file: its split is the one every run's preflight assumes the zoo held out
+    dataset = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "dataset" / f"{args.dataset}.yaml")
+    if args.root:
+        dataset.root = args.root
+    data = build_data(dataset, OmegaConf.create({"num_samples": 1024, "seed": 0}))
     for arch in args.only or list(RECIPES):
-        path = zoo_checkpoint_path(arch, "mnist5k")
+        path = zoo_checkpoint_path(arch, args.dataset)
         meta_path = path.with_suffix(".json")
         if path.exists() and not args.force:
             meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -89,7 +99,9 @@ def main() -> None:
         model = train_one(arch, data, epochs, lr, batch)
         acc = top1_accuracy(model, data.test_loader(500))
         meta = {"top1": acc, "epochs": epochs, "lr": lr, "batch": batch}
-        save_zoo_checkpoint(model.state_dict(), arch, "mnist5k", {**meta, "train_seconds": round(time.time() - t0, 1)})
+        save_zoo_checkpoint(
+            model.state_dict(), arch, args.dataset, {**meta, "train_seconds": round(time.time() - t0, 1)}
+        )
         print(f"{arch}: dense test top-1 {100 * acc:.2f}% ({time.time() - t0:.0f}s) -> {path.name}", flush=True)
 
 

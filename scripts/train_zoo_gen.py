@@ -145,7 +145,10 @@ def main() -> None:
     ap.add_argument("--eval-steps", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = build_data(OmegaConf.create({"name": dz.DATASET}), OmegaConf.create({"num_samples": 64, "seed": 0}))
+    data = build_data(
+        OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "dataset" / f"{dz.DATASET}.yaml"),
+        OmegaConf.create({"num_samples": 64, "seed": 0}),
+    )
     for arch in args.arch or dz.ZOO_WIDTHS:
         train_and_score(arch, args, data)
 

@@ -309,7 +309,7 @@ def test_digits_det_bundle_and_task_checks():
     assert data.calib_inputs.shape == (4, 1, 64, 64) and len(data.test) == 16 and data.num_classes == 10
     counts = [len(data.test[i][1]["labels"]) for i in range(16)]
     assert 1 <= min(counts) and max(counts) <= 3
-    cls_data = build_data(OmegaConf.create({"name": "digits"}), OmegaConf.create(CALIB))
+    cls_data = build_data(OmegaConf.create({"name": "digits", "num_test": 500}), OmegaConf.create(CALIB))
     with pytest.raises(ConfigError, match="task=det needs a detection dataset"):
         TASK.evaluate(_detector("small_ssdlite_mobilenetv2", 1, {}), cls_data, torch.device("cpu"))
 

@@ -27,6 +27,7 @@ from ..errors import ConfigError
 # on (scripts/train_zoo.py and train_zoo_gen.py build the dataset with its defaults).
 EMBEDDED_SPLITS: dict[str, dict[str, Any]] = {
     "mnist5k": {"size": 5000, "zoo_split": {"num_test": 1000, "split_seed": 0}},
+    "fashion5k": {"size": 5000, "zoo_split": {"num_test": 1000, "split_seed": 0}},
     "mnist5k_gen": {"size": 5000, "zoo_split": {"num_test": 1000, "split_seed": 0}},
     "digits": {"size": 1797, "zoo_split": None},  # no zoo checkpoint is trained on it
 }

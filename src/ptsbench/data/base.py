@@ -26,6 +26,7 @@ DATASET_SHAPES = {
     "cifar10": (10, 3, 32),
     "cifar100": (100, 3, 32),
     "mnist5k": (10, 1, 28),
+    "fashion5k": (10, 1, 28),
     "digits": (10, 1, 8),
     "coco2017": (90, 3, 800),
     "voc07": (20, 3, 300),
@@ -102,11 +103,19 @@ class DatasetConfig(Schema):
 
 @dataclass(frozen=True)
 class EmbeddedSplitConfig(DatasetConfig):
-    """mnist5k, digits, mnist5k_gen: a fixed test split of the embedded digits."""
+    """mnist5k, fashion5k, digits, mnist5k_gen: a fixed test split of the embedded images."""
 
-    num_test: int = knob(ge=1)
+    num_test: int = knob(ge=1, required=True)
     split_seed: int = knob(0)
     fid_metric: str | None = knob(None)  # mnist5k_gen: the metric task=gen reports (fid_digits)
+
+    def check(self, path: str) -> None:
+        # left out, the split would put every image in both train and test: the zoo scripts build the
+        # dataset from its conf/dataset/<name>.yaml, the runs from the composed config
+        if self.num_test is None:
+            raise ConfigError(
+                f"{path}.num_test is unset: {self.name} needs the size of its test split, e.g. {path}.num_test=1000"
+            )
 
 
 DIGIT_MIN_SIDE = 11  # smaller, some MNIST-5k digits keep no pixel above the ink threshold (no box)
