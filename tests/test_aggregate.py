@@ -564,6 +564,10 @@ def test_findings_md_lists_every_finding_with_a_verdict(records_dir, tmp_path):
     text = (tmp_path / "t" / "findings.md").read_text()
     assert text.count("| 5.") + text.count("| beyond |") == len(verdicts)
     assert "**not enough evidence** (1 GEN model: needs 3 per task)" in text
+    frame = pd.read_csv(tmp_path / "t" / "findings.csv")  # the same verdicts as data
+    assert list(frame["id"]) == list(verdicts) and set(frame["verdict"]) == {"not enough evidence"}
+    row = frame.set_index("id").loc["alloc-fcpts-erk-best"]
+    assert row["margin"] == pytest.approx(best.margin, abs=1e-4) and row["reason"] == best.reason
 
 
 def test_fcpts_downsample_finding_reads_the_init_and_learned_rates(tmp_path):

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .tables import beyond_tables, build_tables, load_runs, methods_table, paper_methods, rate_curves
 from .tables.browser import screenshot
-from .tables.findings import check_findings, findings_markdown
+from .tables.findings import check_findings, findings_frame, findings_markdown
 from .tables.reconstruction import parse_baseline
 from .tables.render import gaps_frame, to_markdown, write_table
 from .tables.report import report_html
@@ -136,7 +136,8 @@ def _write(out: Path, runset, tables, findings, gaps, sizes, head: str, markdown
     pd.DataFrame([f for t in tables for f in t.fixed]).to_csv(out / "held_fixed.csv", index=False)
     runset.runs.drop(columns=["per_layer", "init_per_layer", "knobs", "setting"]).to_csv(out / "runs.csv", index=False)
     (out / "findings.md").write_text(findings_markdown(findings))
-    written.append(str(out / "findings.md"))
+    findings_frame(findings).to_csv(out / "findings.csv", index=False, float_format="%.4f")
+    written += [str(out / "findings.md"), str(out / "findings.csv")]
     made = [str(p) for p in _plots(paper_methods(runset), sizes, out / "plots")] if plots else []
     page = out / "report.html"
     page.write_text(report_html(head, tables, findings, gaps, runset.failed, [Path(p) for p in made]))

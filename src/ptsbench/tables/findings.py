@@ -309,3 +309,26 @@ def findings_markdown(verdicts: list[Verdict]) -> str:
             f"| {v.section} | {v.claim} | {verdict} | {margin} | {ci} | {v.models} | {'; '.join(v.per_task)} | {v.detail} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def findings_frame(verdicts: list[Verdict]):
+    """The verdicts as data (``findings.csv``): one row per finding, margin and interval in points x100."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "id": v.id,
+                "section": v.section,
+                "claim": v.claim,
+                "verdict": v.verdict,
+                "reason": v.reason,
+                "margin": v.margin,
+                "ci_low": v.ci[0],
+                "ci_high": v.ci[1],
+                "models": v.models,
+            }
+            for v in verdicts
+        ],
+        columns=["id", "section", "claim", "verdict", "reason", "margin", "ci_low", "ci_high", "models"],
+    )
