@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from ptsbench.data import build_data
-from ptsbench.data.fashion import FILES, first_per_class, load_fashion5k_arrays, read_idx
+from ptsbench.data.fashion import DEBIAN_ROOT, FILES, first_per_class, load_fashion5k_arrays, read_idx, write_packaged
 from ptsbench.errors import ConfigError
 
 CALIB = {"num_samples": 16, "seed": 0}
@@ -73,3 +74,25 @@ def test_missing_files_name_the_knob_and_the_debian_package(tmp_path):
 def test_an_unset_test_size_is_refused_instead_of_testing_on_the_training_images():
     with pytest.raises(ConfigError, match="dataset.num_test is unset"):
         build_data(OmegaConf.create({"name": "mnist5k"}), CALIB)
+
+
+def test_the_packaged_copy_is_the_default_500_per_class_in_zalandos_order():
+    x, y = load_fashion5k_arrays(None)
+    assert x.shape == (5000, 1, 28, 28) and np.bincount(y).tolist() == [500] * 10
+    # Fashion-MNIST's t10k labels start 9, 2, 1, 1, 6 (ankle boot, pullover, trouser, trouser, shirt)
+    assert y[:5].tolist() == [9, 2, 1, 1, 6]
+    data = build_data(OmegaConf.create({"name": "fashion5k", "num_test": 1000}), CALIB)
+    assert len(data.test) == 1000 and data.meta["test_indices_digest"] == "ffc181a9c0bced23"
+
+
+@pytest.mark.skipif(
+    not all((Path(DEBIAN_ROOT) / f).is_file() for f in FILES),
+    reason="Debian's Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_the_packaged_copy_equals_the_picks_from_the_official_files(tmp_path):
+    packaged, official = load_fashion5k_arrays(None), load_fashion5k_arrays(DEBIAN_ROOT)
+    assert np.array_equal(packaged[0], official[0]) and np.array_equal(packaged[1], official[1])
+    write_packaged(DEBIAN_ROOT, tmp_path)  # byte for byte: the shipped files are what write_packaged makes
+    shipped = Path(__file__).resolve().parents[1] / "src" / "ptsbench" / "data" / "fashion5k"
+    for f in tmp_path.iterdir():
+        assert f.read_bytes() == (shipped / f.name).read_bytes()
