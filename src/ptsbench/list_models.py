@@ -39,8 +39,8 @@ def trained_on(cfg: DictConfig) -> str:
         return "(the checkpoint's)"
     if cfg.get("source", "zoo") == "diffusers":  # the embedded DDPM, scripts/train_zoo_gen.py
         return "mnist5k_gen"
-    # the embedded zoo is trained on MNIST-5k by scripts/train_zoo.py; library weights on ImageNet-1K
-    return "mnist5k" if cfg.get("source", "zoo") == "zoo" else "imagenet"
+    # the embedded zoo is trained on Fashion-MNIST-5k and MNIST-5k by scripts/train_zoo.py; library weights on ImageNet-1K
+    return "fashion5k, mnist5k" if cfg.get("source", "zoo") == "zoo" else "imagenet"
 
 
 def count_params(cfg: DictConfig) -> int | None:
