@@ -73,7 +73,17 @@ def compare(suites: dict[str, Path]) -> tuple[str, str]:
         "--suite <suite>`: the classifiers' Table 2 and Table 3 tracks, the newer allocators and methods; "
         "detection and generation are the same on both and left out). Rule, fixed before the runs: the default "
         "is the suite on which more of the paper's findings reach a verdict (holds or fails under the "
-        "aggregation's evidence rules); a tie keeps the current default.",
+        "aggregation's evidence rules); a tie keeps the current default. Reproduce:",
+        "",
+        "```bash",
+        *[
+            f"python scripts/demo.py --only demo_alloc demo_methods demo_methods_nm --suite {n} --out {suites[n]}"
+            for n in suites
+        ],
+        "python scripts/compare_suites.py "
+        + " ".join(f"{n}={suites[n]}" for n in suites)
+        + " --out docs/embedded_suite.md",
+        "```",
         "",
         f"**Decision: `{chosen}`** ("
         + ", ".join(f"{n}: {counts[n]['paper verdicts']} of {len(paper)} paper findings with a verdict" for n in names)

@@ -69,7 +69,8 @@ def test_real_case_covers_every_track_on_the_three_lite_models(demo):
 def test_suite_moves_only_the_embedded_classifiers(demo):
     cls, det, methods = ["experiment=demo_alloc"], ["experiment=demo_det"], ["experiment=demo_methods"]
     real = ["experiment=real_lite"]
-    assert demo.with_suite(cls, "fashion5k") == [*cls, "dataset=fashion5k"]
-    assert demo.with_suite(methods, "fashion5k") == [*methods, "dataset=fashion5k"]
-    assert demo.with_suite(det, "fashion5k") == det and demo.with_suite(real, "fashion5k") == real
-    assert demo.with_suite(cls, "mnist5k") == cls
+    assert demo.SUITES[0] == "fashion5k"  # the default suite: the experiments name it themselves
+    assert demo.with_suite(cls, "mnist5k") == [*cls, "dataset=mnist5k"]
+    assert demo.with_suite(methods, "mnist5k") == [*methods, "dataset=mnist5k"]
+    assert demo.with_suite(det, "mnist5k") == det and demo.with_suite(real, "mnist5k") == real
+    assert demo.with_suite(cls, "fashion5k") == cls

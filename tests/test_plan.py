@@ -160,6 +160,7 @@ def test_the_plan_prices_a_sweep_with_the_known_model(synthetic, capsys):
         "model=zoo_resnet56,zoo_vit_d64",
         "allocator=uniform",
         "sparsity.rate=0.5,0.7",
+        "dataset=mnist5k",  # the synthetic records' dataset; the demo's own is fashion5k
         "paths.output_dir=/nonexistent",
     ]
     assert plan.main(["experiment=demo_alloc", *overrides, "--records", str(synthetic), "--by", "model"]) == 0
