@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import t as student_t
+from synthetic_records import cls_record
 
 from ptsbench.records import write_json_atomic
 from ptsbench.tables import beyond_tables, load_runs, methods_table
@@ -22,36 +23,10 @@ SIZES = {"m_a": "20", "m_b": "32", "m_c": "56"}
 
 def _record(model, allocator, sparse, *, rate=0.7, criterion="magnitude", group="layer", refine="none", seed=0):
     sp = {"rate": rate, "pattern": "unstructured", "criterion": criterion, "group": group, "refine": refine}
-    cfg = {
-        "task": {"name": "cls", "metric": "top1"},
-        "model": {"name": model, "family": "resnet", "size": SIZES[model]},
-        "dataset": {"name": "ds"},
-        "allocator": {"name": allocator},
-        "reconstruction": {"name": "none"},
-        "sparsity": sp,
-        "calib": {"num_samples": 128, "seed": seed},
-        "seed": 0,
-    }
-    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
-    return {
-        "schema_version": 1,
-        "status": "ok",
-        "error": None,
-        "digest": digest,
-        "name": f"{model}-{digest}",
-        "created": "2026-01-01T00:00:00+00:00",
-        "config": cfg,
-        "seed": 0,
-        "choices": {"task": "cls", "model": model, "dataset": "ds", "allocator": allocator, "reconstruction": "none"},
-        "calibration": {"num_samples": 128, "seed": seed},
-        "model": {"name": model, "family": "resnet", "size": SIZES[model]},
-        "task": {"name": "cls", "metric": "top1", "higher_is_better": True},
-        "sparsity": {"target": rate, "achieved": rate},
-        "timing": {"allocate": 0.5, "mask": 0.5, "total": 2.0},
-        "memory": {"host_peak_mb": 100.0, "device_peak_mb": 0.0},
-        "dense": {"top1": 1.0},
-        "sparse": {"top1": sparse},
-    }
+    timing = {"allocate": 0.5, "mask": 0.5, "total": 2.0}
+    return cls_record(
+        model, sparse, sparsity=sp, allocator=allocator, size=SIZES[model], calib_seed=seed, timing=timing
+    )
 
 
 def _wanda(model, allocator, sparse, **kw):

@@ -3,11 +3,10 @@ hand-made records (two models; one timed, one not)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 
 import pytest
+from synthetic_records import cls_record
 
 from ptsbench.records import write_json_atomic
 from ptsbench.tables import load_runs, methods_table
@@ -15,36 +14,8 @@ from ptsbench.tables.render import to_markdown
 
 
 def _record(model: str, recon: str, *, size=None, flops=None, latency=None) -> dict:
-    cfg = {
-        "task": {"name": "cls", "metric": "top1"},
-        "model": {"name": model, "family": "resnet", "size": "20"},
-        "dataset": {"name": "ds"},
-        "allocator": {"name": "erk"},
-        "reconstruction": {"name": recon},
-        "sparsity": {"rate": 0.7, "pattern": "unstructured", "criterion": "magnitude"},
-        "calib": {"num_samples": 128, "seed": 0},
-        "seed": 0,
-    }
-    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
-    rec = {
-        "schema_version": 1,
-        "status": "ok",
-        "error": None,
-        "digest": digest,
-        "name": f"{model}-{digest}",
-        "created": "2026-01-01T00:00:00+00:00",
-        "config": cfg,
-        "seed": 0,
-        "choices": {"task": "cls", "model": model, "dataset": "ds", "allocator": "erk", "reconstruction": recon},
-        "calibration": {"num_samples": 128, "seed": 0},
-        "model": {"name": model, "family": "resnet", "size": "20"},
-        "task": {"name": "cls", "metric": "top1", "higher_is_better": True},
-        "sparsity": {"target": 0.7, "achieved": 0.7},
-        "timing": {"allocate": 0.5, "mask": 0.5, "reconstruct": 1.0, "total": 9.0},
-        "memory": {"host_peak_mb": 100.0, "device_peak_mb": 0.0},
-        "dense": {"top1": 1.0},
-        "sparse": {"top1": 0.5},
-    }
+    sp = {"rate": 0.7, "pattern": "unstructured", "criterion": "magnitude"}
+    rec = cls_record(model, 0.5, sparsity=sp, recon=recon)
     for key, value in (("size_bytes", size), ("flops", flops), ("latency", latency)):
         if value is not None:
             rec[key] = value

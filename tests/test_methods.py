@@ -291,40 +291,12 @@ def test_bad_method_knobs_fail_before_any_work(make_cfg, overrides, needle):
 def _record(
     model, rate, sparse, *, criterion="magnitude", recon="none", pattern="unstructured", seconds=1.0, calib_seed=0
 ):
-    import hashlib
-    import json as _json
+    from synthetic_records import cls_record
 
     sp = {"rate": rate, "pattern": pattern, "criterion": criterion, **({"n": 2, "m": 4} if pattern == "nm" else {})}
-    cfg = {
-        "task": {"name": "cls", "metric": "top1"},
-        "model": {"name": model, "family": "resnet", "size": "20"},
-        "dataset": {"name": "ds"},
-        "allocator": {"name": "erk"},
-        "reconstruction": {"name": recon},
-        "sparsity": sp,
-        "calib": {"num_samples": 128, "seed": calib_seed},
-        "seed": 0,
-    }
-    digest = hashlib.sha256(_json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
-    return {
-        "schema_version": 1,
-        "status": "ok",
-        "error": None,
-        "digest": digest,
-        "name": f"{model}-{digest}",
-        "created": "2026-01-01T00:00:00+00:00",
-        "config": cfg,
-        "seed": 0,
-        "choices": {"task": "cls", "model": model, "dataset": "ds", "allocator": "erk", "reconstruction": recon},
-        "calibration": {"num_samples": 128, "seed": calib_seed},
-        "model": {"name": model, "family": "resnet", "size": "20"},
-        "task": {"name": "cls", "metric": "top1", "higher_is_better": True},
-        "sparsity": {"target": rate, "achieved": 0.45 if pattern == "nm" else rate},
-        "timing": {"allocate": 0.5, "mask": 0.5, "reconstruct": seconds, "total": 9.0},
-        "memory": {"host_peak_mb": 100.0, "device_peak_mb": 0.0},
-        "dense": {"top1": 1.0},
-        "sparse": {"top1": sparse},
-    }
+    timing = {"allocate": 0.5, "mask": 0.5, "reconstruct": seconds, "total": 9.0}
+    achieved = 0.45 if pattern == "nm" else rate
+    return cls_record(model, sparse, sparsity=sp, recon=recon, calib_seed=calib_seed, achieved=achieved, timing=timing)
 
 
 def test_methods_table_matches_cells_and_keeps_paper_tables_clean(tmp_path):
