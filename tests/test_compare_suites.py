@@ -3,23 +3,16 @@ keeps the first (current) suite; findings beyond the paper are shown but do not 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
 def compare_suites():
-    spec = importlib.util.spec_from_file_location("compare_suites", ROOT / "scripts" / "compare_suites.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_suites"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_suites")
 
 
 def write_findings(folder: Path, verdicts: dict[str, str]) -> Path:

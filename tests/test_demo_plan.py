@@ -3,23 +3,15 @@ track at its own rate with one calibration seed, and --suite moves only the clas
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["demo_script"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo")
 
 
 def knobs(job: list[str]) -> dict[str, str]:
