@@ -52,23 +52,20 @@ def source_files(root: str | None) -> tuple[Path, Path]:
 
 
 def check_config(cfg: FashionConfig) -> None:
-    if cfg.root is None:
-        missing_packaged = [p.name for p in source_files(None) if not p.is_file()]
-        if missing_packaged:
-            raise ConfigError(
-                f"dataset=fashion5k: the packaged copy lacks {', '.join(missing_packaged)} in {PACKAGED_ROOT} "
-                f"(a damaged install: reinstall ptsbench), or point dataset.root at Fashion-MNIST's IDX files "
-                f"(apt-get install dataset-fashion-mnist, files in {DEBIAN_ROOT})"
-            )
+    missing = [p.name for p in source_files(cfg.root) if not p.is_file()]
+    if not missing:
         return
-    root = Path(str(cfg.root)).expanduser()
-    missing = [name for name in FILES if not (root / name).is_file()]
-    if missing:
+    if cfg.root is None:
         raise ConfigError(
-            f"dataset.root='{root}' lacks {', '.join(missing)}: dataset=fashion5k reads Fashion-MNIST's test "
-            f"split as IDX files; install Debian's copy (apt-get install dataset-fashion-mnist, files in "
-            f"{DEBIAN_ROOT}) or point dataset.root at a folder holding {' and '.join(FILES)}"
+            f"dataset=fashion5k: the packaged copy lacks {', '.join(missing)} in {PACKAGED_ROOT} "
+            f"(a damaged install: reinstall ptsbench), or point dataset.root at Fashion-MNIST's IDX files "
+            f"(apt-get install dataset-fashion-mnist, files in {DEBIAN_ROOT})"
         )
+    raise ConfigError(
+        f"dataset.root='{Path(str(cfg.root)).expanduser()}' lacks {', '.join(missing)}: dataset=fashion5k reads "
+        f"Fashion-MNIST's test split as IDX files; install Debian's copy (apt-get install dataset-fashion-mnist, "
+        f"files in {DEBIAN_ROOT}) or point dataset.root at a folder holding {' and '.join(FILES)}"
+    )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -108,7 +105,8 @@ def load_fashion5k_arrays(root: str | None = None) -> tuple[np.ndarray, np.ndarr
 def write_packaged(root: str | Path = DEBIAN_ROOT, out: Path = PACKAGED_ROOT) -> None:
     """Write the packaged copy: the 5,000 picked from ``root``'s official test files, as gzip'd IDX
     (fixed gzip header time, so the bytes depend on the images only)."""
-    images, labels = read_idx(Path(root) / FILES[0]), read_idx(Path(root) / FILES[1])
+    image_file, label_file = source_files(str(root))
+    images, labels = read_idx(image_file), read_idx(label_file)
     keep = first_per_class(labels, PER_CLASS)
     for name, array in zip(PACKAGED_FILES, (images[keep], labels[keep])):
         header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
