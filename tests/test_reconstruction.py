@@ -16,6 +16,8 @@ from ptsbench.errors import ConfigError
 from ptsbench.models import build_model, zoo
 from ptsbench.models.adapters import ModelAdapter, Unit, get_adapter
 from ptsbench.reconstruction import RECONSTRUCTORS, unitwise
+from ptsbench.reconstruction import feeder as feeder_module
+from ptsbench.reconstruction import spine as spine_module
 from ptsbench.reconstruction.error_correction import apply_error_correction
 from ptsbench.reconstruction.feeder import UnitFeeder
 from ptsbench.reconstruction.unit_data import capture_input, unit_tensors
@@ -202,11 +204,17 @@ def test_units_are_fed_the_documented_tensors(monkeypatch, input_mode):
         assert not torch.allclose(after_h, dense_h, atol=1e-3)  # the two modes really differ
 
 
-def test_sparse_input_without_a_direct_link_runs_the_sparse_prefix():
+@pytest.mark.parametrize("as_spine", [False, True])
+def test_sparse_input_without_a_direct_link_runs_the_sparse_prefix(as_spine):
     dense, sparse, masks, calib = toy_pair()
     dense_m, sparse_m = Doubling(dense), Doubling(sparse)
     units = [Unit("seq.0", ("seq.0", "seq.1"), ("seq.0",), "layer"), Unit("seq.2", ("seq.2",), ("seq.2",), "layer")]
-    feeder = UnitFeeder(sparse_m, dense_m, units, calib, lambda m, x: m(x), "sparse", torch.device("cpu"), "auto")
+    feeder = UnitFeeder(
+        sparse_m, dense_m, units, calib, lambda m, x: m(x), "sparse", torch.device("cpu"), "auto",
+        spine=units if as_spine else (),
+    )  # fmt: skip
+    if as_spine:  # the x2 between the blocks is in no block: the link is refused, never skipped
+        assert feeder.spine is not None and feeder.spine.links == [False]
     feeder.tensors(units[0])
     x, y = feeder.tensors(units[1])
     with torch.no_grad():
@@ -357,6 +365,40 @@ def test_sparse_input_shortcut_equals_running_the_sparse_prefix():
     ref = capture_input(model, units[-1].modules[0], calib, lambda m, t: m(t), torch.device("cpu"), torch.device("cpu"))
     assert feeder.shortcuts == 2
     assert torch.allclose(x.data, ref.data, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "arch, family, granularity",
+    [
+        ("cifar_resnet20", "resnet", "single"),
+        ("cifar_resnet20", "resnet", "layer"),
+        ("small_mobilenetv2_x0.5", "mobilenetv2", "single"),
+    ],
+)
+def test_block_spine_gives_every_unit_the_sparse_prefix_input_at_a_fraction_of_the_prefix_runs(
+    monkeypatch, arch, family, granularity
+):
+    model, dense, masks, calib = zoo_setup(arch, 0.7, n_calib=24)
+    adapter = get_adapter(family)
+    units = adapter.units(model, granularity)
+    prefix_runs = []
+    real_capture = feeder_module.capture_input
+    for module in (feeder_module, spine_module):  # every caller of the sparse prefix
+        monkeypatch.setattr(module, "capture_input", lambda *a, **k: prefix_runs.append(a[1]) or real_capture(*a, **k))
+    cpu = torch.device("cpu")
+    feeder = UnitFeeder(
+        model, dense, units, calib, lambda m, x: m(x), "sparse", cpu, "auto", chunk_size=8, spine=adapter.spine(model)
+    )
+    for u in units:
+        x, _ = feeder.tensors(u)
+        ref = real_capture(model, u.modules[0], calib, lambda m, t: m(t), cpu, cpu, chunk_size=8)
+        assert torch.equal(x.data, ref.data), u.name  # the very tensor the sparse prefix gives
+        with torch.no_grad():  # a stand-in for reconstruction: the next unit must see the changed weights
+            for name in u.layers:
+                model.get_submodule(name).weight.mul_(0.9)
+    assert feeder.spine_captures > 0
+    # the classifier after global pooling is no block's input: it (and only it) still runs the prefix
+    assert len(prefix_runs) <= 2 and len(prefix_runs) < len(units) - feeder.shortcuts
 
 
 def test_fast_path_knobs_bf16_and_channels_last_run_on_cpu():

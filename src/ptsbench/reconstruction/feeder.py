@@ -7,7 +7,11 @@ Y = dense unit on dense X); this class only makes them cheaper to get:
 - with ``input=sparse``, when the previous unit's dense output *is* this unit's dense input
   (verified on the data: consecutive blocks of a stage, conv->conv inside a block), this unit's
   sparse input is the reconstructed previous unit applied to its own sparse input, so the sparse
-  model's prefix is not run again. Otherwise the sparse prefix runs, stopped at the unit.
+  model's prefix is not run again;
+- otherwise, given the adapter's block units as a spine (``spine.py``), the sparse input of the block
+  holding the unit is walked forward one verified block at a time and the unit's input is captured
+  by running that block alone: part of one block instead of the whole sparse prefix, same tensors;
+- failing both, the sparse prefix runs, stopped at the unit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .spine import BlockSpine
 from .unit_data import CalibTensor, UnitChain, _alloc, _put, apply_chunked, capture_input
 
 PROBE = 16  # samples on which a caller without targets has the shortcut verified
@@ -68,6 +73,7 @@ class UnitFeeder:
         chunk_size: int = 256,
         channels_last: bool = False,
         targets: bool = True,
+        spine=(),
     ):
         self.model, self.dense_model, self.units = model, dense_model, units
         self.calib, self.forward, self.input_mode, self.device = calib_inputs, forward, input_mode, device
@@ -93,6 +99,11 @@ class UnitFeeder:
         )
         self.dense_x: CalibTensor | None = None  # dense X of the last unit served
         self.shortcuts = 0
+        self.spine = (
+            BlockSpine(model, dense_model, list(spine), calib_inputs, forward, device, self.store, self.kw)
+            if spine and input_mode == "sparse"
+            else None
+        )
 
     @torch.no_grad()
     def _capture_all(self, model, names: list[str], calib: torch.Tensor) -> dict[str, CalibTensor]:
@@ -140,8 +151,12 @@ class UnitFeeder:
             x = x_dense
         else:
             x = self._from_previous(x_dense)
+            if x is None and self.spine is not None:
+                x = self.spine.input_of(first)
             if x is None:
                 x = capture_input(self.model, first, self.calib, self.forward, self.device, self.store, **self.kw)
+            if self.spine is not None:
+                self.spine.keep(first, x)
         self.prev = (unit, x, y)
         self.dense_x = x_dense  # the asymmetric SparseGPT target reads it
         return x, y
@@ -160,3 +175,8 @@ class UnitFeeder:
             return None
         self.shortcuts += 1
         return apply_chunked(UnitChain(self.model, unit.modules), x_prev, self.store, self.device, **self.kw)
+
+    @property
+    def spine_captures(self) -> int:
+        """Units whose sparse input came from running one block on its kept sparse input."""
+        return self.spine.captures if self.spine is not None else 0

@@ -269,6 +269,7 @@ def reconstruct(
         config.offload,
         walk.chunk,
         targets=config.unit_loss or walk.dense_target,  # otherwise only the sparse X is read
+        spine=units,  # block units: the feeder verifies which one feeds the next
     )
     for unit in units:
         report["units"].append(_prune_unit(walk, unit, feeder))

@@ -121,7 +121,7 @@ def reconstruct(
         channels_last = _auto(config.channels_last, device.type == "cuda")
         feeder = UnitFeeder(
             model, dense_model, units, calib_inputs, forward, config.input, device, config.offload,
-            config.chunk_size, channels_last,
+            config.chunk_size, channels_last, spine=adapter.spine(model),
         )  # fmt: skip
         report["offload"] = feeder.store.type != device.type
         for k, unit in enumerate(units):
@@ -129,6 +129,7 @@ def reconstruct(
                 _reconstruct_unit(k, len(units), unit, model, dense_model, masks, feeder, settings, config)
             )
         report["sparse_input_shortcuts"] = feeder.shortcuts
+        report["sparse_input_block_captures"] = feeder.spine_captures
         report["diverged_units"] = [u["unit"] for u in report["units"] if u.get("diverged")]
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return report

@@ -43,6 +43,14 @@ class ModelAdapter:
     def units(self, model: nn.Module, granularity: str) -> list[Unit]:
         raise NotImplementedError
 
+    def spine(self, model: nn.Module) -> list[Unit]:
+        """The ``block`` units, offered to the calibration feeder as checkpoints of the sparse forward
+        (it verifies on data which block feeds the next); none for a family without blocks."""
+        try:
+            return self.units(model, "block")
+        except ConfigError:
+            return []
+
     def check_granularity(self, granularity: str) -> None:
         if granularity not in GRANULARITIES:
             raise ConfigError(f"reconstruction.unitwiseity='{granularity}'; valid choices: {', '.join(GRANULARITIES)}")
