@@ -83,8 +83,10 @@ TRACKS = (
 # foolbox's ImageNet images (conf/experiment/real_lite.yaml: Table 2's allocators at 0.3 and 0.5). Same
 # tracks as the embedded suite at 0.5 (at 0.7 every row is at chance), budgets cut further for 224^2
 # inputs on 2 cores: one calibration seed, FCPTS 24 steps of 8 images, 10 reconstruction steps of 8 images
-# per unit. Never coverage: both FCPTS rows, all five Table 3 settings, the methods rows.
-REAL_BASE, REAL_RATE = "real_lite", 0.5
+# per unit. Never coverage: both FCPTS rows, all five Table 3 settings, the methods rows. The methods rows
+# run at 0.3: at 0.5 under Uniform every criterion leaves the Lite models at 0/20 (measured), a tie that
+# compares nothing.
+REAL_BASE, REAL_RATE, REAL_METHODS_RATE = "real_lite", 0.5, 0.3
 REAL_RECON = [
     "allocator=erk",
     "++reconstruction.iters=10",
@@ -95,8 +97,8 @@ REAL_RECON = [
 REAL_TRACKS = (
     [(REAL_BASE, []), (REAL_BASE, [f for f in FCPTS if f != SEEDS])]
     + [(REAL_BASE, REAL_RECON + a) for a in ASPECTS]
-    + [(REAL_BASE, [a for a in f if a != SEEDS][:-1] + [f"sparsity.rate={REAL_RATE}"]) for f in NEWER_CLS]
-    + [(REAL_BASE, ["method=sparsegpt", "allocator=uniform", f"sparsity.rate={REAL_RATE}"])]
+    + [(REAL_BASE, [a for a in f if a != SEEDS][:-1] + [f"sparsity.rate={REAL_METHODS_RATE}"]) for f in NEWER_CLS]
+    + [(REAL_BASE, ["method=sparsegpt", "allocator=uniform", f"sparsity.rate={REAL_METHODS_RATE}"])]
 )
 # case -> (its base experiments, its tracks, whether the other demo_*.yaml run after them)
 CASES = {"embedded": (BASES, TRACKS, True), "imagenet_lite": ((REAL_BASE,), REAL_TRACKS, False)}

@@ -132,3 +132,26 @@ def test_evaluate_classifier_against_itself_agrees_fully_with_zero_kl():
     assert metrics["top1"] == dense["top1"] == top1_accuracy(model, batches) and set(dense) == {"top1"}
     with pytest.raises(ValueError, match="same test inputs"):
         evaluate_classifier(model, batches[:1], reference=logits)
+
+
+def test_channels_last_evaluation_changes_kernels_not_scores():
+    import torch
+    from torch import nn
+
+    from ptsbench.tasks.classification import evaluate_classifier
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, groups=1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8), nn.Flatten(), nn.LazyLinear(5)
+    )
+    batches = [(torch.randn(6, 3, 12, 12), torch.randint(0, 5, (6,))) for _ in range(2)]
+    seen = []
+    model[0].register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    outputs: list = []
+    nchw = evaluate_classifier(model, batches, outputs=outputs)
+    nhwc = evaluate_classifier(model, batches, reference=outputs[0], channels_last=True)
+    assert seen == [False, False, True, True]  # the knob reaches the forward, batch by batch
+    assert nhwc["top1"] == nchw["top1"] and nhwc["agreement"] == 1.0 and nhwc["kl"] < 1e-9
+    assert model[0].weight.is_contiguous()  # the weights keep their layout (masks, exports read them)

@@ -27,6 +27,10 @@ class EvalConfig(Schema):
     dense_cache: bool = knob(True)  # evaluate each dense (model, dataset) once per sweep
     # score only the first N test samples (smoke runs: debug=fast); null: the whole split
     max_samples: int | None = knob(None, ge=1, omit_at_default=True)
+    # classifier inputs in NHWC layout, so conv kernels run channels-last: 1.8x faster for EfficientNet-Lite's
+    # depthwise convs on one CPU thread (scripts/bench_eval_layout.py); off by default so recorded scores keep
+    # their kernels (the same values up to float rounding)
+    channels_last: bool = knob(False, omit_at_default=True)
     # time dense vs sparse kernels on the pruned model (speed/latency.py); batch size and repeats of the timing
     latency: bool = knob(False, omit_at_default=True)
     latency_batch_size: int = knob(32, ge=1, omit_at_default=True)
@@ -40,6 +44,7 @@ class Task:
         evaluation = evaluation or EvalConfig()
         self.config = config
         self.batch_size = evaluation.batch_size
+        self.channels_last = evaluation.channels_last
         self.max_samples = evaluation.max_samples  # score the first N test samples only (smoke runs)
 
     @property

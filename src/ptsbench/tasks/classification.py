@@ -36,12 +36,18 @@ FIDELITY_CHUNK = 4096  # inputs per float64 softmax: bounds the memory of a larg
 
 
 @torch.no_grad()
-def classify(model: nn.Module, loader, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (N, classes) on the CPU, labels (N,)) of ``model`` over ``loader``'s (inputs, labels) batches."""
+def classify(
+    model: nn.Module, loader, device: torch.device | str = "cpu", channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, classes) on the CPU, labels (N,)) of ``model`` over ``loader``'s (inputs, labels) batches;
+    ``channels_last`` hands image batches over in NHWC layout (the weights stay as they are)."""
     model.eval()
     logits, labels = [], []
     for x, y in loader:
-        logits.append(model(x.to(device, non_blocking=True)).float().cpu())
+        x = x.to(device, non_blocking=True)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits.append(model(x).float().cpu())
         labels.append(y)
     if not logits:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
@@ -54,12 +60,13 @@ def evaluate_classifier(
     device: torch.device | str = "cpu",
     reference: torch.Tensor | None = None,
     outputs: list | None = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """``top1`` of ``model`` over ``loader``; with ``reference`` (the dense model's logits on the same
     inputs, in order) also ``agreement`` (the fraction of inputs where both models' top-1 class is the
     same) and ``kl`` (the mean KL(reference || model) in nats). ``outputs``, when given, receives the
     logits, so the dense evaluation hands them to every sparse one (the dense model runs once)."""
-    logits, labels = classify(model, loader, device)
+    logits, labels = classify(model, loader, device, channels_last)
     total = max(len(labels), 1)
     metrics = {"top1": int((logits.argmax(1) == labels).sum()) / total if len(labels) else 0.0}
     if outputs is not None:
@@ -87,14 +94,21 @@ def top1_accuracy(model: nn.Module, loader, device: torch.device | str = "cpu") 
 @TASKS.register("cls", config=TaskConfig, label="CLS", order=0)
 class ClassificationTask(Task):
     def evaluate(self, model, data, device) -> dict[str, float]:
-        return evaluate_classifier(model, self.limited(data.test_loader(self.batch_size)), device)
+        return evaluate_classifier(
+            model, self.limited(data.test_loader(self.batch_size)), device, channels_last=self.channels_last
+        )
 
     def evaluate_dense(self, model, data, device) -> tuple[dict[str, float], torch.Tensor | None]:
         """``top1`` and the logits on the test inputs, the reference of every sparse evaluation."""
         outputs: list = []
-        metrics = evaluate_classifier(model, self.limited(data.test_loader(self.batch_size)), device, outputs=outputs)
+        metrics = evaluate_classifier(
+            model, self.limited(data.test_loader(self.batch_size)), device, outputs=outputs,
+            channels_last=self.channels_last,
+        )  # fmt: skip
         return metrics, outputs[0]
 
     def evaluate_sparse(self, model, reference, data, device) -> dict[str, float]:
         """``top1`` plus the sparse model's ``agreement`` with and ``kl`` from the dense logits ``reference``."""
-        return evaluate_classifier(model, self.limited(data.test_loader(self.batch_size)), device, reference)
+        return evaluate_classifier(
+            model, self.limited(data.test_loader(self.batch_size)), device, reference, channels_last=self.channels_last
+        )
