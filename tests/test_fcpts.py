@@ -307,3 +307,28 @@ def test_mse_loss_compares_the_adapters_block_outputs(resnet20):
         layer_infos(modules), {n: m.weight.detach() for n, m in modules.items()}, 0.7, ctx
     )
     assert ctx.report["task_loss"] == "mse" and all(v > 0 for v in ctx.report["task_loss_trace"])
+
+
+def test_channels_last_calibration_feeds_nhwc_batches_and_learns_the_same_allocation():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)
+    ).eval()
+    modules = prunable_modules(model)
+    weights = {n: m.weight.detach() for n, m in modules.items()}
+    calib = torch.randn(32, 3, 10, 10)  # RGB: with one channel both layouts are the same tensor
+    rates, layouts = {}, {}
+    for channels_last in (False, True):
+        seen: list[bool] = []
+        hook = model[0].register_forward_pre_hook(
+            lambda _m, args, seen=seen: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        try:
+            rates[channels_last] = build_allocator(
+                "fcpts", iters=3, batch_size=8, channels_last=channels_last
+            ).allocate(layer_infos(modules), weights, 0.6, _context(model, modules, calib))
+        finally:
+            hook.remove()
+        layouts[channels_last] = set(seen)
+    assert layouts == {False: {False}, True: {True}}  # every student forward gets the asked layout
+    assert all(rates[True][n] == pytest.approx(rates[False][n], abs=1e-3) for n in weights)  # only rounding differs

@@ -151,6 +151,8 @@ def learn(p, rank: torch.Tensor, flat: FlatLayers, rate: float, context) -> dict
     dual_step = float(p.lambda_lr) / (float(p.lr) * float((share**2).sum()))  # gap -> lambda, in lr steps
     with frozen(context.model):
         calib = context.calib_inputs.to(device)
+        if p.channels_last and calib.dim() == 4:
+            calib = calib.contiguous(memory_format=torch.channels_last)
         batch = min(p.batch_size, len(calib))  # a batch beyond the calibration set would repeat samples
         idx = batch_indices(len(calib), iters, batch, context.seed, device)
         objective = build_objective(p.loss, context, calib, idx)

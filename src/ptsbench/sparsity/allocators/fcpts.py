@@ -72,6 +72,10 @@ class FCPTSConfig(AllocatorConfig):
     bandwidth: Literal["silverman"] | float = knob("silverman", gt=0, le=1)  # or a float, in units of max |w|
     bins: int = knob(100, ge=1)  # histogram bins over [0, 1] (kde: histogram)
     trace_points: int = knob(100, ge=1)  # loss-trace points kept in the run record
+    # calibration images in NHWC layout, so the forward and backward convs run channels-last (faster for
+    # depthwise-separable CNNs on CPU, scripts/bench_eval_layout.py); off by default: the same function,
+    # other float rounding, so recorded runs keep theirs
+    channels_last: bool = knob(False, omit_at_default=True)
 
     def check(self, path: str) -> None:
         # the init allocation is computed from the weights alone (no calibration context reaches it)
