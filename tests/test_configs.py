@@ -182,3 +182,14 @@ def test_every_callback_option_instantiates(tmp_path, callbacks):
     assert len(cfg.hydra.callbacks) >= 1
     for node in cfg.hydra.callbacks.values():
         assert instantiate(node) is not None
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+)
+def test_a_method_preset_keeps_its_reconstruction_under_every_experiment(make_cfg, experiment):
+    """``method`` comes before ``experiment`` in the defaults, so an experiment that picked a reconstruction
+    would silently undo the method's (``experiment=table2 method=sparsegpt`` running plain magnitude)."""
+    for method, recon in (("sparsegpt", "sparsegpt"), ("magnitude_block", "block")):
+        cfg = make_cfg(f"experiment={experiment}", f"method={method}")
+        assert cfg.reconstruction.name == recon, f"experiment={experiment} undoes method={method}"
