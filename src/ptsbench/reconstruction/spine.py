@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .unit_data import CalibTensor, UnitChain, _alloc, _put, _Reached, apply_chunked, capture_input
-
-PROBE = 16  # samples on which the links are verified: a link is a property of the graph, not the data
+from .unit_data import PROBE, CalibTensor, UnitChain, apply_chunked, capture_input, capture_inputs_of, same_activation
 
 
 class BlockSpine:
@@ -78,34 +76,14 @@ class BlockSpine:
         self.kept = (k, x)
         return x
 
-    @torch.no_grad()
     def _capture_within(self, k: int, module: str, start: CalibTensor) -> CalibTensor | None:
         """What ``module`` receives while block k alone runs on ``start``; None if it never does."""
         block = UnitChain(self.model, self.blocks[k].modules)
-        seen: list[torch.Tensor] = []
-
-        def stop_here(_mod, args):
-            seen.append(args[0])
-            raise _Reached
-
-        handle = self.model.get_submodule(module).register_forward_pre_hook(stop_here)
-        out = None
-        chunk = self.kw["chunk_size"]
-        try:
-            for s in range(0, len(start), chunk):
-                seen.clear()
-                try:
-                    block(start.chunk(s, s + chunk).to(self.device, non_blocking=True))
-                except _Reached:
-                    pass
-                if not seen:
-                    return None
-                if out is None:
-                    out = _alloc(len(start), seen[0], self.store, self.kw["channels_last"])
-                _put(out, s, seen[0])
-        finally:
-            handle.remove()
-        return out
+        return capture_inputs_of(
+            self.model.get_submodule(module),
+            lambda s, e: block(start.chunk(s, e).to(self.device, non_blocking=True)),
+            len(start), self.store, self.kw["chunk_size"], self.kw["channels_last"],
+        )  # fmt: skip
 
 
 @torch.no_grad()
@@ -123,10 +101,4 @@ def verified_links(dense_model, blocks, probe: torch.Tensor, forward, device) ->
     finally:
         for h in handles:
             h.remove()
-    return [_same(outs.get(j), ins.get(j + 1)) for j in range(len(blocks) - 1)]
-
-
-def _same(a, b) -> bool:
-    return (
-        torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
-    )
+    return [same_activation(outs.get(j), ins.get(j + 1)) for j in range(len(blocks) - 1)]

@@ -72,6 +72,36 @@ def _put(dst: CalibTensor, start: int, x: torch.Tensor) -> None:
 
 
 @torch.no_grad()
+def capture_inputs_of(
+    module: nn.Module, run_chunk, num: int, store: torch.device, chunk_size: int = 256, channels_last: bool = False
+) -> CalibTensor | None:
+    """What ``module`` first receives while ``run_chunk(start, stop)`` runs on each chunk of ``num``
+    samples, the run stopped right there; None when a chunk never reaches it."""
+    seen: list[torch.Tensor] = []
+
+    def stop_here(_mod, args):
+        seen.append(args[0])
+        raise _Reached
+
+    handle = module.register_forward_pre_hook(stop_here)
+    out = None
+    try:
+        for start in range(0, num, chunk_size):
+            seen.clear()
+            try:
+                run_chunk(start, start + chunk_size)
+            except _Reached:
+                pass
+            if not seen:
+                return None
+            if out is None:
+                out = _alloc(num, seen[0], store, channels_last)
+            _put(out, start, seen[0])
+    finally:
+        handle.remove()
+    return out
+
+
 def capture_input(
     model: nn.Module,
     module_name: str,
@@ -83,33 +113,27 @@ def capture_input(
     channels_last: bool = False,
 ) -> CalibTensor:
     """Inputs that ``module_name`` receives when ``forward(model, x)`` runs on the calibration set."""
-    seen: list[torch.Tensor] = []
-
-    def stop_here(_mod, args):
-        seen.append(args[0])
-        raise _Reached
-
-    handle = model.get_submodule(module_name).register_forward_pre_hook(stop_here)
-    out = None
-    try:
-        for start in range(0, len(calib_inputs), chunk_size):
-            seen.clear()
-            try:
-                forward(model, calib_inputs[start : start + chunk_size].to(device, non_blocking=True))
-            except _Reached:
-                pass
-            if not seen:
-                raise RuntimeError(
-                    f"reconstruction unit input '{module_name}' is never reached by the "
-                    f"model's forward; the adapter lists a module the model does not run"
-                )
-            if out is None:
-                out = _alloc(len(calib_inputs), seen[0], store, channels_last)
-            _put(out, start, seen[0])
-    finally:
-        handle.remove()
-    assert out is not None  # the calibration set is never empty
+    out = capture_inputs_of(
+        model.get_submodule(module_name),
+        lambda start, stop: forward(model, calib_inputs[start:stop].to(device, non_blocking=True)),
+        len(calib_inputs), store, chunk_size, channels_last,
+    )  # fmt: skip
+    if out is None:
+        raise RuntimeError(
+            f"reconstruction unit input '{module_name}' is never reached by the "
+            f"model's forward; the adapter lists a module the model does not run"
+        )
     return out
+
+
+PROBE = 16  # samples on which a property of the graph (which activation feeds which module) is verified
+
+
+def same_activation(a, b) -> bool:
+    """``a`` and ``b`` are one activation seen at two places (same shape, equal up to float rounding)."""
+    return (
+        torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    )
 
 
 @torch.no_grad()

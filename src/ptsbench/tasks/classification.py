@@ -94,21 +94,19 @@ def top1_accuracy(model: nn.Module, loader, device: torch.device | str = "cpu") 
 @TASKS.register("cls", config=TaskConfig, label="CLS", order=0)
 class ClassificationTask(Task):
     def evaluate(self, model, data, device) -> dict[str, float]:
-        return evaluate_classifier(
-            model, self.limited(data.test_loader(self.batch_size)), device, channels_last=self.channels_last
-        )
+        return self._scored(model, data, device)
 
     def evaluate_dense(self, model, data, device) -> tuple[dict[str, float], torch.Tensor | None]:
         """``top1`` and the logits on the test inputs, the reference of every sparse evaluation."""
         outputs: list = []
-        metrics = evaluate_classifier(
-            model, self.limited(data.test_loader(self.batch_size)), device, outputs=outputs,
-            channels_last=self.channels_last,
-        )  # fmt: skip
+        metrics = self._scored(model, data, device, outputs=outputs)
         return metrics, outputs[0]
 
     def evaluate_sparse(self, model, reference, data, device) -> dict[str, float]:
         """``top1`` plus the sparse model's ``agreement`` with and ``kl`` from the dense logits ``reference``."""
-        return evaluate_classifier(
-            model, self.limited(data.test_loader(self.batch_size)), device, reference, channels_last=self.channels_last
-        )
+        return self._scored(model, data, device, reference=reference)
+
+    def _scored(self, model, data, device, **kwargs) -> dict[str, float]:
+        """``evaluate_classifier`` on the (limited) test split, in the evaluation's batch size and layout."""
+        loader = self.limited(data.test_loader(self.batch_size))
+        return evaluate_classifier(model, loader, device, channels_last=self.channels_last, **kwargs)
